@@ -1,0 +1,54 @@
+# Newcomers:  make figures   (execute notebooks/ on the bundled model, write figures/)
+#             make test      (run the test suite)
+# Every target bootstraps .venv on first use. The stamp file below records a finished install;
+# it is rebuilt when pyproject.toml is newer, so re-runs are fast and dependency edits get installed.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+# Installed first, on its own, so pip takes the pinned local wheels; override to use another build,
+# e.g.  make venv TORCH_SPEC='torch torchvision --index-url https://download.pytorch.org/whl/cpu'
+TORCH_SPEC  ?= torch==2.14.1 torchvision==0.29.1
+EXTRAS      ?= test,pretrained,dev
+PYTEST_ARGS ?=
+FIGURES_ARGS ?=
+
+VPY   := $(VENV)/bin/python
+STAMP := $(VENV)/.crossvit-lab-installed
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_NO_INPUT := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test figures lab lint clean-venv
+
+help:
+	@echo "make figures   execute notebooks/[0-9][0-9]_*.ipynb and write figures/ (FIGURES_ARGS='--only 02')"
+	@echo "make test      run pytest (PYTEST_ARGS='-m \"not slow\"')"
+	@echo "make lab       JupyterLab on 127.0.0.1, rooted at notebooks/"
+	@echo "make lint      ruff check"
+	@echo "make venv      create/update $(VENV) (automatic for the targets above)"
+	@echo "make clean-venv  delete $(VENV)"
+
+$(STAMP): pyproject.toml
+	@test -x $(VPY) || { echo ">> creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	$(VPY) -m pip install --upgrade pip
+	$(VPY) -m pip install $(TORCH_SPEC)
+	$(VPY) -m pip install -e '.[$(EXTRAS)]'
+	@touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+figures: $(STAMP)
+	$(VPY) figures/build.py $(FIGURES_ARGS)
+
+lab: $(STAMP)
+	CROSSVIT_FIGURES_DIR="$(CURDIR)/figures" $(VENV)/bin/jupyter lab --ip=127.0.0.1 notebooks/
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,194 @@
+"""Building blocks shared by both CrossViT flavours: attention, feed-forward, transformer block, patch embeddings.
+
+Attention probabilities only exist as a tensor inside :class:`AttentionMap`. When nothing observes that module
+(no forward hook registered on it), attention runs through ``F.scaled_dot_product_attention`` and the
+probabilities are never materialised; registering a hook (which :func:`crossvit.record_attention` does) switches
+just that site to the explicit ``softmax(q k^T * scale) v`` path so the hook can see them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops.layers.torch import Rearrange
+from torch import nn
+
+
+class AttentionMap(nn.Module):
+    """Computes ``softmax(q k^T * scale)`` over the keys: the attention probabilities, shape (B, heads, Nq, Nk).
+
+    This is the module to hook: its forward output *is* the attention map. ``kind`` is ``"self"`` or ``"cross"``.
+    """
+
+    def __init__(self, scale: float, kind: str) -> None:
+        super().__init__()
+        self.scale = scale
+        self.kind = kind
+
+    @property
+    def observed(self) -> bool:
+        """True when a forward hook wants the probabilities, so the fused kernel must not be used."""
+        return bool(self._forward_hooks) or bool(self._forward_pre_hooks)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        # q (B, H, Nq, D), k (B, H, Nk, D) -> (B, H, Nq, Nk)
+        return torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, scale={self.scale:.4g}"
+
+
+class _MultiHeadAttention(nn.Module):
+    """What self- and cross-attention share: the attention map, dropout, and the output projection."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, attn_dropout: float, proj_dropout: float,
+                 kind: str) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dim_head = dim_head
+        self.inner_dim = heads * dim_head
+        self.attention_map = AttentionMap(dim_head ** -0.5, kind)
+        self.attn_drop = nn.Dropout(attn_dropout)
+        self.to_out = nn.Linear(self.inner_dim, dim)
+        self.out_drop = nn.Dropout(proj_dropout)
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.reshape(b, n, self.heads, self.dim_head).transpose(1, 2)  # (B, N, H*D) -> (B, H, N, D)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # q (B, H, Nq, D), k and v (B, H, Nk, D) -> (B, Nq, H*D) projected to (B, Nq, dim)
+        if self.attention_map.observed:
+            attn = self.attn_drop(self.attention_map(q, k))  # (B, H, Nq, Nk)
+            out = attn @ v
+        else:
+            p = self.attn_drop.p if self.training else 0.0
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+        b, _, nq, _ = out.shape
+        out = out.transpose(1, 2).reshape(b, nq, self.inner_dim)  # (B, Nq, H*D)
+        return self.out_drop(self.to_out(out))
+
+
+class SelfAttention(_MultiHeadAttention):
+    """Multi-head self-attention with one fused query/key/value projection (``to_qkv``)."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, qkv_bias: bool = False, attn_dropout: float = 0.0,
+                 proj_dropout: float = 0.0) -> None:
+        super().__init__(dim, heads, dim_head, attn_dropout, proj_dropout, kind="self")
+        self.to_qkv = nn.Linear(dim, 3 * self.inner_dim, bias=qkv_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        qkv = self.to_qkv(x).reshape(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)  # (3, B, H, N, D)
+        q, k, v = qkv.unbind(0)
+        return self._attend(q, k, v)
+
+
+class CrossAttention(_MultiHeadAttention):
+    """Multi-head attention of a few query tokens (here: one CLS token) over a context of other tokens."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, qkv_bias: bool = False, attn_dropout: float = 0.0,
+                 proj_dropout: float = 0.0) -> None:
+        super().__init__(dim, heads, dim_head, attn_dropout, proj_dropout, kind="cross")
+        self.to_q = nn.Linear(dim, self.inner_dim, bias=qkv_bias)
+        self.to_kv = nn.Linear(dim, 2 * self.inner_dim, bias=qkv_bias)
+
+    def forward(self, queries: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        # queries (B, Nq, dim), context (B, Nk, dim) -> (B, Nq, dim)
+        q = self._split_heads(self.to_q(queries))
+        k, v = (self._split_heads(t) for t in self.to_kv(context).chunk(2, dim=-1))
+        return self._attend(q, k, v)
+
+
+class FeedForward(nn.Module):
+    """Linear -> GELU -> Linear, with dropout after each, as in both references."""
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.drop1 = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop2 = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: during training, drop a residual branch for whole samples with probability ``p``."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer layer: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, mlp_dim: int, *, qkv_bias: bool, norm_eps: float,
+                 attn_dropout: float = 0.0, proj_dropout: float = 0.0, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.attn = SelfAttention(dim, heads, dim_head, qkv_bias, attn_dropout, proj_dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = FeedForward(dim, mlp_dim, proj_dropout)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Patch embeddings: image (B, C, H, W) -> patch tokens (B, N, dim), row-major over the patch grid
+
+
+class LinearPatchEmbedding(nn.Module):
+    """lucidrains' embedding: cut into patches, flatten each, LayerNorm -> Linear -> LayerNorm."""
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int, norm_eps: float = 1e-5) -> None:
+        super().__init__()
+        patch_dim = in_chans * patch_size * patch_size
+        self.to_patches = Rearrange("b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=patch_size, p2=patch_size)
+        self.norm_in = nn.LayerNorm(patch_dim, eps=norm_eps)
+        self.proj = nn.Linear(patch_dim, dim)
+        self.norm_out = nn.LayerNorm(dim, eps=norm_eps)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.norm_out(self.proj(self.norm_in(self.to_patches(images))))
+
+
+class ConvPatchEmbedding(nn.Module):
+    """The paper's embedding: one convolution with kernel = stride = patch size, or the 3-convolution stem of the
+    "dagger" models (``stem="conv3"``, patch sizes 12 and 16 only)."""
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int, stem: str = "conv") -> None:
+        super().__init__()
+        if stem == "conv":
+            self.proj: nn.Module = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+        elif stem == "conv3" and patch_size in (12, 16):
+            # overall stride 4 * 3 * 1 = 12 or 4 * 2 * 2 = 16
+            second, third = ((3, 0), (1, 1)) if patch_size == 12 else ((2, 1), (2, 1))
+            self.proj = nn.Sequential(
+                nn.Conv2d(in_chans, dim // 4, kernel_size=7, stride=4, padding=3),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(dim // 4, dim // 2, kernel_size=3, stride=second[0], padding=second[1]),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(dim // 2, dim, kernel_size=3, stride=third[0], padding=third[1]),
+            )
+        else:
+            raise ValueError(f"unsupported patch stem {stem!r} for patch size {patch_size}")
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(images).flatten(2).transpose(1, 2)  # (B, dim, h, w) -> (B, h*w, dim)
