@@ -1,23 +1,38 @@
 """CrossViT Lab: a readable CrossViT (both published flavours) and the tools to look inside it."""
 
+from . import metrics
 from .config import Architecture, BranchSpec, PaperConfig, SeedConfig, config_from_dict
 from .convert import from_timm, from_vit_pytorch
+from .explain import METHODS, explain, patch_map_to_pixels
 from .model import CrossViT, count_parameters
 from .presets import PAPER_PRESETS, create_model, list_models
+from .recording import AttentionRecorder, Site, attention_sites, record_attention
+from .rollout import attention_rollout, gradient_rollout, joint_rollout
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Architecture",
+    "AttentionRecorder",
     "BranchSpec",
     "CrossViT",
+    "METHODS",
     "PAPER_PRESETS",
     "PaperConfig",
     "SeedConfig",
+    "Site",
+    "attention_rollout",
+    "attention_sites",
     "config_from_dict",
     "count_parameters",
     "create_model",
+    "explain",
     "from_timm",
     "from_vit_pytorch",
+    "gradient_rollout",
+    "joint_rollout",
     "list_models",
+    "metrics",
+    "patch_map_to_pixels",
+    "record_attention",
 ]

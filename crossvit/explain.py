@@ -1,0 +1,206 @@
+"""One entry point for every explanation method: ``explain(model, images, method) -> (B, H, W)`` pixel maps.
+
+Every method ends on the pixels of the input image, so methods can be compared on the same ground:
+
+* attention methods give a value per patch of a branch's grid; :func:`patch_map_to_pixels` spreads it over the
+  input pixels that patch covers, taking the branch's resize (or crop) into account;
+* captum methods give a value per input pixel and channel; channels are reduced as documented per method.
+
+Methods (``METHODS``): ``random`` (a seeded baseline), ``rollout_small``, ``rollout_large`` (per-branch rollout),
+``joint_rollout`` and ``grad_rollout`` (both branches through the fusion layers; the model's own map is the mean
+over the two CLS tokens, since the head averages their logits), ``integrated_gradients``, ``saliency`` and
+``occlusion`` (through captum).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from .model import CrossViT, check_images
+from .recording import record_attention
+from .rollout import attention_rollout, gradient_rollout, joint_rollout
+
+METHODS: tuple[str, ...] = (
+    "random", "rollout_small", "rollout_large", "joint_rollout", "grad_rollout", "integrated_gradients", "saliency",
+    "occlusion",
+)
+
+
+def patch_map_to_pixels(model: CrossViT, branch: str, patch_map: torch.Tensor, density: bool = False
+                        ) -> torch.Tensor:
+    """Spread a per-patch map (B, N_patches, row-major over the branch's grid) over the input pixels: (B, H, W).
+
+    Each input pixel takes the value of the patch that covers it. The branch saw the input resized to its own
+    size (or centre-cropped); resizing keeps the grid over the whole image, so patch (i, j) of a g x g grid covers
+    input rows ``[i * H / g, (i + 1) * H / g)``; a crop leaves the pixels outside the crop at 0.
+    With ``density=True`` each value is divided by the number of input pixels its patch covers, so that maps of
+    the two grids carry mass per pixel and can be added.
+    """
+    rows, cols = model.patch_grid(branch)
+    if patch_map.ndim != 2 or patch_map.shape[1] != rows * cols:
+        raise ValueError(f"the {branch} branch has a {rows}x{cols} grid, so the patch map must be (B, {rows * cols}); "
+                         f"got {tuple(patch_map.shape)}")
+    size, side = model.image_size, model.branch_image_size(branch)
+    grid = patch_map.reshape(-1, 1, rows, cols)  # (B, 1, g, g)
+    if model.arch.resize == "crop" and side < size:
+        canvas = grid.new_zeros(grid.shape[0], 1, size, size)
+        top, left = int(round((size - side) / 2.0)), int(round((size - side) / 2.0))
+        canvas[:, :, top:top + side, left:left + side] = F.interpolate(grid, size=(side, side), mode="nearest")
+        pixels, covered = canvas[:, 0], (side / rows) * (side / cols)
+    else:
+        pixels, covered = F.interpolate(grid, size=(size, size), mode="nearest")[:, 0], (size / rows) * (size / cols)
+    return pixels / covered if density else pixels
+
+
+def _resolve_target(model: CrossViT, images: torch.Tensor, target: int | torch.Tensor | None) -> torch.Tensor:
+    b = images.shape[0]
+    if target is None:
+        with torch.no_grad():
+            return model(images).argmax(dim=1)
+    target = torch.as_tensor(target, device=images.device).long()
+    if target.ndim == 0:
+        target = target.expand(b)
+    if target.shape != (b,):
+        raise ValueError(f"target must be an int or a (B,) = ({b},) tensor of class indices, got shape "
+                         f"{tuple(target.shape)}")
+    if (target < 0).any() or (target >= model.num_classes).any():
+        raise ValueError(f"target class indices must be in [0, {model.num_classes}), got {target.tolist()}")
+    return target
+
+
+def _cls_mean_pixels(model: CrossViT, rollout: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Model-level map from a joint rollout: for each query CLS, add the two grids' mass per pixel; then average
+    over the two CLS tokens."""
+    maps = [
+        sum(patch_map_to_pixels(model, p, rollout[q][p], density=True) for p in model.branch_names)
+        for q in model.branch_names
+    ]
+    return (maps[0] + maps[1]) / 2
+
+
+def _rollout_branch(branch: str) -> Callable:
+    def method(model: CrossViT, images: torch.Tensor, target: torch.Tensor, **_: object) -> torch.Tensor:
+        with record_attention(model, sites="self") as rec, torch.no_grad():
+            model(images)
+        return patch_map_to_pixels(model, branch, attention_rollout(rec, branch))
+
+    return method
+
+
+def _joint(model: CrossViT, images: torch.Tensor, target: torch.Tensor, **_: object) -> torch.Tensor:
+    with record_attention(model) as rec, torch.no_grad():
+        model(images)
+    return _cls_mean_pixels(model, joint_rollout(rec))
+
+
+def _grad_rollout(model: CrossViT, images: torch.Tensor, target: torch.Tensor, **_: object) -> torch.Tensor:
+    with record_attention(model, grads=True) as rec, torch.enable_grad():
+        score = model(images).gather(1, target[:, None]).sum()
+        maps = list(rec.sites.values())
+        score.backward(inputs=maps)  # gradients reach the maps only, never the model's parameters
+    return _cls_mean_pixels(model, gradient_rollout(rec))
+
+
+def _random(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, seed: int = 0, **_: object
+            ) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    b, _, h, w = images.shape
+    return torch.rand(b, h, w, generator=generator).to(images.device)
+
+
+def occlusion_window(model: CrossViT) -> int:
+    """Side of the occlusion window: the input pixels covered by one small-branch patch when that is a whole
+    number (12 px for the ``*_240`` models), else by one large-branch patch, else 1/8 of the image."""
+    for branch in model.branch_names:
+        rows, _ = model.patch_grid(branch)
+        if model.image_size % rows == 0 and model.arch.resize != "crop":
+            return model.image_size // rows
+    return max(1, model.image_size // 8)
+
+
+def _captum(name: str) -> Callable:
+    def method(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, ig_steps: int = 32,
+               internal_batch_size: int = 16, **_: object) -> torch.Tensor:
+        try:
+            from captum import attr
+        except ImportError as err:  # captum is a run-time dependency, but say so if it is missing
+            raise ImportError(f"method {name!r} needs captum: pip install captum") from err
+        images = images.detach().clone().requires_grad_(True)  # captum needs an input that requires grad
+        with torch.enable_grad():
+            if name == "saliency":
+                # |d score / d pixel|, the largest over the channels
+                return attr.Saliency(model).attribute(images, target=target, abs=True).amax(dim=1)
+            if name == "integrated_gradients":
+                # path integral from a black image; the attributions of a pixel's channels are summed
+                ig = attr.IntegratedGradients(model)
+                out = ig.attribute(images, baselines=torch.zeros_like(images), target=target, n_steps=ig_steps,
+                                   internal_batch_size=internal_batch_size)
+                return out.sum(dim=1)
+            # occlusion: score drop when a patch-aligned window is set to 0, same value on every channel
+            window = occlusion_window(model)
+            c = images.shape[1]
+            out = attr.Occlusion(model).attribute(
+                images, sliding_window_shapes=(c, window, window), strides=(c, window, window), baselines=0.0,
+                target=target, perturbations_per_eval=internal_batch_size,
+            )
+            return out.mean(dim=1)
+
+    return method
+
+
+_METHODS: dict[str, Callable] = {
+    "random": _random,
+    "rollout_small": _rollout_branch("small"),
+    "rollout_large": _rollout_branch("large"),
+    "joint_rollout": _joint,
+    "grad_rollout": _grad_rollout,
+    "integrated_gradients": _captum("integrated_gradients"),
+    "saliency": _captum("saliency"),
+    "occlusion": _captum("occlusion"),
+}
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | torch.Tensor | None = None, *,
+            seed: int = 0, ig_steps: int = 32, internal_batch_size: int = 16) -> torch.Tensor:
+    """Explain ``model``'s score for ``target`` on ``images`` (B, C, H, W): returns (B, H, W), higher = more
+    relevant.
+
+    Args:
+        method: one of :data:`METHODS`.
+        target: class index (int or (B,) tensor); ``None`` explains each image's predicted class.
+        seed: seed of the ``random`` baseline.
+        ig_steps: integration steps of ``integrated_gradients``.
+        internal_batch_size: images per model call inside integrated gradients and occlusion (bounds memory).
+
+    The model runs in eval mode (restored afterwards); its parameters' ``.grad`` are left untouched.
+    """
+    if not isinstance(model, CrossViT):
+        raise TypeError(f"explain needs a crossvit.CrossViT, got {type(model).__name__}")
+    if method not in _METHODS:
+        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    check_images(images, model)
+    with _eval_mode(model):
+        target = _resolve_target(model, images, target)
+        params = [p for p in model.parameters() if p.requires_grad]
+        saved = [p.grad for p in params]
+        try:
+            maps = _METHODS[method](model, images, target, seed=seed, ig_steps=ig_steps,
+                                    internal_batch_size=internal_batch_size)
+        finally:
+            for p, g in zip(params, saved):
+                p.grad = g
+    return maps.detach()

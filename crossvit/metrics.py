@@ -1,0 +1,409 @@
+"""Faithfulness metrics for pixel explanation maps: the pointing game and deletion/insertion curves.
+
+Every explanation method in this project produces ``maps`` of shape (B, H, W), higher = more relevant, for
+images of shape (B, C, H, W). These metrics *measure* how well a map agrees with the ground truth or with the
+model; they do not assume it does.
+
+* :func:`pointing_game` (Zhang et al. 2016, "Top-down neural attention by excitation backprop"): does the
+  map's single most relevant pixel land on the object?
+* :func:`deletion_insertion` (Petsiuk et al. 2018, "RISE"): how fast does the model's confidence fall when
+  the most relevant pixels are removed first (deletion, lower AUC = more faithful), and how fast does it rise
+  when they are put back first into a blurred image (insertion, higher AUC = more faithful)?
+
+>>> result = pointing_game(maps, masks, tolerance=3)
+>>> result.score, result.hits                  # float, (B,) bool
+>>> curves = deletion_insertion(model, images, maps, labels)
+>>> curves.mean_deletion_auc, curves.mean_insertion_auc
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = [
+    "DEFAULT_BLUR_SIGMA",
+    "DeletionInsertionResult",
+    "PointingGameResult",
+    "argmax_points",
+    "deletion_insertion",
+    "gaussian_blur",
+    "pixel_counts",
+    "pointing_game",
+]
+
+DEFAULT_BLUR_SIGMA: float = 5.0
+"""Standard deviation, in pixels, of the Gaussian blur that makes the insertion substrate.
+
+At 96 px the class texture of the synthetic data has a period of about 4-7 px; the (31-tap, truncated at
+3 sigma) kernel with sigma = 5 px attenuates such periods to 1e-3 of their amplitude or less, so the blurred
+image keeps only the coarse colour layout and the texture (the class evidence) must be inserted back. Petsiuk
+et al. used a much weaker blur (sigma about 1 px at 224 px); pass ``blur_sigma`` to match them."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# validation helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _check_maps(maps: object, name: str = "maps") -> torch.Tensor:
+    """``maps`` as a real (B, H, W) tensor with no NaN, or a TypeError/ValueError that names the problem."""
+    if not isinstance(maps, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, H, W), got {type(maps).__name__}")
+    if maps.dtype == torch.bool or maps.is_complex():
+        raise TypeError(f"{name} must be a real-valued (float or integer) tensor, got dtype {maps.dtype}")
+    if maps.ndim != 3:
+        raise ValueError(f"{name} must have shape (B, H, W), got {maps.ndim} dimensions {tuple(maps.shape)}")
+    if maps.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (B = 0)")
+    if maps.shape[1] == 0 or maps.shape[2] == 0:
+        raise ValueError(f"{name} has no pixels: shape {tuple(maps.shape)}")
+    if maps.is_floating_point():
+        nan_images = torch.isnan(maps).flatten(1).any(dim=1).nonzero().flatten().tolist()
+        if nan_images:
+            raise ValueError(f"{name} contains NaN in image(s) {nan_images}; a NaN has no rank")
+    return maps
+
+
+def _check_masks(masks: object, shape: torch.Size) -> torch.Tensor:
+    """``masks`` as a bool (B, H, W) tensor of the maps' ``shape``; 0/1-valued numbers are converted."""
+    if not isinstance(masks, torch.Tensor):
+        raise TypeError(f"masks must be a torch.Tensor of shape (B, H, W), got {type(masks).__name__}")
+    if masks.shape != shape:
+        raise ValueError(f"maps and masks must have the same shape (B, H, W), got maps {tuple(shape)} "
+                         f"and masks {tuple(masks.shape)}")
+    if masks.dtype == torch.bool:
+        return masks
+    if masks.is_complex():
+        raise TypeError(f"masks must be a bool (or 0/1-valued) tensor, got dtype {masks.dtype}")
+    if not ((masks == 0) | (masks == 1)).all():
+        bad = masks[(masks != 0) & (masks != 1)]
+        raise ValueError(f"masks must be bool or 0/1-valued, got dtype {masks.dtype} with other values, "
+                         f"e.g. {bad[:3].tolist()}")
+    return masks == 1
+
+
+def _check_int(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# pointing game
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PointingGameResult:
+    """Outcome of :func:`pointing_game` for a batch.
+
+    ``hits`` (B,) bool: the map's maximum is on the (dilated) mask; ``points`` (B, 2) long: the (row, col) of
+    each map's maximum; ``score``: mean hit rate in [0, 1]; ``tolerance``: the radius used, in pixels.
+    """
+
+    hits: torch.Tensor    # (B,) bool
+    points: torch.Tensor  # (B, 2) long, (row, col)
+    score: float
+    tolerance: int
+
+
+def argmax_points(maps: torch.Tensor) -> torch.Tensor:
+    """(row, col) of each map's maximum, shape (B, 2) long; ties go to the first maximum in row-major order.
+
+    The tie rule is explicit (smallest flat index among the maxima), not left to ``argmax``'s implementation.
+    A constant map therefore points at pixel (0, 0).
+    """
+    maps = _check_maps(maps)
+    B, H, W = maps.shape
+    flat = maps.reshape(B, H * W)                                       # (B, H*W)
+    is_max = flat == flat.max(dim=1, keepdim=True).values               # (B, H*W)
+    index = torch.arange(H * W, device=maps.device).expand(B, -1)       # (B, H*W)
+    first = torch.where(is_max, index, H * W).min(dim=1).values         # (B,)
+    return torch.stack([first // W, first % W], dim=1)                  # (B, 2)
+
+
+def _disk_offsets(radius: int, device: torch.device) -> torch.Tensor:
+    """Integer offsets (dr, dc) with dr^2 + dc^2 <= radius^2, shape (K, 2)."""
+    r = torch.arange(-radius, radius + 1, device=device)
+    dr, dc = torch.meshgrid(r, r, indexing="ij")                        # (2r+1, 2r+1) each
+    inside = dr * dr + dc * dc <= radius * radius
+    return torch.stack([dr[inside], dc[inside]], dim=1)                 # (K, 2)
+
+
+def pointing_game(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: int = 0) -> PointingGameResult:
+    """The pointing game (Zhang et al. 2016): does each map's maximum fall on the object?
+
+    Definition. Let ``p = (row, col)`` be the location of the maximum of ``maps[i]``; ties go to the *first*
+    maximum in row-major order (so a constant map points at (0, 0)). Image ``i`` is a *hit* if some mask pixel
+    ``q`` has Euclidean distance ``|p - q| <= tolerance``, i.e. ``p`` lies in the mask dilated by a **disk**
+    of radius ``tolerance`` pixels (all integer offsets with ``dr^2 + dc^2 <= tolerance^2``); with
+    ``tolerance = 0`` the maximum itself must be on the mask. The paper uses 15 px at 224 px resolution.
+    ``score`` is the fraction of hits.
+
+    Args:
+        maps: (B, H, W) real tensor, higher = more relevant; NaN is rejected.
+        masks: (B, H, W) ground-truth object masks, bool (0/1-valued numbers are converted); every image
+            needs a non-empty mask, since a pointing game without an object is undefined.
+        tolerance: dilation radius in pixels, >= 0.
+    """
+    maps = _check_maps(maps)
+    masks = _check_masks(masks, maps.shape).to(maps.device)
+    tolerance = _check_int(tolerance, "tolerance", 0)
+    empty = (~masks.flatten(1).any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"masks of image(s) {empty} are empty; "
+                         "the pointing game needs an object in every image")
+
+    B, H, W = maps.shape
+    points = argmax_points(maps)                                        # (B, 2)
+    offsets = _disk_offsets(tolerance, maps.device)                     # (K, 2)
+    near = points[:, None, :] + offsets[None, :, :]                     # (B, K, 2)
+    inside = (near[..., 0] >= 0) & (near[..., 0] < H) & (near[..., 1] >= 0) & (near[..., 1] < W)  # (B, K)
+    rows = near[..., 0].clamp(0, H - 1)                                 # (B, K)
+    cols = near[..., 1].clamp(0, W - 1)                                 # (B, K)
+    batch = torch.arange(B, device=maps.device)[:, None].expand_as(rows)
+    hits = (masks[batch, rows, cols] & inside).any(dim=1)               # (B,)
+    return PointingGameResult(hits=hits, points=points, score=hits.float().mean().item(), tolerance=tolerance)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# deletion / insertion
+# ----------------------------------------------------------------------------------------------------------
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float = DEFAULT_BLUR_SIGMA) -> torch.Tensor:
+    """Separable Gaussian blur of (B, C, H, W) images, each channel on its own; the insertion substrate.
+
+    Kernel: ``exp(-d^2 / (2 sigma^2))`` sampled at integer offsets ``d`` in ``[-r, r]`` with
+    ``r = ceil(3 sigma)``, normalised to sum 1, applied along rows then columns with ``torch`` ``conv2d`` and
+    **reflect** padding (so a constant image stays constant and no dark border appears). Reflect padding needs
+    ``r < size``, so along a side of ``n`` pixels the kernel is truncated to ``r = min(ceil(3 sigma), n - 1)``
+    and renormalised. ``sigma = 0`` returns a copy of the images.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a floating-point tensor, got dtype {images.dtype}")
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (B, C, H, W), "
+                         f"got {images.ndim} dimensions {tuple(images.shape)}")
+    valid = not isinstance(sigma, bool) and isinstance(sigma, numbers.Real) and math.isfinite(sigma)
+    if not valid or sigma < 0:
+        raise ValueError(f"blur sigma must be a finite number >= 0, got {sigma!r}")
+    B, C, H, W = images.shape
+    if sigma == 0 or images.numel() == 0:
+        return images.clone()
+
+    def kernel(size: int) -> tuple[torch.Tensor, int]:
+        radius = min(math.ceil(3 * sigma), size - 1)
+        d = torch.arange(-radius, radius + 1, dtype=torch.float64, device=images.device)
+        k = torch.exp(-d * d / (2 * sigma * sigma))
+        return (k / k.sum()).to(images.dtype), radius
+
+    x = images.reshape(B * C, 1, H, W)                                  # (B*C, 1, H, W)
+    k_w, r_w = kernel(W)
+    if r_w > 0:
+        x = F.conv2d(F.pad(x, (r_w, r_w, 0, 0), mode="reflect"), k_w.view(1, 1, 1, -1))
+    k_h, r_h = kernel(H)
+    if r_h > 0:
+        x = F.conv2d(F.pad(x, (0, 0, r_h, r_h), mode="reflect"), k_h.view(1, 1, -1, 1))
+    return x.reshape(B, C, H, W)
+
+
+def pixel_counts(num_pixels: int, steps: int) -> torch.Tensor:
+    """How many pixels are changed at each step, shape (steps + 1,) long.
+
+    ``counts[i] = round(i * num_pixels / steps)`` with halves rounded **up**, computed exactly in integers as
+    ``(2 * i * num_pixels + steps) // (2 * steps)``; so ``counts[0] = 0``, ``counts[steps] = num_pixels`` and
+    the counts never decrease.
+    """
+    num_pixels = _check_int(num_pixels, "num_pixels", 1)
+    steps = _check_int(steps, "steps", 1)
+    i = torch.arange(steps + 1, dtype=torch.long)
+    return (2 * i * num_pixels + steps) // (2 * steps)
+
+
+@dataclass(frozen=True)
+class DeletionInsertionResult:
+    """Deletion and insertion curves (Petsiuk et al. 2018) for a batch.
+
+    All tensors are on the images' device. ``counts`` (steps+1,) long: pixels changed at each step;
+    ``fractions`` (steps+1,) = counts / (H*W), from 0 to 1, the x-axis; ``deletion`` and ``insertion``
+    (B, steps+1): softmax probability of the target class at each step; ``deletion_auc`` and
+    ``insertion_auc`` (B,): trapezoid-rule area under each curve over ``fractions``, in [0, 1].
+    Lower deletion AUC and higher insertion AUC = more faithful map.
+    """
+
+    counts: torch.Tensor         # (steps+1,) long
+    fractions: torch.Tensor      # (steps+1,)
+    deletion: torch.Tensor       # (B, steps+1)
+    insertion: torch.Tensor      # (B, steps+1)
+    deletion_auc: torch.Tensor   # (B,)
+    insertion_auc: torch.Tensor  # (B,)
+
+    @property
+    def mean_deletion_auc(self) -> float:
+        """Deletion AUC averaged over the batch (lower = more faithful)."""
+        return self.deletion_auc.mean().item()
+
+    @property
+    def mean_insertion_auc(self) -> float:
+        """Insertion AUC averaged over the batch (higher = more faithful)."""
+        return self.insertion_auc.mean().item()
+
+
+def _check_target(target: object, batch: int, device: torch.device) -> torch.Tensor:
+    """``target`` as a (B,) long tensor of non-negative class indices on ``device``."""
+    if isinstance(target, bool):
+        raise TypeError("target must be an int or a (B,) integer tensor of class indices, got bool")
+    if isinstance(target, numbers.Integral):
+        target = torch.full((batch,), int(target), dtype=torch.long)
+    elif isinstance(target, torch.Tensor):
+        if target.dtype == torch.bool or target.is_floating_point() or target.is_complex():
+            raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+        if target.ndim == 0:
+            target = target.expand(batch)
+        if tuple(target.shape) != (batch,):
+            raise ValueError(f"target must be an int or have shape (B,) = ({batch},), "
+                             f"got {tuple(target.shape)}")
+        target = target.long()
+    else:
+        raise TypeError(f"target must be an int or a (B,) integer tensor of class indices, "
+                        f"got {type(target).__name__}")
+    negative = (target < 0).nonzero().flatten()
+    if len(negative):
+        raise ValueError(f"target must be non-negative class indices, got {target[negative].tolist()} "
+                         f"for image(s) {negative.tolist()}")
+    return target.to(device)
+
+
+def _chunks(total: int, size: int, device: torch.device) -> Iterator[torch.Tensor]:
+    """Consecutive index ranges ``[start, start + size)`` covering ``range(total)``, as long tensors."""
+    for start in range(0, total, size):
+        yield torch.arange(start, min(start + size, total), device=device)
+
+
+def deletion_insertion(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    target: int | torch.Tensor,
+    *,
+    steps: int = 32,
+    batch_size: int = 64,
+    blur_sigma: float = DEFAULT_BLUR_SIGMA,
+    progress: bool = False,
+) -> DeletionInsertionResult:
+    """Deletion and insertion curves and their AUCs (Petsiuk et al. 2018, "RISE").
+
+    Definition. The ``H*W`` pixels of image ``i`` are ranked by ``maps[i]``, most relevant first; ties keep
+    row-major order (a stable sort), so a constant map changes pixels in reading order. At step
+    ``s = 0..steps`` exactly ``n_s = round(s * H*W / steps)`` pixels (see :func:`pixel_counts`) are changed,
+    the ``n_s`` top-ranked ones, all channels of a pixel together:
+
+    * **deletion** starts from the image and sets the changed pixels to the deletion substrate, **zero**;
+    * **insertion** starts from the insertion substrate, :func:`gaussian_blur` of the image with sigma
+      ``blur_sigma`` (pixels), and puts the changed pixels back to their original values.
+
+    Each curve is the model's softmax probability of class ``target[i]`` at each step; each AUC is
+    ``torch.trapezoid(curve, fractions)`` with ``fractions = n_s / (H*W)`` running from 0 to 1.
+
+    The model is called in eval mode (its training flag is restored afterwards) under ``torch.no_grad``, on
+    the images' device, on at most ``batch_size`` perturbed images at a time; only one chunk of perturbed
+    images exists at once. Images are never resized, so models that insist on an exact size work.
+
+    Args:
+        model: any ``nn.Module`` mapping (N, C, H, W) float images to (N, K) logits.
+        images: (B, C, H, W) floating-point images.
+        maps: (B, H, W) relevance maps, higher = more relevant; moved to the images' device; NaN is rejected.
+        target: class index for every image (int) or per image ((B,) integer tensor), in ``[0, K)``.
+        steps: number of steps, >= 1; each curve has ``steps + 1`` points.
+        batch_size: most images per model call, >= 1.
+        blur_sigma: sigma of the insertion substrate's Gaussian blur, in pixels, >= 0.
+        progress: show a tqdm progress bar over the model calls.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a floating-point tensor, got dtype {images.dtype}")
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (B, C, H, W), "
+                         f"got {images.ndim} dimensions {tuple(images.shape)}")
+    if not isinstance(maps, torch.Tensor):
+        raise TypeError(f"maps must be a torch.Tensor of shape (B, H, W), got {type(maps).__name__}")
+    if maps.ndim != 3 or maps.shape[0] != images.shape[0] or maps.shape[1:] != images.shape[2:]:
+        raise ValueError(f"maps must have shape (B, H, W) matching images (B, C, H, W), got maps "
+                         f"{tuple(maps.shape)} and images {tuple(images.shape)}")
+    maps = _check_maps(maps).to(images.device)
+    steps = _check_int(steps, "steps", 1)
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    B, C, H, W = images.shape
+    target = _check_target(target, B, images.device)                    # (B,)
+    device = images.device
+
+    counts = pixel_counts(H * W, steps).to(device)                      # (steps+1,)
+    fractions = counts.to(torch.float32) / (H * W)                      # (steps+1,)
+    # Rank of each pixel, 0 = most relevant; the stable descending sort keeps row-major order among ties.
+    order = torch.sort(maps.reshape(B, H * W), dim=1, descending=True, stable=True).indices  # (B, H*W)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(H * W, device=device).expand(B, -1))              # (B, H*W)
+    blurred = gaussian_blur(images, blur_sigma)                         # (B, C, H, W)
+
+    points = steps + 1
+    total = 2 * B * points  # deletion images first, then insertion images; one (image, step) per item
+    probs = torch.empty(total, dtype=torch.float32, device=device)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            chunks = _chunks(total, batch_size, device)
+            for items in tqdm(chunks, total=math.ceil(total / batch_size), desc="deletion/insertion",
+                              disable=not progress):                    # items: (N,) long
+                insert = items >= B * points                            # (N,) bool
+                k = items % (B * points)
+                b, s = k // points, k % points                          # (N,), (N,)
+                changed = (rank[b] < counts[s][:, None]).view(-1, 1, H, W)  # (N, 1, H, W)
+                original = images[b]                                    # (N, C, H, W)
+                deleted = original.masked_fill(changed, 0.0)
+                inserted = torch.where(changed, original, blurred[b])
+                batch = torch.where(insert.view(-1, 1, 1, 1), inserted, deleted)  # (N, C, H, W)
+                logits = model(batch)
+                if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != len(items):
+                    shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                    raise ValueError(f"model must return logits of shape (N, K) = ({len(items)}, K), "
+                                     f"got {shape}")
+                num_classes = logits.shape[1]
+                out_of_range = (target >= num_classes).nonzero().flatten()
+                if len(out_of_range):
+                    raise ValueError(
+                        f"target must be in [0, {num_classes}) for this model with {num_classes} outputs, "
+                        f"got {target[out_of_range].tolist()} for image(s) {out_of_range.tolist()}"
+                    )
+                p = logits.float().softmax(dim=1)                       # (N, K)
+                probs[items] = p.gather(1, target[b][:, None]).squeeze(1)
+    finally:
+        model.train(was_training)
+
+    deletion = probs[: B * points].view(B, points)                      # (B, steps+1)
+    insertion = probs[B * points:].view(B, points)                      # (B, steps+1)
+    return DeletionInsertionResult(
+        counts=counts,
+        fractions=fractions,
+        deletion=deletion,
+        insertion=insertion,
+        deletion_auc=torch.trapezoid(deletion, fractions, dim=1),
+        insertion_auc=torch.trapezoid(insertion, fractions, dim=1),
+    )

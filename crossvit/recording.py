@@ -1,0 +1,222 @@
+"""Record every attention map a CrossViT computes, with ordinary PyTorch forward hooks.
+
+Each place where the model turns scores into attention probabilities is a *site*, an
+:class:`~crossvit.layers.AttentionMap` module whose forward output is the map:
+
+====================================  =======================================================================
+site name                             map shape
+====================================  =======================================================================
+``blocks.{k}.{branch}.self.{j}``      (B, heads, N, N): layer ``j`` of ``branch``'s encoder in block ``k``;
+                                      N = 1 + patches of that branch, token 0 is its CLS
+``blocks.{k}.{branch}.cross.{f}``     (B, heads, 1, 1 + N_other): fusion layer ``f`` of block ``k``; the only
+                                      query is ``branch``'s (projected) CLS, the keys are [that CLS, the other
+                                      branch's patch tokens]
+====================================  =======================================================================
+
+Sites are listed in forward order: per block, the small encoder's layers, the large encoder's layers, then each
+fusion layer's small and large direction. A site that nothing records keeps the fused
+``F.scaled_dot_product_attention`` path, so recording costs only where it is asked for.
+
+>>> with record_attention(model) as rec:
+...     logits = model(images)
+>>> rec.self_attention("small")[0].shape   # (B, heads, 1 + N_small, 1 + N_small)
+>>> rec.cross_attention("large")[-1].shape # (B, heads, 1, 1 + N_small)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from .layers import AttentionMap
+from .model import CrossViT
+
+Kind = Literal["self", "cross"]
+
+
+@dataclass(frozen=True)
+class Site:
+    """One attention site: where it is (block, branch, kind, index), its name, and the module to hook."""
+
+    block: int
+    branch: str
+    kind: Kind
+    index: int
+    module: AttentionMap
+
+    @property
+    def name(self) -> str:
+        return f"blocks.{self.block}.{self.branch}.{self.kind}.{self.index}"
+
+
+def attention_sites(model: CrossViT) -> list[Site]:
+    """Every attention site of ``model``, in forward order."""
+    if not isinstance(model, CrossViT):
+        raise TypeError(
+            f"attention recording needs a crossvit.CrossViT, got {type(model).__name__}; convert a timm or "
+            "vit-pytorch model first with crossvit.from_timm / crossvit.from_vit_pytorch"
+        )
+    sites = []
+    for k, block in enumerate(model.blocks):
+        for branch in model.branch_names:
+            for j, layer in enumerate(block.encoders[branch].layers):
+                sites.append(Site(k, branch, "self", j, layer.attn.attention_map))
+        for f, fusion in enumerate(block.fusions):
+            for branch in model.branch_names:
+                sites.append(Site(k, branch, "cross", f, getattr(fusion, branch).attn.attention_map))
+    return sites
+
+
+SiteSelector = Literal["all", "self", "cross"] | Callable[[str], bool]
+
+
+def _select(sites: list[Site], selector: SiteSelector) -> list[Site]:
+    if callable(selector):
+        return [s for s in sites if selector(s.name)]
+    if selector == "all":
+        return list(sites)
+    if selector in ("self", "cross"):
+        return [s for s in sites if s.kind == selector]
+    raise ValueError(f"sites must be 'all', 'self', 'cross' or a predicate on site names, got {selector!r}")
+
+
+class AttentionRecorder:
+    """Holds the maps (and optionally their gradients) recorded by :func:`record_attention`.
+
+    Each forward pass of the model *replaces* the maps of the previous one (``num_forwards`` counts them), so the
+    maps always belong to the latest forward. The maps stay readable after the ``with`` block ends.
+    """
+
+    def __init__(self, model: CrossViT, sites: list[Site], detach: bool, grads: bool) -> None:
+        self.model = model
+        self.recorded_sites = sites
+        self.detach = detach and not grads
+        self.keep_grads = grads
+        self.num_forwards = 0
+        self._maps: dict[str, torch.Tensor] = {}
+        self._grads: dict[str, torch.Tensor] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    # -- hooks ----------------------------------------------------------------------------------------------
+    def _attach(self) -> None:
+        self._handles.append(self.model.register_forward_pre_hook(self._on_model_forward))
+        for site in self.recorded_sites:
+            self._handles.append(site.module.register_forward_hook(self._hook_for(site.name)))
+
+    def _detach_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _on_model_forward(self, module: nn.Module, inputs: tuple) -> None:
+        self._maps = {}
+        self._grads = {}
+        self.num_forwards += 1
+
+    def _hook_for(self, name: str) -> Callable:
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if self.keep_grads and output.requires_grad:
+                output.register_hook(lambda grad: self._grads.__setitem__(name, grad))
+            self._maps[name] = output.detach() if self.detach else output
+
+        return hook
+
+    # -- reading --------------------------------------------------------------------------------------------
+    def _require_forward(self) -> None:
+        if self.num_forwards == 0:
+            raise RuntimeError("no attention has been recorded yet: run the model inside the "
+                               "`with record_attention(model) as rec:` block before reading rec")
+
+    def _check_branch(self, branch: str) -> None:
+        if branch not in self.model.branch_names:
+            raise ValueError(f"unknown branch {branch!r}; this model's branches are 'small' and 'large'")
+
+    @property
+    def sites(self) -> dict[str, torch.Tensor]:
+        """Every recorded map, by site name, in forward order."""
+        self._require_forward()
+        return {s.name: self._maps[s.name] for s in self.recorded_sites if s.name in self._maps}
+
+    def _by_kind(self, branch: str, kind: Kind, store: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        self._require_forward()
+        self._check_branch(branch)
+        chosen = [s for s in self.recorded_sites if s.branch == branch and s.kind == kind]
+        if not chosen:
+            raise ValueError(f"no {kind}-attention site of the {branch} branch was recorded (sites=...)")
+        return [store[s.name] for s in chosen if s.name in store]
+
+    def self_attention(self, branch: str) -> list[torch.Tensor]:
+        """The branch's self-attention maps in forward order, each (B, heads, N, N)."""
+        return self._by_kind(branch, "self", self._maps)
+
+    def cross_attention(self, branch: str) -> list[torch.Tensor]:
+        """The maps in which ``branch``'s CLS reads the other branch, one per fusion layer: (B, heads, 1, 1+N_other)."""
+        return self._by_kind(branch, "cross", self._maps)
+
+    def _require_grads(self) -> None:
+        self._require_forward()
+        if not self.keep_grads:
+            raise RuntimeError("this recording kept no gradients: use record_attention(model, grads=True) and "
+                               "call backward() on the output")
+        if not self._grads:
+            raise RuntimeError("no attention gradients yet: call backward() on (a function of) the model's "
+                               "output after the forward, with autograd enabled")
+
+    @property
+    def gradients(self) -> dict[str, torch.Tensor]:
+        """d(output)/d(map) for every recorded site, by site name (needs ``grads=True`` and a backward pass)."""
+        self._require_grads()
+        return {s.name: self._grads[s.name] for s in self.recorded_sites if s.name in self._grads}
+
+    def self_attention_grads(self, branch: str) -> list[torch.Tensor]:
+        """Gradients of the branch's self-attention maps, same order and shapes as :meth:`self_attention`."""
+        self._require_grads()
+        return self._by_kind(branch, "self", self._grads)
+
+    def cross_attention_grads(self, branch: str) -> list[torch.Tensor]:
+        """Gradients of the branch's cross-attention maps, same order and shapes as :meth:`cross_attention`."""
+        self._require_grads()
+        return self._by_kind(branch, "cross", self._grads)
+
+    def clear(self) -> None:
+        """Forget the recorded maps and gradients (the hooks stay while the ``with`` block lasts)."""
+        self._maps, self._grads, self.num_forwards = {}, {}, 0
+
+    def __repr__(self) -> str:
+        return (f"AttentionRecorder({len(self.recorded_sites)} sites, {self.num_forwards} forwards, "
+                f"grads={self.keep_grads}, {'active' if self._handles else 'closed'})")
+
+
+class record_attention:  # noqa: N801 - used as a function-like context manager
+    """Context manager: record the attention maps of ``model`` while the block runs.
+
+    Args:
+        model: a :class:`crossvit.CrossViT`.
+        sites: ``"all"``, ``"self"``, ``"cross"``, or a predicate on site names (see the module docstring).
+        detach: store detached maps (the default; they hold no autograd graph).
+        grads: keep each map in the graph and record its gradient when ``backward()`` runs (for gradient
+            rollout); implies ``detach=False``.
+
+    The hooks are removed when the block exits, also when it exits with an exception.
+    """
+
+    def __init__(self, model: CrossViT, *, sites: SiteSelector = "all", detach: bool = True,
+                 grads: bool = False) -> None:
+        chosen = _select(attention_sites(model), sites)
+        self.recorder = AttentionRecorder(model, chosen, detach=detach, grads=grads)
+
+    def __enter__(self) -> AttentionRecorder:
+        self.recorder._attach()
+        return self.recorder
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.recorder._detach_hooks()
+
+
+def iter_site_names(model: CrossViT) -> Iterator[str]:
+    """Names of all attention sites of ``model``, in forward order."""
+    return (site.name for site in attention_sites(model))

@@ -1,0 +1,214 @@
+"""Attention rollout: where the CLS tokens end up looking, per branch and across both branches.
+
+Definitions (DESIGN.md, "Rollout, defined"):
+
+* **Per-branch rollout** (Abnar & Zuidema 2020). For the branch's self-attention maps A_1..A_L in forward order:
+  fuse the heads (mean, max or min), optionally zero the lowest ``discard_ratio`` of the entries (per image;
+  the CLS row is never discarded), take A' = 0.5 A + 0.5 I, renormalise the rows, and R = A'_L ... A'_1.
+  The map is R[CLS, patches].
+* **Joint rollout** (this project's). One token graph over both branches, T = [CLS_s, patches_s, CLS_l, patches_l],
+  R = M_L ... M_1 over all layers in forward order, where a self-attention layer of branch b is the identity except
+  for the b-block 0.5 A + 0.5 I, and a fusion layer is the identity except for the CLS rows: the row of CLS_b
+  becomes 0.5 e(CLS_b) + 0.5 (c[0] e(CLS_b) + sum_j c[j] e(patch_other_j)), c being b's cross-attention row.
+  The result for query CLS_q over the patches of branch p is R[CLS_q, patches_p]; every row sums to 1 with the
+  CLS columns included.
+* **Gradient rollout** (Chefer et al. 2021, generic attention explainability): the joint rollout with
+  A_bar = mean_heads(clamp(grad(A) * A, min=0)) in place of the head-fused A, so it is specific to the class whose
+  score was back-propagated.
+
+Only CLS rows are ever needed, so everything propagates row vectors (v <- v M from the last layer to the first)
+instead of multiplying T x T matrices: the cost is one pass over the recorded maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from .recording import AttentionRecorder, attention_sites
+
+HeadFusion = Literal["mean", "max", "min"]
+HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
+
+
+def fuse_heads(attention: torch.Tensor, head_fusion: HeadFusion = "mean") -> torch.Tensor:
+    """(B, heads, Nq, Nk) -> (B, Nq, Nk) by the mean, max or min over heads."""
+    if head_fusion == "mean":
+        return attention.mean(dim=1)
+    if head_fusion == "max":
+        return attention.amax(dim=1)
+    if head_fusion == "min":
+        return attention.amin(dim=1)
+    raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
+
+
+def discard_lowest(attention: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Zero the lowest ``ratio`` of the entries of each image's (N, N) map, leaving the CLS row (row 0) intact.
+
+    ``k = int(ratio * (N - 1) * N)`` entries are zeroed per image (vit-explain discards per batch element 0 only;
+    here every image gets its own threshold).
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"discard_ratio must be in [0, 1), got {ratio}")
+    if ratio == 0.0:
+        return attention
+    b, n, _ = attention.shape
+    rest = attention[:, 1:, :].reshape(b, -1)  # (B, (N-1) * N): every row but the CLS row
+    k = int(ratio * rest.shape[1])
+    if k == 0:
+        return attention
+    lowest = rest.topk(k, dim=1, largest=False).indices
+    rest = rest.scatter(1, lowest, 0.0)
+    return torch.cat((attention[:, :1, :], rest.reshape(b, n - 1, n)), dim=1)
+
+
+def rollout_from_maps(maps: Sequence[torch.Tensor], head_fusion: HeadFusion = "mean",
+                      discard_ratio: float = 0.0) -> torch.Tensor:
+    """Per-branch rollout of self-attention maps (forward order, each (B, heads, N, N)) -> (B, N - 1).
+
+    Returns R[CLS, patches] with R = A'_L ... A'_1, A' = rownorm(0.5 A + 0.5 I).
+    """
+    if not maps:
+        raise ValueError("rollout needs at least one self-attention map")
+    first = maps[0]
+    b, _, n, _ = first.shape
+    row = torch.zeros(b, 1, n, dtype=first.dtype, device=first.device)  # (B, 1, N): e(CLS)
+    row[:, 0, 0] = 1.0
+    for attention in reversed(maps):
+        if attention.shape[0] != b or attention.shape[-1] != n or attention.shape[-2] != n:
+            raise ValueError(f"all maps must be (B, heads, {n}, {n}) with B={b}, got {tuple(attention.shape)}")
+        fused = discard_lowest(fuse_heads(attention, head_fusion), discard_ratio)  # (B, N, N)
+        mixed = 0.5 * fused + 0.5 * torch.eye(n, dtype=fused.dtype, device=fused.device)
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        row = row @ mixed  # (B, 1, N)
+    return row[:, 0, 1:]
+
+
+def attention_rollout(rec: AttentionRecorder, branch: str, head_fusion: HeadFusion = "mean",
+                      discard_ratio: float = 0.0) -> torch.Tensor:
+    """Classic rollout of one branch's self-attention, for every image of the batch: (B, N_patches of branch).
+
+    Patches are in row-major order over ``rec.model.patch_grid(branch)``.
+    """
+    if head_fusion not in HEAD_FUSIONS:
+        raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
+    return rollout_from_maps(rec.self_attention(branch), head_fusion, discard_ratio)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Joint rollout over both branches
+
+
+@dataclass(frozen=True)
+class GraphLayer:
+    """One factor M of the joint graph: a branch's self-attention (B, N_b, N_b) or a fusion step (B, 1 + N_other).
+
+    A fusion layer with both directions is two consecutive ``GraphLayer``s of kind "cross"; they touch disjoint
+    entries of the row vectors and read none of each other's, so together they apply that layer's single M.
+    """
+
+    kind: Literal["self", "cross"]
+    branch: str  # the branch whose tokens attend (self) or whose CLS is the query (cross)
+    weights: torch.Tensor  # head-fused attention: (B, N_b, N_b) for self, (B, 1 + N_other) for cross
+
+
+def joint_rows(layers: Sequence[GraphLayer], num_tokens: dict[str, int]) -> torch.Tensor:
+    """CLS rows of the joint rollout R = M_L ... M_1 (``layers`` in forward order).
+
+    Args:
+        layers: the graph's factors in forward order.
+        num_tokens: tokens per branch including its CLS, e.g. ``{"small": 1 + 400, "large": 1 + 196}``.
+
+    Returns:
+        (B, 2, T) with T = N_small + N_large tokens laid out [CLS_s, patches_s, CLS_l, patches_l]; row 0 is R's
+        row of CLS_small, row 1 that of CLS_large.
+    """
+    if not layers:
+        raise ValueError("joint rollout needs at least one layer")
+    offsets = {"small": 0, "large": num_tokens["small"]}
+    other = {"small": "large", "large": "small"}
+    total = num_tokens["small"] + num_tokens["large"]
+    ref = layers[0].weights
+    rows = torch.zeros(ref.shape[0], 2, total, dtype=ref.dtype, device=ref.device)  # (B, 2, T)
+    rows[:, 0, offsets["small"]] = 1.0
+    rows[:, 1, offsets["large"]] = 1.0
+    for layer in reversed(layers):  # v <- v M, last factor first
+        start = offsets[layer.branch]
+        if layer.kind == "self":
+            block = slice(start, start + num_tokens[layer.branch])
+            v = rows[:, :, block]  # (B, 2, N_b)
+            rows[:, :, block] = 0.5 * v + 0.5 * (v @ layer.weights)
+        else:
+            c = layer.weights  # (B, 1 + N_other): [own CLS, other patches]
+            o = offsets[other[layer.branch]]
+            patches = slice(o + 1, o + num_tokens[other[layer.branch]])
+            w = rows[:, :, start].clone()  # (B, 2): how much of each query row sits on CLS_b
+            rows[:, :, start] = w * (0.5 + 0.5 * c[:, None, 0])
+            rows[:, :, patches] += 0.5 * w[:, :, None] * c[:, None, 1:]
+    return rows
+
+
+def _graph_layers(rec: AttentionRecorder, fuse: Callable[[str, torch.Tensor], torch.Tensor]) -> list[GraphLayer]:
+    model = rec.model
+    needed = {s.name for s in rec.recorded_sites}
+    every = attention_sites(model)
+    missing = [s.name for s in every if s.name not in needed]
+    if missing:
+        raise ValueError(f"joint rollout needs every self- and cross-attention site, but {len(missing)} were not "
+                         f"recorded (e.g. {missing[0]}); record with sites='all'")
+    maps = rec.sites
+    layers = []
+    for site in every:  # forward order
+        fused = fuse(site.name, maps[site.name])  # (B, Nq, Nk)
+        layers.append(GraphLayer(site.kind, site.branch, fused if site.kind == "self" else fused[:, 0]))
+    return layers
+
+
+def _token_counts(rec: AttentionRecorder) -> dict[str, int]:
+    return {b: 1 + rec.model.num_patches(b) for b in rec.model.branch_names}
+
+
+def _split_rows(rows: torch.Tensor, counts: dict[str, int], include_cls: bool) -> dict[str, dict[str, torch.Tensor]]:
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    offsets = {"small": 0, "large": counts["small"]}
+    for qi, query in enumerate(("small", "large")):
+        out[query] = {}
+        for patch_branch in ("small", "large"):
+            start = offsets[patch_branch] + (0 if include_cls else 1)
+            out[query][patch_branch] = rows[:, qi, start:offsets[patch_branch] + counts[patch_branch]]
+    return out
+
+
+def joint_rollout(rec: AttentionRecorder, head_fusion: HeadFusion = "mean", include_cls: bool = False
+                  ) -> dict[str, dict[str, torch.Tensor]]:
+    """Two-branch rollout through the fusion layers: ``out[query_branch][patch_branch]`` is (B, N_patches).
+
+    With ``include_cls=True`` each tensor starts with the patch branch's CLS column, (B, 1 + N_patches), and for
+    every query ``out[q]["small"].sum(-1) + out[q]["large"].sum(-1) == 1``.
+    """
+    if head_fusion not in HEAD_FUSIONS:
+        raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
+    layers = _graph_layers(rec, lambda name, attention: fuse_heads(attention, head_fusion))
+    counts = _token_counts(rec)
+    return _split_rows(joint_rows(layers, counts), counts, include_cls)
+
+
+def gradient_weighted(attention: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Chefer et al.'s A_bar = mean over heads of clamp(grad * A, min=0): (B, H, Nq, Nk) -> (B, Nq, Nk)."""
+    return (grad * attention).clamp(min=0).mean(dim=1)
+
+
+def gradient_rollout(rec: AttentionRecorder, include_cls: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+    """Class-specific joint rollout: A_bar in place of the head-fused maps (needs ``record_attention(...,
+    grads=True)`` and a backward pass from the class score to explain). Same layout as :func:`joint_rollout`."""
+    grads = rec.gradients
+    missing = [name for name in rec.sites if name not in grads]
+    if missing:
+        raise RuntimeError(f"no gradient reached {len(missing)} attention maps (e.g. {missing[0]}); back-propagate "
+                           "from the model's output, not from a detached tensor")
+    layers = _graph_layers(rec, lambda name, attention: gradient_weighted(attention.detach(), grads[name]))
+    counts = _token_counts(rec)
+    return _split_rows(joint_rows(layers, counts), counts, include_cls)

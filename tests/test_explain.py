@@ -1,0 +1,118 @@
+"""explain(): every method gives (B, H, W) pixel maps; patch maps land on the pixels their patches cover."""
+
+import pytest
+import torch
+
+import crossvit
+from crossvit.explain import occlusion_window
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return crossvit.create_model("crossvit_tiny_240", num_classes=4, img_size=96, img_scale=(1.0, 80 / 96)).eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+
+
+def test_patch_map_to_pixels_by_hand(model):
+    # small branch: 8x8 grid of 12 px patches on the 96 px image; large: 5x5 grid of 16 px on the 80 px resize,
+    # i.e. 19.2 input pixels per patch
+    small = torch.arange(64.0)[None]
+    pixels = crossvit.patch_map_to_pixels(model, "small", small)
+    assert pixels.shape == (1, 96, 96)
+    assert pixels[0, 0, 0] == 0 and pixels[0, 11, 11] == 0 and pixels[0, 12, 0] == 8 and pixels[0, 95, 95] == 63
+    large = torch.arange(25.0)[None]
+    pixels = crossvit.patch_map_to_pixels(model, "large", large)
+    for row in range(96):
+        assert pixels[0, row, 0] == 5 * int(row // 19.2)  # patch row i covers [19.2 i, 19.2 (i + 1))
+    density = crossvit.patch_map_to_pixels(model, "large", torch.ones(1, 25), density=True)
+    torch.testing.assert_close(density.sum(), torch.tensor(25.0))  # mass per patch is preserved over the image
+
+
+def test_patch_map_to_pixels_crop_leaves_border_empty():
+    model = crossvit.create_model("crossvit_tiny_240", num_classes=2, img_size=96, img_scale=(1.0, 80 / 96),
+                                  crop_scale=True)
+    pixels = crossvit.patch_map_to_pixels(model, "large", torch.ones(1, 25))
+    assert pixels[0, :8].abs().sum() == 0 and pixels[0, 8:88, 8:88].min() == 1 and pixels[0, 88:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("method", crossvit.METHODS)
+def test_every_method_gives_pixel_maps(model, images, method):
+    maps = crossvit.explain(model, images, method, ig_steps=8)
+    assert maps.shape == (2, 96, 96)
+    assert torch.isfinite(maps).all()
+    assert maps.abs().sum() > 0
+    assert not maps.requires_grad
+
+
+def test_rollout_methods_equal_the_rollout_functions(model, images):
+    with crossvit.record_attention(model) as rec, torch.no_grad():
+        model(images)
+    expected = crossvit.patch_map_to_pixels(model, "large", crossvit.attention_rollout(rec, "large"))
+    torch.testing.assert_close(crossvit.explain(model, images, "rollout_large"), expected)
+    joint = crossvit.joint_rollout(rec)
+    by_query = [
+        sum(crossvit.patch_map_to_pixels(model, p, joint[q][p], density=True) for p in ("small", "large"))
+        for q in ("small", "large")
+    ]
+    torch.testing.assert_close(crossvit.explain(model, images, "joint_rollout"), (by_query[0] + by_query[1]) / 2)
+
+
+def test_target_none_explains_the_predicted_class(model, images):
+    predicted = model(images).argmax(1)
+    torch.testing.assert_close(crossvit.explain(model, images, "saliency"),
+                               crossvit.explain(model, images, "saliency", target=predicted))
+    other = (predicted + 1) % 4
+    assert not torch.allclose(crossvit.explain(model, images, "grad_rollout", target=predicted),
+                              crossvit.explain(model, images, "grad_rollout", target=other))
+
+
+def test_occlusion_windows_are_patch_aligned(model, images):
+    assert occlusion_window(model) == 12
+    maps = crossvit.explain(model, images, "occlusion", target=0)
+    blocks = maps.reshape(2, 8, 12, 8, 12)  # constant inside each 12 px window
+    assert torch.allclose(blocks, blocks[:, :, :1, :, :1].expand_as(blocks))
+
+
+def test_saliency_matches_autograd(model, images):
+    x = images.clone().requires_grad_(True)
+    model(x)[:, 2].sum().backward()
+    expected = x.grad.abs().amax(dim=1)
+    model.zero_grad(set_to_none=True)
+    torch.testing.assert_close(crossvit.explain(model, images, "saliency", target=2), expected)
+
+
+def test_random_baseline_is_seeded(model, images):
+    a = crossvit.explain(model, images, "random", seed=3)
+    assert torch.equal(a, crossvit.explain(model, images, "random", seed=3))
+    assert not torch.equal(a, crossvit.explain(model, images, "random", seed=4))
+
+
+def test_explain_leaves_model_state_alone(model, images):
+    model.zero_grad(set_to_none=True)
+    model.train()
+    try:
+        crossvit.explain(model, images, "grad_rollout")
+        assert model.training
+        assert all(p.grad is None for p in model.parameters())
+        assert not images.requires_grad
+    finally:
+        model.eval()
+
+
+def test_explain_errors(model, images):
+    with pytest.raises(ValueError) as info:
+        crossvit.explain(model, images, "lime")
+    assert all(m in str(info.value) for m in crossvit.METHODS)
+    with pytest.raises(ValueError, match=r"in \[0, 4\)"):
+        crossvit.explain(model, images, "saliency", target=7)
+    with pytest.raises(ValueError, match=r"\(B,\) = \(2,\)"):
+        crossvit.explain(model, images, "saliency", target=torch.tensor([0, 1, 2]))
+    with pytest.raises(TypeError, match="crossvit.CrossViT"):
+        crossvit.explain(torch.nn.Linear(2, 2), images, "saliency")
+    with pytest.raises(ValueError, match="96x96"):
+        crossvit.explain(model, images[:, :, :80, :80], "saliency")
