@@ -81,9 +81,9 @@ def rollout_from_maps(maps: Sequence[torch.Tensor], head_fusion: HeadFusion = "m
         if attention.shape[0] != b or attention.shape[-1] != n or attention.shape[-2] != n:
             raise ValueError(f"all maps must be (B, heads, {n}, {n}) with B={b}, got {tuple(attention.shape)}")
         fused = discard_lowest(fuse_heads(attention, head_fusion), discard_ratio)  # (B, N, N)
-        mixed = 0.5 * fused + 0.5 * torch.eye(n, dtype=fused.dtype, device=fused.device)
-        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
-        row = row @ mixed  # (B, 1, N)
+        # row <- row @ A' with A' = (0.5 A + 0.5 I) / s (rows), s = row sums of 0.5 A + 0.5 I; never build A'
+        scaled = row / (0.5 * fused.sum(dim=-1) + 0.5)[:, None, :]  # (B, 1, N)
+        row = 0.5 * (scaled @ fused) + 0.5 * scaled
     return row[:, 0, 1:]
 
 
