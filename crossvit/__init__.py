@@ -1,6 +1,7 @@
 """CrossViT Lab: a readable CrossViT (both published flavours) and the tools to look inside it."""
 
-from . import metrics
+from . import data, metrics
+from .checkpoint import load_checkpoint, load_pretrained, save_checkpoint
 from .config import Architecture, BranchSpec, PaperConfig, SeedConfig, config_from_dict
 from .convert import from_timm, from_vit_pytorch
 from .explain import METHODS, explain, patch_map_to_pixels
@@ -26,13 +27,17 @@ __all__ = [
     "config_from_dict",
     "count_parameters",
     "create_model",
+    "data",
     "explain",
     "from_timm",
     "from_vit_pytorch",
     "gradient_rollout",
     "joint_rollout",
     "list_models",
+    "load_checkpoint",
+    "load_pretrained",
     "metrics",
     "patch_map_to_pixels",
     "record_attention",
+    "save_checkpoint",
 ]

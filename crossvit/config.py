@@ -86,6 +86,9 @@ class PaperConfig:
     drop_path_rate: float = 0.0  # stochastic depth, growing linearly over the layers as in timm
     norm_eps: float = 1e-6  # LayerNorm epsilon everywhere (timm: partial(nn.LayerNorm, eps=1e-6))
     global_pool: str = "token"  # "token": classify the CLS token; "avg": the mean of the patch tokens
+    # not in timm: per-channel (mean, std) applied to the input inside the model, so that a model trained from
+    # scratch on [0, 1] images (the bundled one) takes [0, 1] images; None = the input is used as it is
+    input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     flavour: Flavour = field(default="paper", init=False, repr=False)
 
@@ -95,7 +98,7 @@ class PaperConfig:
         for f in dataclasses.fields(self):
             if f.init:
                 value = getattr(self, f.name)
-                out[f.name] = [list(v) for v in value] if f.name == "depth" else value
+                out[f.name] = [list(v) for v in value] if f.name in ("depth", "input_norm") and value else value
         return out
 
 
@@ -118,6 +121,8 @@ def config_from_dict(data: dict[str, Any]) -> CrossViTConfig:
                 kwargs[name] = tuple(kwargs[name])
         if "depth" in kwargs:
             kwargs["depth"] = tuple(tuple(d) for d in kwargs["depth"])
+        if kwargs.get("input_norm") is not None:
+            kwargs["input_norm"] = tuple(tuple(v) for v in kwargs["input_norm"])
     return cls(**kwargs)
 
 
@@ -175,6 +180,7 @@ class Architecture:
     head_dropout: float
     # stochastic-depth rate per multi-scale block: rates of its self-attention layers, and of its fusion
     drop_path: tuple[tuple[tuple[float, ...], float], ...]
+    input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None  # per-channel (mean, std), or None
 
     @property
     def num_blocks(self) -> int:
@@ -271,6 +277,11 @@ def paper_architecture(cfg: PaperConfig) -> Architecture:
         if size < patch:
             raise ValueError(f"the {branch_name} branch's image ({size} px) is smaller than its patch ({patch} px)")
         _check_divisible(size, patch, f"{branch_name} branch (img_size {cfg.img_size} x img_scale)")
+    if cfg.input_norm is not None:
+        mean, std = cfg.input_norm
+        if len(mean) != cfg.in_chans or len(std) != cfg.in_chans or min(std) <= 0:
+            raise ValueError(f"input_norm must be ((mean per channel), (positive std per channel)) for "
+                             f"{cfg.in_chans} channels, got {cfg.input_norm!r}")
     if cfg.multi_conv and tuple(cfg.patch_size) != (12, 16):
         raise ValueError(f"multi_conv stems exist only for patch sizes (12, 16), got {cfg.patch_size!r}")
     for branch_name, dim, heads in zip(BRANCHES, cfg.embed_dim, cfg.num_heads):
@@ -302,6 +313,7 @@ def paper_architecture(cfg: PaperConfig) -> Architecture:
         resize="crop" if cfg.crop_scale else "bicubic", encoder_norm=False, logit_reduction="mean",
         global_pool=cfg.global_pool, emb_dropout=cfg.pos_drop_rate, attn_dropout=cfg.attn_drop_rate,
         proj_dropout=cfg.proj_drop_rate, head_dropout=cfg.drop_rate, drop_path=tuple(drop_path),
+        input_norm=cfg.input_norm,
     )
 
 

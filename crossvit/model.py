@@ -166,6 +166,10 @@ class CrossViT(nn.Module):
         self.heads = nn.ModuleDict(
             {spec.name: ClassifierHead(spec.dim, arch.num_classes, arch) for spec in arch.branches}
         )
+        if arch.input_norm is not None:  # not part of the weights: it is fixed by the config
+            mean, std = (torch.tensor(v, dtype=torch.float32).reshape(1, -1, 1, 1) for v in arch.input_norm)
+            self.register_buffer("input_mean", mean, persistent=False)
+            self.register_buffer("input_std", std, persistent=False)
         self._init_weights()
 
     # -- description ----------------------------------------------------------------------------------------
@@ -220,6 +224,8 @@ class CrossViT(nn.Module):
     def forward_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Final tokens of each branch, (B, 1 + N_branch, D_branch), before the heads' LayerNorm."""
         check_images(images, self)
+        if self.arch.input_norm is not None:
+            images = (images - self.input_mean) / self.input_std
         branch_images = self.branch_images(images)
         small = self.embed["small"](branch_images["small"])
         large = self.embed["large"](branch_images["large"])

@@ -1,0 +1,190 @@
+"""Save and load CrossViT checkpoints as a safetensors file plus a JSON sidecar; nothing is ever pickled.
+
+A checkpoint named ``NAME`` in a directory is two files::
+
+    NAME.safetensors   the weights (a contiguous CPU state dict, loadable with safetensors alone)
+    NAME.json          {"format": 1, "config": model.config.to_dict(), "record": {...} or null,
+                        "sha256": "<hex sha256 of NAME.safetensors>"}
+
+The JSON says how to rebuild the network (``config``), what produced the weights (``record``: the trainer's
+command line, settings, accuracy, ...), and lets the loader check that the weights file is the one that was
+written (``sha256``). ``load_pretrained()`` loads the small model bundled in ``crossvit/assets/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, overload
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import config_from_dict
+from .model import CrossViT
+
+FORMAT = 1
+"""Version of the JSON sidecar layout written by :func:`save_checkpoint`."""
+
+WEIGHTS_SUFFIX = ".safetensors"
+META_SUFFIX = ".json"
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+BUNDLED_CHECKPOINT = ASSETS_DIR / "shapes_tiny.safetensors"
+"""The small CrossViT trained on the synthetic shapes task (``benchmarks/train_bundled.sh`` rebuilds it)."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def checkpoint_paths(path: str | Path, name: str = "model") -> tuple[Path, Path]:
+    """(weights file, JSON file) of a checkpoint given as its .safetensors file, its .json file, or a directory
+    holding ``<name>.safetensors`` and ``<name>.json``. Only names paths; checks nothing."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"checkpoint path must be a str or Path, got {type(path).__name__}")
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"{name}{WEIGHTS_SUFFIX}"
+    if path.suffix == META_SUFFIX:
+        return path.with_suffix(WEIGHTS_SUFFIX), path
+    if path.suffix == WEIGHTS_SUFFIX:
+        return path, path.with_suffix(META_SUFFIX)
+    raise ValueError(f"{path}: expected a {WEIGHTS_SUFFIX} file, a {META_SUFFIX} file or a directory")
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same directory, then rename: a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates its file as 0600; give it ordinary permissions
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(model: CrossViT, directory: str | Path, *, record: dict[str, Any] | None = None,
+                    name: str = "model") -> Path:
+    """Write ``<directory>/<name>.safetensors`` and ``<name>.json`` (see the module docstring); returns the
+    weights path. ``record`` must be plain JSON (dicts, lists, str, numbers, bools, None)."""
+    if not isinstance(model, CrossViT):
+        raise TypeError(f"save_checkpoint expects a crossvit.CrossViT, got {type(model).__name__}")
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"checkpoint name must be a plain file stem such as 'model', got {name!r}")
+    if record is not None and not isinstance(record, dict):
+        raise TypeError(f"record must be a dict or None, got {type(record).__name__}")
+    try:
+        record_json = json.loads(json.dumps(record, allow_nan=False))  # fails now, not when loading
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"record must be plain JSON (dict/list/str/number/bool/None, finite floats): {err}") from None
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights_path = directory / f"{name}{WEIGHTS_SUFFIX}"
+    meta_path = directory / f"{name}{META_SUFFIX}"
+    state = {key: tensor.detach().to("cpu").contiguous() for key, tensor in model.state_dict().items()}
+    _atomic_write(weights_path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    meta = {"format": FORMAT, "config": model.config.to_dict(), "record": record_json,
+            "sha256": file_sha256(weights_path)}
+    _atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
+    return weights_path
+
+
+def read_checkpoint_meta(path: str | Path, name: str = "model") -> dict[str, Any]:
+    """The parsed JSON sidecar of a checkpoint (config, record, sha256), checked for the expected keys."""
+    _, meta_path = checkpoint_paths(path, name)
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"checkpoint metadata {meta_path} not found (a checkpoint is a .safetensors file "
+                                f"plus a .json file of the same name, as written by save_checkpoint)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{meta_path}: not valid JSON ({err}); the file is corrupted") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    missing = sorted({"format", "config", "sha256"} - set(meta))
+    if missing:
+        raise ValueError(f"{meta_path}: missing key(s) {missing}; not a crossvit checkpoint")
+    if meta["format"] != FORMAT:
+        raise ValueError(f"{meta_path}: checkpoint format {meta['format']!r} is not supported (this crossvit "
+                         f"reads format {FORMAT})")
+    return meta
+
+
+@overload
+def load_checkpoint(path: str | Path, *, name: str = ..., map_location: str | torch.device = ...,
+                    verify: bool = ..., with_record: Literal[False] = ...) -> CrossViT: ...
+@overload
+def load_checkpoint(path: str | Path, *, name: str = ..., map_location: str | torch.device = ...,
+                    verify: bool = ..., with_record: Literal[True]) -> tuple[CrossViT, dict | None]: ...
+
+
+def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str | torch.device = "cpu",
+                    verify: bool = True, with_record: bool = False):
+    """Rebuild a model written by :func:`save_checkpoint`, in eval mode, on ``map_location``.
+
+    ``path`` is the .safetensors file, the .json file, or the directory (then ``name`` picks the checkpoint).
+    With ``verify`` (the default) the weights file's sha256 must match the JSON's. The training record is
+    attached as ``model.training_record``; ``with_record=True`` returns ``(model, record)`` instead.
+
+    Raises FileNotFoundError for a missing file, ValueError (naming the file) for a corrupted file, a hash
+    mismatch, or a config that does not fit the weights.
+    """
+    weights_path, meta_path = checkpoint_paths(path, name)
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"checkpoint weights {weights_path} not found")
+    meta = read_checkpoint_meta(meta_path)
+    if verify:
+        actual = file_sha256(weights_path)
+        if actual != meta["sha256"]:
+            raise ValueError(f"{weights_path}: sha256 mismatch: the file hashes to {actual} but {meta_path.name} "
+                             f"records {meta['sha256']}; the weights are corrupted or do not belong to this JSON "
+                             "(pass verify=False to load anyway)")
+    try:
+        config = config_from_dict(meta["config"])
+        model = CrossViT(config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{meta_path}: invalid model config: {err}") from None
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{weights_path}: not a readable safetensors file ({err}); the file is corrupted") from None
+
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}"
+                   for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong_shape:
+        raise ValueError(
+            f"{weights_path}: the weights do not fit the config in {meta_path.name}: "
+            f"{len(missing)} missing {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
+            f"{len(wrong_shape)} with another shape {wrong_shape[:3]}"
+        )
+    model.load_state_dict(state)
+    model.to(map_location).eval()
+    record = meta.get("record")
+    model.training_record = record
+    return (model, record) if with_record else model
+
+
+def load_pretrained(path: str | Path | None = None, **kwargs: Any) -> CrossViT:
+    """The bundled shapes model (``BUNDLED_CHECKPOINT``, hash-verified) or, given ``path``, any checkpoint the
+    trainer wrote. ``kwargs`` go to :func:`load_checkpoint` (``map_location``, ``verify``, ``name``, ...)."""
+    if path is None:
+        if not BUNDLED_CHECKPOINT.is_file():
+            raise FileNotFoundError(f"the bundled checkpoint {BUNDLED_CHECKPOINT} is missing; rebuild it with "
+                                    "benchmarks/train_bundled.sh")
+        path = BUNDLED_CHECKPOINT
+    return load_checkpoint(path, **kwargs)

@@ -1,0 +1,399 @@
+"""Train a CrossViT on the synthetic shapes task (:mod:`crossvit.data`), from a notebook or the command line.
+
+    python -m crossvit.train --preset shapes_tiny --steps 2000 --out runs/shapes_tiny
+
+>>> model, record = train(TrainConfig(preset="shapes_tiny", steps=200))   # in a notebook
+>>> record["held_out_accuracy"]
+
+Recipe: AdamW (no weight decay on norms, biases, CLS tokens and positions), linear warm-up then cosine decay to
+zero, cross-entropy, random flips/transposes of the images (all 8 symmetries of the square keep the class of
+every shapes image). Training images are generated once from data seeds in ``[0, HELD_OUT_SEED_BASE)``; the
+held-out images come from ``HELD_OUT_SEED_BASE + seed``, a seed range training never draws from. Runs are
+deterministic for a given config and device: the model, the data and the batches all come from ``seed``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import platform
+import shlex
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import data
+from .checkpoint import save_checkpoint
+from .config import CrossViTConfig, PaperConfig, SeedConfig
+from .model import CrossViT, count_parameters
+
+TRAIN_PRESETS: dict[str, CrossViTConfig] = {
+    # Paper flavour for 96 px images: the small branch cuts the 96 px image into 8x8 = 64 patches of 12 px, the
+    # large branch the image resized to int(96 * 80/96) = 80 px into 5x5 = 25 patches of 16 px.
+    "shapes_tiny": PaperConfig(
+        img_size=96, img_scale=(1.0, 80 / 96), patch_size=(12, 16), embed_dim=(64, 128),
+        depth=((2, 2, 0),) * 3, num_heads=(4, 4), mlp_ratio=(3.0, 3.0, 1.0), num_classes=data.NUM_CLASSES,
+        # shapes images are in [0, 1]; centring them inside the model is what lets training leave chance level
+        input_norm=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+    ),
+}
+"""Models sized for the shapes task, by name. ``TrainConfig.preset`` also accepts a config object."""
+
+HELD_OUT_SEED_BASE = 2**40
+"""Training data seeds lie in ``[0, HELD_OUT_SEED_BASE)``; evaluation uses ``HELD_OUT_SEED_BASE + seed``.
+Seeds at or above ``HELD_OUT_SEED_BASE + 2**32`` are never touched by the trainer (tests use them)."""
+
+_CHUNK_IMAGES = 2000  # training images are generated in chunks (each from its own data seed), kept as uint8
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (the record stores it, so a run can be repeated)."""
+
+    preset: str | CrossViTConfig = "shapes_tiny"  # a TRAIN_PRESETS name, or a PaperConfig / SeedConfig
+    steps: int = 2000  # optimiser steps
+    batch_size: int = 64  # images per step
+    lr: float = 1e-3  # peak learning rate (after warm-up)
+    weight_decay: float = 0.05  # AdamW decay on weight matrices only
+    warmup_steps: int = 200  # linear warm-up from 0 to lr; cosine decay to 0 afterwards
+    seed: int = 0  # seeds the model init, the training data and the batch order
+    train_images: int = 20000  # size of the fixed training set, generated once before training
+    eval_images: int = 2000  # held-out images (seed HELD_OUT_SEED_BASE + seed), scored every eval_every steps
+    eval_every: int = 500  # steps between held-out evaluations (also one at the end); 0: only at the end
+    image_size: int = 96  # side of the generated images; must equal the model's input size
+    augment: bool = True  # random flips and transposes of each training image
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU, which trains in float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (a config object given as ``preset`` becomes its ``to_dict()``)."""
+        out = dataclasses.asdict(self)
+        if not isinstance(self.preset, str):
+            out["preset"] = self.preset.to_dict()
+        return out
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"TrainConfig.{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"TrainConfig.{name} must be >= {minimum}, got {value}")
+
+
+def model_config_of(config: TrainConfig) -> CrossViTConfig:
+    """The model config a TrainConfig trains: its preset looked up, and checked against the data."""
+    preset = config.preset
+    if isinstance(preset, str):
+        if preset not in TRAIN_PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(TRAIN_PRESETS)}")
+        model_config = TRAIN_PRESETS[preset]
+    elif isinstance(preset, (PaperConfig, SeedConfig)):
+        model_config = preset
+    else:
+        raise TypeError(f"TrainConfig.preset must be a preset name or a PaperConfig/SeedConfig, "
+                        f"got {type(preset).__name__}")
+    size = model_config.img_size if isinstance(model_config, PaperConfig) else model_config.image_size
+    classes = model_config.num_classes
+    if size != config.image_size:
+        raise ValueError(f"the model takes {size} px images but TrainConfig.image_size is {config.image_size}")
+    if classes != data.NUM_CLASSES:
+        raise ValueError(f"the shapes task has {data.NUM_CLASSES} classes but the model has num_classes={classes}")
+    return model_config
+
+
+def validate(config: TrainConfig) -> CrossViTConfig:
+    """Raise a ValueError/TypeError naming the first bad field; return the model config to train."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"train() expects a TrainConfig, got {type(config).__name__}")
+    for name, minimum in (("steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("train_images", 1),
+                          ("eval_images", 1), ("eval_every", 0), ("image_size", 32)):
+        _check_int(name, getattr(config, name), minimum)
+    _check_int("seed", config.seed, 0)
+    if config.seed >= 2**32:
+        raise ValueError(f"TrainConfig.seed must be < 2**32, got {config.seed}")
+    if config.batch_size > config.train_images:
+        raise ValueError(f"TrainConfig.batch_size ({config.batch_size}) is larger than train_images "
+                         f"({config.train_images})")
+    for name in ("lr", "weight_decay", "label_smoothing"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
+    if config.lr == 0:
+        raise ValueError("TrainConfig.lr must be > 0")
+    if config.label_smoothing >= 1:
+        raise ValueError(f"TrainConfig.label_smoothing must be < 1, got {config.label_smoothing}")
+    resolve_device(config.device)
+    return model_config_of(config)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else must name an available device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        out = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"TrainConfig.device {device!r} is not a device name ('auto', 'cpu', 'cuda'): {err}") from None
+    if out.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"TrainConfig.device is {device!r} but CUDA is not available; use 'cpu' or 'auto'")
+    return out
+
+
+# -- data -----------------------------------------------------------------------------------------------------
+
+
+def training_data_seeds(config: TrainConfig) -> list[int]:
+    """Data seeds of the training chunks (``_CHUNK_IMAGES`` images each), drawn from ``[0, HELD_OUT_SEED_BASE)``."""
+    g = torch.Generator().manual_seed(config.seed)
+    chunks = math.ceil(config.train_images / _CHUNK_IMAGES)
+    return [int(s) for s in torch.randint(0, HELD_OUT_SEED_BASE, (chunks,), generator=g, dtype=torch.int64)]
+
+
+def make_training_set(config: TrainConfig, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``train_images`` images as uint8 (n, 3, H, W) (a quarter of float32's memory) and their labels (n,)."""
+    images, labels = [], []
+    remaining = config.train_images
+    for chunk_seed in tqdm(training_data_seeds(config), desc="training data", unit="chunk", disable=not progress,
+                           leave=False):
+        n = min(_CHUNK_IMAGES, remaining)
+        x, y, _ = data.make_shapes(n, chunk_seed, config.image_size)  # masks are not needed for training
+        images.append(x.mul_(255).round_().to(torch.uint8))
+        labels.append(y)
+        remaining -= n
+    return torch.cat(images), torch.cat(labels)
+
+
+def make_held_out_set(config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """``eval_images`` float images (n, 3, H, W) and labels from the held-out seed ``HELD_OUT_SEED_BASE + seed``."""
+    x, y, _ = data.make_shapes(config.eval_images, HELD_OUT_SEED_BASE + config.seed, config.image_size)
+    return x, y
+
+
+def augment(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Apply one of the square's 8 symmetries (random flips and transpose) to each image of (B, C, H, W)."""
+    flips = torch.rand((3, images.shape[0]), generator=g) < 0.5  # (3, B): h-flip, v-flip, transpose
+    flips = flips.to(images.device)[:, :, None, None, None]
+    images = torch.where(flips[0], images.flip(-1), images)
+    images = torch.where(flips[1], images.flip(-2), images)
+    return torch.where(flips[2], images.transpose(-1, -2), images)
+
+
+# -- optimisation ---------------------------------------------------------------------------------------------
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: weight matrices decay; norms, biases, CLS tokens and position embeddings do not."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or name.endswith(("cls_token", "pos_embed")):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(step: int, steps: int, warmup_steps: int) -> float:
+    """Learning-rate multiplier at ``step`` (0-based): linear warm-up to 1, then cosine decay to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 250,
+             device: torch.device | str = "cpu", amp: bool = False) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of ``model`` on float images (n, 3, H, W) with labels (n,)."""
+    was_training = model.training
+    model.eval()
+    device = torch.device(device)
+    correct, loss_sum = 0, 0.0
+    for i in range(0, len(labels), batch_size):
+        x = images[i:i + batch_size].to(device)
+        y = labels[i:i + batch_size].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x).float()  # (b, num_classes)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(dim=1) == y).sum().item()
+    model.train(was_training)
+    return {"accuracy": correct / len(labels), "loss": loss_sum / len(labels)}
+
+
+def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool = True, *,
+          name: str | None = None, command: str | None = None) -> tuple[CrossViT, dict[str, Any]]:
+    """Train a CrossViT as ``config`` says; return it (eval mode) and a JSON-able record of the run.
+
+    If ``out_dir`` is given, the model and record are saved there with :func:`crossvit.checkpoint.save_checkpoint`
+    as ``<name>.safetensors`` / ``<name>.json`` (``name`` defaults to the preset name, else ``"model"``).
+    ``command`` is stored in the record (the CLI passes its exact command line).
+    """
+    model_config = validate(config)
+    device = resolve_device(config.device)
+    amp = config.amp and device.type == "cuda"
+    started = time.perf_counter()
+
+    torch.manual_seed(config.seed)
+    model = CrossViT(model_config).to(device)
+    train_x, train_y = make_training_set(config, progress)
+    eval_x, eval_y = make_held_out_set(config)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, config.steps, config.warmup_steps))
+    batches = torch.Generator().manual_seed(config.seed + 1)  # batch order and augmentation
+
+    losses: list[float] = []
+    recent_correct: deque[float] = deque(maxlen=50)
+    eval_history: list[dict[str, float]] = []
+    order = torch.randperm(len(train_y), generator=batches)
+    cursor = 0
+    model.train()
+    bar = tqdm(range(config.steps), desc="train", unit="step", disable=not progress)
+    for step in bar:
+        if cursor + config.batch_size > len(order):  # new epoch: reshuffle
+            order, cursor = torch.randperm(len(train_y), generator=batches), 0
+        index = order[cursor:cursor + config.batch_size]
+        cursor += config.batch_size
+        x = train_x[index].to(device).float().div_(255)  # (B, 3, H, W) uint8 -> float in [0, 1]
+        y = train_y[index].to(device)
+        if config.augment:
+            x = augment(x, batches)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x).float()  # (B, num_classes)
+        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower TrainConfig.lr "
+                                     f"(now {config.lr})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+        losses.append(loss.item())
+        recent_correct.append((logits.argmax(dim=1) == y).float().mean().item())
+        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}",
+                        acc=f"{sum(recent_correct) / len(recent_correct):.3f}", refresh=False)
+        last = step + 1 == config.steps
+        if last or (config.eval_every and (step + 1) % config.eval_every == 0):
+            scores = evaluate(model, eval_x, eval_y, device=device, amp=amp)
+            eval_history.append({"step": step + 1, **scores})
+            bar.write(f"step {step + 1}: held-out accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f}")
+    bar.close()
+    model.eval()
+    wall = time.perf_counter() - started
+
+    tail = losses[-50:]
+    record: dict[str, Any] = {
+        "command": command,
+        "train_config": config.to_dict(),
+        "model_config": model_config.to_dict(),
+        "preset": config.preset if isinstance(config.preset, str) else None,
+        "steps": config.steps,
+        "images_seen": config.steps * config.batch_size,
+        "wall_time_s": round(wall, 2),
+        "final_train_loss": sum(tail) / len(tail),  # mean over the last (up to) 50 steps
+        "final_train_accuracy": sum(recent_correct) / len(recent_correct),  # ditto, on augmented batches
+        "held_out_accuracy": eval_history[-1]["accuracy"],
+        "held_out_loss": eval_history[-1]["loss"],
+        "held_out_images": config.eval_images,
+        "held_out_seed": HELD_OUT_SEED_BASE + config.seed,
+        "training_data_seeds": training_data_seeds(config),
+        "eval_history": eval_history,
+        "loss_history": [round(v, 5) for v in losses],  # one entry per step
+        "parameter_count": count_parameters(model),
+        "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
+        "amp": "bfloat16" if amp else None,
+        "torch_threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+    }
+    if out_dir is not None:
+        default = config.preset if isinstance(config.preset, str) else "model"
+        record["checkpoint"] = str(save_checkpoint(model, out_dir, record=record, name=name or default))
+    return model, record
+
+
+# -- command line ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m crossvit.train",
+        description="Train a CrossViT on the synthetic shapes task and save it as <out>/<name>.safetensors plus "
+                    "<name>.json (config, training record, sha256). Prints the held-out accuracy and the path.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--preset", default=defaults.preset, help=f"model preset, one of: {', '.join(TRAIN_PRESETS)}")
+    p.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps")
+    p.add_argument("--out", type=Path, default=None,
+                   help="directory for the checkpoint (created if needed); omit to train without saving")
+    p.add_argument("--name", default=None, help="checkpoint file stem (default: the preset name)")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")
+    p.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate of AdamW")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+                   help="AdamW weight decay (weight matrices only)")
+    p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
+                   help="linear warm-up steps before the cosine decay")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the model init, data and batch order")
+    p.add_argument("--train-images", type=int, default=defaults.train_images, help="size of the training set")
+    p.add_argument("--eval-images", type=int, default=defaults.eval_images,
+                   help="held-out images (from a seed range training never uses)")
+    p.add_argument("--eval-every", type=int, default=defaults.eval_every,
+                   help="steps between held-out evaluations (0: only at the end)")
+    p.add_argument("--image-size", type=int, default=defaults.image_size, help="side of the generated images")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="disable random flips/transposes of the training images")
+    p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
+                   help="cross-entropy label smoothing")
+    p.add_argument("--device", default=defaults.device, help="'auto' (CUDA if available), 'cpu', 'cuda', ...")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bfloat16 autocast on CUDA")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (torch.set_num_threads); default: torch's choice. 1 is often faster "
+                        "on a machine whose cores are busy with other work")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    config = TrainConfig(
+        preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
+        train_images=args.train_images, eval_images=args.eval_images, eval_every=args.eval_every,
+        image_size=args.image_size, augment=args.augment, label_smoothing=args.label_smoothing,
+        device=args.device, amp=args.amp,
+    )
+    if args.threads is not None:
+        if args.threads < 1:
+            print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
+    command = shlex.join(["python", "-m", "crossvit.train", *argv])
+    try:
+        _, record = train(config, args.out, progress=not args.quiet, name=args.name, command=command)
+    except (TypeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"held-out accuracy: {record['held_out_accuracy']:.4f} on {record['held_out_images']} images "
+          f"(seed {record['held_out_seed']}); {record['parameter_count']:,} parameters; "
+          f"{record['wall_time_s']:.1f} s on {record['device']}")
+    if "checkpoint" in record:
+        print(f"checkpoint: {record['checkpoint']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""Tests for crossvit.data: the synthetic shapes task with ground-truth masks."""
+
+from __future__ import annotations
+
+import colorsys
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from crossvit import data
+from crossvit.data import CLASS_NAMES, NUM_CLASSES, ShapesDataset, make_shapes
+
+N = 600
+
+
+@pytest.fixture(scope="module")
+def draw():
+    """600 default images (96 px), shared by the read-only tests."""
+    return make_shapes(N, seed=123)
+
+
+# ---------------------------------------------------------------- helpers (independent of data.py)
+
+
+def _erode(masks: torch.Tensor, k: int) -> torch.Tensor:
+    """Binary erosion of (n, H, W) bool masks by a (2k+1)^2 square."""
+    m = masks[:, None].float()
+    return (-F.max_pool2d(-m, 2 * k + 1, stride=1, padding=k))[:, 0] > 0.5
+
+
+def _dilate(masks: torch.Tensor, k: int) -> torch.Tensor:
+    m = masks[:, None].float()
+    return F.max_pool2d(m, 2 * k + 1, stride=1, padding=k)[:, 0] > 0.5
+
+
+def _connected(mask: torch.Tensor) -> bool:
+    """True iff the (H, W) bool mask is one 8-connected component (flood fill by repeated dilation)."""
+    start = mask.flatten().nonzero()[0, 0]
+    reach = torch.zeros_like(mask).flatten()
+    reach[start] = True
+    reach = reach.view_as(mask)
+    while True:
+        grown = _dilate(reach[None], 1)[0] & mask
+        if torch.equal(grown, reach):
+            return bool(torch.equal(reach, mask))
+        reach = grown
+
+
+def _is_checkered(image: torch.Tensor, mask: torch.Tensor) -> bool:
+    """Spectral texture test: a checkerboard has two orthogonal dominant frequencies, stripes one.
+
+    Takes the grey values inside the (eroded) object mask, finds the strongest
+    spatial frequency p in the texture band and compares the power near the
+    orthogonal frequency rot90(p) with the power at p.
+    """
+    size = image.shape[-1]
+    inner = _erode(mask[None], 2)[0]
+    grey = image.mean(0)
+    x = torch.where(inner, grey - grey[inner].mean(), torch.zeros(()))
+    power = torch.fft.fft2(x.double()).abs() ** 2
+    f = torch.fft.fftfreq(size, dtype=torch.float64)
+    radius = torch.hypot(f[:, None], f[None, :])
+    band = (radius > 0.15) & (radius < 0.4)
+    peak = torch.where(band, power, torch.zeros(())).argmax()
+    ky, kx = int(peak // size), int(peak % size)
+    qy, qx = (-kx) % size, ky % size  # rot90 of (ky, kx) on the frequency grid
+    ys = [(qy + d) % size for d in (-1, 0, 1)]
+    xs = [(qx + d) % size for d in (-1, 0, 1)]
+    ortho = power[ys][:, xs].max()
+    return bool(ortho / power[ky, kx] > 0.25)
+
+
+def _shape_from_mask(mask: torch.Tensor) -> int:
+    """Classify an (H, W) mask as disk (0), square (1) or triangle (2) from its fill ratio:
+    area / (pi R^2), R = max distance from the centroid: disk ~1, square 2/pi ~0.64, triangle ~0.41."""
+    ys, xs = mask.nonzero(as_tuple=True)
+    cy, cx = ys.double().mean(), xs.double().mean()
+    r = torch.hypot(ys - cy, xs - cx).max() + 0.5
+    ratio = mask.sum().item() / (math.pi * r.item() ** 2)
+    return 0 if ratio > 0.8 else (1 if ratio > 0.52 else 2)
+
+
+def _laplacian(images: torch.Tensor) -> torch.Tensor:
+    """|4-neighbour Laplacian| summed over channels, (n, H-2, W-2)."""
+    c = images[:, :, 1:-1, 1:-1]
+    lap = images[:, :, :-2, 1:-1] + images[:, :, 2:, 1:-1] + images[:, :, 1:-1, :-2] + images[:, :, 1:-1, 2:] - 4 * c
+    return lap.abs().sum(1)
+
+
+# ---------------------------------------------------------------- basic contract
+
+
+def test_class_names():
+    assert NUM_CLASSES == len(CLASS_NAMES) == 4
+    assert len(set(CLASS_NAMES)) == NUM_CLASSES
+    for i, name in enumerate(CLASS_NAMES):
+        colour, texture = name.split(" ")
+        assert texture == data.TEXTURES[i % len(data.TEXTURES)]
+        assert colour == data.COLOURS[i // len(data.TEXTURES)]
+
+
+def test_shapes_dtypes_range(draw):
+    images, labels, masks = draw
+    assert images.shape == (N, 3, 96, 96) and images.dtype == torch.float32
+    assert labels.shape == (N,) and labels.dtype == torch.int64
+    assert masks.shape == (N, 96, 96) and masks.dtype == torch.bool
+    assert images.is_contiguous() and masks.is_contiguous()
+    assert torch.isfinite(images).all()
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    assert images.std() > 0.1  # not a constant image
+    assert labels.min() >= 0 and labels.max() < NUM_CLASSES
+
+
+def test_other_sizes_and_n():
+    for size, n in ((32, 1), (48, 7), (130, 300)):  # 300 > one 256-image chunk
+        images, labels, masks = make_shapes(n, 5, size)
+        assert images.shape == (n, 3, size, size)
+        assert labels.shape == (n,) and masks.shape == (n, size, size)
+        assert masks.flatten(1).any(1).all()
+        assert images.min() >= 0.0 and images.max() <= 1.0
+
+
+def test_labels_balanced_all_classes(draw):
+    counts = torch.bincount(draw[1], minlength=NUM_CLASSES)
+    assert counts.tolist() == [N // NUM_CLASSES] * NUM_CLASSES
+    counts = torch.bincount(make_shapes(301, 9, 32)[1], minlength=NUM_CLASSES)
+    assert counts.max() - counts.min() <= 1
+
+
+def test_labels_shuffled(draw):
+    labels = draw[1]
+    assert not torch.equal(labels, torch.arange(N) % NUM_CLASSES)
+    # no long runs of the round-robin pattern
+    assert (labels[1:] == (labels[:-1] + 1) % NUM_CLASSES).float().mean() < 0.4
+
+
+# ---------------------------------------------------------------- determinism
+
+
+def test_deterministic_bit_identical(draw):
+    torch.manual_seed(999)
+    torch.rand(10)
+    np.random.seed(7)
+    again = make_shapes(N, seed=123)
+    for a, b in zip(draw, again):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+
+
+def test_independent_of_global_rng():
+    torch.manual_seed(0)
+    a = make_shapes(20, 4, 64)
+    torch.manual_seed(1)
+    torch.randn(1000)
+    b = make_shapes(20, 4, 64)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+def test_different_seed_differs(draw):
+    other = make_shapes(N, seed=124)
+    assert not torch.equal(draw[0], other[0])
+    assert not torch.equal(draw[2], other[2])
+    assert not torch.equal(draw[1], other[1])
+    # every image differs, not just some
+    assert ((draw[0] - other[0]).abs().flatten(1).max(1).values > 0.1).all()
+
+
+def test_kwargs_change_output():
+    base = make_shapes(16, 1, 64)
+    quiet = make_shapes(16, 1, 64, noise=0.0)
+    assert not torch.equal(base[0], quiet[0])
+
+
+def test_progress_bar_same_output(capsys):
+    a = make_shapes(40, 3, 48)
+    b = make_shapes(40, 3, 48, progress=True)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+
+
+# ---------------------------------------------------------------- masks
+
+
+def test_masks_nonempty_plausible_area(draw):
+    area = draw[2].flatten(1).sum(1).float()
+    # geometry at 96 px: smallest object = triangle of circumradius 1.25 * 14 (~398 px),
+    # largest = disk of radius 26 (~2124 px)
+    assert area.min() >= 350 and area.max() <= 2250
+    assert area.std() > 150  # random scale
+    small = make_shapes(200, 1, 48)[2].flatten(1).sum(1).float()
+    assert 0.2 < small.mean() / area.mean() < 0.3  # area scales with (48 / 96) ** 2
+
+
+def test_masks_connected_and_compact(draw):
+    masks = draw[2][:120]
+    for m in masks:
+        assert _connected(m)
+        ys, xs = m.nonzero(as_tuple=True)
+        box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+        assert m.sum() / box > 0.35
+
+
+def test_object_positions_vary(draw):
+    masks = draw[2].float()
+    grid = torch.arange(96, dtype=torch.float32)
+    area = masks.sum((1, 2))
+    cy = (masks.sum(2) * grid).sum(1) / area
+    cx = (masks.sum(1) * grid).sum(1) / area
+    assert cx.std() > 8 and cy.std() > 8
+    assert cx.min() < 35 and cx.max() > 61 and cy.min() < 35 and cy.max() > 61
+
+
+def test_all_outlines_occur(draw):
+    """The outline is drawn at random (it is not the class): every shape shows up for every class."""
+    _, labels, masks = draw
+    outline = torch.tensor([_shape_from_mask(m) for m in masks])
+    for c in range(NUM_CLASSES):
+        assert set(outline[labels == c].tolist()) == {0, 1, 2}
+
+
+def _hue_degrees(image: torch.Tensor, mask: torch.Tensor) -> float:
+    """Hue of the brightest half of the object's pixels (the vivid texture colour), in degrees."""
+    pixels = image[:, mask].T  # (n, 3)
+    bright = pixels[pixels.sum(1) >= pixels.sum(1).median()].mean(0).tolist()
+    return 360.0 * colorsys.rgb_to_hsv(*bright)[0]
+
+
+def test_object_colour_matches_label(draw):
+    images, labels, masks = draw
+    hues = torch.tensor([_hue_degrees(im, m) for im, m in zip(images, masks)])
+    warm = (hues < 60) | (hues > 330)
+    cool = (hues > 170) & (hues < 260)
+    assert data.COLOURS == ("warm", "cool")
+    truth_cool = labels // len(data.TEXTURES) == 1
+    agree = torch.where(truth_cool, cool, warm).float().mean()
+    assert agree >= 0.97, agree
+
+
+def test_texture_inside_mask_matches_label(draw):
+    images, labels, masks = draw
+    pred = torch.tensor([_is_checkered(im, m) for im, m in zip(images, masks)], dtype=torch.long)
+    truth = labels % len(data.TEXTURES)  # 0 striped, 1 checkered
+    assert data.TEXTURES[1] == "checkered"
+    agree = (pred == truth).float().mean()
+    assert agree >= 0.95, agree
+
+
+def test_texture_only_on_object_without_distractors():
+    """With no noise and no distractors, the only sharp structure is the object, exactly under its mask."""
+    images, labels, masks = make_shapes(100, 2, num_distractors=(0, 0), noise=0.0)
+    lap = _laplacian(images)
+    inner = _erode(masks, 2)[:, 1:-1, 1:-1]
+    outer = ~_dilate(masks, 2)[:, 1:-1, 1:-1]
+    assert lap[outer].max() < 0.02  # smooth background only
+    mean_inner = (lap * inner).flatten(1).sum(1) / inner.flatten(1).sum(1)
+    assert (mean_inner > 0.3).all()  # every object is strongly textured
+
+
+def test_distractors_present_and_untextured():
+    images, labels, masks = make_shapes(100, 2, num_distractors=(2, 2), noise=0.0)
+    lap = _laplacian(images)
+    outer = ~_dilate(masks, 2)[:, 1:-1, 1:-1]
+    edges = (lap > 0.1) & outer
+    assert (edges.flatten(1).sum(1) > 20).float().mean() > 0.9  # distractor outlines exist
+    # but outside the object there is far less high-frequency energy than on the object:
+    inner = _erode(masks, 2)[:, 1:-1, 1:-1]
+    frac_in = ((lap > 0.1) & inner).flatten(1).sum(1) / inner.flatten(1).sum(1)
+    frac_out = edges.flatten(1).sum(1) / outer.flatten(1).sum(1)
+    assert (frac_in > 5 * frac_out).all()
+
+
+def test_windowed_drawing_matches_full_image(monkeypatch):
+    """The fast path draws shapes only inside small windows; drawing on the full grid must give the same result."""
+    fast = make_shapes(64, 8, 57, num_distractors=(2, 4))
+
+    def full_window(cx, cy, max_extent, size):
+        grid = torch.arange(size).expand(cx.shape[0], size)
+        return grid, grid
+
+    monkeypatch.setattr(data, "_window", full_window)
+    slow = make_shapes(64, 8, 57, num_distractors=(2, 4))
+    for a, b in zip(fast, slow):
+        assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- Dataset wrapper
+
+
+def test_dataset_wrapper():
+    images, labels, masks = make_shapes(30, 11, 64, noise=0.05)
+    ds = ShapesDataset(30, 11, 64, noise=0.05)
+    assert len(ds) == 30
+    assert torch.equal(ds.images, images) and torch.equal(ds.labels, labels) and torch.equal(ds.masks, masks)
+    assert ds.class_names == CLASS_NAMES
+    img, lab, m = ds[7]
+    assert torch.equal(img, images[7]) and int(lab) == int(labels[7]) and torch.equal(m, masks[7])
+    loader = torch.utils.data.DataLoader(ds, batch_size=8)
+    xb, yb, mb = next(iter(loader))
+    assert xb.shape == (8, 3, 64, 64) and yb.shape == (8,) and mb.shape == (8, 64, 64)
+    assert torch.equal(xb, images[:8])
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, word",
+    [
+        (dict(n=0, seed=0), ValueError, "n"),
+        (dict(n=-3, seed=0), ValueError, "n"),
+        (dict(n=2.0, seed=0), TypeError, "n"),
+        (dict(n="4", seed=0), TypeError, "n"),
+        (dict(n=True, seed=0), TypeError, "n"),
+        (dict(n=4, seed=1.5), TypeError, "seed"),
+        (dict(n=4, seed=None), TypeError, "seed"),
+        (dict(n=4, seed=-1), ValueError, "seed"),
+        (dict(n=4, seed=0, image_size=31), ValueError, "image_size"),
+        (dict(n=4, seed=0, image_size=64.0), TypeError, "image_size"),
+        (dict(n=4, seed=0, num_distractors=(3, 1)), ValueError, "num_distractors"),
+        (dict(n=4, seed=0, num_distractors=(0, 99)), ValueError, "num_distractors"),
+        (dict(n=4, seed=0, num_distractors=2), TypeError, "num_distractors"),
+        (dict(n=4, seed=0, num_distractors=(1.0, 2)), TypeError, "num_distractors"),
+        (dict(n=4, seed=0, noise=-0.1), ValueError, "noise"),
+        (dict(n=4, seed=0, noise=float("nan")), ValueError, "noise"),
+        (dict(n=4, seed=0, noise="high"), TypeError, "noise"),
+    ],
+)
+def test_bad_input(kwargs, exc, word):
+    with pytest.raises(exc, match=word):
+        make_shapes(**kwargs)
+
+
+def test_bad_input_dataset():
+    with pytest.raises(ValueError, match="image_size"):
+        ShapesDataset(4, 0, image_size=16)
+
+
+def test_numpy_integers_accepted():
+    a = make_shapes(np.int64(3), np.int32(5), np.int64(40))
+    b = make_shapes(3, 5, 40)
+    assert torch.equal(a[0], b[0])

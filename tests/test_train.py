@@ -1,0 +1,146 @@
+"""The trainer: it learns, it is deterministic, it saves what it trained, and it rejects bad settings clearly."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import crossvit
+from crossvit import data
+from crossvit.checkpoint import load_checkpoint
+from crossvit.train import TRAIN_PRESETS, TrainConfig, augment, lr_factor, main, train
+
+TINY = crossvit.PaperConfig(
+    img_size=48, img_scale=(1.0, 32 / 48), patch_size=(12, 16), embed_dim=(16, 32), depth=((1, 1, 0),) * 2,
+    num_heads=(2, 2), mlp_ratio=(2.0, 2.0, 1.0), num_classes=data.NUM_CLASSES,
+)
+
+
+def _tiny(**overrides) -> TrainConfig:
+    # few images seen many times: the loss must fall within a few dozen steps (the task itself takes far longer)
+    settings = dict(preset=TINY, steps=40, batch_size=32, lr=1.5e-3, warmup_steps=1, train_images=32, augment=False,
+                    eval_images=64, eval_every=20, image_size=48, device="cpu")
+    return TrainConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    return train(_tiny(), progress=False)
+
+
+def test_short_run_lowers_the_loss(tiny_run):
+    model, record = tiny_run
+    losses = record["loss_history"]
+    assert len(losses) == 40
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < first - 0.1, f"loss went from {first:.3f} to {last:.3f}"
+    assert not model.training
+
+
+def test_record_describes_the_run(tiny_run):
+    model, record = tiny_run
+    json.dumps(record, allow_nan=False)  # plain JSON
+    assert record["steps"] == 40 and record["parameter_count"] == crossvit.count_parameters(model)
+    assert [e["step"] for e in record["eval_history"]] == [20, 40]
+    assert record["held_out_accuracy"] == record["eval_history"][-1]["accuracy"]
+    assert record["device"] == "cpu" and record["torch_version"] == torch.__version__
+    assert record["wall_time_s"] > 0 and record["model_config"] == TINY.to_dict()
+    assert all(seed < record["held_out_seed"] for seed in record["training_data_seeds"])
+
+
+def test_identical_runs_give_identical_weights():
+    config = _tiny(steps=6, train_images=96, augment=True, eval_every=0)
+    first, _ = train(config, progress=False)
+    again, _ = train(config, progress=False)
+    for (name, a), b in zip(first.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_out_dir_saves_a_loadable_checkpoint(tmp_path):
+    model, record = train(_tiny(steps=3, eval_every=0), out_dir=tmp_path, progress=False, name="tiny")
+    loaded, saved_record = load_checkpoint(tmp_path / "tiny.safetensors", with_record=True)
+    assert saved_record["held_out_accuracy"] == record["held_out_accuracy"]
+    images = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(loaded(images), model(images))
+
+
+def test_cli_writes_checkpoint_and_records_the_command(tmp_path, capsys):
+    # a paper preset via the CLI would take too long here; the CLI path is the same for every preset
+    argv = ["--preset", "shapes_tiny", "--steps", "1", "--batch-size", "8", "--train-images", "16",
+            "--eval-images", "8", "--out", str(tmp_path), "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "held-out accuracy:" in out and f"checkpoint: {tmp_path / 'shapes_tiny.safetensors'}" in out
+    record = load_checkpoint(tmp_path, name="shapes_tiny").training_record
+    assert record["command"].startswith("python -m crossvit.train --preset shapes_tiny --steps 1")
+
+
+def test_cli_help_documents_the_options():
+    result = subprocess.run([sys.executable, "-m", "crossvit.train", "--help"], capture_output=True, text=True,
+                            check=True)
+    for option in ("--preset", "--steps", "--out", "--batch-size", "--lr", "--seed", "--eval-images", "shapes_tiny"):
+        assert option in result.stdout
+
+
+def test_shapes_tiny_preset_fits_the_task():
+    cfg = TRAIN_PRESETS["shapes_tiny"]
+    assert int(96 * cfg.img_scale[1]) == 80 and cfg.patch_size == (12, 16)
+    model = crossvit.CrossViT(cfg)
+    assert model.patch_grid("small") == (8, 8) and model.patch_grid("large") == (5, 5)
+    assert crossvit.count_parameters(model) <= 2_500_000  # <= 10 MB of float32 weights
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    assert lr_factor(0, 100, 10) == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(99, 100, 10) < 0.01
+
+
+def test_augment_keeps_each_image_up_to_a_symmetry():
+    images = torch.rand(16, 3, 8, 8)
+    out = augment(images, torch.Generator().manual_seed(0))
+    for x, y in zip(images, out):
+        candidates = [x, x.flip(-1), x.flip(-2), x.flip(-1).flip(-2)]
+        candidates += [c.transpose(-1, -2) for c in candidates]
+        assert any(torch.equal(c, y) for c in candidates)
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown preset 'nope'; valid presets: .*shapes_tiny"):
+        train(TrainConfig(preset="nope"), progress=False)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error", "words"),
+    [
+        ("steps", 0, ValueError, "TrainConfig.steps must be >= 1, got 0"),
+        ("steps", 2.5, TypeError, "TrainConfig.steps must be an int"),
+        ("batch_size", 0, ValueError, "TrainConfig.batch_size must be >= 1"),
+        ("eval_images", 0, ValueError, "TrainConfig.eval_images must be >= 1"),
+        ("lr", -1.0, ValueError, "TrainConfig.lr must be a finite number"),
+        ("seed", -1, ValueError, "TrainConfig.seed must be >= 0"),
+        ("image_size", 64, ValueError, "takes 48 px images but TrainConfig.image_size is 64"),
+        ("batch_size", 1000, ValueError, "larger than train_images"),
+        ("device", "tpu9", ValueError, "TrainConfig.device"),
+    ],
+)
+def test_bad_settings_are_named(field, value, error, words):
+    with pytest.raises(error) as info:
+        train(_tiny(**{field: value}), progress=False)
+    assert words in str(info.value)
+
+
+def test_wrong_number_of_classes():
+    cfg = dataclasses.replace(TINY, num_classes=3)
+    with pytest.raises(ValueError, match=f"{data.NUM_CLASSES} classes but the model has num_classes=3"):
+        train(_tiny(preset=cfg), progress=False)
+
+
+def test_cli_bad_steps_exits_with_a_message(capsys):
+    assert main(["--steps", "0", "--quiet"]) == 2
+    assert "TrainConfig.steps must be >= 1" in capsys.readouterr().err
