@@ -116,3 +116,18 @@ def test_explain_errors(model, images):
         crossvit.explain(torch.nn.Linear(2, 2), images, "saliency")
     with pytest.raises(ValueError, match="96x96"):
         crossvit.explain(model, images[:, :, :80, :80], "saliency")
+
+
+def test_deletion_of_relevant_pixels_first_beats_random_order_on_the_trained_model():
+    """Faithfulness on the bundled model: deleting the pixels integrated gradients ranks highest lowers the
+    true-class probability faster (smaller deletion AUC) than deleting them in random order."""
+    from crossvit import data, metrics
+
+    model = crossvit.load_pretrained()
+    images, labels, _ = data.make_shapes(24, seed=900_123, image_size=model.image_size)
+    relevant = crossvit.explain(model, images, "integrated_gradients", target=labels, ig_steps=16)
+    random = crossvit.explain(model, images, "random", target=labels, seed=0)
+    ours = metrics.deletion_insertion(model, images, relevant, labels, steps=12)
+    baseline = metrics.deletion_insertion(model, images, random, labels, steps=12)
+    assert ours.mean_deletion_auc < baseline.mean_deletion_auc - 0.05, (ours.mean_deletion_auc,
+                                                                        baseline.mean_deletion_auc)
