@@ -129,25 +129,32 @@ def _captum(name: str) -> Callable:
             from captum import attr
         except ImportError as err:  # captum is a run-time dependency, but say so if it is missing
             raise ImportError(f"method {name!r} needs captum: pip install captum") from err
-        images = images.detach().clone().requires_grad_(True)  # captum needs an input that requires grad
-        with torch.enable_grad():
-            if name == "saliency":
-                # |d score / d pixel|, the largest over the channels
-                return attr.Saliency(model).attribute(images, target=target, abs=True).amax(dim=1)
-            if name == "integrated_gradients":
-                # path integral from a black image; the attributions of a pixel's channels are summed
-                ig = attr.IntegratedGradients(model)
-                out = ig.attribute(images, baselines=torch.zeros_like(images), target=target, n_steps=ig_steps,
-                                   internal_batch_size=internal_batch_size)
-                return out.sum(dim=1)
-            # occlusion: score drop when a patch-aligned window is set to 0, same value on every channel
-            window = occlusion_window(model)
-            c = images.shape[1]
-            out = attr.Occlusion(model).attribute(
-                images, sliding_window_shapes=(c, window, window), strides=(c, window, window), baselines=0.0,
-                target=target, perturbations_per_eval=internal_batch_size,
-            )
-            return out.mean(dim=1)
+
+        def attribute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            x = x.detach().clone().requires_grad_(True)  # captum needs an input that requires grad
+            with torch.enable_grad():
+                if name == "saliency":
+                    # |d score / d pixel|, the largest over the channels
+                    return attr.Saliency(model).attribute(x, target=t, abs=True).amax(dim=1)
+                if name == "integrated_gradients":
+                    # path integral from a black image; the attributions of a pixel's channels are summed
+                    ig = attr.IntegratedGradients(model)
+                    out = ig.attribute(x, baselines=torch.zeros_like(x), target=t, n_steps=ig_steps,
+                                       internal_batch_size=max(internal_batch_size, x.shape[0]))
+                    return out.sum(dim=1)
+                # occlusion: score drop when a patch-aligned window is set to 0, same value on every channel
+                window = occlusion_window(model)
+                c = x.shape[1]
+                out = attr.Occlusion(model).attribute(
+                    x, sliding_window_shapes=(c, window, window), strides=(c, window, window), baselines=0.0,
+                    target=t, perturbations_per_eval=max(1, internal_batch_size // x.shape[0]),
+                )
+                return out.mean(dim=1)
+
+        # at most internal_batch_size images per model call: explain them in chunks of that many
+        chunk = max(1, internal_batch_size)
+        return torch.cat([attribute(images[i:i + chunk], target[i:i + chunk])
+                          for i in range(0, images.shape[0], chunk)])
 
     return method
 

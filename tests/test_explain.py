@@ -131,3 +131,10 @@ def test_deletion_of_relevant_pixels_first_beats_random_order_on_the_trained_mod
     baseline = metrics.deletion_insertion(model, images, random, labels, steps=12)
     assert ours.mean_deletion_auc < baseline.mean_deletion_auc - 0.05, (ours.mean_deletion_auc,
                                                                         baseline.mean_deletion_auc)
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "occlusion"])
+def test_captum_methods_chunk_the_batch_without_changing_the_maps(model, images, method):
+    whole = crossvit.explain(model, images, method, target=1, ig_steps=4, internal_batch_size=16)
+    chunked = crossvit.explain(model, images, method, target=1, ig_steps=4, internal_batch_size=1)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-4)
