@@ -36,7 +36,8 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
-FIGURES_DIR = ROOT / "figures"
+# figures go to $CROSSVIT_FIGURES_DIR when it is set (as the notebooks read it), else to <repo>/figures
+FIGURES_DIR = Path(os.environ.get("CROSSVIT_FIGURES_DIR") or ROOT / "figures").resolve()
 EXECUTED_DIR = FIGURES_DIR / "executed"
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 # Files in figures/ that are not outputs.
