@@ -72,9 +72,9 @@ def _resolve_target(model: CrossViT, images: torch.Tensor, target: int | torch.T
     return target
 
 
-def _cls_mean_pixels(model: CrossViT, rollout: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
-    """Model-level map from a joint rollout: for each query CLS, add the two grids' mass per pixel; then average
-    over the two CLS tokens."""
+def joint_rollout_pixels(model: CrossViT, rollout: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Model-level (B, H, W) map from a joint (or gradient) rollout: for each query CLS, add the two grids' mass
+    per pixel; then average over the two CLS tokens (the head averages their logits)."""
     maps = [
         sum(patch_map_to_pixels(model, p, rollout[q][p], density=True) for p in model.branch_names)
         for q in model.branch_names
@@ -94,7 +94,7 @@ def _rollout_branch(branch: str) -> Callable:
 def _joint(model: CrossViT, images: torch.Tensor, target: torch.Tensor, **_: object) -> torch.Tensor:
     with record_attention(model) as rec, torch.no_grad():
         model(images)
-    return _cls_mean_pixels(model, joint_rollout(rec))
+    return joint_rollout_pixels(model, joint_rollout(rec))
 
 
 def _grad_rollout(model: CrossViT, images: torch.Tensor, target: torch.Tensor, **_: object) -> torch.Tensor:
@@ -102,7 +102,7 @@ def _grad_rollout(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *
         score = model(images).gather(1, target[:, None]).sum()
         maps = list(rec.sites.values())
         score.backward(inputs=maps)  # gradients reach the maps only, never the model's parameters
-    return _cls_mean_pixels(model, gradient_rollout(rec))
+    return joint_rollout_pixels(model, gradient_rollout(rec))
 
 
 def _random(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, seed: int = 0, **_: object

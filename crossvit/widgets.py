@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .explain import explain, patch_map_to_pixels
+from .explain import explain, joint_rollout_pixels, patch_map_to_pixels
 from .metrics import argmax_points
 from .model import CrossViT
 from .plotting import (
@@ -254,11 +254,7 @@ class RolloutExplorer(widgets.VBox):
         CLS, both grids' mass per pixel added; then the mean over the two CLS tokens."""
         if head_fusion not in self._joint:
             joint = joint_rollout(self.recorder, head_fusion)
-            per_query = [
-                sum(patch_map_to_pixels(self.model, p, joint[q][p], density=True) for p in self.model.branch_names)
-                for q in self.model.branch_names
-            ]
-            self._joint[head_fusion] = (sum(per_query) / len(per_query)).cpu()
+            self._joint[head_fusion] = joint_rollout_pixels(self.model, joint).cpu()
         return self._joint[head_fusion]
 
     def current_map(self) -> np.ndarray:
