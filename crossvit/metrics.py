@@ -181,6 +181,17 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: int = 0
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _check_image_batch(images: object) -> None:
+    """TypeError/ValueError naming the problem unless ``images`` is a float (B, C, H, W) tensor."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a floating-point tensor, got dtype {images.dtype}")
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (B, C, H, W), "
+                         f"got {images.ndim} dimensions {tuple(images.shape)}")
+
+
 def gaussian_blur(images: torch.Tensor, sigma: float = DEFAULT_BLUR_SIGMA) -> torch.Tensor:
     """Separable Gaussian blur of (B, C, H, W) images, each channel on its own; the insertion substrate.
 
@@ -190,13 +201,7 @@ def gaussian_blur(images: torch.Tensor, sigma: float = DEFAULT_BLUR_SIGMA) -> to
     ``r < size``, so along a side of ``n`` pixels the kernel is truncated to ``r = min(ceil(3 sigma), n - 1)``
     and renormalised. ``sigma = 0`` returns a copy of the images.
     """
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
-    if not images.is_floating_point():
-        raise TypeError(f"images must be a floating-point tensor, got dtype {images.dtype}")
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (B, C, H, W), "
-                         f"got {images.ndim} dimensions {tuple(images.shape)}")
+    _check_image_batch(images)
     valid = not isinstance(sigma, bool) and isinstance(sigma, numbers.Real) and math.isfinite(sigma)
     if not valid or sigma < 0:
         raise ValueError(f"blur sigma must be a finite number >= 0, got {sigma!r}")
@@ -334,13 +339,7 @@ def deletion_insertion(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
-    if not images.is_floating_point():
-        raise TypeError(f"images must be a floating-point tensor, got dtype {images.dtype}")
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (B, C, H, W), "
-                         f"got {images.ndim} dimensions {tuple(images.shape)}")
+    _check_image_batch(images)
     if not isinstance(maps, torch.Tensor):
         raise TypeError(f"maps must be a torch.Tensor of shape (B, H, W), got {type(maps).__name__}")
     if maps.ndim != 3 or maps.shape[0] != images.shape[0] or maps.shape[1:] != images.shape[2:]:

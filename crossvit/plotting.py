@@ -318,6 +318,20 @@ def _attention_panel(ax: Axes, model: CrossViT, image: ArrayLike, branch: str, v
     return shown
 
 
+def _head_panels(model: CrossViT, image: ArrayLike, grid_branch: str, rows: torch.Tensor,
+                 heads: Sequence[int | str] | None, key0: str, alpha: float, grid: bool, size: float,
+                 title: str | None) -> Figure:
+    """One panel per head (or head fusion) of CLS rows (heads, 1 + N): the patch part drawn over
+    ``grid_branch``'s grid, the weight of key 0 written in the title as ``key0``."""
+    heads = list(range(rows.shape[0])) + ["mean"] if heads is None else list(heads)
+    fig, axes = _grid_of_axes(len(heads), len(heads), size, title)
+    for ax, head in zip(axes, heads):
+        row = fuse(rows, head)
+        name = f"head {head}" if isinstance(head, int) else f"{head} of heads"
+        _attention_panel(ax, model, image, grid_branch, row[1:], f"{name}\n{key0} {row[0]:.2f}", alpha, grid)
+    return fig
+
+
 def plot_cls_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike, branch: str, *, index: int = 0,
                        heads: Sequence[int | str] | None = None, alpha: float = 0.6, grid: bool = True,
                        title: str | None = None, size: float = 2.3) -> Figure:
@@ -332,13 +346,7 @@ def plot_cls_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike, 
     if rows.shape[1] != 1 + model.num_patches(branch):
         raise ValueError(f"the {branch} branch has {model.num_patches(branch)} patches, but this map has "
                          f"{rows.shape[1] - 1} keys besides the CLS: is it the {branch} branch's self-attention?")
-    heads = list(range(rows.shape[0])) + ["mean"] if heads is None else list(heads)
-    fig, axes = _grid_of_axes(len(heads), len(heads), size, title)
-    for ax, head in zip(axes, heads):
-        row = fuse(rows, head)
-        name = f"head {head}" if isinstance(head, int) else f"{head} of heads"
-        _attention_panel(ax, model, image, branch, row[1:], f"{name}\nCLS->CLS {row[0]:.2f}", alpha, grid)
-    return fig
+    return _head_panels(model, image, branch, rows, heads, "CLS->CLS", alpha, grid, size, title)
 
 
 def plot_cross_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike, query_branch: str, *,
@@ -354,13 +362,7 @@ def plot_cross_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike
     if rows.shape[1] != 1 + model.num_patches(other):
         raise ValueError(f"the {query_branch} CLS reads the {other} branch ({model.num_patches(other)} patches), "
                          f"but this map has {rows.shape[1] - 1} patch keys")
-    heads = list(range(rows.shape[0])) + ["mean"] if heads is None else list(heads)
-    fig, axes = _grid_of_axes(len(heads), len(heads), size, title)
-    for ax, head in zip(axes, heads):
-        row = fuse(rows, head)
-        name = f"head {head}" if isinstance(head, int) else f"{head} of heads"
-        _attention_panel(ax, model, image, other, row[1:], f"{name}\nown CLS {row[0]:.2f}", alpha, grid)
-    return fig
+    return _head_panels(model, image, other, rows, heads, "own CLS", alpha, grid, size, title)
 
 
 def plot_attention_by_block(model: CrossViT, image: ArrayLike, maps: Mapping[str, ArrayLike], *, index: int = 0,
