@@ -89,6 +89,11 @@ class AttentionRecorder:
 
     Each forward pass of the model *replaces* the maps of the previous one (``num_forwards`` counts them), so the
     maps always belong to the latest forward. The maps stay readable after the ``with`` block ends.
+
+    Memory: without autograd, a forward inside the block writes its maps into the memory of the previous forward's
+    maps when nothing outside the recorder still references them (see :class:`~crossvit.layers.AttentionMap`), so
+    a long recording over many batches does not pay for ~100 MB of fresh memory per forward. A map (or view of
+    it) you keep is never overwritten: its site then gets fresh memory.
     """
 
     def __init__(self, model: CrossViT, sites: list[Site], detach: bool, grads: bool) -> None:
@@ -106,11 +111,14 @@ class AttentionRecorder:
         self._handles.append(self.model.register_forward_pre_hook(self._on_model_forward))
         for site in self.recorded_sites:
             self._handles.append(site.module.register_forward_hook(self._hook_for(site.name)))
+            site.module.reuse_memory = True  # a later forward may write into a map nobody holds any more
 
     def _detach_hooks(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for site in self.recorded_sites:
+            site.module.reuse_memory = False  # also lets go of the kept memory
 
     def _on_model_forward(self, module: nn.Module, inputs: tuple) -> None:
         self._maps = {}

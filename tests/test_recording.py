@@ -134,6 +134,36 @@ def test_each_forward_replaces_the_previous_maps(timm_pair):
     assert len(rec.sites) == 21
 
 
+def test_later_forward_reuses_memory_nobody_holds_and_never_overwrites_held_maps(timm_pair):
+    _, ours = timm_pair
+    a, b, c = (torch.randn(2, 3, 240, 240, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    expected = {}
+    for name, x in (("a", a), ("b", b), ("c", c)):  # references: one fresh recording per input
+        with crossvit.record_attention(ours) as rec, torch.no_grad():
+            ours(x)
+        expected[name] = {k: v.clone() for k, v in rec.sites.items()}
+    small0 = "blocks.0.small.self.0"
+    with crossvit.record_attention(ours) as rec, torch.no_grad():
+        ours(a)
+        pointers = {k: v.data_ptr() for k, v in rec.sites.items()}  # addresses only: the maps are let go
+        ours(b)
+        # nothing held the first forward's maps, so the second forward wrote into the same memory
+        assert {k: v.data_ptr() for k, v in rec.sites.items()} == pointers
+        for k, v in rec.sites.items():
+            torch.testing.assert_close(v, expected["b"][k], atol=1e-6, rtol=0, msg=k)
+        held = rec.sites  # the caller keeps b's maps (and a view of one) ...
+        view = held[small0][1, 2]
+        ours(c)
+        for k, v in held.items():  # ... so the third forward must not overwrite them
+            torch.testing.assert_close(v, expected["b"][k], atol=1e-6, rtol=0, msg=k)
+        torch.testing.assert_close(view, expected["b"][small0][1, 2], atol=1e-6, rtol=0)
+        for k, v in rec.sites.items():
+            assert v.data_ptr() != held[k].data_ptr(), k
+            torch.testing.assert_close(v, expected["c"][k], atol=1e-6, rtol=0, msg=k)
+    # after the block no site keeps memory or reuses it
+    assert all(s.module._spare is None and not s.module.reuse_memory for s in crossvit.attention_sites(ours))
+
+
 def test_gradients_are_recorded_and_match_autograd():
     torch.manual_seed(0)
     model = crossvit.create_model("seed", image_size=48, num_classes=3, sm_dim=16, lg_dim=32, sm_enc_dim_head=8,
