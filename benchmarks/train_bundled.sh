@@ -7,5 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
-time "$PY" -m crossvit.train --preset shapes_tiny --steps 1500 --lr 2e-3 --warmup-steps 100 --eval-every 250 \
+time "$PY" -m crossvit.train --preset shapes_tiny --steps 800 --lr 1e-3 --warmup-steps 100 --eval-every 200 \
     --eval-images 2000 --seed 0 --threads 2 --out crossvit/assets --name shapes_tiny

@@ -22,13 +22,20 @@ It is meant for a two-branch CrossViT (fine patches on the full image, coarse
 patches on a downsampled copy) and for checking explanation maps:
 
 * **Texture is fine-grained.**  The object is filled with a two-colour
-  texture: parallel stripes (period 3.5-4.5 px at 96 px) or a checkerboard
-  (cells 2.5-3.5 px at 96 px, i.e. period 5-7 px), each with a random
-  orientation and phase.  Both textures have about the same dominant spatial
-  frequency, so they differ in structure, not in coarseness.  A 12 px patch
-  of the full image holds about three periods; after a 96 -> 80 px resize the
-  periods shrink to ~2.9-3.8 px (stripes) and ~4.2-5.8 px (checker), so the
-  texture is best read at full resolution.
+  texture: parallel stripes (period 3.5-4.5 px at 96 px) running along one of
+  the image axes (which one is random), or an axis-aligned checkerboard (cells
+  2.5-3.5 px, i.e. period 5-7 px); both are tilted by a random angle of at
+  most 10 degrees and have a random phase.  Both textures have about the same
+  dominant spatial frequency, so they differ in structure, not in coarseness:
+  stripes put their spectral energy near the axes, a checkerboard (a sum of
+  two diagonal waves) near the diagonals.  The 8 flips and transposes of the
+  square map each texture class onto itself.  A 12 px patch of the full image
+  holds about three periods; after a 96 -> 80 px resize the periods shrink to
+  ~2.9-3.8 px (stripes) and ~4.2-5.8 px (checker), so the texture is best read
+  at full resolution.  (Textures at *any* orientation, tried first, made the
+  two classes differ only in whether one or two perpendicular orientations are
+  present; no small CrossViT learned that within the 10-minute training budget,
+  while the axis / diagonal contrast is learned within a few hundred steps.)
 * **Colour is coarse.**  The texture's two colours are a light tint and a dark
   shade of one colour whose hue lies in the class's family (warm: red to
   orange-yellow; cool: cyan to blue); distractors take any hue, so the colour
@@ -97,6 +104,7 @@ _COLOUR_HUES = ((-0.4, 0.8), (3.0, 4.2))
 _DIS_SIZE = (7.0, 13.0)  # distractor "radius" r
 _STRIPE_PERIOD = (3.5, 4.5)
 _CHECKER_CELL = (2.5, 3.5)
+_TEXTURE_JITTER = math.radians(10.0)  # max deviation of the texture orientation from the axes
 _BG_GRID = 6  # background control grid (cubic B-spline)
 _BG_GREY = (0.3, 0.7)  # grey level of the background control values
 _BG_TINT = 0.08  # +- per-channel colour tint of the background control values
@@ -342,7 +350,11 @@ def _render_chunk(
     ext = ext_table[shape] * r
     ocx, ocy, _ = _place(g, b, ext, size)
     oangle = _uniform(g, (b,), 0.0, 2.0 * math.pi)
-    tangle = _uniform(g, (b,), 0.0, math.pi)
+    # Texture orientation: stripes run along one of the image axes (which one is random), checker cells are
+    # axis-aligned; both are jittered by up to _TEXTURE_JITTER.  So stripes put their energy near the axes of the
+    # 2-D spectrum and checkers (a sum of two diagonal waves) near the diagonals; the 8 flips/transposes keep this.
+    tangle = (torch.randint(0, 2, (b,), generator=g) * (math.pi / 2)) * (texture == 0)
+    tangle = tangle + _uniform(g, (b,), -_TEXTURE_JITTER, _TEXTURE_JITTER)
     tphase = _uniform(g, (b, 2), 0.0, 2.0 * math.pi)
     period = torch.where(
         texture == 0,

@@ -49,13 +49,9 @@ def _connected(mask: torch.Tensor) -> bool:
         reach = grown
 
 
-def _is_checkered(image: torch.Tensor, mask: torch.Tensor) -> bool:
-    """Spectral texture test: a checkerboard has two orthogonal dominant frequencies, stripes one.
-
-    Takes the grey values inside the (eroded) object mask, finds the strongest
-    spatial frequency p in the texture band and compares the power near the
-    orthogonal frequency rot90(p) with the power at p.
-    """
+def _texture_spectrum(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """Power spectrum of the grey values inside the (eroded) object mask, and the grid index (ky, kx) of its
+    strongest frequency in the texture band (0.15 .. 0.4 cycles per pixel)."""
     size = image.shape[-1]
     inner = _erode(mask[None], 2)[0]
     grey = image.mean(0)
@@ -65,7 +61,25 @@ def _is_checkered(image: torch.Tensor, mask: torch.Tensor) -> bool:
     radius = torch.hypot(f[:, None], f[None, :])
     band = (radius > 0.15) & (radius < 0.4)
     peak = torch.where(band, power, torch.zeros(())).argmax()
-    ky, kx = int(peak // size), int(peak % size)
+    return power, int(peak // size), int(peak % size)
+
+
+def _peak_angle(image: torch.Tensor, mask: torch.Tensor) -> float:
+    """Direction of the texture's strongest wave vector, folded into [0, 90) degrees."""
+    size = image.shape[-1]
+    _, ky, kx = _texture_spectrum(image, mask)
+    fy, fx = (ky + size // 2) % size - size // 2, (kx + size // 2) % size - size // 2  # signed frequencies
+    return math.degrees(math.atan2(fy, fx)) % 90.0
+
+
+def _is_checkered(image: torch.Tensor, mask: torch.Tensor) -> bool:
+    """Spectral texture test: a checkerboard has two orthogonal dominant frequencies, stripes one.
+
+    Finds the strongest spatial frequency p in the texture band and compares
+    the power near the orthogonal frequency rot90(p) with the power at p.
+    """
+    size = image.shape[-1]
+    power, ky, kx = _texture_spectrum(image, mask)
     qy, qx = (-kx) % size, ky % size  # rot90 of (ky, kx) on the frequency grid
     ys = [(qy + d) % size for d in (-1, 0, 1)]
     xs = [(qx + d) % size for d in (-1, 0, 1)]
@@ -246,6 +260,20 @@ def test_texture_inside_mask_matches_label(draw):
     assert data.TEXTURES[1] == "checkered"
     agree = (pred == truth).float().mean()
     assert agree >= 0.95, agree
+
+
+def test_stripes_run_along_the_axes_and_checkers_are_axis_aligned():
+    """Documented orientations: a stripe's wave vector lies within 10 degrees of an image axis; a checkerboard's
+    strongest waves (the sum of two diagonal waves that makes it) lie within 10 degrees of a diagonal."""
+    images, labels, masks = make_shapes(120, 5, num_distractors=(0, 0), noise=0.0)
+    tolerance = 10.0 + 4.0  # the documented jitter plus the frequency grid's resolution at 96 px
+    for image, label, mask in zip(images, labels, masks):
+        angle = _peak_angle(image, mask)
+        off_axis = min(angle, 90.0 - angle)
+        if data.TEXTURES[label % len(data.TEXTURES)] == "striped":
+            assert off_axis <= tolerance, angle
+        else:
+            assert abs(angle - 45.0) <= tolerance, angle
 
 
 def test_texture_only_on_object_without_distractors():

@@ -1,0 +1,126 @@
+"""One real-browser test: JupyterLab runs a notebook with the attention explorer, and moving its slider redraws it.
+
+Drives Debian's ``chromium`` (never a browser Playwright downloads) through Playwright against a JupyterLab
+server bound to 127.0.0.1 with a random token. Skipped when chromium or Playwright is missing; ``.ci/run``
+installs chromium so CI always runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+SERVER_START_TIMEOUT_S = 120
+RUN_TIMEOUT_MS = 240_000
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+
+EXPLORER_CELLS = [
+    "import crossvit\n"
+    "from crossvit import data, widgets\n"
+    "from crossvit.train import HELD_OUT_SEED_BASE",
+    "model = crossvit.load_pretrained()\n"
+    "images, labels, masks = data.make_shapes(3, seed=HELD_OUT_SEED_BASE + 2**32, image_size=model.image_size)\n"
+    "explorer = widgets.attention_explorer(model, images, masks=masks, class_names=data.CLASS_NAMES)\n"
+    "explorer",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_notebook(path: Path) -> None:
+    cells = [{"cell_type": "code", "execution_count": None, "id": f"cell-{i}", "metadata": {}, "outputs": [],
+              "source": src} for i, src in enumerate(EXPLORER_CELLS)]
+    nb = {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+          "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                      "language": "python"}}}
+    path.write_text(json.dumps(nb))
+
+
+@pytest.fixture()
+def jupyterlab(tmp_path):
+    """A JupyterLab server on 127.0.0.1 serving ``tmp_path / "lab"``; yields (base URL, token, served directory)."""
+    port, token = _free_port(), secrets.token_hex(16)
+    root = tmp_path / "lab"
+    root.mkdir()
+    env = dict(os.environ, JUPYTER_DATA_DIR=str(tmp_path / "data"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_PLATFORM_DIRS="1")
+    env.pop("MPLBACKEND", None)  # the kernel uses Jupyter's inline backend, as for a user
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
+         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("JupyterLab did not start:\n" + (tmp_path / "server.log").read_text()) from None
+                time.sleep(0.5)
+        yield base, token, root
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def test_attention_explorer_slider_redraws_in_jupyterlab(jupyterlab, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    base, token, root = jupyterlab
+    _write_notebook(root / "explorer.ipynb")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{base}/lab/tree/explorer.ipynb?token={token}")
+            page.locator(".jp-Notebook").first.wait_for(timeout=RUN_TIMEOUT_MS)
+            # the notebook carries a kernelspec, so no "Select Kernel" dialog; run everything from the Run menu
+            page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for(timeout=RUN_TIMEOUT_MS)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+            picture = page.locator(".jp-OutputArea-output .widget-image").first
+            picture.wait_for(timeout=RUN_TIMEOUT_MS)
+            caption = page.locator(".jp-OutputArea-output .widget-html").first
+            page.wait_for_function("el => el.naturalWidth > 0", arg=picture.element_handle(), timeout=RUN_TIMEOUT_MS)
+            before_src, before_caption = picture.get_attribute("src"), caption.inner_text()
+            assert not page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+                                    ).filter(has_text="Traceback").count()
+
+            # move the "image" slider one step with the keyboard, as a user with a mouse-less setup would
+            slider = page.locator(".widget-slider").filter(has_text="image").first
+            slider.locator(".noUi-handle").focus()
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function("([el, src]) => el.getAttribute('src') !== src",
+                                   arg=[picture.element_handle(), before_src], timeout=RUN_TIMEOUT_MS)
+            assert slider.locator(".widget-readout").inner_text().strip() == "1"
+            assert caption.inner_text() != before_caption
+            page.screenshot(path=str(tmp_path / "explorer.png"))
+        finally:
+            browser.close()
