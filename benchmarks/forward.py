@@ -9,9 +9,9 @@ by the same round's reference time and the medians of those ratios are reported 
 Goals (issue 3): ours hooks-off <= 1.00x timm; recording cross-attention only <= 1.02x and recording every map
 <= 1.15x ours hooks-off.
 
-Recording is timed two ways: "recording ..." opens a new recording around every forward (the maps of each forward
-need fresh memory), "long rec. ..." keeps one recording open over all rounds, as a loop over a dataset does (each
-forward reuses the memory of the maps the previous one let go; see crossvit.layers.AttentionMap).
+Recording is timed two ways: "recording ..." opens a new recording around every forward, "long rec. ..." keeps one
+recording open over all rounds, as a loop over a dataset does. In both, a forward writes its maps into the memory
+of the previous recorded forward's maps once nothing holds those any more (see crossvit.layers.AttentionMap).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from .convert import from_timm, from_vit_pytorch
 from .explain import METHODS, explain, joint_rollout_pixels, patch_map_to_pixels
 from .model import CrossViT, count_parameters
 from .presets import PAPER_PRESETS, create_model, list_models
-from .recording import AttentionRecorder, Site, attention_sites, record_attention
+from .recording import AttentionRecorder, Site, attention_sites, record_attention, release_attention_memory
 from .rollout import attention_rollout, gradient_rollout, joint_rollout
 
 __version__ = "0.1.0"
@@ -40,5 +40,6 @@ __all__ = [
     "metrics",
     "patch_map_to_pixels",
     "record_attention",
+    "release_attention_memory",
     "save_checkpoint",
 ]

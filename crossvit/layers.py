@@ -33,35 +33,29 @@ class AttentionMap(nn.Module):
 
     This is the module to hook: its forward output *is* the attention map. ``kind`` is ``"self"`` or ``"cross"``.
 
-    Memory reuse: a recorder sets ``reuse_memory = True`` while it records. The module then keeps the memory of the
-    map it returned last and, on the next forward without autograd, writes the new map into it *if* nothing else
-    references that memory any more (the recorder has let go of the previous forward's map and the caller kept no
-    tensor or view of it); otherwise it allocates fresh memory, so a map someone holds is never overwritten. This
-    spares the page faults of ~100 MB of fresh memory per forward when every map of a large model is recorded.
-    Setting ``reuse_memory = False`` also drops the kept memory.
+    Memory reuse: a recorder sets ``reuse_memory = True`` while it records. Without autograd, the module then
+    writes each map into the memory of the map it returned last *if* nothing else references that memory any more
+    (the recorder has let go of the previous forward's map and the caller kept no tensor or view of it); otherwise
+    it takes fresh memory, so a map someone holds is never overwritten. This spares the page faults of ~100 MB of
+    fresh memory per forward when every map of a large model is recorded. The kept memory (at most one map per
+    site) outlives the recording, so that the next recording reuses it too; :meth:`release_memory` frees it.
     """
 
     def __init__(self, scale: float, kind: str) -> None:
         super().__init__()
         self.scale = scale
         self.kind = kind
-        self._reuse_memory = False
-        self._spare: torch.UntypedStorage | None = None  # memory of the last map returned while reuse_memory is on
+        self.reuse_memory = False
+        self._spare: torch.UntypedStorage | None = None  # memory of the last map returned while reuse_memory was on
 
     @property
     def observed(self) -> bool:
         """True when a forward hook wants the probabilities, so the fused kernel must not be used."""
         return bool(self._forward_hooks) or bool(self._forward_pre_hooks)
 
-    @property
-    def reuse_memory(self) -> bool:
-        return self._reuse_memory
-
-    @reuse_memory.setter
-    def reuse_memory(self, value: bool) -> None:
-        self._reuse_memory = bool(value)
-        if not value:
-            self._spare = None
+    def release_memory(self) -> None:
+        """Let go of the kept map memory (maps still held elsewhere stay valid)."""
+        self._spare = None
 
     def _kept_memory(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """An empty (B, H, Nq, Nk) tensor on the kept memory, or on fresh memory (kept from now on) when the kept
@@ -79,7 +73,7 @@ class AttentionMap(nn.Module):
         # q (B, H, Nq, D), k (B, H, Nk, D) -> (B, H, Nq, Nk)
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):  # out= cannot record autograd history
             return torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
-        if self._reuse_memory:
+        if self.reuse_memory:
             scores = torch.matmul(q * self.scale, k.transpose(-2, -1), out=self._kept_memory(q, k))
         else:
             scores = (q * self.scale) @ k.transpose(-2, -1)

@@ -90,10 +90,12 @@ class AttentionRecorder:
     Each forward pass of the model *replaces* the maps of the previous one (``num_forwards`` counts them), so the
     maps always belong to the latest forward. The maps stay readable after the ``with`` block ends.
 
-    Memory: without autograd, a forward inside the block writes its maps into the memory of the previous forward's
-    maps when nothing outside the recorder still references them (see :class:`~crossvit.layers.AttentionMap`), so
-    a long recording over many batches does not pay for ~100 MB of fresh memory per forward. A map (or view of
-    it) you keep is never overwritten: its site then gets fresh memory.
+    Memory: without autograd, a forward writes its maps into the memory of the previous recorded forward's maps
+    (of this or an earlier recording) when nothing outside the recorder still references them (see
+    :class:`~crossvit.layers.AttentionMap`), so recording many batches does not pay for ~100 MB of fresh memory per
+    forward. A map (or view of it) you keep is never overwritten: its site then gets fresh memory. The model's
+    attention sites keep at most one forward's worth of map memory after a recording;
+    :func:`release_attention_memory` frees it.
     """
 
     def __init__(self, model: CrossViT, sites: list[Site], detach: bool, grads: bool) -> None:
@@ -118,7 +120,7 @@ class AttentionRecorder:
             handle.remove()
         self._handles.clear()
         for site in self.recorded_sites:
-            site.module.reuse_memory = False  # also lets go of the kept memory
+            site.module.reuse_memory = False  # the kept memory stays for the next recording (release_memory)
 
     def _on_model_forward(self, module: nn.Module, inputs: tuple) -> None:
         self._maps = {}
@@ -223,6 +225,15 @@ class record_attention:  # noqa: N801 - used as a function-like context manager
 
     def __exit__(self, *exc_info: object) -> None:
         self.recorder._detach_hooks()
+
+
+def release_attention_memory(model: CrossViT) -> None:
+    """Free the map memory the attention sites of ``model`` keep for reuse by the next recording.
+
+    Maps you still hold stay valid; only the model's own references go.
+    """
+    for site in attention_sites(model):
+        site.module.release_memory()
 
 
 def iter_site_names(model: CrossViT) -> Iterator[str]:

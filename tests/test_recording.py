@@ -160,8 +160,20 @@ def test_later_forward_reuses_memory_nobody_holds_and_never_overwrites_held_maps
         for k, v in rec.sites.items():
             assert v.data_ptr() != held[k].data_ptr(), k
             torch.testing.assert_close(v, expected["c"][k], atol=1e-6, rtol=0, msg=k)
-    # after the block no site keeps memory or reuses it
-    assert all(s.module._spare is None and not s.module.reuse_memory for s in crossvit.attention_sites(ours))
+    # after the block the sites stop reusing but keep one map's memory each, which the next recording reuses once
+    # nothing holds it; release_attention_memory lets it go
+    sites = crossvit.attention_sites(ours)
+    assert not any(s.module.reuse_memory for s in sites)
+    last = {k: v.data_ptr() for k, v in rec.sites.items()}
+    del held, view, rec, v  # v: the loop variable above still holds the last map
+    with crossvit.record_attention(ours) as rec, torch.no_grad():
+        ours(a)
+    assert {k: v.data_ptr() for k, v in rec.sites.items()} == last
+    for k, v in rec.sites.items():
+        torch.testing.assert_close(v, expected["a"][k], atol=1e-6, rtol=0, msg=k)
+    crossvit.release_attention_memory(ours)
+    assert all(s.module._spare is None for s in sites)
+    torch.testing.assert_close(rec.sites[small0], expected["a"][small0], atol=1e-6, rtol=0)  # held maps survive
 
 
 def test_gradients_are_recorded_and_match_autograd():
