@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import random
+import functools
 import statistics
-import time
 
 import torch
+from _timing import interleaved_times, median_ratio  # benchmarks/_timing.py (scripts run from benchmarks/)
 
 import crossvit
 
@@ -85,28 +85,15 @@ def main() -> None:
     reference, ours, lucid, images = build(args.batch)
     with contextlib.ExitStack() as stack, torch.no_grad():
         runs = contenders(reference, ours, lucid, stack)
-        for _ in range(args.warmup):
-            for fn in runs.values():
-                fn(images)
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        rng = random.Random(0)
-        for _ in range(args.rounds):
-            order = list(runs)
-            rng.shuffle(order)
-            for name in order:
-                start = time.perf_counter()
-                runs[name](images)
-                times[name].append(time.perf_counter() - start)
-
-    def ratio(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(times[a], times[b]))
+        calls = {name: functools.partial(fn, images) for name, fn in runs.items()}
+        times = interleaved_times(calls, args.rounds, warmup=args.warmup)
 
     print(f"crossvit_9_240, batch {args.batch}, 240 px, {args.threads} threads, {args.rounds} interleaved rounds "
           f"(torch {torch.__version__})")
     print(f"{'contender':<26}{'median ms':>10}{'/ timm':>9}{'/ ours off':>12}")
     for name in runs:
-        print(f"{name:<26}{1000 * statistics.median(times[name]):>10.1f}{ratio(name, 'timm (fused)'):>9.3f}"
-              f"{ratio(name, 'ours, hooks off'):>12.3f}")
+        print(f"{name:<26}{1000 * statistics.median(times[name]):>10.1f}{median_ratio(times, name, 'timm (fused)'):>9.3f}"
+              f"{median_ratio(times, name, 'ours, hooks off'):>12.3f}")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,10 @@ reading every recorded map once (a mean over heads). Goal (issue 4): joint rollo
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
-import time
 
 import torch
+from _timing import interleaved_times, median_ratio  # benchmarks/_timing.py (scripts run from benchmarks/)
 
 import crossvit
 
@@ -43,21 +42,11 @@ def main() -> None:
         "joint_rollout": lambda: crossvit.joint_rollout(rec),
         "attention_rollout x2": lambda: [crossvit.attention_rollout(rec, b) for b in ("small", "large")],
     }
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for fn in contenders.values():
-        fn()
-    rng = random.Random(0)
-    for _ in range(args.rounds):
-        order = list(contenders)
-        rng.shuffle(order)
-        for name in order:
-            start = time.perf_counter()
-            contenders[name]()
-            times[name].append(time.perf_counter() - start)
+    times = interleaved_times(contenders, args.rounds)
     print(f"crossvit_9_240, batch {args.batch}, {args.threads} threads, {args.rounds} interleaved rounds")
     print(f"{'':<24}{'median ms':>10}{'/ forward':>11}")
     for name in contenders:
-        ratio = statistics.median(t / f for t, f in zip(times[name], times["forward (hooks off)"]))
+        ratio = median_ratio(times, name, "forward (hooks off)")
         print(f"{name:<24}{1000 * statistics.median(times[name]):>10.2f}{100 * ratio:>10.2f}%")
 
 
