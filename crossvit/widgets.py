@@ -70,7 +70,25 @@ def _class_label(class_names: Sequence[str] | None, k: int) -> str:
     return class_names[k] if class_names is not None and k < len(class_names) else f"class {k}"
 
 
-class AttentionExplorer(widgets.VBox):
+class _Explorer(widgets.VBox):
+    """What both explorers share: their inputs kept on the CPU, one recorded forward, and the image slider."""
+
+    def _take_inputs(self, model: CrossViT, images: torch.Tensor, masks: torch.Tensor | None,
+                     class_names: Sequence[str] | None, index: int) -> tuple[AttentionRecorder, widgets.IntSlider]:
+        """Store the inputs and the predicted classes; return the recorder of the forward and the image slider."""
+        self.model = model
+        self.images = images.detach().cpu()
+        self.masks = None if masks is None else masks.detach().cpu()
+        self.class_names = class_names
+        rec, logits = _record(model, images)
+        self.predictions = logits.argmax(dim=1)
+        n = self.images.shape[0]
+        slider = widgets.IntSlider(value=min(index, n - 1), min=0, max=n - 1, description="image", style=_STYLE,
+                                   continuous_update=False)
+        return rec, slider
+
+
+class AttentionExplorer(_Explorer):
     """Controls + picture of one recorded attention site. Build it with :func:`attention_explorer`.
 
     ``controls`` maps a name (``image``, ``block``, ``branch``, ``kind``, ``layer``, ``head``) to its widget;
@@ -80,23 +98,16 @@ class AttentionExplorer(widgets.VBox):
 
     def __init__(self, model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
                  class_names: Sequence[str] | None = None, index: int = 0) -> None:
-        self.model = model
-        self.images = images.detach().cpu()
-        self.masks = None if masks is None else masks.detach().cpu()
-        self.class_names = class_names
-        rec, logits = _record(model, images)
+        rec, image_slider = self._take_inputs(model, images, masks, class_names, index)
         self.maps: dict[str, torch.Tensor] = {name: m.cpu() for name, m in rec.sites.items()}
-        self.predictions = logits.argmax(dim=1)
         self.last_site: str | None = None
         self.last_row: np.ndarray | None = None
         self.last_map: np.ndarray | None = None
         self._syncing = False
 
         arch = model.arch
-        n = self.images.shape[0]
         self.controls = {
-            "image": widgets.IntSlider(value=min(index, n - 1), min=0, max=n - 1, description="image",
-                                       style=_STYLE, continuous_update=False),
+            "image": image_slider,
             "block": widgets.IntSlider(value=0, min=0, max=arch.num_blocks - 1, description="block",
                                        style=_STYLE, continuous_update=False),
             "branch": widgets.Dropdown(options=list(model.branch_names), value=model.branch_names[0],
@@ -201,7 +212,7 @@ def attention_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Te
     return AttentionExplorer(model, images, masks=masks, class_names=class_names, index=index)
 
 
-class RolloutExplorer(widgets.VBox):
+class RolloutExplorer(_Explorer):
     """Controls + picture of one rollout map. Build it with :func:`rollout_explorer`.
 
     ``controls``: ``image``, ``method``, ``head_fusion``, ``discard_ratio``. After each redraw ``last_map`` is
@@ -212,22 +223,15 @@ class RolloutExplorer(widgets.VBox):
 
     def __init__(self, model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
                  class_names: Sequence[str] | None = None, index: int = 0) -> None:
-        self.model = model
-        self.images = images.detach().cpu()
-        self.masks = None if masks is None else masks.detach().cpu()
-        self.class_names = class_names
-        self.recorder, logits = _record(model, images)
+        self.recorder, image_slider = self._take_inputs(model, images, masks, class_names, index)
         self.self_maps = {b: [m.cpu() for m in self.recorder.self_attention(b)] for b in model.branch_names}
-        self.predictions = logits.argmax(dim=1)
         self._joint: dict[str, torch.Tensor] = {}  # head fusion -> (B, H, W), computed on first use
         # class-specific, so it needs a backward pass: computed once for the predicted classes
         self.grad_maps = explain(model, images, "grad_rollout", target=self.predictions.to(images.device)).cpu()
         self.last_map: np.ndarray | None = None
 
-        n = self.images.shape[0]
         self.controls = {
-            "image": widgets.IntSlider(value=min(index, n - 1), min=0, max=n - 1, description="image",
-                                       style=_STYLE, continuous_update=False),
+            "image": image_slider,
             "method": widgets.Dropdown(options=list(self.METHODS), value="rollout_small", description="method",
                                        style=_STYLE),
             "head_fusion": widgets.Dropdown(options=list(HEAD_FUSIONS), value="mean", description="head fusion",
