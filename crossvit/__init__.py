@@ -4,7 +4,7 @@ from . import data, metrics
 from .checkpoint import load_checkpoint, load_pretrained, save_checkpoint
 from .config import Architecture, BranchSpec, PaperConfig, SeedConfig, config_from_dict
 from .convert import from_timm, from_vit_pytorch
-from .explain import METHODS, explain, joint_rollout_pixels, patch_map_to_pixels
+from .explain import METHOD_OPTIONS, METHODS, explain, joint_rollout_pixels, patch_map_to_pixels
 from .model import CrossViT, count_parameters
 from .presets import PAPER_PRESETS, create_model, list_models
 from .recording import AttentionRecorder, Site, attention_sites, record_attention, release_attention_memory
@@ -18,6 +18,7 @@ __all__ = [
     "BranchSpec",
     "CrossViT",
     "METHODS",
+    "METHOD_OPTIONS",
     "PAPER_PRESETS",
     "PaperConfig",
     "SeedConfig",

@@ -90,6 +90,9 @@ COLOURS: tuple[str, ...] = ("warm", "cool")
 TEXTURES: tuple[str, ...] = ("striped", "checkered")
 """Object textures; ``label % len(TEXTURES)`` indexes this."""
 
+DISTRACTOR_TEXTURES: tuple[str, ...] = ("flat", "coarse stripes", "coarse checker", "dots")
+"""Fills of the distractor shapes: none of them is a class texture (see the module docstring)."""
+
 CLASS_NAMES: tuple[str, ...] = tuple(f"{c} {t}" for c in COLOURS for t in TEXTURES)
 """Human-readable class names, indexed by label."""
 
@@ -97,11 +100,11 @@ NUM_CLASSES: int = len(CLASS_NAMES)
 
 # Lengths in pixels at the reference size of 96 px (scaled by image_size / 96).
 _REF_SIZE = 96
-_OBJ_SIZE = (14.0, 26.0)  # object "radius" r
+_OBJ_SIZE = (13.0, 22.0)  # object "radius" r
 # HSV hue ranges (in sixths of the colour circle) of the object's colour, per entry of COLOURS:
 # warm = red to orange-yellow (-24..48 degrees), cool = cyan to blue (180..252 degrees)
 _COLOUR_HUES = ((-0.4, 0.8), (3.0, 4.2))
-_DIS_SIZE = (7.0, 13.0)  # distractor "radius" r
+_DIS_SIZE = (10.0, 17.0)  # distractor "radius" r: about as large as the object
 _STRIPE_PERIOD = (3.5, 4.5)
 _CHECKER_CELL = (2.5, 3.5)
 _TEXTURE_JITTER = math.radians(10.0)  # max deviation of the texture orientation from the axes
@@ -110,15 +113,19 @@ _BG_GREY = (0.3, 0.7)  # grey level of the background control values
 _BG_TINT = 0.08  # +- per-channel colour tint of the background control values
 _SATURATION = (0.7, 1.0)  # HSV saturation of object / distractor colours (value 1, any hue)
 _SHADE = (0.1, 0.3)  # dark texture colour = vivid colour * shade
-_DIS_GREY = (0.2, 0.8)  # distractor colours = mix of a grey level ...
-_DIS_MIX = (0.25, 0.5)  # ... and a vivid colour, with this weight on the vivid colour
+# Distractor fills (never the class texture), with their scale range at 96 px: the stripe period, the checker cell,
+# the dot spacing; all at least ~1.5x coarser than the class textures and at a random orientation.
+_DIS_STRIPE_PERIOD = (9.0, 14.0)
+_DIS_CHECKER_CELL = (5.5, 8.0)
+_DIS_DOT_SPACING = (8.0, 11.0)
 _GAP = 2.0  # min free space between object's and distractor's bounding circles
 # Bounding-circle radius relative to r, per shape (disk, square, triangle):
 # square half-side = 0.85 r, triangle circumradius = 1.25 r.
 _SQUARE_HALF = 0.85
 _TRIANGLE_CIRCUM = 1.25
 _EXTENT = (1.0, _SQUARE_HALF * math.sqrt(2.0), _TRIANGLE_CIRCUM)
-_PLACEMENT_TRIES = 32
+_PLACEMENT_TRIES = 64
+_DECOY_SHRINK = 0.7  # relative size of a decoy where one as large as the object does not fit
 _CHUNK = 256  # images rendered per vectorised batch at <= 96 px (fewer for larger images)
 _MAX_DISTRACTORS = 8
 
@@ -235,6 +242,40 @@ def _texture_weight(
     return out
 
 
+def _distractor_weight(
+    xs: torch.Tensor, ys: torch.Tensor, pattern: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, u: torch.Tensor,
+    angle: torch.Tensor, phase: torch.Tensor, s: float,
+) -> torch.Tensor:
+    """Per-pixel mixing weight ``(B, Hw, Ww)`` in [0, 1] of a distractor fill (indexes :data:`DISTRACTOR_TEXTURES`).
+
+    ``u`` in ``[0, 1)`` picks the fill's scale within its range (lengths at 96 px, times ``s = image_size / 96``);
+    ``angle`` rotates it; ``phase`` is ``(B, 2)``. A flat fill has weight 0.5 everywhere (the mean of the two
+    colours).
+    """
+    b = pattern.shape[0]
+    out = torch.full((b, ys.shape[1], xs.shape[1]), 0.5)
+    dx = xs[:, None, :] - cx[:, None, None]
+    dy = ys[:, :, None] - cy[:, None, None]
+    c, sn = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    along, across = dx * c + dy * sn, dy * c - dx * sn
+    p0, p1 = phase[:, 0, None, None], phase[:, 1, None, None]
+    for k, (lo, hi) in ((1, _DIS_STRIPE_PERIOD), (2, _DIS_CHECKER_CELL), (3, _DIS_DOT_SPACING)):
+        idx = (pattern == k).nonzero().squeeze(1)
+        if idx.numel() == 0:
+            continue
+        sc = ((lo + (hi - lo) * u[idx]) * s)[:, None, None]
+        a, r = along[idx], across[idx]
+        if k == 1:  # coarse stripes
+            w = 0.5 + 1.5 * torch.sin(a * (2.0 * math.pi / sc) + p0[idx])
+        elif k == 2:  # coarse checker
+            w = 0.5 + 3.0 * torch.sin(a * (math.pi / sc) + p0[idx]) * torch.sin(r * (math.pi / sc) + p1[idx])
+        else:  # dots on a square lattice: bright where both cosines are near their maximum
+            f = torch.cos(a * (2.0 * math.pi / sc) + p0[idx]) + torch.cos(r * (2.0 * math.pi / sc) + p1[idx])
+            w = (f - 1.0) * 2.5
+        out[idx] = w.clamp_(0.0, 1.0)
+    return out
+
+
 def _place(
     g: torch.Generator, b: int, extent: torch.Tensor, image_size: int, avoid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     gap: float = 0.0,
@@ -271,13 +312,6 @@ def _vivid(g: torch.Generator, b: int, colour: torch.Tensor | None = None) -> to
     sat = _uniform(g, (b, 1), _SATURATION[0], _SATURATION[1])
     k = (torch.tensor([5.0, 3.0, 1.0]) + hue) % 6.0  # standard HSV -> RGB, channels R, G, B
     return 1.0 - sat * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
-
-
-def _muted(g: torch.Generator, b: int) -> torch.Tensor:
-    """``(b, 3)`` muted RGB colours for distractors: a grey level mixed with a vivid colour."""
-    grey = _uniform(g, (b, 1), _DIS_GREY[0], _DIS_GREY[1])
-    mix = _uniform(g, (b, 1), _DIS_MIX[0], _DIS_MIX[1])
-    return grey + mix * (_vivid(g, b) - grey)
 
 
 def _bspline_matrix(size: int, k: int) -> torch.Tensor:
@@ -367,30 +401,42 @@ def _render_chunk(
     col_a = 0.65 + 0.35 * vivid
     col_b = vivid * _uniform(g, (b, 1), _SHADE[0], _SHADE[1])
 
-    # Distractors: flat colour or linear gradient, never overlapping the object's bounding circle.
+    # Distractors: as vivid as the object, filled with a texture that is never the class texture (flat, coarse
+    # stripes, coarse checker or dots), never overlapping the object's bounding circle.  The first one is the
+    # object's *decoy*: same outline and size, the other colour family; so the image holds as much of the other
+    # family's colour as of the object's, and only the texture says which of the two shapes to read the colour from.
+    # The others take any hue and size, and are drawn first.
     lo, hi = num_distractors
     count = torch.randint(lo, hi + 1, (b,), generator=g)
-    dmax_ext = max(_EXTENT) * _DIS_SIZE[1] * s
-    for j in range(hi):
+    dmax_ext = max(_EXTENT) * max(_DIS_SIZE[1], _OBJ_SIZE[1]) * s
+    for j in reversed(range(hi)):  # the decoy (j = 0) last, so that no other distractor hides it
         dshape = torch.randint(0, len(SHAPES), (b,), generator=g)
         dr = _uniform(g, (b,), _DIS_SIZE[0] * s, _DIS_SIZE[1] * s)
+        if j == 0:  # the decoy
+            dshape, dr = shape, r
         dext = ext_table[dshape] * dr
         dcx, dcy, ok = _place(g, b, dext, size, avoid=(ocx, ocy, ext), gap=_GAP * s)
+        if j == 0:  # where a decoy as large as the object finds no room, try one at _DECOY_SHRINK of its size
+            small_r = dr * _DECOY_SHRINK
+            scx, scy, sok = _place(g, b, ext_table[dshape] * small_r, size, avoid=(ocx, ocy, ext), gap=_GAP * s)
+            dr, dcx, dcy = torch.where(ok, dr, small_r), torch.where(ok, dcx, scx), torch.where(ok, dcy, scy)
+            ok = ok | sok
         dangle = _uniform(g, (b,), 0.0, 2.0 * math.pi)
-        c0 = _muted(g, b)
-        c1 = _muted(g, b)
-        gradient = torch.rand((b,), generator=g) < 0.5
-        gdir = _uniform(g, (b,), 0.0, 2.0 * math.pi)
+        dvivid = _vivid(g, b, (1 - colour) if j == 0 else None)
+        dcol_a = 0.65 + 0.35 * dvivid
+        dcol_b = dvivid * _uniform(g, (b, 1), _SHADE[0], _SHADE[1])
+        pattern = torch.randint(0, len(DISTRACTOR_TEXTURES), (b,), generator=g)
+        pscale = _uniform(g, (b,), 0.0, 1.0)
+        pangle = _uniform(g, (b,), 0.0, math.pi)
+        pphase = _uniform(g, (b, 2), 0.0, 2.0 * math.pi)
         idx = (ok & (j < count)).nonzero().squeeze(1)
         if idx.numel() == 0:
             continue
         xs, ys = _window(dcx[idx], dcy[idx], dmax_ext, size)
         m = _shape_mask(xs, ys, dshape[idx], dcx[idx], dcy[idx], dr[idx], dangle[idx])
-        # Gradient position t in [0, 1] across the distractor's bounding circle (flat: t = 0).
-        gc, gs = torch.cos(gdir[idx, None, None]), torch.sin(gdir[idx, None, None])
-        proj = (xs[:, None, :] - dcx[idx, None, None]) * gc + (ys[:, :, None] - dcy[idx, None, None]) * gs
-        t = (0.5 + 0.5 * proj / dext[idx, None, None]).clamp_(0.0, 1.0) * gradient[idx, None, None]
-        fill = c0[idx, None, None, :] + (c1 - c0)[idx, None, None, :] * t[..., None]
+        w = _distractor_weight(xs, ys, pattern[idx], dcx[idx], dcy[idx], pscale[idx], pangle[idx], pphase[idx],
+                               s)[..., None]
+        fill = dcol_b[idx, None, None, :] + (dcol_a - dcol_b)[idx, None, None, :] * w
         _paste(img, idx, xs, ys, m, fill)
 
     # The object, drawn last (on top): masks are exactly its pixels.
@@ -412,7 +458,7 @@ def make_shapes(
     seed: int,
     image_size: int = 96,
     *,
-    num_distractors: tuple[int, int] = (1, 3),
+    num_distractors: tuple[int, int] = (2, 4),
     noise: float = 0.03,
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

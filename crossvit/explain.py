@@ -6,10 +6,29 @@ Every method ends on the pixels of the input image, so methods can be compared o
   input pixels that patch covers, taking the branch's resize (or crop) into account;
 * captum methods give a value per input pixel and channel; channels are reduced as documented per method.
 
-Methods (``METHODS``): ``random`` (a seeded baseline), ``rollout_small``, ``rollout_large`` (per-branch rollout),
-``joint_rollout`` and ``grad_rollout`` (both branches through the fusion layers; the model's own map is the mean
-over the two CLS tokens, since the head averages their logits), ``integrated_gradients``, ``saliency`` and
-``occlusion`` (through captum).
+Methods (``METHODS``) and the options :func:`explain` passes on to them (``METHOD_OPTIONS`` holds the defaults):
+
+=========================  ==================================================================================
+``random``                 a seeded baseline (``seed``)
+``rollout_small`` /        per-branch rollout of that branch's self-attention (``start_block``, ``head_fusion``,
+``rollout_large``          ``discard_ratio``)
+``joint_rollout``          both branches through the fusion layers (``start_block``, ``head_fusion``)
+``grad_rollout``           the class-specific joint rollout of Chefer et al. (``start_block``)
+``cls_attention``          the raw CLS -> patch row of one self-attention layer, heads averaged (``block``,
+                           ``layer``, ``branch``: "small", "large" or "both")
+``cross_attention``        one fusion layer's cross-attention row of a CLS token over the *other* branch's patches,
+                           heads averaged (``fusion``: index over all fusion layers in forward order, ``query``:
+                           "small" = the small CLS reading the large patches, "large" = the large CLS reading the
+                           small patches, or "both")
+``integrated_gradients``,  through captum (``ig_steps``, ``internal_batch_size``)
+``saliency``, ``occlusion``
+=========================  ==================================================================================
+
+Where both CLS tokens (or both grids) contribute, the model-level map is their mean, since the head averages the two
+branches' logits; each grid's values are spread as mass per pixel (``density=True``) so that the two grids can be
+added. The defaults in ``METHOD_OPTIONS`` were chosen on held-out images of the bundled model (see
+``benchmarks/explanations.py`` and its table in ``figures/explanation_faithfulness.md``, which also lists the
+textbook settings, e.g. rollout from the first block).
 """
 
 from __future__ import annotations
@@ -21,13 +40,28 @@ import torch
 import torch.nn.functional as F
 
 from .model import CrossViT, check_images
-from .recording import record_attention
-from .rollout import attention_rollout, gradient_rollout, joint_rollout
+from .recording import attention_sites, record_attention
+from .rollout import HEAD_FUSIONS, attention_rollout, check_start_block, gradient_rollout, joint_rollout
 
 METHODS: tuple[str, ...] = (
-    "random", "rollout_small", "rollout_large", "joint_rollout", "grad_rollout", "integrated_gradients", "saliency",
-    "occlusion",
+    "random", "rollout_small", "rollout_large", "joint_rollout", "grad_rollout", "cls_attention", "cross_attention",
+    "integrated_gradients", "saliency", "occlusion",
 )
+
+METHOD_OPTIONS: dict[str, dict[str, object]] = {
+    "random": {},
+    "rollout_small": {"start_block": 0, "head_fusion": "mean", "discard_ratio": 0.0},
+    "rollout_large": {"start_block": 0, "head_fusion": "mean", "discard_ratio": 0.0},
+    "joint_rollout": {"start_block": 0, "head_fusion": "mean"},
+    "grad_rollout": {"start_block": 0},
+    "cls_attention": {"block": -1, "layer": 0, "branch": "both"},
+    "cross_attention": {"fusion": -1, "query": "both"},
+    "integrated_gradients": {},
+    "saliency": {},
+    "occlusion": {},
+}
+"""Each method's own options and their defaults: :func:`explain` accepts these keywords for that method (besides
+``seed``, ``ig_steps`` and ``internal_batch_size``, which every method takes and uses where they apply)."""
 
 
 def patch_map_to_pixels(model: CrossViT, branch: str, patch_map: torch.Tensor, density: bool = False
@@ -83,30 +117,82 @@ def joint_rollout_pixels(model: CrossViT, rollout: dict[str, dict[str, torch.Ten
 
 
 def _rollout_branch(branch: str) -> Callable:
-    def method(model: CrossViT, images: torch.Tensor, target: torch.Tensor, **_: object) -> torch.Tensor:
+    def method(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, start_block: int, head_fusion: str,
+               discard_ratio: float) -> torch.Tensor:
         with record_attention(model, sites="self") as rec, torch.no_grad():
             model(images)
-        return patch_map_to_pixels(model, branch, attention_rollout(rec, branch))
+        rollout = attention_rollout(rec, branch, head_fusion, discard_ratio, start_block=start_block)
+        return patch_map_to_pixels(model, branch, rollout)
 
     return method
 
 
-def _joint(model: CrossViT, images: torch.Tensor, target: torch.Tensor, **_: object) -> torch.Tensor:
+def _joint(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, start_block: int, head_fusion: str
+           ) -> torch.Tensor:
     with record_attention(model) as rec, torch.no_grad():
         model(images)
-    return joint_rollout_pixels(model, joint_rollout(rec))
+    return joint_rollout_pixels(model, joint_rollout(rec, head_fusion, start_block=start_block))
 
 
-def _grad_rollout(model: CrossViT, images: torch.Tensor, target: torch.Tensor, **_: object) -> torch.Tensor:
+def _grad_rollout(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, start_block: int) -> torch.Tensor:
     with record_attention(model, grads=True) as rec, torch.enable_grad():
         score = model(images).gather(1, target[:, None]).sum()
         maps = list(rec.sites.values())
         score.backward(inputs=maps)  # gradients reach the maps only, never the model's parameters
-    return joint_rollout_pixels(model, gradient_rollout(rec))
+    return joint_rollout_pixels(model, gradient_rollout(rec, start_block=start_block))
 
 
-def _random(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, seed: int = 0, **_: object
-            ) -> torch.Tensor:
+def _branch_choice(name: str, value: object) -> tuple[str, ...]:
+    if value not in ("small", "large", "both"):
+        raise ValueError(f"{name} must be 'small', 'large' or 'both', got {value!r}")
+    return ("small", "large") if value == "both" else (value,)  # type: ignore[return-value]
+
+
+def _list_index(name: str, value: object, length: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not -length <= value < length:
+        raise ValueError(f"{name} must be in [{-length}, {length}) for this model's {length} {what}, got {value}")
+    return value % length
+
+
+def _mean_density(model: CrossViT, rows: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean over the given grids of their patch rows spread as mass per pixel: (B, H, W)."""
+    maps = [patch_map_to_pixels(model, grid, row, density=True) for grid, row in rows.items()]
+    return sum(maps) / len(maps)
+
+
+def _cls_attention(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, block: int, layer: int,
+                   branch: str) -> torch.Tensor:
+    branches = _branch_choice("branch", branch)
+    k = _list_index("block", block, model.arch.num_blocks, "blocks")
+    names = {}
+    for b in branches:
+        j = _list_index("layer", layer, model.arch.branch(b).depth[k], f"{b}-branch layers in block {k}")
+        names[b] = f"blocks.{k}.{b}.self.{j}"
+    with record_attention(model, sites=lambda name: name in names.values()) as rec, torch.no_grad():
+        model(images)
+    maps = rec.sites
+    rows = {b: maps[names[b]].mean(dim=1)[:, 0, 1:] for b in branches}  # (B, N_b): CLS row over b's patches
+    return _mean_density(model, rows)
+
+
+def _cross_attention(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, fusion: int, query: str
+                     ) -> torch.Tensor:
+    queries = _branch_choice("query", query)
+    fusions = sorted({(s.block, s.index) for s in attention_sites(model) if s.kind == "cross"})
+    k, f = fusions[_list_index("fusion", fusion, len(fusions), "fusion layers")]
+    names = {q: f"blocks.{k}.{q}.cross.{f}" for q in queries}
+    with record_attention(model, sites=lambda name: name in names.values()) as rec, torch.no_grad():
+        model(images)
+    maps = rec.sites
+    other = {"small": "large", "large": "small"}
+    # the query CLS's row over [its own projected CLS, the other branch's patches]: keep the patches
+    rows = {other[q]: maps[names[q]].mean(dim=1)[:, 0, 1:] for q in queries}
+    return _mean_density(model, rows)
+
+
+def _random(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     b, _, h, w = images.shape
     return torch.rand(b, h, w, generator=generator).to(images.device)
@@ -123,8 +209,8 @@ def occlusion_window(model: CrossViT) -> int:
 
 
 def _captum(name: str) -> Callable:
-    def method(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, ig_steps: int = 32,
-               internal_batch_size: int = 16, **_: object) -> torch.Tensor:
+    def method(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, ig_steps: int,
+               internal_batch_size: int) -> torch.Tensor:
         try:
             from captum import attr
         except ImportError as err:  # captum is a run-time dependency, but say so if it is missing
@@ -165,6 +251,8 @@ _METHODS: dict[str, Callable] = {
     "rollout_large": _rollout_branch("large"),
     "joint_rollout": _joint,
     "grad_rollout": _grad_rollout,
+    "cls_attention": _cls_attention,
+    "cross_attention": _cross_attention,
     "integrated_gradients": _captum("integrated_gradients"),
     "saliency": _captum("saliency"),
     "occlusion": _captum("occlusion"),
@@ -182,7 +270,7 @@ def _eval_mode(model: torch.nn.Module):
 
 
 def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | torch.Tensor | None = None, *,
-            seed: int = 0, ig_steps: int = 32, internal_batch_size: int = 16) -> torch.Tensor:
+            seed: int = 0, ig_steps: int = 32, internal_batch_size: int = 16, **options: object) -> torch.Tensor:
     """Explain ``model``'s score for ``target`` on ``images`` (B, C, H, W): returns (B, H, W), higher = more
     relevant.
 
@@ -192,6 +280,9 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
         seed: seed of the ``random`` baseline.
         ig_steps: integration steps of ``integrated_gradients``.
         internal_batch_size: images per model call inside integrated gradients and occlusion (bounds memory).
+        options: the method's own options (``METHOD_OPTIONS[method]`` lists them with their defaults), e.g.
+            ``explain(model, images, "joint_rollout", start_block=0)`` or
+            ``explain(model, images, "cross_attention", query="large")``.
 
     The model runs in eval mode (restored afterwards); its parameters' ``.grad`` are left untouched.
     """
@@ -199,14 +290,26 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
         raise TypeError(f"explain needs a crossvit.CrossViT, got {type(model).__name__}")
     if method not in _METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    unknown = sorted(set(options) - set(METHOD_OPTIONS[method]))
+    if unknown:
+        valid = ", ".join(METHOD_OPTIONS[method]) or "none"
+        raise TypeError(f"method {method!r} has no option {unknown[0]!r}; its options: {valid}")
+    chosen = {**METHOD_OPTIONS[method], **options}
+    if method in ("rollout_small", "rollout_large", "joint_rollout", "grad_rollout"):
+        check_start_block(model, chosen["start_block"])
+    if "head_fusion" in chosen and chosen["head_fusion"] not in HEAD_FUSIONS:
+        raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {chosen['head_fusion']!r}")
+    if method == "random":
+        chosen["seed"] = seed
+    elif method in ("integrated_gradients", "saliency", "occlusion"):
+        chosen.update(ig_steps=ig_steps, internal_batch_size=internal_batch_size)
     check_images(images, model)
     with _eval_mode(model):
         target = _resolve_target(model, images, target)
         params = [p for p in model.parameters() if p.requires_grad]
         saved = [p.grad for p in params]
         try:
-            maps = _METHODS[method](model, images, target, seed=seed, ig_steps=ig_steps,
-                                    internal_batch_size=internal_batch_size)
+            maps = _METHODS[method](model, images, target, **chosen)
         finally:
             for p, g in zip(params, saved):
                 p.grad = g

@@ -5,7 +5,9 @@ images of shape (B, C, H, W). These metrics *measure* how well a map agrees with
 model; they do not assume it does.
 
 * :func:`pointing_game` (Zhang et al. 2016, "Top-down neural attention by excitation backprop"): does the
-  map's single most relevant pixel land on the object?
+  map's most relevant point land on the object? By default "most of the maximal pixels lie on the object", since a
+  patch-level map's maximum is a whole patch (``rule="first"`` keeps the single first maximum);
+* :func:`mass_inside_mask`: the share of a map's (positive) mass that lies on the object;
 * :func:`deletion_insertion` (Petsiuk et al. 2018, "RISE"): how fast does the model's confidence fall when
   the most relevant pixels are removed first (deletion, lower AUC = more faithful), and how fast does it rise
   when they are put back first into a blurred image (insertion, higher AUC = more faithful)?
@@ -35,6 +37,7 @@ __all__ = [
     "argmax_points",
     "deletion_insertion",
     "gaussian_blur",
+    "mass_inside_mask",
     "pixel_counts",
     "pointing_game",
 ]
@@ -108,13 +111,18 @@ class PointingGameResult:
     """Outcome of :func:`pointing_game` for a batch.
 
     ``hits`` (B,) bool: the map's maximum is on the (dilated) mask; ``points`` (B, 2) long: the (row, col) of
-    each map's maximum; ``score``: mean hit rate in [0, 1]; ``tolerance``: the radius used, in pixels.
+    each map's first maximum; ``score``: mean hit rate in [0, 1]; ``tolerance``: the radius used, in pixels;
+    ``rule``: ``"majority"`` or ``"first"``; ``inside_share``: per image, the share of maximal pixels counted as
+    inside.
     """
 
     hits: torch.Tensor    # (B,) bool
     points: torch.Tensor  # (B, 2) long, (row, col)
     score: float
     tolerance: int
+    rule: str = "first"
+    # (B,) float: share of the maximal pixels within ``tolerance`` of the mask (rule "majority"; 0/1 for "first")
+    inside_share: torch.Tensor | None = None
 
 
 def argmax_points(maps: torch.Tensor) -> torch.Tensor:
@@ -132,48 +140,89 @@ def argmax_points(maps: torch.Tensor) -> torch.Tensor:
     return torch.stack([first // W, first % W], dim=1)                  # (B, 2)
 
 
-def _disk_offsets(radius: int, device: torch.device) -> torch.Tensor:
-    """Integer offsets (dr, dc) with dr^2 + dc^2 <= radius^2, shape (K, 2)."""
-    r = torch.arange(-radius, radius + 1, device=device)
-    dr, dc = torch.meshgrid(r, r, indexing="ij")                        # (2r+1, 2r+1) each
-    inside = dr * dr + dc * dc <= radius * radius
-    return torch.stack([dr[inside], dc[inside]], dim=1)                 # (K, 2)
+POINTING_RULES: tuple[str, ...] = ("majority", "first")
 
 
-def pointing_game(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: int = 0) -> PointingGameResult:
+def _near_mask(points: torch.Tensor, mask: torch.Tensor, tolerance: int) -> torch.Tensor:
+    """(K,) bool: is each (row, col) of ``points`` (K, 2) within Euclidean distance ``tolerance`` of a pixel of the
+    (H, W) bool ``mask``? Compares squared integer distances to every mask pixel, in chunks of points."""
+    if tolerance == 0:
+        return mask[points[:, 0], points[:, 1]]
+    targets = mask.nonzero().to(torch.float64)                          # (M, 2)
+    out = torch.empty(points.shape[0], dtype=torch.bool, device=mask.device)
+    chunk = max(1, 2**22 // max(1, targets.shape[0]))                  # bounds the (chunk, M) distance matrix
+    for start in range(0, points.shape[0], chunk):
+        p = points[start:start + chunk].to(torch.float64)              # (k, 2)
+        d2 = ((p[:, None, :] - targets[None, :, :]) ** 2).sum(-1)       # (k, M), exact in float64
+        out[start:start + chunk] = d2.min(dim=1).values <= tolerance * tolerance
+    return out
+
+
+def pointing_game(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: int = 0, rule: str = "majority"
+                  ) -> PointingGameResult:
     """The pointing game (Zhang et al. 2016): does each map's maximum fall on the object?
 
-    Definition. Let ``p = (row, col)`` be the location of the maximum of ``maps[i]``; ties go to the *first*
-    maximum in row-major order (so a constant map points at (0, 0)). Image ``i`` is a *hit* if some mask pixel
-    ``q`` has Euclidean distance ``|p - q| <= tolerance``, i.e. ``p`` lies in the mask dilated by a **disk**
-    of radius ``tolerance`` pixels (all integer offsets with ``dr^2 + dc^2 <= tolerance^2``); with
-    ``tolerance = 0`` the maximum itself must be on the mask. The paper uses 15 px at 224 px resolution.
+    Definition. The *maximal pixels* of ``maps[i]`` are those within a relative ``1e-6`` of its maximum (so float
+    noise does not split one patch's value). A pixel counts as *inside* if some mask pixel ``q`` has Euclidean
+    distance ``|p - q| <= tolerance``, i.e. it lies in the mask dilated by a **disk** of radius ``tolerance``
+    pixels; with ``tolerance = 0`` it must be a mask pixel itself. The paper uses 15 px at 224 px resolution.
+
+    * ``rule="majority"`` (default): image ``i`` is a *hit* if more than half of its maximal pixels are inside.
+      A map over patches has a whole patch (or the intersection of two grids' patches) as its maximum; this rule
+      asks that most of it lies on the object and does not favour any corner.
+    * ``rule="first"``: only the first maximal pixel in row-major order counts (the classic single-point game;
+      it favours the top-left pixel of a maximal patch, and a constant map points at (0, 0)).
+
     ``score`` is the fraction of hits.
 
     Args:
         maps: (B, H, W) real tensor, higher = more relevant; NaN is rejected.
         masks: (B, H, W) ground-truth object masks, bool (0/1-valued numbers are converted); every image
             needs a non-empty mask, since a pointing game without an object is undefined.
-        tolerance: dilation radius in pixels, >= 0.
+        tolerance: dilation radius in pixels, >= 0 (radii beyond the image diagonal all mean "anywhere").
+        rule: ``"majority"`` or ``"first"``.
     """
     maps = _check_maps(maps)
     masks = _check_masks(masks, maps.shape).to(maps.device)
     tolerance = _check_int(tolerance, "tolerance", 0)
+    if rule not in POINTING_RULES:
+        raise ValueError(f"rule must be one of {POINTING_RULES}, got {rule!r}")
     empty = (~masks.flatten(1).any(dim=1)).nonzero().flatten().tolist()
     if empty:
         raise ValueError(f"masks of image(s) {empty} are empty; "
                          "the pointing game needs an object in every image")
 
     B, H, W = maps.shape
+    radius = min(tolerance, math.isqrt(H * H + W * W) + 1)             # farther is the same as anywhere
     points = argmax_points(maps)                                        # (B, 2)
-    offsets = _disk_offsets(tolerance, maps.device)                     # (K, 2)
-    near = points[:, None, :] + offsets[None, :, :]                     # (B, K, 2)
-    inside = (near[..., 0] >= 0) & (near[..., 0] < H) & (near[..., 1] >= 0) & (near[..., 1] < W)  # (B, K)
-    rows = near[..., 0].clamp(0, H - 1)                                 # (B, K)
-    cols = near[..., 1].clamp(0, W - 1)                                 # (B, K)
-    batch = torch.arange(B, device=maps.device)[:, None].expand_as(rows)
-    hits = (masks[batch, rows, cols] & inside).any(dim=1)               # (B,)
-    return PointingGameResult(hits=hits, points=points, score=hits.float().mean().item(), tolerance=tolerance)
+    shares = torch.empty(B, dtype=torch.float64, device=maps.device)
+    for i in range(B):
+        if rule == "first":
+            candidates = points[i:i + 1]                                # (1, 2)
+        else:
+            values = maps[i].double()
+            top = values.max()
+            floor = top - 1e-6 * top.abs() if torch.isfinite(top) else top
+            candidates = (values >= floor).nonzero()                    # (K, 2) maximal pixels
+        shares[i] = _near_mask(candidates, masks[i], radius).double().mean()
+    hits = shares > 0.5
+    return PointingGameResult(hits=hits, points=points, score=hits.float().mean().item(), tolerance=tolerance,
+                              rule=rule, inside_share=shares.float())
+
+
+def mass_inside_mask(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Share of each map's positive mass that lies on the object: ``sum(relu(map) * mask) / sum(relu(map))``, (B,).
+
+    A map that spreads its mass evenly scores the mask's share of the image (its area fraction); a map with all
+    its mass on the object scores 1. Negative values (signed attributions) do not count; a map with no positive
+    mass scores 0.
+    """
+    maps = _check_maps(maps)
+    masks = _check_masks(masks, maps.shape).to(maps.device)
+    positive = maps.double().clamp(min=0).flatten(1)                   # (B, H*W)
+    total = positive.sum(dim=1)
+    inside = (positive * masks.flatten(1)).sum(dim=1)
+    return torch.where(total > 0, inside / total.clamp(min=1e-300), torch.zeros_like(total)).float()
 
 
 # ----------------------------------------------------------------------------------------------------------

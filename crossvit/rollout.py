@@ -16,6 +16,12 @@ Definitions (DESIGN.md, "Rollout, defined"):
   A_bar = mean_heads(clamp(grad(A) * A, min=0)) in place of the head-fused A, so it is specific to the class whose
   score was back-propagated.
 
+All three take ``start_block``: only the attention of multi-scale blocks ``start_block`` and later enters the
+product (the layers before it count as the identity). Rollout multiplies every layer in, and in a trained model
+the first layers attend broadly, so the product of many near-uniform factors spreads the CLS row over the image even
+when the last blocks look at one object; starting later shows what the last blocks read (Chefer et al.'s code
+restricts its layers for the same reason). ``start_block=0`` (the default here) is the definition above.
+
 Only CLS rows are ever needed, so everything propagates row vectors (v <- v M from the last layer to the first)
 instead of multiplying T x T matrices: the cost is one pass over the recorded maps.
 """
@@ -87,15 +93,33 @@ def rollout_from_maps(maps: Sequence[torch.Tensor], head_fusion: HeadFusion = "m
     return row[:, 0, 1:]
 
 
+def check_start_block(model: torch.nn.Module, start_block: object) -> int:
+    """``start_block`` as an index in ``[0, num_blocks)``; negative values count from the end, like a list index."""
+    blocks = model.arch.num_blocks
+    if isinstance(start_block, bool) or not isinstance(start_block, int):
+        raise TypeError(f"start_block must be an int (a block index), got {type(start_block).__name__}")
+    if not -blocks <= start_block < blocks:
+        raise ValueError(f"start_block must be in [{-blocks}, {blocks}) for this model's {blocks} blocks, "
+                         f"got {start_block}")
+    return start_block % blocks
+
+
 def attention_rollout(rec: AttentionRecorder, branch: str, head_fusion: HeadFusion = "mean",
-                      discard_ratio: float = 0.0) -> torch.Tensor:
+                      discard_ratio: float = 0.0, start_block: int = 0) -> torch.Tensor:
     """Classic rollout of one branch's self-attention, for every image of the batch: (B, N_patches of branch).
 
-    Patches are in row-major order over ``rec.model.patch_grid(branch)``.
+    Patches are in row-major order over ``rec.model.patch_grid(branch)``. Only the layers of blocks
+    ``start_block`` and later enter the product.
     """
     if head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
-    return rollout_from_maps(rec.self_attention(branch), head_fusion, discard_ratio)
+    start = check_start_block(rec.model, start_block)
+    maps = rec.self_attention(branch)  # checks the branch and that a forward was recorded
+    if start > 0:
+        recorded = rec.sites
+        maps = [recorded[s.name] for s in rec.recorded_sites
+                if s.branch == branch and s.kind == "self" and s.block >= start and s.name in recorded]
+    return rollout_from_maps(maps, head_fusion, discard_ratio)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -151,17 +175,19 @@ def joint_rows(layers: Sequence[GraphLayer], num_tokens: dict[str, int]) -> torc
     return rows
 
 
-def _graph_layers(rec: AttentionRecorder, fuse: Callable[[str, torch.Tensor], torch.Tensor]) -> list[GraphLayer]:
+def _graph_layers(rec: AttentionRecorder, fuse: Callable[[str, torch.Tensor], torch.Tensor], start_block: int = 0
+                  ) -> list[GraphLayer]:
     model = rec.model
-    needed = {s.name for s in rec.recorded_sites}
-    every = attention_sites(model)
-    missing = [s.name for s in every if s.name not in needed]
+    start = check_start_block(model, start_block)
+    recorded = {s.name for s in rec.recorded_sites}
+    every = [s for s in attention_sites(model) if s.block >= start]  # forward order
+    missing = [s.name for s in every if s.name not in recorded]
     if missing:
-        raise ValueError(f"joint rollout needs every self- and cross-attention site, but {len(missing)} were not "
-                         f"recorded (e.g. {missing[0]}); record with sites='all'")
+        raise ValueError(f"joint rollout needs every self- and cross-attention site from block {start} on, but "
+                         f"{len(missing)} were not recorded (e.g. {missing[0]}); record with sites='all'")
     maps = rec.sites
     layers = []
-    for site in every:  # forward order
+    for site in every:
         fused = fuse(site.name, maps[site.name])  # (B, Nq, Nk)
         layers.append(GraphLayer(site.kind, site.branch, fused if site.kind == "self" else fused[:, 0]))
     return layers
@@ -182,16 +208,17 @@ def _split_rows(rows: torch.Tensor, counts: dict[str, int], include_cls: bool) -
     return out
 
 
-def joint_rollout(rec: AttentionRecorder, head_fusion: HeadFusion = "mean", include_cls: bool = False
-                  ) -> dict[str, dict[str, torch.Tensor]]:
+def joint_rollout(rec: AttentionRecorder, head_fusion: HeadFusion = "mean", include_cls: bool = False,
+                  start_block: int = 0) -> dict[str, dict[str, torch.Tensor]]:
     """Two-branch rollout through the fusion layers: ``out[query_branch][patch_branch]`` is (B, N_patches).
 
     With ``include_cls=True`` each tensor starts with the patch branch's CLS column, (B, 1 + N_patches), and for
-    every query ``out[q]["small"].sum(-1) + out[q]["large"].sum(-1) == 1``.
+    every query ``out[q]["small"].sum(-1) + out[q]["large"].sum(-1) == 1``. Only the layers of blocks
+    ``start_block`` and later enter the product.
     """
     if head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
-    layers = _graph_layers(rec, lambda name, attention: fuse_heads(attention, head_fusion))
+    layers = _graph_layers(rec, lambda name, attention: fuse_heads(attention, head_fusion), start_block)
     counts = _token_counts(rec)
     return _split_rows(joint_rows(layers, counts), counts, include_cls)
 
@@ -201,14 +228,17 @@ def gradient_weighted(attention: torch.Tensor, grad: torch.Tensor) -> torch.Tens
     return (grad * attention).clamp(min=0).mean(dim=1)
 
 
-def gradient_rollout(rec: AttentionRecorder, include_cls: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+def gradient_rollout(rec: AttentionRecorder, include_cls: bool = False, start_block: int = 0
+                     ) -> dict[str, dict[str, torch.Tensor]]:
     """Class-specific joint rollout: A_bar in place of the head-fused maps (needs ``record_attention(...,
-    grads=True)`` and a backward pass from the class score to explain). Same layout as :func:`joint_rollout`."""
+    grads=True)`` and a backward pass from the class score to explain). Same layout and ``start_block`` as
+    :func:`joint_rollout`."""
     grads = rec.gradients
     missing = [name for name in rec.sites if name not in grads]
     if missing:
         raise RuntimeError(f"no gradient reached {len(missing)} attention maps (e.g. {missing[0]}); back-propagate "
                            "from the model's output, not from a detached tensor")
-    layers = _graph_layers(rec, lambda name, attention: gradient_weighted(attention.detach(), grads[name]))
+    layers = _graph_layers(rec, lambda name, attention: gradient_weighted(attention.detach(), grads[name]),
+                           start_block)
     counts = _token_counts(rec)
     return _split_rows(joint_rows(layers, counts), counts, include_cls)

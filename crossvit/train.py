@@ -6,7 +6,8 @@
 >>> record["held_out_accuracy"]
 
 Recipe: AdamW (no weight decay on norms, biases, CLS tokens and positions), linear warm-up then cosine decay to
-zero, cross-entropy, random flips/transposes of the images (all 8 symmetries of the square keep the class of
+zero, cross-entropy on the model's logits plus ``head_loss_weight`` times the cross-entropy of each branch head on
+its own (so that both heads carry the decision, not just their combination), random flips/transposes of the images (all 8 symmetries of the square keep the class of
 every shapes image). Training images are generated once from data seeds in ``[0, HELD_OUT_SEED_BASE)``; the
 held-out images come from ``HELD_OUT_SEED_BASE + seed``, a seed range training never draws from. Runs are
 deterministic for a given config and device: the model, the data and the batches all come from ``seed``.
@@ -72,6 +73,9 @@ class TrainConfig:
     image_size: int = 96  # side of the generated images; must equal the model's input size
     augment: bool = True  # random flips and transposes of each training image
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    # weight of each branch head's own cross-entropy, added to the loss of the combined logits: loss =
+    # CE(logits) + w * (CE(small head) + CE(large head)); 0 trains the combination only (then one head may go silent)
+    head_loss_weight: float = 0.5
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU, which trains in float32)
 
@@ -124,7 +128,7 @@ def validate(config: TrainConfig) -> CrossViTConfig:
     if config.batch_size > config.train_images:
         raise ValueError(f"TrainConfig.batch_size ({config.batch_size}) is larger than train_images "
                          f"({config.train_images})")
-    for name in ("lr", "weight_decay", "label_smoothing"):
+    for name in ("lr", "weight_decay", "label_smoothing", "head_loss_weight"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
@@ -212,32 +216,56 @@ def lr_factor(step: int, steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def combine_logits(model: CrossViT, branch_logits: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's logits from its two heads' logits: their sum (seed flavour) or mean (paper flavour)."""
+    total = branch_logits["small"] + branch_logits["large"]
+    return total if model.arch.logit_reduction == "sum" else total / 2
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 250,
              device: torch.device | str = "cpu", amp: bool = False) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of ``model`` on float images (n, 3, H, W) with labels (n,)."""
+    """Accuracy and mean cross-entropy of ``model`` on float images (n, 3, H, W) with labels (n,); for a CrossViT
+    also the accuracy of each branch head alone (``small_head_accuracy``, ``large_head_accuracy``)."""
     was_training = model.training
     model.eval()
     device = torch.device(device)
+    heads = isinstance(model, CrossViT)
     correct, loss_sum = 0, 0.0
+    head_correct = {"small": 0, "large": 0}
     for i in range(0, len(labels), batch_size):
         x = images[i:i + batch_size].to(device)
         y = labels[i:i + batch_size].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x).float()  # (b, num_classes)
+            if heads:
+                by_head = model.branch_logits(model.forward_features(x))
+                logits = combine_logits(model, by_head).float()  # (b, num_classes)
+            else:
+                logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(dim=1) == y).sum().item()
+        if heads:
+            for name, head_logits in by_head.items():
+                head_correct[name] += (head_logits.argmax(dim=1) == y).sum().item()
     model.train(was_training)
-    return {"accuracy": correct / len(labels), "loss": loss_sum / len(labels)}
+    scores = {"accuracy": correct / len(labels), "loss": loss_sum / len(labels)}
+    if heads:
+        scores.update({f"{name}_head_accuracy": c / len(labels) for name, c in head_correct.items()})
+    return scores
 
 
 def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool = True, *,
-          name: str | None = None, command: str | None = None) -> tuple[CrossViT, dict[str, Any]]:
+          name: str | None = None, command: str | None = None, model: nn.Module | None = None
+          ) -> tuple[CrossViT, dict[str, Any]]:
     """Train a CrossViT as ``config`` says; return it (eval mode) and a JSON-able record of the run.
 
     If ``out_dir`` is given, the model and record are saved there with :func:`crossvit.checkpoint.save_checkpoint`
     as ``<name>.safetensors`` / ``<name>.json`` (``name`` defaults to the preset name, else ``"model"``).
     ``command`` is stored in the record (the CLI passes its exact command line).
+
+    ``model`` trains a module you built instead of the preset's CrossViT, with the same data, batches and schedule
+    (ablations use it for single-branch baselines); it must map (B, 3, H, W) images in [0, 1] to (B, 4) logits.
+    A module that is not a CrossViT has no branch heads (no head loss) and cannot be saved with ``out_dir``.
     """
     model_config = validate(config)
     device = resolve_device(config.device)
@@ -245,7 +273,14 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     started = time.perf_counter()
 
     torch.manual_seed(config.seed)
-    model = CrossViT(model_config).to(device)
+    if model is None:
+        model = CrossViT(model_config)
+    elif not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    elif out_dir is not None and not isinstance(model, CrossViT):
+        raise ValueError("only a crossvit.CrossViT can be saved as a checkpoint; pass out_dir=None")
+    model = model.to(device)
+    has_heads = isinstance(model, CrossViT)
     train_x, train_y = make_training_set(config, progress)
     eval_x, eval_y = make_held_out_set(config)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
@@ -270,8 +305,15 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         if config.augment:
             x = augment(x, batches)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(x).float()  # (B, num_classes)
+            if has_heads:
+                by_head = {k: v.float() for k, v in model.branch_logits(model.forward_features(x)).items()}
+                logits = combine_logits(model, by_head)  # (B, num_classes), exactly what model(x) returns
+            else:
+                logits = model(x).float()
         loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+        if has_heads and config.head_loss_weight > 0:
+            loss = loss + config.head_loss_weight * sum(
+                F.cross_entropy(v, y, label_smoothing=config.label_smoothing) for v in by_head.values())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"training loss became {loss.item()} at step {step}; lower TrainConfig.lr "
                                      f"(now {config.lr})")
@@ -288,7 +330,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         if last or (config.eval_every and (step + 1) % config.eval_every == 0):
             scores = evaluate(model, eval_x, eval_y, device=device, amp=amp)
             eval_history.append({"step": step + 1, **scores})
-            bar.write(f"step {step + 1}: held-out accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f}")
+            heads = "".join(f", {k.split('_')[0]} head {v:.4f}" for k, v in scores.items() if k.endswith("_head_accuracy"))
+            bar.write(f"step {step + 1}: held-out accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f}{heads}")
     bar.close()
     model.eval()
     wall = time.perf_counter() - started
@@ -297,7 +340,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     record: dict[str, Any] = {
         "command": command,
         "train_config": config.to_dict(),
-        "model_config": model_config.to_dict(),
+        "model_config": model.config.to_dict() if has_heads else None,
+        "model_class": type(model).__name__,
         "preset": config.preset if isinstance(config.preset, str) else None,
         "steps": config.steps,
         "images_seen": config.steps * config.batch_size,
@@ -306,6 +350,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         "final_train_accuracy": sum(recent_correct) / len(recent_correct),  # ditto, on augmented batches
         "held_out_accuracy": eval_history[-1]["accuracy"],
         "held_out_loss": eval_history[-1]["loss"],
+        "held_out_head_accuracy": ({k: eval_history[-1][f"{k}_head_accuracy"] for k in ("small", "large")}
+                                   if has_heads else None),
         "held_out_images": config.eval_images,
         "held_out_seed": HELD_OUT_SEED_BASE + config.seed,
         "training_data_seeds": training_data_seeds(config),
@@ -357,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="disable random flips/transposes of the training images")
     p.add_argument("--label-smoothing", type=float, default=defaults.label_smoothing,
                    help="cross-entropy label smoothing")
+    p.add_argument("--head-loss-weight", type=float, default=defaults.head_loss_weight,
+                   help="weight of each branch head's own cross-entropy added to the loss (0: combined logits only)")
     p.add_argument("--device", default=defaults.device, help="'auto' (CUDA if available), 'cpu', 'cuda', ...")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bfloat16 autocast on CUDA")
     p.add_argument("--threads", type=int, default=None,
@@ -374,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
         train_images=args.train_images, eval_images=args.eval_images, eval_every=args.eval_every,
         image_size=args.image_size, augment=args.augment, label_smoothing=args.label_smoothing,
-        device=args.device, amp=args.amp,
+        head_loss_weight=args.head_loss_weight, device=args.device, amp=args.amp,
     )
     if args.threads is not None:
         if args.threads < 1:

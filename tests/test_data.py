@@ -200,9 +200,9 @@ def test_progress_bar_same_output(capsys):
 
 def test_masks_nonempty_plausible_area(draw):
     area = draw[2].flatten(1).sum(1).float()
-    # geometry at 96 px: smallest object = triangle of circumradius 1.25 * 14 (~398 px),
-    # largest = disk of radius 26 (~2124 px)
-    assert area.min() >= 350 and area.max() <= 2250
+    # geometry at 96 px: smallest object = triangle of circumradius 1.25 * 13 (~343 px),
+    # largest = disk of radius 22 (~1521 px)
+    assert area.min() >= 300 and area.max() <= 1600
     assert area.std() > 150  # random scale
     small = make_shapes(200, 1, 48)[2].flatten(1).sum(1).float()
     assert 0.2 < small.mean() / area.mean() < 0.3  # area scales with (48 / 96) ** 2
@@ -287,17 +287,88 @@ def test_texture_only_on_object_without_distractors():
     assert (mean_inner > 0.3).all()  # every object is strongly textured
 
 
-def test_distractors_present_and_untextured():
-    images, labels, masks = make_shapes(100, 2, num_distractors=(2, 2), noise=0.0)
-    lap = _laplacian(images)
-    outer = ~_dilate(masks, 2)[:, 1:-1, 1:-1]
-    edges = (lap > 0.1) & outer
-    assert (edges.flatten(1).sum(1) > 20).float().mean() > 0.9  # distractor outlines exist
-    # but outside the object there is far less high-frequency energy than on the object:
-    inner = _erode(masks, 2)[:, 1:-1, 1:-1]
-    frac_in = ((lap > 0.1) & inner).flatten(1).sum(1) / inner.flatten(1).sum(1)
-    frac_out = edges.flatten(1).sum(1) / outer.flatten(1).sum(1)
-    assert (frac_in > 5 * frac_out).all()
+def _hsv(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel HSV hue (degrees) and saturation of (n, 3, H, W) RGB images, written out from the definition."""
+    r, g, b = images[:, 0], images[:, 1], images[:, 2]
+    high, low = images.max(1).values, images.min(1).values
+    span = (high - low).clamp(min=1e-6)
+    hue = torch.where(high == r, ((g - b) / span) % 6, torch.where(high == g, (b - r) / span + 2, (r - g) / span + 4))
+    return hue * 60.0, (high - low) / high.clamp(min=1e-6)
+
+
+def _family_pixels(images: torch.Tensor, where: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, the number of vivid warm and vivid cool pixels inside ``where`` (n, H, W)."""
+    hue, sat = _hsv(images)
+    vivid = (sat > 0.35) & where
+    warm = vivid & ((hue < 48) | (hue > 336))
+    cool = vivid & (hue > 180) & (hue < 252)
+    return warm.flatten(1).sum(1), cool.flatten(1).sum(1)
+
+
+def test_no_global_colour_statistic_gives_the_colour_family():
+    """The decoy (same outline and size as the object, other colour family) balances the image's colours: counting
+    vivid warm vs cool pixels over the whole image says little about the label's colour family, while the same count
+    over the object's pixels says it every time."""
+    images, labels, masks = make_shapes(1000, 31)
+    truth_cool = labels // len(data.TEXTURES) == data.COLOURS.index("cool")
+    warm, cool = _family_pixels(images, torch.ones_like(masks))
+    global_accuracy = ((cool > warm) == truth_cool).float().mean()
+    warm_obj, cool_obj = _family_pixels(images, masks)
+    object_accuracy = ((cool_obj > warm_obj) == truth_cool).float().mean()
+    assert object_accuracy > 0.97, object_accuracy
+    assert global_accuracy < 0.6, global_accuracy  # chance is 0.5; without the decoy this statistic gave 0.90
+
+
+def test_the_other_colour_family_is_present_outside_the_object():
+    images, labels, masks = make_shapes(300, 32)
+    outside = ~_dilate(masks, 2)
+    warm, cool = _family_pixels(images, outside)
+    truth_cool = labels // len(data.TEXTURES) == 1
+    other = torch.where(truth_cool, warm, cool)
+    assert (other > 100).float().mean() > 0.9  # the decoy (a shape of >= 300 px, about half vivid pixels)
+
+
+def _peak_frequency(image: torch.Tensor, region: torch.Tensor) -> float:
+    """Radius (cycles per pixel) of the strongest non-constant spatial frequency of the grey values in ``region``."""
+    grey = image.mean(0)
+    x = torch.where(region, grey - grey[region].mean(), torch.zeros(()))
+    power = torch.fft.fft2(x.double()).abs() ** 2
+    f = torch.fft.fftfreq(image.shape[-1], dtype=torch.float64)
+    radius = torch.hypot(f[:, None], f[None, :])
+    power[radius < 0.03] = 0  # ignore the region's outline and slow shading
+    return float(radius.flatten()[power.argmax()])
+
+
+def test_distractors_are_vivid_and_never_carry_the_class_texture():
+    """The class textures peak at 0.2-0.3 cycles per pixel (periods 3.5-4.5 px, checker waves of 3.5-5 px); every
+    textured distractor peaks below 0.16 (coarse stripes, coarse checker and dots: periods of 6 px and more)."""
+    images, labels, masks = make_shapes(120, 2, num_distractors=(1, 1), noise=0.0)
+    background = make_shapes(120, 2, num_distractors=(0, 0), noise=0.0)[0]  # same draws, no distractor
+    decoy = _erode(((images - background).abs().sum(1) > 0.1) & ~_dilate(masks, 2), 2)
+    assert (decoy.flatten(1).sum(1) > 100).float().mean() > 0.95  # the decoy is there
+    textured = 0
+    for image, object_mask, decoy_mask in zip(images, masks, decoy):
+        assert 0.18 < _peak_frequency(image, _erode(object_mask[None], 2)[0]) < 0.33
+        grey = image.mean(0)[decoy_mask]
+        if decoy_mask.sum() > 100 and grey.std() > 0.05:  # a textured decoy (flat ones have no peak)
+            textured += 1
+            assert _peak_frequency(image, decoy_mask) < 0.16
+    assert textured > 60
+    _, sat = _hsv(images)
+    assert (sat[decoy] > 0.35).float().mean() > 0.4  # vivid, like the object (the background is grey)
+
+
+def test_every_distractor_texture_occurs():
+    """All four distractor fills show up: flat fills have no band-pass or edge energy inside, textured ones do."""
+    assert data.DISTRACTOR_TEXTURES == ("flat", "coarse stripes", "coarse checker", "dots")
+    images, _, masks = make_shapes(100, 3, num_distractors=(1, 1), noise=0.0)
+    background = make_shapes(100, 3, num_distractors=(0, 0), noise=0.0)[0]
+    decoy = _erode(((images - background).abs().sum(1) > 0.1) & ~_dilate(masks, 2), 2)
+    lap = _laplacian(images)[:, None]
+    lap = F.pad(lap, (1, 1, 1, 1))[:, 0]
+    busy = ((lap > 0.1) & decoy).flatten(1).sum(1) / decoy.flatten(1).sum(1).clamp(min=1)
+    assert (busy < 0.02).sum() >= 10   # flat decoys
+    assert (busy > 0.1).sum() >= 40    # textured decoys
 
 
 def test_windowed_drawing_matches_full_image(monkeypatch):

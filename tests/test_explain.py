@@ -62,6 +62,76 @@ def test_rollout_methods_equal_the_rollout_functions(model, images):
     torch.testing.assert_close(crossvit.explain(model, images, "joint_rollout"), (by_query[0] + by_query[1]) / 2)
 
 
+def _spread(values: torch.Tensor, grid: int, size: int = 96) -> torch.Tensor:
+    """Independent nearest-patch spreading of (B, grid*grid) values as mass per pixel over a size x size image."""
+    index = (torch.arange(size) * grid) // size  # patch row (or column) of each pixel
+    cells = values.reshape(-1, grid, grid)[:, index][:, :, index]
+    return cells / (size / grid) ** 2
+
+
+def test_cls_attention_is_the_recorded_cls_row(model, images):
+    with crossvit.record_attention(model) as rec, torch.no_grad():
+        model(images)
+    maps = rec.sites
+    small = maps["blocks.2.small.self.0"].mean(1)[:, 0, 1:]   # (B, 64): small CLS over the small patches
+    large = maps["blocks.2.large.self.0"].mean(1)[:, 0, 1:]   # (B, 25)
+    torch.testing.assert_close(crossvit.explain(model, images, "cls_attention", block=2, layer=0),
+                               (_spread(small, 8) + _spread(large, 5)) / 2)
+    torch.testing.assert_close(crossvit.explain(model, images, "cls_attention", block=-1, layer=0, branch="small"),
+                               _spread(small, 8))
+    last_large = maps["blocks.1.large.self.3"].mean(1)[:, 0, 1:]  # crossvit_tiny: 4 large layers per block
+    torch.testing.assert_close(crossvit.explain(model, images, "cls_attention", block=1, layer=-1, branch="large"),
+                               _spread(last_large, 5))
+
+
+def test_cross_attention_is_the_recorded_fusion_row(model, images):
+    with crossvit.record_attention(model) as rec, torch.no_grad():
+        model(images)
+    maps = rec.sites
+    # the large CLS reads the small patches (keys: [its own projected CLS, 64 small patches]) and vice versa
+    large_reads_small = maps["blocks.2.large.cross.0"].mean(1)[:, 0, 1:]  # (B, 64)
+    small_reads_large = maps["blocks.2.small.cross.0"].mean(1)[:, 0, 1:]  # (B, 25)
+    torch.testing.assert_close(crossvit.explain(model, images, "cross_attention", query="large"),
+                               _spread(large_reads_small, 8))
+    torch.testing.assert_close(crossvit.explain(model, images, "cross_attention", query="small"),
+                               _spread(small_reads_large, 5))
+    first = maps["blocks.0.large.cross.0"].mean(1)[:, 0, 1:]
+    torch.testing.assert_close(crossvit.explain(model, images, "cross_attention", fusion=0, query="large"),
+                               _spread(first, 8))
+    both = crossvit.explain(model, images, "cross_attention", query="both")
+    torch.testing.assert_close(both, (_spread(large_reads_small, 8) + _spread(small_reads_large, 5)) / 2)
+
+
+def test_method_options_are_checked(model, images):
+    with pytest.raises(TypeError, match="has no option 'start_block'; its options: block, layer, branch"):
+        crossvit.explain(model, images, "cls_attention", start_block=1)
+    with pytest.raises(TypeError, match="its options: none"):
+        crossvit.explain(model, images, "saliency", block=1)
+    with pytest.raises(ValueError, match=r"block must be in \[-3, 3\)"):
+        crossvit.explain(model, images, "cls_attention", block=3)
+    with pytest.raises(ValueError, match="'small', 'large' or 'both'"):
+        crossvit.explain(model, images, "cross_attention", query="cls")
+    with pytest.raises(ValueError, match=r"fusion must be in \[-3, 3\)"):
+        crossvit.explain(model, images, "cross_attention", fusion=5)
+    with pytest.raises(ValueError, match=r"start_block must be in \[-3, 3\)"):
+        crossvit.explain(model, images, "joint_rollout", start_block=7)
+    with pytest.raises(ValueError, match="head_fusion"):
+        crossvit.explain(model, images, "rollout_small", head_fusion="median")
+    assert set(crossvit.METHOD_OPTIONS) == set(crossvit.METHODS)
+
+
+def test_rollout_options_reach_the_rollout_functions(model, images):
+    with crossvit.record_attention(model) as rec, torch.no_grad():
+        model(images)
+    expected = crossvit.patch_map_to_pixels(model, "small", crossvit.attention_rollout(
+        rec, "small", head_fusion="max", discard_ratio=0.5, start_block=1))
+    got = crossvit.explain(model, images, "rollout_small", start_block=1, head_fusion="max", discard_ratio=0.5)
+    torch.testing.assert_close(got, expected)
+    joint = crossvit.joint_rollout(rec, start_block=2)
+    torch.testing.assert_close(crossvit.explain(model, images, "joint_rollout", start_block=2),
+                               crossvit.joint_rollout_pixels(model, joint))
+
+
 def test_target_none_explains_the_predicted_class(model, images):
     predicted = model(images).argmax(1)
     torch.testing.assert_close(crossvit.explain(model, images, "saliency"),

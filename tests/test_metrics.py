@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from crossvit import metrics as crossvit_metrics
 from crossvit.metrics import (
     DEFAULT_BLUR_SIGMA,
     argmax_points,
@@ -73,10 +74,61 @@ def test_ties_go_to_the_first_maximum_in_row_major_order():
     masks = torch.zeros(2, 4, 5, dtype=torch.bool)
     masks[0, 1, 3] = True
     masks[1, 0, 0] = True                                 # the constant map points at (0, 0)
-    result = pointing_game(maps, masks)
+    result = pointing_game(maps, masks, rule="first")
     assert result.points.tolist() == [[1, 3], [0, 0]]
     assert result.hits.tolist() == [True, True]
+    # the default rule counts all three maxima (one of three inside: miss) and all 20 pixels of the constant map
+    assert pointing_game(maps, masks).hits.tolist() == [False, False]
     assert argmax_points(torch.full((1, 3, 3), -2.0)).tolist() == [[0, 0]]
+
+
+def test_majority_rule_asks_most_maximal_pixels_to_be_inside():
+    # a 3x3 maximal "patch" (9 pixels) whose top-left pixel is on the mask
+    maps = torch.zeros(2, 6, 6)
+    maps[:, 1:4, 1:4] = 2.0
+    masks = torch.zeros(2, 6, 6, dtype=torch.bool)
+    masks[0, 1, 1:4] = True                               # 3 of 9 maximal pixels inside: miss
+    masks[0, 2, 1] = True                                 # ... 4 of 9
+    masks[1, 1:3, 1:4] = True                             # 6 of 9 inside: hit
+    result = pointing_game(maps, masks)
+    assert result.rule == "majority"
+    assert result.hits.tolist() == [False, True]
+    torch.testing.assert_close(result.inside_share, torch.tensor([4 / 9, 6 / 9]))
+    assert pointing_game(maps, masks, rule="first").hits.tolist() == [True, True]  # the corner decides
+    masks[0, 2, 2] = True                                 # 5 of 9: now most of the patch is on the object
+    assert pointing_game(maps, masks).hits.tolist() == [True, True]
+
+
+def test_majority_rule_with_tolerance_and_float_noise():
+    maps = torch.zeros(1, 5, 7)
+    maps[0, 0, 0:4] = 1.0
+    maps[0, 0, 1] = 1.0 - 1e-9                            # float noise inside one patch does not split it
+    masks = _mask(5, 7, (2, 0), (2, 1))[None]
+    assert not pointing_game(maps, masks, tolerance=1).hits.item()   # none of the 4 within distance 1
+    # distance 2: (0, 0) and (0, 1) are within 2 of the mask; (0, 2) is sqrt(5) away; 2 of 4 is not a majority
+    assert not pointing_game(maps, masks, tolerance=2).hits.item()
+    assert pointing_game(maps, masks, tolerance=3).hits.item()       # (0, 2), (0, 3) at sqrt(5), sqrt(8)
+
+
+def test_huge_tolerance_means_anywhere_and_stays_cheap():
+    maps = torch.rand(2, 64, 64, generator=torch.Generator().manual_seed(0))
+    masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+    masks[:, 63, 63] = True
+    result = pointing_game(maps, masks, tolerance=10**9)
+    assert result.hits.all() and result.tolerance == 10**9
+
+
+def test_mass_inside_mask_by_hand():
+    maps = torch.tensor([[[1.0, 3.0], [0.0, -2.0]], [[0.0, 0.0], [0.0, -1.0]]])
+    masks = torch.tensor([[[False, True], [False, True]], [[True, False], [False, False]]])
+    # image 0: positive mass 4, of which 3 inside; the negative pixel counts for nothing. image 1: no mass.
+    torch.testing.assert_close(crossvit_metrics.mass_inside_mask(maps, masks), torch.tensor([0.75, 0.0]))
+    uniform = torch.ones(1, 10, 10)
+    object_ = torch.zeros(1, 10, 10, dtype=torch.bool)
+    object_[0, :3, :4] = True
+    torch.testing.assert_close(crossvit_metrics.mass_inside_mask(uniform, object_), torch.tensor([0.12]))
+    with pytest.raises(ValueError, match="same shape"):
+        crossvit_metrics.mass_inside_mask(uniform, object_[:, :5])
 
 
 def test_infinite_values_are_valid_scores():

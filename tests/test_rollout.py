@@ -87,8 +87,9 @@ def test_attention_rollout_matches_matrix_product_reference(recording, head_fusi
     assert (got >= 0).all()
 
 
-def _reference_joint(model, rec, fuse):
-    """Full T x T matrices M in forward order, exactly as DESIGN.md defines them; R = M_L ... M_1."""
+def _reference_joint(model, rec, fuse, start_block=0):
+    """Full T x T matrices M in forward order, exactly as the definition says; R = M_L ... M_1 (layers of blocks
+    before ``start_block`` are the identity)."""
     ns, nl = 1 + model.num_patches("small"), 1 + model.num_patches("large")
     t = ns + nl
     off = {"small": 0, "large": ns}
@@ -101,6 +102,9 @@ def _reference_joint(model, rec, fuse):
     while k < len(sites):
         site = sites[k]
         m = torch.eye(t, dtype=torch.float64).repeat(b, 1, 1)
+        if site.block < start_block:
+            k += 1
+            continue
         if site.kind == "self":
             s = slice(off[site.branch], off[site.branch] + size[site.branch])
             m[:, s, s] = 0.5 * fuse(site.name).double() + 0.5 * torch.eye(size[site.branch], dtype=torch.float64)
@@ -130,6 +134,37 @@ def test_joint_rollout_matches_full_matrix_reference(recording):
         assert (got[q]["small"] >= 0).all() and (got[q]["large"] >= 0).all()
     patches_only = crossvit.joint_rollout(rec)
     torch.testing.assert_close(patches_only["large"]["small"], got["large"]["small"][:, 1:])
+
+
+@pytest.mark.parametrize("start_block", [1, 2, -1])
+def test_rollouts_from_a_later_block_match_the_references(recording, start_block):
+    model, _, rec = recording
+    first = start_block % model.arch.num_blocks
+    for branch in ("small", "large"):
+        later = [rec.sites[s.name] for s in crossvit.attention_sites(model)
+                 if s.branch == branch and s.kind == "self" and s.block >= first]
+        got = crossvit.attention_rollout(rec, branch, start_block=start_block)
+        torch.testing.assert_close(got, _reference_rollout(later), atol=1e-6, rtol=1e-4)
+        assert not torch.allclose(got, crossvit.attention_rollout(rec, branch))
+    expected, ns = _reference_joint(model, rec, lambda name: rec.sites[name].mean(1), start_block=first)
+    got = crossvit.joint_rollout(rec, include_cls=True, start_block=start_block)
+    for qi, q in enumerate(("small", "large")):
+        torch.testing.assert_close(got[q]["small"], expected[:, qi, :ns], atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(got[q]["large"], expected[:, qi, ns:], atol=1e-6, rtol=1e-4)
+
+
+def test_start_block_errors(recording):
+    model, images, rec = recording
+    with pytest.raises(ValueError, match=r"start_block must be in \[-3, 3\)"):
+        crossvit.joint_rollout(rec, start_block=3)
+    with pytest.raises(TypeError, match="start_block must be an int"):
+        crossvit.attention_rollout(rec, "small", start_block=1.0)
+    with crossvit.record_attention(model, sites=lambda name: not name.startswith("blocks.0")) as partial:
+        with torch.no_grad():
+            model(images)
+    crossvit.joint_rollout(partial, start_block=1)  # the blocks it reads were recorded
+    with pytest.raises(ValueError, match="from block 0 on"):
+        crossvit.joint_rollout(partial)
 
 
 def test_joint_equals_per_branch_when_fusion_ignores_the_other_branch(recording):

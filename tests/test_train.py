@@ -144,3 +144,50 @@ def test_wrong_number_of_classes():
 def test_cli_bad_steps_exits_with_a_message(capsys):
     assert main(["--steps", "0", "--quiet"]) == 2
     assert "TrainConfig.steps must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_first_step_loss_is_combined_plus_weighted_head_losses(weight):
+    """Recompute step 0 from scratch: the same init, the same first batch, the loss written out by hand."""
+    from crossvit.train import make_training_set
+
+    config = _tiny(steps=1, eval_every=0, head_loss_weight=weight)
+    _, record = train(config, progress=False)
+    torch.manual_seed(config.seed)
+    model = crossvit.CrossViT(TINY)
+    train_x, train_y = make_training_set(config, progress=False)
+    order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(config.seed + 1))
+    x, y = train_x[order[:config.batch_size]].float() / 255, train_y[order[:config.batch_size]]
+    model.train()
+    tokens = model.forward_features(x)
+    small = model.heads["small"](tokens["small"])
+    large = model.heads["large"](tokens["large"])
+    ce = torch.nn.functional.cross_entropy
+    expected = ce((small + large) / 2, y) + weight * (ce(small, y) + ce(large, y))
+    assert record["loss_history"][0] == pytest.approx(expected.item(), abs=2e-5)
+
+
+def test_evaluate_scores_each_head_alone(tiny_run):
+    from crossvit.train import evaluate
+
+    model, _ = tiny_run
+    images, labels, _ = data.make_shapes(40, seed=5, image_size=48)
+    scores = evaluate(model, images, labels, batch_size=16)
+    with torch.no_grad():
+        tokens = model.forward_features(images)
+        for branch in ("small", "large"):
+            alone = (model.heads[branch](tokens[branch]).argmax(1) == labels).float().mean().item()
+            assert scores[f"{branch}_head_accuracy"] == pytest.approx(alone)
+        assert scores["accuracy"] == pytest.approx((model(images).argmax(1) == labels).float().mean().item())
+
+
+def test_train_accepts_another_module_for_baselines(tmp_path):
+    baseline = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 48 * 48, data.NUM_CLASSES))
+    trained, record = train(_tiny(steps=30), model=baseline, progress=False)
+    assert trained is baseline and record["held_out_head_accuracy"] is None
+    assert record["model_class"] == "Sequential" and record["model_config"] is None
+    assert sum(record["loss_history"][-5:]) < sum(record["loss_history"][:5])
+    with pytest.raises(ValueError, match="only a crossvit.CrossViT can be saved"):
+        train(_tiny(steps=1), out_dir=tmp_path, model=baseline, progress=False)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        train(_tiny(steps=1), model="vit", progress=False)

@@ -1,0 +1,210 @@
+"""Why does CrossViT have two branches? Ablations of the bundled model, on held-out shapes images.
+
+    .venv/bin/python benchmarks/ablations.py [--images 2000] [--steps N] [--skip-training] [--threads 2]
+
+1. **Inference ablations of the bundled model** (no retraining): accuracy of the model's logits, of each branch head
+   alone, and with the cross-attention output of the fusion layers zeroed (all fusion layers, or only the direction
+   in which one branch's CLS reads the other branch's patches). Zeroing keeps the CLS token's own path: in the paper
+   flavour a fusion computes ``revert(proj(cls) + attn(...))``; the ablation drops ``attn(...)``.
+2. **Single-branch baselines trained with the same budget**: a ViT made of only the small branch (12 px patches on
+   the 96 px image) or only the large branch (16 px patches on the 80 px resize), with that branch's width, heads
+   and all of its layers (the sum over the multi-scale blocks), trained by ``crossvit.train.train`` with the bundled
+   model's training settings (steps, batch, schedule, data, seed). The CrossViT row repeats the bundled model's
+   own record. Training runs take a few minutes each on 2 CPU cores; ``--skip-training`` leaves them out.
+
+Writes ``figures/ablations.md`` (a table) and ``figures/ablations.png``; the data seed lies above every seed the
+trainer and the tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+import crossvit  # noqa: E402
+from crossvit import data  # noqa: E402
+from crossvit.config import Architecture  # noqa: E402
+from crossvit.layers import TransformerBlock  # noqa: E402
+from crossvit.model import BranchEmbedding, ClassifierHead, CrossViT  # noqa: E402
+from crossvit.train import HELD_OUT_SEED_BASE, TrainConfig, combine_logits, train  # noqa: E402
+
+DEFAULT_SEED = HELD_OUT_SEED_BASE + 2**32 + 3
+
+
+class SingleBranchViT(nn.Module):
+    """One branch of a CrossViT as a plain ViT: the branch's image size, patch embedding, width, heads and all of
+    its layers in a row, one LayerNorm + linear head on its CLS token. Built from the CrossViT's ``Architecture``."""
+
+    def __init__(self, arch: Architecture, branch: str) -> None:
+        super().__init__()
+        self.arch, self.spec = arch, arch.branch(branch)
+        spec = self.spec
+        self.embed = BranchEmbedding(spec, arch)
+        self.layers = nn.Sequential(*[
+            TransformerBlock(spec.dim, spec.heads, spec.dim_head, spec.mlp_dim, qkv_bias=arch.qkv_bias,
+                             norm_eps=arch.norm_eps)
+            for _ in range(sum(spec.depth))
+        ])
+        self.head = ClassifierHead(spec.dim, arch.num_classes, arch)
+        if arch.input_norm is not None:
+            mean, std = (torch.tensor(v).reshape(1, -1, 1, 1) for v in arch.input_norm)
+            self.register_buffer("input_mean", mean, persistent=False)
+            self.register_buffer("input_std", std, persistent=False)
+        for module in self.modules():  # timm's init, as CrossViT's paper flavour
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.trunc_normal_(self.embed.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.embed.pos_embed, std=0.02)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.arch.input_norm is not None:
+            images = (images - self.input_mean) / self.input_std
+        size = self.spec.image_size
+        if images.shape[-1] != size:
+            images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
+        return self.head(self.layers(self.embed(images)))
+
+
+@contextmanager
+def zero_cross_attention(model: CrossViT, queries: tuple[str, ...]):
+    """Inside the block, the cross-attention output of every fusion direction whose query CLS is in ``queries``
+    is replaced by zeros (forward hooks on the fusions' attention modules; removed afterwards)."""
+    handles = []
+    for block in model.blocks:
+        for fusion in block.fusions:
+            for query in queries:
+                attn = getattr(fusion, query).attn
+                handles.append(attn.register_forward_hook(lambda module, inputs, out: torch.zeros_like(out)))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def accuracies(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, batch: int = 250) -> dict[str, float]:
+    """Accuracy of the model's logits and of each head alone."""
+    correct = {"model": 0, "small head alone": 0, "large head alone": 0}
+    for i in range(0, len(labels), batch):
+        heads = model.branch_logits(model.forward_features(images[i:i + batch]))
+        y = labels[i:i + batch]
+        correct["model"] += (combine_logits(model, heads).argmax(1) == y).sum().item()
+        for name in ("small", "large"):
+            correct[f"{name} head alone"] += (heads[name].argmax(1) == y).sum().item()
+    return {k: v / len(labels) for k, v in correct.items()}
+
+
+def inference_ablations(model: CrossViT, images: torch.Tensor, labels: torch.Tensor) -> list[dict]:
+    rows = [{"ablation": f"bundled CrossViT: {k}", "accuracy": v} for k, v in accuracies(model, images, labels).items()]
+    for queries, what in ((("small", "large"), "all fusion cross-attention zeroed"),
+                          (("small",), "small CLS reading large patches zeroed"),
+                          (("large",), "large CLS reading small patches zeroed")):
+        with zero_cross_attention(model, queries):
+            scores = accuracies(model, images, labels)
+        rows += [{"ablation": f"{what}: {k}", "accuracy": v} for k, v in scores.items()]
+    return rows
+
+
+def trained_baselines(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, steps: int | None) -> list[dict]:
+    record = model.training_record
+    settings = dict(record["train_config"])
+    settings["preset"] = crossvit.config_from_dict(settings["preset"]) if isinstance(settings["preset"], dict) \
+        else settings["preset"]
+    if steps is not None:
+        settings["steps"] = steps
+    config = TrainConfig(**settings)
+    rows = [{"ablation": f"CrossViT (bundled, {record['steps']} steps)", "accuracy": accuracies(
+        model, images, labels)["model"], "parameters": crossvit.count_parameters(model),
+        "train_s": record["wall_time_s"], "curve": [(h["step"], h["accuracy"]) for h in record["eval_history"]]}]
+    for branch in ("small", "large"):
+        baseline = SingleBranchViT(model.arch, branch)
+        trained, run = train(config, model=baseline, progress=True)
+        with torch.no_grad():
+            predicted = torch.cat([trained(images[i:i + 250]).argmax(1) for i in range(0, len(labels), 250)])
+        rows.append({"ablation": f"{branch} branch only ({config.steps} steps)",
+                     "accuracy": (predicted == labels).float().mean().item(),
+                     "parameters": crossvit.count_parameters(trained), "train_s": run["wall_time_s"],
+                     "curve": [(h["step"], h["accuracy"]) for h in run["eval_history"]]})
+    return rows
+
+
+def write_outputs(inference: list[dict], trained: list[dict], out: Path, header: str) -> str:
+    lines = [header, "", "| inference ablation of the bundled model | accuracy |", "|---|---:|"]
+    lines += [f"| {r['ablation']} | {r['accuracy']:.4f} |" for r in inference]
+    if trained:
+        lines += ["", "| model, same training budget | held-out accuracy | parameters | training s |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| {r['ablation']} | {r['accuracy']:.4f} | {r['parameters']:,} | {r['train_s']:.0f} |"
+                  for r in trained]
+    text = "\n".join(lines) + "\n"
+    (out / "ablations.md").write_text(text)
+    (out / "ablations.json").write_text(json.dumps({"inference": inference, "trained": trained}, indent=1) + "\n")
+
+    fig, axes = plt.subplots(1, 2 if trained else 1, figsize=(12 if trained else 7, 4.2), squeeze=False)
+    ax = axes[0, 0]
+    names = [r["ablation"] for r in inference]
+    ax.barh(names, [r["accuracy"] for r in inference], color=["tab:blue" if "bundled" in n else "tab:orange"
+                                                              for n in names])
+    ax.axvline(1 / data.NUM_CLASSES, color="0.4", linestyle=":", label="chance")
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_xlabel("held-out accuracy")
+    ax.set_title("bundled model, parts switched off at inference", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    if trained:
+        ax = axes[0, 1]
+        for r in trained:
+            steps, acc = zip(*r["curve"])
+            ax.plot(steps, acc, marker="o", label=r["ablation"])
+        ax.set_xlabel("training step")
+        ax.set_ylabel("held-out accuracy")
+        ax.set_ylim(0, 1.02)
+        ax.set_title("same data, schedule and steps", fontsize=10)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "ablations.png", dpi=110)
+    plt.close(fig)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="data seed of the held-out images")
+    parser.add_argument("--steps", type=int, default=None, help="training steps of the baselines (default: the "
+                        "bundled model's own)")
+    parser.add_argument("--skip-training", action="store_true", help="only the inference ablations")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--out", default=os.environ.get("CROSSVIT_FIGURES_DIR", "figures"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = crossvit.load_pretrained()
+    images, labels, _ = data.make_shapes(args.images, seed=args.seed, image_size=model.image_size)
+    inference = inference_ablations(model, images, labels)
+    trained = [] if args.skip_training else trained_baselines(model, images, labels, args.steps)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/ablations.py" + (f" --images {args.images}" if args.images != 2000 else "") + \
+        (f" --steps {args.steps}" if args.steps else "") + (" --skip-training" if args.skip_training else "")
+    header = (f"{args.images} held-out shapes images (data seed {args.seed}); command: `{command}`")
+    print(write_outputs(inference, trained, out, header))
+
+
+if __name__ == "__main__":
+    main()
