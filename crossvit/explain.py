@@ -61,7 +61,15 @@ def _resolve_target(model: CrossViT, images: torch.Tensor, target: int | torch.T
     if target is None:
         with torch.no_grad():
             return model(images).argmax(dim=1)
-    target = torch.as_tensor(target, device=images.device).long()
+    # class indices only: a float (2.7) or bool target is refused, not cast to some class
+    try:
+        as_tensor = None if isinstance(target, (str, bytes, bool)) else torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError):
+        as_tensor = None
+    if as_tensor is None or as_tensor.dtype == torch.bool or as_tensor.is_floating_point() or as_tensor.is_complex():
+        raise TypeError(f"target must be an int or a (B,) = ({b},) integer tensor of class indices, got "
+                        f"{type(target).__name__} {target!r:.80}")
+    target = as_tensor.to(device=images.device, dtype=torch.long)
     if target.ndim == 0:
         target = target.expand(b)
     if target.shape != (b,):
@@ -98,6 +106,8 @@ def _joint(model: CrossViT, images: torch.Tensor, target: torch.Tensor, **_: obj
 
 
 def _grad_rollout(model: CrossViT, images: torch.Tensor, target: torch.Tensor, **_: object) -> torch.Tensor:
+    # input that requires grad, so that the maps do too when no parameter does (a frozen model)
+    images = images.detach().clone().requires_grad_(True)  # clone: an inference-mode tensor cannot require grad
     with record_attention(model, grads=True) as rec, torch.enable_grad():
         score = model(images).gather(1, target[:, None]).sum()
         maps = list(rec.sites.values())
@@ -193,14 +203,19 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
         ig_steps: integration steps of ``integrated_gradients``.
         internal_batch_size: images per model call inside integrated gradients and occlusion (bounds memory).
 
-    The model runs in eval mode (restored afterwards); its parameters' ``.grad`` are left untouched.
+    The model runs in eval mode (restored afterwards); its parameters' ``.grad`` and ``requires_grad`` flags are
+    left untouched, and the gradient methods work on a frozen model (no parameter requiring grad) too: gradients
+    flow from an input that requires grad. ``target`` must hold class indices (a float or string is a
+    TypeError, never cast); the images' dtype must be the model's (see :func:`crossvit.model.check_images`);
+    rollouts are computed in float32 whatever the model's dtype.
     """
     if not isinstance(model, CrossViT):
         raise TypeError(f"explain needs a crossvit.CrossViT, got {type(model).__name__}")
     if method not in _METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
     check_images(images, model)
-    with _eval_mode(model):
+    # inference_mode(False): gradient methods must work inside a caller's torch.inference_mode() too
+    with _eval_mode(model), torch.inference_mode(False):
         target = _resolve_target(model, images, target)
         params = [p for p in model.parameters() if p.requires_grad]
         saved = [p.grad for p in params]
