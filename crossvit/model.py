@@ -281,6 +281,13 @@ class CrossViT(nn.Module):
                 nn.init.zeros_(module.bias)
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # PyTorch < 2.4 asks per device
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 def check_images(images: object, model: CrossViT) -> None:
     """Raise a TypeError/ValueError that names the problem if ``images`` is not a batch the model accepts.
 
@@ -313,7 +320,7 @@ def check_images(images: object, model: CrossViT) -> None:
     if images.shape[0] == 0:
         raise ValueError("images is an empty batch (B = 0)")
     weights = next((p.dtype for p in model.parameters() if p.is_floating_point()), images.dtype)
-    if images.dtype != weights and not torch.is_autocast_enabled(images.device.type):
+    if images.dtype != weights and not _autocast_enabled(images.device.type):
         # without this check, some layers would promote and others fail deep inside torch, depending on flavour
         raise TypeError(
             f"images are {images.dtype} but the model's weights are {weights}: convert the images "

@@ -128,7 +128,16 @@ def _child_reads_later(inbox, outbox) -> None:
     outbox.put(received.tolist())
 
 
-def test_a_map_sent_to_another_process_is_never_overwritten():
+@pytest.fixture(params=["file_descriptor", "file_system"])
+def sharing_strategy(request):
+    """Each of torch.multiprocessing's ways to share CPU memory, restored afterwards."""
+    before = torch.multiprocessing.get_sharing_strategy()
+    torch.multiprocessing.set_sharing_strategy(request.param)
+    yield request.param
+    torch.multiprocessing.set_sharing_strategy(before)
+
+
+def test_a_map_sent_to_another_process_is_never_overwritten(sharing_strategy):
     model = _tiny_seed()
     a, b = _images(1), _images(2)
     expected_a = _fresh_maps(model, a)
