@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import config_from_dict
@@ -74,14 +74,21 @@ def _atomic_write(path: Path, write) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def check_checkpoint_name(name: object) -> str:
+    """``name`` if it is a plain file stem such as ``"model"`` (no directory, not hidden), else a ValueError."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith(".") \
+            or "\0" in name:
+        raise ValueError(f"checkpoint name must be a plain file stem such as 'model', got {name!r}")
+    return name
+
+
 def save_checkpoint(model: CrossViT, directory: str | Path, *, record: dict[str, Any] | None = None,
                     name: str = "model") -> Path:
     """Write ``<directory>/<name>.safetensors`` and ``<name>.json`` (see the module docstring); returns the
     weights path. ``record`` must be plain JSON (dicts, lists, str, numbers, bools, None)."""
     if not isinstance(model, CrossViT):
         raise TypeError(f"save_checkpoint expects a crossvit.CrossViT, got {type(model).__name__}")
-    if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ValueError(f"checkpoint name must be a plain file stem such as 'model', got {name!r}")
+    check_checkpoint_name(name)
     if record is not None and not isinstance(record, dict):
         raise TypeError(f"record must be a dict or None, got {type(record).__name__}")
     try:
@@ -153,25 +160,31 @@ def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str 
                              "(pass verify=False to load anyway)")
     try:
         config = config_from_dict(meta["config"])
-        model = CrossViT(config)
+        with torch.device("meta"):  # shapes only, no memory: the config is checked against the file first
+            expected = {k: tuple(v.shape) for k, v in CrossViT(config).state_dict().items()}
     except (TypeError, ValueError) as err:
         raise ValueError(f"{meta_path}: invalid model config: {err}") from None
     try:
-        state = load_file(str(weights_path), device="cpu")
+        with safe_open(str(weights_path), framework="pt", device="cpu") as f:  # reads the header only
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{weights_path}: not a readable safetensors file ({err}); the file is corrupted") from None
 
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong_shape = [f"{k}: file {tuple(state[k].shape)} vs config {tuple(v.shape)}"
-                   for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    wrong_shape = [f"{k}: file {stored[k]} vs config {v}" for k, v in expected.items()
+                   if k in stored and stored[k] != v]
     if missing or unexpected or wrong_shape:
         raise ValueError(
             f"{weights_path}: the weights do not fit the config in {meta_path.name}: "
             f"{len(missing)} missing {missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, "
             f"{len(wrong_shape)} with another shape {wrong_shape[:3]}"
         )
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{weights_path}: not a readable safetensors file ({err}); the file is corrupted") from None
+    model = CrossViT(config)
     model.load_state_dict(state)
     model.to(map_location).eval()
     record = meta.get("record")

@@ -12,6 +12,7 @@ sizes, and the few places where the flavours really differ) from which :mod:`cro
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -106,7 +107,11 @@ CrossViTConfig = SeedConfig | PaperConfig
 
 
 def config_from_dict(data: dict[str, Any]) -> CrossViTConfig:
-    """Inverse of ``config.to_dict()``: rebuild a config from its JSON form (as written by the trainer)."""
+    """Inverse of ``config.to_dict()``: rebuild a config from its JSON form (as written by the trainer).
+
+    Value types are checked when the config is turned into an architecture (building a model, loading a
+    checkpoint): a string where a bool or number belongs is an error, never read as truthy.
+    """
     if not isinstance(data, dict) or data.get("flavour") not in ("seed", "paper"):
         raise ValueError(f"a config dict needs 'flavour' set to 'seed' or 'paper', got {data!r:.200}")
     kwargs = {k: v for k, v in data.items() if k != "flavour"}
@@ -116,13 +121,19 @@ def config_from_dict(data: dict[str, Any]) -> CrossViTConfig:
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {unknown}; valid fields: {sorted(valid)}")
     if cls is PaperConfig:
+        def sequence(name: str, value: Any) -> tuple:
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"{name} must be a list, got {type(value).__name__} {value!r}")
+            return tuple(value)
+
         for name in ("img_scale", "patch_size", "embed_dim", "num_heads", "mlp_ratio"):
             if name in kwargs:
-                kwargs[name] = tuple(kwargs[name])
+                kwargs[name] = sequence(name, kwargs[name])
         if "depth" in kwargs:
-            kwargs["depth"] = tuple(tuple(d) for d in kwargs["depth"])
+            kwargs["depth"] = tuple(sequence("depth entry", d) for d in sequence("depth", kwargs["depth"]))
         if kwargs.get("input_norm") is not None:
-            kwargs["input_norm"] = tuple(tuple(v) for v in kwargs["input_norm"])
+            kwargs["input_norm"] = tuple(sequence("input_norm entry", v)
+                                         for v in sequence("input_norm", kwargs["input_norm"]))
     return cls(**kwargs)
 
 
@@ -201,8 +212,22 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):  # a JSON string such as "false" is truthy: never read it as a flag
+        raise TypeError(f"{name} must be a bool (true/false), got {type(value).__name__} {value!r}")
+    return value
+
+
+def _positive_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
 def _check_rate(name: str, value: Any) -> float:
-    if not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) < 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
     return float(value)
 
@@ -263,8 +288,21 @@ def paper_architecture(cfg: PaperConfig) -> Architecture:
             raise ValueError(f"{name} needs one entry per branch (small, large), got {getattr(cfg, name)!r}")
     if len(cfg.mlp_ratio) < 2:
         raise ValueError(f"mlp_ratio needs at least one entry per branch, got {cfg.mlp_ratio!r}")
+    for name in ("patch_size", "embed_dim", "num_heads"):
+        for value in getattr(cfg, name):
+            _positive_int(name, value)
+    for name in ("img_scale", "mlp_ratio"):
+        for value in getattr(cfg, name):
+            _positive_number(name, value)
+    for name in ("multi_conv", "crop_scale", "qkv_bias"):
+        _check_bool(name, getattr(cfg, name))
+    _positive_number("norm_eps", cfg.norm_eps)
     if not cfg.depth or any(len(d) != 3 for d in cfg.depth):
         raise ValueError(f"depth must be (small, large, fusion) triples, one per block; got {cfg.depth!r}")
+    for triple in cfg.depth:
+        for value in triple:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"depth entries must be ints >= 0, got {cfg.depth!r}")
     if any(d[2] > 1 for d in cfg.depth):
         raise ValueError("fusion depths above 1 are not supported (timm's implementation feeds only the CLS token "
                          f"to the second fusion layer); got depth={cfg.depth!r}")
@@ -279,8 +317,10 @@ def paper_architecture(cfg: PaperConfig) -> Architecture:
         _check_divisible(size, patch, f"{branch_name} branch (img_size {cfg.img_size} x img_scale)")
     if cfg.input_norm is not None:
         mean, std = cfg.input_norm
-        if len(mean) != cfg.in_chans or len(std) != cfg.in_chans or min(std) <= 0:
-            raise ValueError(f"input_norm must be ((mean per channel), (positive std per channel)) for "
+        numbers_ok = all(not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+                         for v in (*mean, *std))
+        if len(mean) != cfg.in_chans or len(std) != cfg.in_chans or not numbers_ok or min(std) <= 0:
+            raise ValueError(f"input_norm must be ((finite mean per channel), (finite std > 0 per channel)) for "
                              f"{cfg.in_chans} channels, got {cfg.input_norm!r}")
     if cfg.multi_conv and tuple(cfg.patch_size) != (12, 16):
         raise ValueError(f"multi_conv stems exist only for patch sizes (12, 16), got {cfg.patch_size!r}")

@@ -19,7 +19,9 @@ is drawn at random and does not decide the class.
 Why this task
 -------------
 It is meant for a two-branch CrossViT (fine patches on the full image, coarse
-patches on a downsampled copy) and for checking explanation maps:
+patches on a downsampled copy) and for checking explanation maps, so the class
+evidence sits only on the object and no global statistic of the image gives
+the class: a model has to find the object and read it.
 
 * **Texture is fine-grained.**  The object is filled with a two-colour
   texture: parallel stripes (period 3.5-4.5 px at 96 px) running along one of
@@ -36,19 +38,30 @@ patches on a downsampled copy) and for checking explanation maps:
   two classes differ only in whether one or two perpendicular orientations are
   present; no small CrossViT learned that within the 10-minute training budget,
   while the axis / diagonal contrast is learned within a few hundred steps.)
-* **Colour is coarse.**  The texture's two colours are a light tint and a dark
-  shade of one colour whose hue lies in the class's family (warm: red to
-  orange-yellow; cool: cyan to blue); distractors take any hue, so the colour
-  alone does not say which shape is the object.
+* **Colour is read on the object only.**  The texture's two colours are a
+  light tint and a dark shade of one colour whose hue lies in the class's
+  family (warm: red to orange-yellow; cool: cyan to blue).  The first
+  distractor is the object's *decoy*: the same outline and size, in the other
+  colour family (where no room is left for it, at 0.7 of the size, and in rare
+  crowded images not at all).  So the image shows about as much warm as cool
+  colour, and counting colours over the whole image says nothing about the
+  label (``tests/test_data.py`` checks it); the colour must be read where the
+  fine texture is.
+* **Distractors are vivid and textured, never with the class texture.**
+  Distractors (disk, square or triangle, about as large as the object, any hue
+  but the decoy's) use the object's light-tint / dark-shade colouring and one
+  of the fills in :data:`DISTRACTOR_TEXTURES`: flat (the mean of the two
+  colours), coarse stripes (period 9-14 px), a coarse checkerboard (cells
+  5.5-8 px) or dots on a lattice (spacing 8-11 px), at any orientation.  Both
+  the coarse structure (stripes vs checker) and vivid colour of both families
+  appear off the object, so "find the *fine* texture" is the only way to the
+  object; the coarse fills are readable by the large patches too.
 * **The object's location is known.**  ``masks[i]`` is ``True`` exactly on
-  the object's pixels.  The object is drawn last, on top of everything, so all
-  of its pixels are visible.
-* **Distractors carry no class texture.**  Each distractor is a disk, square
-  or triangle (smaller than the object) filled with a flat muted colour or a
-  smooth linear gradient, so "find the finely textured thing" is necessary.
-  Distractors never overlap the object's bounding circle; a distractor for
-  which no free spot is found (rare; only with very large objects) is left
-  out, so an image has *up to* ``num_distractors[1]`` distractors.
+  the object's pixels.  Distractors never overlap the object's bounding
+  circle (they may overlap each other; the decoy is drawn after the others,
+  the object last), so all of the object's pixels are visible.  A distractor
+  for which no free spot is found is left out, so an image has *up to*
+  ``num_distractors[1]`` distractors.
 
 Geometry scales with ``image_size``: every length above (object size,
 distractor size, texture period, gaps) is given for 96 px and multiplied by
@@ -60,8 +73,7 @@ Images are ``float32`` RGB in ``[0, 1]`` (clamped), shape ``(n, 3, H, W)``,
 not normalised.  The background is a smooth greyish colour field (a cubic
 B-spline surface through a random 6x6 control grid of grey levels in
 ``[0.3, 0.7]`` with a small colour tint) plus Gaussian pixel noise of std
-``noise`` over the whole image.  Distractor colours are a grey level mixed
-25-50% toward a vivid colour.
+``noise`` over the whole image.
 
 Determinism
 -----------
@@ -470,8 +482,9 @@ def make_shapes(
             all arguments (except ``progress``) and ignores the global RNG.
         image_size: side length H = W in pixels (>= 32); all geometry scales
             with ``image_size / 96``.
-        num_distractors: inclusive ``(min, max)`` number of untextured
-            distractor shapes per image (max <= 8).
+        num_distractors: inclusive ``(min, max)`` number of distractor
+            shapes per image, the decoy included (max <= 8; with 0 there is
+            no decoy and the image's colours give the class away).
         noise: std of the Gaussian pixel noise added to the whole image (0
             disables it).  For speed, each call draws a bank of at most 512
             noise fields (fewer for images above 96 px) and every image gets

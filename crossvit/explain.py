@@ -95,7 +95,15 @@ def _resolve_target(model: CrossViT, images: torch.Tensor, target: int | torch.T
     if target is None:
         with torch.no_grad():
             return model(images).argmax(dim=1)
-    target = torch.as_tensor(target, device=images.device).long()
+    # class indices only: a float (2.7) or bool target is refused, not cast to some class
+    try:
+        as_tensor = None if isinstance(target, (str, bytes, bool)) else torch.as_tensor(target)
+    except (TypeError, ValueError, RuntimeError):
+        as_tensor = None
+    if as_tensor is None or as_tensor.dtype == torch.bool or as_tensor.is_floating_point() or as_tensor.is_complex():
+        raise TypeError(f"target must be an int or a (B,) = ({b},) integer tensor of class indices, got "
+                        f"{type(target).__name__} {target!r:.80}")
+    target = as_tensor.to(device=images.device, dtype=torch.long)
     if target.ndim == 0:
         target = target.expand(b)
     if target.shape != (b,):
@@ -135,6 +143,8 @@ def _joint(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, start
 
 
 def _grad_rollout(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, start_block: int) -> torch.Tensor:
+    # input that requires grad, so that the maps do too when no parameter does (a frozen model)
+    images = images.detach().clone().requires_grad_(True)  # clone: an inference-mode tensor cannot require grad
     with record_attention(model, grads=True) as rec, torch.enable_grad():
         score = model(images).gather(1, target[:, None]).sum()
         maps = list(rec.sites.values())
@@ -173,7 +183,7 @@ def _cls_attention(model: CrossViT, images: torch.Tensor, target: torch.Tensor, 
     with record_attention(model, sites=lambda name: name in names.values()) as rec, torch.no_grad():
         model(images)
     maps = rec.sites
-    rows = {b: maps[names[b]].mean(dim=1)[:, 0, 1:] for b in branches}  # (B, N_b): CLS row over b's patches
+    rows = {b: maps[names[b]].float().mean(dim=1)[:, 0, 1:] for b in branches}  # (B, N_b): CLS row over its patches
     return _mean_density(model, rows)
 
 
@@ -188,7 +198,7 @@ def _cross_attention(model: CrossViT, images: torch.Tensor, target: torch.Tensor
     maps = rec.sites
     other = {"small": "large", "large": "small"}
     # the query CLS's row over [its own projected CLS, the other branch's patches]: keep the patches
-    rows = {other[q]: maps[names[q]].mean(dim=1)[:, 0, 1:] for q in queries}
+    rows = {other[q]: maps[names[q]].float().mean(dim=1)[:, 0, 1:] for q in queries}
     return _mean_density(model, rows)
 
 
@@ -284,7 +294,11 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
             ``explain(model, images, "joint_rollout", start_block=0)`` or
             ``explain(model, images, "cross_attention", query="large")``.
 
-    The model runs in eval mode (restored afterwards); its parameters' ``.grad`` are left untouched.
+    The model runs in eval mode (restored afterwards); its parameters' ``.grad`` and ``requires_grad`` flags are
+    left untouched, and the gradient methods work on a frozen model (no parameter requiring grad) too: gradients
+    flow from an input that requires grad. ``target`` must hold class indices (a float or string is a
+    TypeError, never cast); the images' dtype must be the model's (see :func:`crossvit.model.check_images`);
+    rollouts are computed in float32 whatever the model's dtype.
     """
     if not isinstance(model, CrossViT):
         raise TypeError(f"explain needs a crossvit.CrossViT, got {type(model).__name__}")
@@ -304,7 +318,8 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
     elif method in ("integrated_gradients", "saliency", "occlusion"):
         chosen.update(ig_steps=ig_steps, internal_batch_size=internal_batch_size)
     check_images(images, model)
-    with _eval_mode(model):
+    # inference_mode(False): gradient methods must work inside a caller's torch.inference_mode() too
+    with _eval_mode(model), torch.inference_mode(False):
         target = _resolve_target(model, images, target)
         params = [p for p in model.parameters() if p.requires_grad]
         saved = [p.grad for p in params]

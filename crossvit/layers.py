@@ -8,24 +8,82 @@ just that site to the explicit ``softmax(q k^T * scale) v`` path so the hook can
 
 from __future__ import annotations
 
+import copy
 import math
+import sys
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
 from einops.layers.torch import Rearrange
 from torch import nn
 
+_STORAGE_USE_COUNT = getattr(torch._C, "_storage_Use_Count", None)  # C++ references to a storage
+_HAS_STANDARD_DELETER = getattr(torch._C, "_has_Standard_Deleter", None)  # CUDA memory not exported through IPC
 
-def _only_owner(storage: torch.UntypedStorage) -> bool:
-    """True when no tensor (a map, a view or detached copy of it, an autograd saved tensor, ...) uses ``storage``:
-    its only reference is the storage object passed in.
 
-    Uses PyTorch's storage reference count; if this PyTorch lacks it, memory is never considered free.
+def _storage_references(tensor: torch.Tensor) -> tuple[int, int]:
+    """(C++ references to ``tensor``'s storage, Python references to its storage object), both measured here.
+
+    The C++ count sees every tensor, view, autograd saved tensor, numpy array (it holds its tensor) and DLPack
+    capsule on the memory; the Python count sees a storage object someone keeps (``map.untyped_storage()``, a
+    TypedStorage), which PyTorch hands out as ONE object per storage and which the C++ count sees only once.
     """
-    use_count = getattr(torch._C, "_storage_Use_Count", None)
-    if use_count is None:
+    storage = tensor.untyped_storage()
+    return _STORAGE_USE_COUNT(storage._cdata), sys.getrefcount(storage)
+
+
+# What _storage_references reports for a tensor that nobody else references (measured, not assumed, since both
+# counts include references of PyTorch's own that vary between versions); None: this PyTorch cannot tell.
+_ALONE = None if _STORAGE_USE_COUNT is None else _storage_references(torch.empty(1))
+
+
+def _process_private(storage: torch.UntypedStorage) -> bool:
+    """False when the memory may be visible to another process: CPU memory moved to shared memory (what
+    ``torch.multiprocessing`` does to every tensor it sends) or CUDA memory exported through IPC. Memory of
+    other devices is never considered private."""
+    if storage.device.type == "cpu":
+        return not storage.is_shared()
+    if storage.device.type == "cuda" and _HAS_STANDARD_DELETER is not None:
+        return bool(_HAS_STANDARD_DELETER(storage._cdata))  # IPC export swaps in a deleter of its own
+    return False
+
+
+def _only_owner(spare: torch.Tensor) -> bool:
+    """True when nothing but ``spare``, a tensor private to its :class:`AttentionMap`, can reach its memory: no
+    tensor or view of it, no autograd saved tensor, no numpy array or DLPack capsule, no storage object held in
+    Python, and no other process (shared memory, CUDA IPC). When in doubt (a PyTorch without the reference
+    count), memory is never considered free.
+    """
+    if _ALONE is None:
         return False
-    return use_count(storage._cdata) == 1
+    return _storage_references(spare) == _ALONE and _process_private(spare.untyped_storage())
+
+
+def deepcopy_without_recording(module: nn.Module, memo: dict) -> nn.Module:
+    """``copy.deepcopy`` of ``module`` minus what a live attention recording attached to it.
+
+    A copy made inside ``record_attention`` would otherwise carry the recorder's hooks forever: its attention
+    sites would stay on the slow path and its forwards would write into the original recorder. Hooks marked
+    ``recording_hook`` are left out (so is the kept map memory of an :class:`AttentionMap`); the rest is copied as
+    ``copy.deepcopy`` copies any module.
+    """
+    new = module.__class__.__new__(module.__class__)
+    memo[id(module)] = new
+    state = dict(module.__dict__)
+    dropped = set()
+    for name in ("_forward_hooks", "_forward_pre_hooks"):
+        hooks = state[name]
+        dropped |= {key for key, hook in hooks.items() if getattr(hook, "recording_hook", False)}
+        state[name] = OrderedDict((key, hook) for key, hook in hooks.items() if key not in dropped)
+    for name in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs"):
+        if name in state:
+            state[name] = OrderedDict((key, v) for key, v in state[name].items() if key not in dropped)
+    if isinstance(module, AttentionMap):
+        state["reuse_memory"], state["_spare"] = False, None
+    for key, value in state.items():
+        new.__dict__[key] = copy.deepcopy(value, memo)
+    return new
 
 
 class AttentionMap(nn.Module):
@@ -34,11 +92,18 @@ class AttentionMap(nn.Module):
     This is the module to hook: its forward output *is* the attention map. ``kind`` is ``"self"`` or ``"cross"``.
 
     Memory reuse: a recorder sets ``reuse_memory = True`` while it records. Without autograd, the module then
-    writes each map into the memory of the map it returned last *if* nothing else references that memory any more
-    (the recorder has let go of the previous forward's map and the caller kept no tensor or view of it); otherwise
-    it takes fresh memory, so a map someone holds is never overwritten. This spares the page faults of ~100 MB of
-    fresh memory per forward when every map of a large model is recorded. The kept memory (at most one map per
-    site) outlives the recording, so that the next recording reuses it too; :meth:`release_memory` frees it.
+    writes each map into the memory of the map it returned last *if* nothing else can reach that memory any more
+    (the recorder has let go of the previous forward's map and the caller kept nothing of it); otherwise it takes
+    fresh memory, so a map someone holds is never overwritten. "Holds" means any tensor or view of the map, an
+    autograd saved tensor, a numpy array (``map.numpy()``) or DLPack capsule made from it, its storage object
+    (``map.untyped_storage()``), or another process it was sent to (``torch.multiprocessing`` moves it to shared
+    memory, which is then never reused; likewise CUDA memory exported through IPC). Raw addresses
+    (``map.data_ptr()`` handed to ctypes or to a C library) are outside any count: copy the map before doing that.
+    The module keeps the memory through a private tensor of its own (``_spare``), never through an object the
+    caller can also obtain. This spares the page faults of ~100 MB of fresh memory per forward when every map of
+    a large model is recorded. The kept memory (at most one map per site) outlives the recording, so that the
+    next recording reuses it too; :meth:`release_memory` frees it. A ``copy.deepcopy`` of the module starts
+    without kept memory and without the hooks of a live recording.
     """
 
     def __init__(self, scale: float, kind: str) -> None:
@@ -46,7 +111,7 @@ class AttentionMap(nn.Module):
         self.scale = scale
         self.kind = kind
         self.reuse_memory = False
-        self._spare: torch.UntypedStorage | None = None  # memory of the last map returned while reuse_memory was on
+        self._spare: torch.Tensor | None = None  # private tensor on the memory of the last map returned while reusing
 
     @property
     def observed(self) -> bool:
@@ -57,16 +122,20 @@ class AttentionMap(nn.Module):
         """Let go of the kept map memory (maps still held elsewhere stay valid)."""
         self._spare = None
 
+    def __deepcopy__(self, memo: dict) -> AttentionMap:
+        return deepcopy_without_recording(self, memo)
+
     def _kept_memory(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """An empty (B, H, Nq, Nk) tensor on the kept memory, or on fresh memory (kept from now on) when the kept
-        memory does not fit or is still in use."""
+        memory does not fit or anything but the module can still reach it."""
         shape = (*q.shape[:-1], k.shape[-2])
         spare = self._spare
         nbytes = math.prod(shape) * q.element_size()
-        if spare is not None and spare.device == q.device and spare.nbytes() == nbytes and _only_owner(spare):
-            return q.new_empty(0).set_(spare, 0, shape)
+        if spare is not None and spare.device == q.device and spare.untyped_storage().nbytes() == nbytes \
+                and _only_owner(spare):
+            return q.new_empty(0).set_(spare.untyped_storage(), 0, shape)
         out = q.new_empty(shape)
-        self._spare = out.untyped_storage()
+        self._spare = out.new_empty(0).set_(out)  # a tensor of our own on the same memory, never handed out
         return out
 
     def forward(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BRANCHES, Architecture, BranchSpec, CrossViTConfig, architecture_of
-from .layers import ConvPatchEmbedding, CrossAttention, DropPath, LinearPatchEmbedding, TransformerBlock
+from .layers import (
+    ConvPatchEmbedding,
+    CrossAttention,
+    DropPath,
+    LinearPatchEmbedding,
+    TransformerBlock,
+    deepcopy_without_recording,
+)
 
 
 class BranchEmbedding(nn.Module):
@@ -33,6 +40,9 @@ class BranchEmbedding(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, spec.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + spec.num_patches, spec.dim))
         self.drop = nn.Dropout(arch.emb_dropout)
+
+    def __deepcopy__(self, memo: dict) -> BranchEmbedding:
+        return deepcopy_without_recording(self, memo)  # an attention recording hooks the first embedding
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         patches = self.patch_embed(images)  # (B, N, D)
@@ -172,6 +182,11 @@ class CrossViT(nn.Module):
             self.register_buffer("input_std", std, persistent=False)
         self._init_weights()
 
+    def __deepcopy__(self, memo: dict) -> CrossViT:
+        """A copy made inside ``record_attention`` leaves the recording's hooks behind (they belong to the
+        original, whose recorder they fill); everything else is copied as ``copy.deepcopy`` copies any module."""
+        return deepcopy_without_recording(self, memo)
+
     # -- description ----------------------------------------------------------------------------------------
     @property
     def flavour(self) -> str:
@@ -266,8 +281,19 @@ class CrossViT(nn.Module):
                 nn.init.zeros_(module.bias)
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # PyTorch < 2.4 asks per device
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
 def check_images(images: object, model: CrossViT) -> None:
-    """Raise a TypeError/ValueError that names the problem if ``images`` is not a batch the model accepts."""
+    """Raise a TypeError/ValueError that names the problem if ``images`` is not a batch the model accepts.
+
+    The images' dtype must be the model's (float16 images for a float16 model, ...) unless autocast is on: mixed
+    dtypes are refused rather than converted, so that what runs is what the caller asked for.
+    """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
     if not torch.is_floating_point(images):
@@ -293,6 +319,13 @@ def check_images(images: object, model: CrossViT) -> None:
         )
     if images.shape[0] == 0:
         raise ValueError("images is an empty batch (B = 0)")
+    weights = next((p.dtype for p in model.parameters() if p.is_floating_point()), images.dtype)
+    if images.dtype != weights and not _autocast_enabled(images.device.type):
+        # without this check, some layers would promote and others fail deep inside torch, depending on flavour
+        raise TypeError(
+            f"images are {images.dtype} but the model's weights are {weights}: convert the images "
+            f"(images.to({weights})) or the model (model.to({images.dtype})), or run under torch.autocast"
+        )
 
 
 def count_parameters(model: nn.Module) -> int:

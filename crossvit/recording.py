@@ -56,6 +56,12 @@ class Site:
 def attention_sites(model: CrossViT) -> list[Site]:
     """Every attention site of ``model``, in forward order."""
     if not isinstance(model, CrossViT):
+        if isinstance(getattr(model, "_orig_mod", None), CrossViT):  # torch.compile's OptimizedModule
+            raise TypeError(
+                "attention recording needs the eager crossvit.CrossViT, got a torch.compile wrapper: record the "
+                "original model (compiled._orig_mod) and call that one inside the recording; compiled code does "
+                "not run the recording hooks"
+            )
         raise TypeError(
             f"attention recording needs a crossvit.CrossViT, got {type(model).__name__}; convert a timm or "
             "vit-pytorch model first with crossvit.from_timm / crossvit.from_vit_pytorch"
@@ -87,14 +93,20 @@ def _select(sites: list[Site], selector: SiteSelector) -> list[Site]:
 class AttentionRecorder:
     """Holds the maps (and optionally their gradients) recorded by :func:`record_attention`.
 
-    Each forward pass of the model *replaces* the maps of the previous one (``num_forwards`` counts them), so the
-    maps always belong to the latest forward. The maps stay readable after the ``with`` block ends.
+    Each forward pass of the model (``model(x)`` or ``model.forward_features(x)``) *replaces* the maps of the
+    previous one (``num_forwards`` counts them), so the maps always belong to the latest forward. The maps stay
+    readable after the ``with`` block ends. With ``grads=True`` only gradients of the latest forward's maps are
+    kept: reading gradients that arrived for an earlier forward only raises an error that says so.
+
+    The model must run eagerly: a ``torch.compile``-d model (or any wrapper whose compiled code skips module
+    hooks) records nothing, and reading the recorder after such a call raises an error that says so.
 
     Memory: without autograd, a forward writes its maps into the memory of the previous recorded forward's maps
     (of this or an earlier recording) when nothing outside the recorder still references them (see
     :class:`~crossvit.layers.AttentionMap`), so recording many batches does not pay for ~100 MB of fresh memory per
-    forward. A map (or view of it) you keep is never overwritten: its site then gets fresh memory. The model's
-    attention sites keep at most one forward's worth of map memory after a recording;
+    forward. Whatever you keep of a map is never overwritten: the map, a view, its storage object, a numpy or
+    DLPack export, or a copy sent to another process through ``torch.multiprocessing``; its site then gets fresh
+    memory. The model's attention sites keep at most one forward's worth of map memory after a recording;
     :func:`release_attention_memory` frees it.
     """
 
@@ -107,10 +119,22 @@ class AttentionRecorder:
         self._maps: dict[str, torch.Tensor] = {}
         self._grads: dict[str, torch.Tensor] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._forward_id = 0  # never reset (unlike num_forwards): tells each forward's gradients apart
+        self._forward_id_at_call = 0  # _forward_id when the latest model call began
+        self._stale_grads_from: int | None = None  # forward whose gradients arrived after a newer forward began
+        self._unseen_calls = 0  # model calls in which no forward of ours ran (compiled code skips module hooks)
+        self._latest_call_unseen = False
 
     # -- hooks ----------------------------------------------------------------------------------------------
     def _attach(self) -> None:
-        self._handles.append(self.model.register_forward_pre_hook(self._on_model_forward))
+        model = self.model
+        # a forward begins where both model(x) and model.forward_features(x) begin: the first branch's embedding
+        first_embedding = model.embed[model.branch_names[0]]
+        self._handles += [
+            model.register_forward_pre_hook(_recording_hook(self._on_model_call)),
+            model.register_forward_hook(_recording_hook(self._after_model_call)),
+            first_embedding.register_forward_pre_hook(_recording_hook(self._on_forward)),
+        ]
         for site in self.recorded_sites:
             self._handles.append(site.module.register_forward_hook(self._hook_for(site.name)))
             site.module.reuse_memory = True  # a later forward may write into a map nobody holds any more
@@ -122,21 +146,47 @@ class AttentionRecorder:
         for site in self.recorded_sites:
             site.module.reuse_memory = False  # the kept memory stays for the next recording (release_memory)
 
-    def _on_model_forward(self, module: nn.Module, inputs: tuple) -> None:
+    def _on_forward(self, module: nn.Module, inputs: tuple) -> None:
         self._maps = {}
         self._grads = {}
+        self._stale_grads_from = None
+        self._latest_call_unseen = False
         self.num_forwards += 1
+        self._forward_id += 1
+
+    def _on_model_call(self, module: nn.Module, inputs: tuple) -> None:
+        self._forward_id_at_call = self._forward_id
+
+    def _after_model_call(self, module: nn.Module, inputs: tuple, output: object) -> None:
+        if self._forward_id == self._forward_id_at_call:  # the model ran, but not the modules we hooked
+            self._unseen_calls += 1
+            self._latest_call_unseen = True
+
+    def _keep_grad(self, forward_id: int, name: str, grad: torch.Tensor) -> None:
+        if forward_id == self._forward_id:
+            self._grads[name] = grad
+        else:  # a backward through an earlier forward: its gradients do not belong to the maps we hold
+            self._stale_grads_from = forward_id
 
     def _hook_for(self, name: str) -> Callable:
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             if self.keep_grads and output.requires_grad:
-                output.register_hook(lambda grad: self._grads.__setitem__(name, grad))
+                forward_id = self._forward_id
+                output.register_hook(lambda grad: self._keep_grad(forward_id, name, grad))
             self._maps[name] = output.detach() if self.detach else output
 
+        hook.recording_hook = True  # type: ignore[attr-defined]  # see _recording_hook
         return hook
 
     # -- reading --------------------------------------------------------------------------------------------
     def _require_forward(self) -> None:
+        if self._latest_call_unseen:
+            raise RuntimeError(
+                f"the model was called during the recording but its attention sites did not run "
+                f"({self._unseen_calls} such call(s)): it was probably called through torch.compile (or another "
+                "wrapper whose compiled code skips module hooks). Call the eager model inside the recording "
+                "(for a compiled model: compiled._orig_mod)"
+            )
         if self.num_forwards == 0:
             raise RuntimeError("no attention has been recorded yet: run the model inside the "
                                "`with record_attention(model) as rec:` block before reading rec")
@@ -172,6 +222,12 @@ class AttentionRecorder:
         if not self.keep_grads:
             raise RuntimeError("this recording kept no gradients: use record_attention(model, grads=True) and "
                                "call backward() on the output")
+        if not self._grads and self._stale_grads_from is not None:
+            raise RuntimeError(
+                f"the attention gradients that arrived belong to an earlier forward of this recording than the "
+                f"maps it holds (the latest, forward {self.num_forwards}): the recorder keeps only the latest "
+                "forward's maps, so call backward() on the output of the latest forward"
+            )
         if not self._grads:
             raise RuntimeError("no attention gradients yet: call backward() on (a function of) the model's "
                                "output after the forward, with autograd enabled")
@@ -195,10 +251,20 @@ class AttentionRecorder:
     def clear(self) -> None:
         """Forget the recorded maps and gradients (the hooks stay while the ``with`` block lasts)."""
         self._maps, self._grads, self.num_forwards = {}, {}, 0
+        self._stale_grads_from, self._latest_call_unseen, self._unseen_calls = None, False, 0
 
     def __repr__(self) -> str:
         return (f"AttentionRecorder({len(self.recorded_sites)} sites, {self.num_forwards} forwards, "
                 f"grads={self.keep_grads}, {'active' if self._handles else 'closed'})")
+
+
+def _recording_hook(fn: Callable) -> Callable:
+    """``fn`` as a hook marked ``recording_hook``, which ``copy.deepcopy`` of a model leaves out of the copy."""
+    def hook(*args: object) -> object:
+        return fn(*args)
+
+    hook.recording_hook = True  # type: ignore[attr-defined]
+    return hook
 
 
 class record_attention:  # noqa: N801 - used as a function-like context manager

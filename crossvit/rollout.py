@@ -24,6 +24,9 @@ restricts its layers for the same reason). ``start_block=0`` (the default here) 
 
 Only CLS rows are ever needed, so everything propagates row vectors (v <- v M from the last layer to the first)
 instead of multiplying T x T matrices: the cost is one pass over the recorded maps.
+
+Every rollout accumulates in float32 (float64 maps stay float64), whatever the model's dtype: a product of
+dozens of row-normalised factors in float16 loses the small entries, and the gradient-weighted maps underflow.
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ from .recording import AttentionRecorder, attention_sites
 
 HeadFusion = Literal["mean", "max", "min"]
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype rollouts compute in for maps of ``dtype``: float32, or float64 for float64 maps."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def fuse_heads(attention: torch.Tensor, head_fusion: HeadFusion = "mean") -> torch.Tensor:
@@ -81,12 +89,13 @@ def rollout_from_maps(maps: Sequence[torch.Tensor], head_fusion: HeadFusion = "m
         raise ValueError("rollout needs at least one self-attention map")
     first = maps[0]
     b, _, n, _ = first.shape
-    row = torch.zeros(b, 1, n, dtype=first.dtype, device=first.device)  # (B, 1, N): e(CLS)
+    dtype = accumulation_dtype(first.dtype)
+    row = torch.zeros(b, 1, n, dtype=dtype, device=first.device)  # (B, 1, N): e(CLS)
     row[:, 0, 0] = 1.0
     for attention in reversed(maps):
         if attention.shape[0] != b or attention.shape[-1] != n or attention.shape[-2] != n:
             raise ValueError(f"all maps must be (B, heads, {n}, {n}) with B={b}, got {tuple(attention.shape)}")
-        fused = discard_lowest(fuse_heads(attention, head_fusion), discard_ratio)  # (B, N, N)
+        fused = discard_lowest(fuse_heads(attention.to(dtype), head_fusion), discard_ratio)  # (B, N, N)
         # row <- row @ A' with A' = (0.5 A + 0.5 I) / s (rows), s = row sums of 0.5 A + 0.5 I; never build A'
         scaled = row / (0.5 * fused.sum(dim=-1) + 0.5)[:, None, :]  # (B, 1, N)
         row = 0.5 * (scaled @ fused) + 0.5 * scaled
@@ -156,7 +165,8 @@ def joint_rows(layers: Sequence[GraphLayer], num_tokens: dict[str, int]) -> torc
     other = {"small": "large", "large": "small"}
     total = num_tokens["small"] + num_tokens["large"]
     ref = layers[0].weights
-    rows = torch.zeros(ref.shape[0], 2, total, dtype=ref.dtype, device=ref.device)  # (B, 2, T)
+    dtype = accumulation_dtype(ref.dtype)
+    rows = torch.zeros(ref.shape[0], 2, total, dtype=dtype, device=ref.device)  # (B, 2, T)
     rows[:, 0, offsets["small"]] = 1.0
     rows[:, 1, offsets["large"]] = 1.0
     for layer in reversed(layers):  # v <- v M, last factor first
@@ -164,9 +174,9 @@ def joint_rows(layers: Sequence[GraphLayer], num_tokens: dict[str, int]) -> torc
         if layer.kind == "self":
             block = slice(start, start + num_tokens[layer.branch])
             v = rows[:, :, block]  # (B, 2, N_b)
-            rows[:, :, block] = 0.5 * v + 0.5 * (v @ layer.weights)
+            rows[:, :, block] = 0.5 * v + 0.5 * (v @ layer.weights.to(dtype))
         else:
-            c = layer.weights  # (B, 1 + N_other): [own CLS, other patches]
+            c = layer.weights.to(dtype)  # (B, 1 + N_other): [own CLS, other patches]
             o = offsets[other[layer.branch]]
             patches = slice(o + 1, o + num_tokens[other[layer.branch]])
             w = rows[:, :, start].clone()  # (B, 2): how much of each query row sits on CLS_b
@@ -224,8 +234,10 @@ def joint_rollout(rec: AttentionRecorder, head_fusion: HeadFusion = "mean", incl
 
 
 def gradient_weighted(attention: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """Chefer et al.'s A_bar = mean over heads of clamp(grad * A, min=0): (B, H, Nq, Nk) -> (B, Nq, Nk)."""
-    return (grad * attention).clamp(min=0).mean(dim=1)
+    """Chefer et al.'s A_bar = mean over heads of clamp(grad * A, min=0): (B, H, Nq, Nk) -> (B, Nq, Nk), computed
+    in float32 (or float64) whatever the dtype of the maps."""
+    dtype = accumulation_dtype(torch.promote_types(attention.dtype, grad.dtype))
+    return (grad.to(dtype) * attention.to(dtype)).clamp(min=0).mean(dim=1)
 
 
 def gradient_rollout(rec: AttentionRecorder, include_cls: bool = False, start_block: int = 0

@@ -21,6 +21,7 @@ import math
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import data
-from .checkpoint import save_checkpoint
+from .checkpoint import check_checkpoint_name, save_checkpoint
 from .config import CrossViTConfig, PaperConfig, SeedConfig
 from .model import CrossViT, count_parameters
 
@@ -254,13 +255,28 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
     return scores
 
 
+def check_output(out_dir: str | Path, name: str) -> Path:
+    """Make sure a checkpoint ``<out_dir>/<name>.*`` can be written, before any training: ``name`` must be a plain
+    file stem, ``out_dir`` a directory (created if missing) in which a file can be created. Returns ``out_dir``."""
+    check_checkpoint_name(name)
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write the checkpoint to {str(out)!r}: {err.strerror or err}") from None
+    return out
+
+
 def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool = True, *,
           name: str | None = None, command: str | None = None, model: nn.Module | None = None
           ) -> tuple[CrossViT, dict[str, Any]]:
     """Train a CrossViT as ``config`` says; return it (eval mode) and a JSON-able record of the run.
 
     If ``out_dir`` is given, the model and record are saved there with :func:`crossvit.checkpoint.save_checkpoint`
-    as ``<name>.safetensors`` / ``<name>.json`` (``name`` defaults to the preset name, else ``"model"``).
+    as ``<name>.safetensors`` / ``<name>.json`` (``name`` defaults to the preset name, else ``"model"``); both are
+    checked (:func:`check_output`) before the first step, so a bad path never costs a training run.
     ``command`` is stored in the record (the CLI passes its exact command line).
 
     ``model`` trains a module you built instead of the preset's CrossViT, with the same data, batches and schedule
@@ -268,6 +284,9 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     A module that is not a CrossViT has no branch heads (no head loss) and cannot be saved with ``out_dir``.
     """
     model_config = validate(config)
+    default_name = config.preset if isinstance(config.preset, str) else "model"
+    if out_dir is not None:  # fail now, not after the training
+        check_output(out_dir, name or default_name)
     device = resolve_device(config.device)
     amp = config.amp and device.type == "cuda"
     started = time.perf_counter()
@@ -365,8 +384,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         "python_version": platform.python_version(),
     }
     if out_dir is not None:
-        default = config.preset if isinstance(config.preset, str) else "model"
-        record["checkpoint"] = str(save_checkpoint(model, out_dir, record=record, name=name or default))
+        record["checkpoint"] = str(save_checkpoint(model, out_dir, record=record, name=name or default_name))
     return model, record
 
 
@@ -431,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     command = shlex.join(["python", "-m", "crossvit.train", *argv])
     try:
+        if args.name is not None:
+            check_checkpoint_name(args.name)  # also without --out: a bad name is a mistake either way
         _, record = train(config, args.out, progress=not args.quiet, name=args.name, command=command)
     except (TypeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

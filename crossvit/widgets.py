@@ -76,6 +76,13 @@ class _Explorer(widgets.VBox):
     def _take_inputs(self, model: CrossViT, images: torch.Tensor, masks: torch.Tensor | None,
                      class_names: Sequence[str] | None, index: int) -> tuple[AttentionRecorder, widgets.IntSlider]:
         """Store the inputs and the predicted classes; return the recorder of the forward and the image slider."""
+        if masks is not None:  # checked now, not at the slider position of the first bad mask
+            if not isinstance(masks, torch.Tensor):
+                raise TypeError(f"masks must be a (B, H, W) torch.Tensor, got {type(masks).__name__}")
+            expected = (images.shape[0], *images.shape[-2:]) if isinstance(images, torch.Tensor) else None
+            if expected is not None and tuple(masks.shape) != expected:
+                raise ValueError(f"masks must be (B, H, W) = {expected} to match the images "
+                                 f"{tuple(images.shape)}, got {tuple(masks.shape)}")
         self.model = model
         self.images = images.detach().cpu()
         self.masks = None if masks is None else masks.detach().cpu()
