@@ -35,8 +35,6 @@ from typing import Any
 
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from . import data
 from .model import CrossViT
@@ -147,7 +145,9 @@ def data_config(model: CrossViT) -> dict[str, Any]:
 # Photos -> batch
 
 
-def _interpolation(name: str) -> InterpolationMode:
+def _interpolation(name: str) -> Any:
+    from torchvision.transforms import InterpolationMode  # imported here: torchvision takes seconds to import
+
     try:
         return InterpolationMode(name)
     except ValueError:
@@ -158,6 +158,8 @@ def _interpolation(name: str) -> InterpolationMode:
 def transform(image: Image.Image, config: Mapping[str, Any]) -> torch.Tensor:
     """One RGB PIL image -> (C, H, W) float tensor, as timm's eval transform does for the same data config:
     resize, centre crop, scale to [0, 1], normalise."""
+    from torchvision.transforms import functional as TF
+
     _, height, width = config["input_size"]
     if height != width:
         raise ValueError(f"only square inputs are supported, got input_size {config['input_size']}")
