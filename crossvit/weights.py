@@ -195,8 +195,8 @@ def fetch_imagenet_weights(model: CrossViT, name: str, **overrides: object) -> C
         return load_timm_weights(model, cached)
     if not hub_reachable():
         raise RuntimeError(
-            f"timm's ImageNet weights for {name!r} are not in the Hugging Face cache and the hub cannot be reached "
-            f"(HF_HUB_OFFLINE set, or no network). Connect once so that timm downloads {hub_repo(name)}, or use a "
+            f"could not fetch timm's pretrained weights for {name!r}: they are not in the Hugging Face cache and the "
+            f"hub cannot be reached (HF_HUB_OFFLINE set, or no network). Connect once so that timm downloads {hub_repo(name)}, or use a "
             "local copy of its model.safetensors: create_model(name, checkpoint_path=FILE), or --checkpoint FILE "
             "on the command line."
         )
