@@ -25,7 +25,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
@@ -37,6 +37,9 @@ from .model import CrossViT
 from .photos import check_image_file, find_images
 from .preprocessing import display_images, preprocess
 from .presets import create_model, list_models
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PROG = "crossvit"
 DEFAULT_METHODS: tuple[str, ...] = ("grad_rollout",)
@@ -52,6 +55,7 @@ class UsageError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``crossvit`` parser: sub-commands ``explain`` (parsed here) and ``train`` (forwarded by :func:`main`)."""
     parser = argparse.ArgumentParser(
         prog=PROG, description="Look inside a CrossViT: explain photos (explain), or train one on the synthetic "
                                "shapes task (train).")
@@ -173,7 +177,7 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
     return out
 
 
-def explanation_figure(image: torch.Tensor, heat: torch.Tensor, method: str, title: str) -> Any:
+def explanation_figure(image: torch.Tensor, heat: torch.Tensor, method: str, title: str) -> Figure:
     """The photo as the model sees it, and ``heat`` (H, W) over it with a colour bar; ``title`` on top."""
     import matplotlib.pyplot as plt
 

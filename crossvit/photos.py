@@ -2,8 +2,8 @@
 
 :func:`read_image` is the single door every photo goes through before :func:`crossvit.preprocess`:
 
-* a **path** (``str`` or ``Path``): opened with PIL; a missing file or a file that is not an image raises an error
-  that names the file;
+* a **path** (``str`` or ``Path``): opened with PIL and turned upright by its EXIF orientation tag (as image
+  viewers do); a missing file or a file that is not an image raises an error that names the file;
 * a **PIL image** of any common mode: ``RGB`` as it is, greyscale / palette / CMYK / YCbCr converted to RGB,
   an alpha channel composited onto white (what an image viewer shows; the colours under transparent pixels are
   arbitrary), 16-bit greyscale (``I;16``) scaled to 8 bits (value / 257);
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                                    ".pgm")
@@ -128,7 +128,8 @@ def read_image(image: Any, where: str | None = None) -> Image.Image:
         try:
             with Image.open(path) as opened:
                 opened.load()
-                return _pil_to_rgb(opened, where)
+                upright = ImageOps.exif_transpose(opened)  # a camera's orientation tag, applied as viewers do
+                return _pil_to_rgb(upright, where)
         except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
             raise ValueError(f"{where}: not an image file that PIL can read ({type(err).__name__}: {err})") from None
     if isinstance(image, Image.Image):

@@ -124,7 +124,8 @@ def data_config(model: CrossViT) -> dict[str, Any]:
     checked: a config whose input size is not the model's raises ValueError."""
     if not isinstance(model, CrossViT):
         raise TypeError(f"expected a crossvit.CrossViT, got {type(model).__name__}")
-    config = {**default_data_config(model), **(getattr(model, "pretrained_cfg", None) or {})}
+    given = getattr(model, "pretrained_cfg", None) or {}
+    config = {**default_data_config(model), **{k: v for k, v in given.items() if v is not None}}
     resolved = {key: config[key] for key in DATA_KEYS}
     resolved["input_size"] = tuple(resolved["input_size"])
     if resolved["input_size"] != _input_size(model):

@@ -53,6 +53,18 @@ def test_path_pil_and_array_read_the_same(tmp_path):
         assert np.array_equal(np.asarray(photos.read_image(source)), array)
 
 
+def test_a_cameras_orientation_tag_is_applied(tmp_path):
+    array = photos.sample_photo("rocket")[:40, :60].copy()  # wider than tall
+    image = Image.fromarray(array)
+    exif = image.getexif()
+    exif[0x0112] = 6  # EXIF Orientation: the camera was turned, show it rotated by 90 degrees clockwise
+    path = tmp_path / "turned.png"
+    image.save(path, exif=exif)
+    upright = np.asarray(photos.read_image(path))
+    assert upright.shape == (60, 40, 3)
+    assert np.array_equal(upright, np.rot90(array, k=-1))  # rotated clockwise, written out by numpy
+
+
 def test_greyscale_becomes_three_equal_channels():
     grey = np.arange(48, dtype=np.uint8).reshape(6, 8)
     for source in (grey, grey[..., None], Image.fromarray(grey)):
