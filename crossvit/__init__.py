@@ -1,11 +1,14 @@
 """CrossViT Lab: a readable CrossViT (both published flavours) and the tools to look inside it."""
 
-from . import data, metrics
+from . import data, metrics, photos, weights
 from .checkpoint import load_checkpoint, load_pretrained, save_checkpoint
+from .classes import class_names, top_classes
 from .config import Architecture, BranchSpec, PaperConfig, SeedConfig, config_from_dict
 from .convert import from_timm, from_vit_pytorch
 from .explain import METHOD_OPTIONS, METHODS, explain, joint_rollout_pixels, patch_map_to_pixels
 from .model import CrossViT, count_parameters
+from .photos import sample_photo, sample_photos
+from .preprocessing import data_config, display_images, preprocess
 from .presets import PAPER_PRESETS, create_model, list_models
 from .recording import AttentionRecorder, Site, attention_sites, record_attention, release_attention_memory
 from .rollout import attention_rollout, gradient_rollout, joint_rollout
@@ -25,10 +28,13 @@ __all__ = [
     "Site",
     "attention_rollout",
     "attention_sites",
+    "class_names",
     "config_from_dict",
     "count_parameters",
     "create_model",
     "data",
+    "data_config",
+    "display_images",
     "explain",
     "from_timm",
     "from_vit_pytorch",
@@ -40,7 +46,13 @@ __all__ = [
     "load_pretrained",
     "metrics",
     "patch_map_to_pixels",
+    "photos",
+    "preprocess",
     "record_attention",
     "release_attention_memory",
+    "sample_photo",
+    "sample_photos",
     "save_checkpoint",
+    "top_classes",
+    "weights",
 ]

@@ -4,11 +4,14 @@ A checkpoint named ``NAME`` in a directory is two files::
 
     NAME.safetensors   the weights (a contiguous CPU state dict, loadable with safetensors alone)
     NAME.json          {"format": 1, "config": model.config.to_dict(), "record": {...} or null,
-                        "sha256": "<hex sha256 of NAME.safetensors>"}
+                        "sha256": "<hex sha256 of NAME.safetensors>",
+                        "data_config": {...}   (optional: the model's pretrained_cfg, how to prepare inputs)}
 
 The JSON says how to rebuild the network (``config``), what produced the weights (``record``: the trainer's
 command line, settings, accuracy, ...), and lets the loader check that the weights file is the one that was
-written (``sha256``). ``load_pretrained()`` loads the small model bundled in ``crossvit/assets/``.
+written (``sha256``). ``load_pretrained()`` loads the small model bundled in ``crossvit/assets/``. A loaded
+model knows how its inputs must be prepared (``model.pretrained_cfg``, see :mod:`crossvit.preprocessing`): the
+stored ``data_config``, else the shapes task's for a model ``crossvit.train`` wrote.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import config_from_dict
 from .model import CrossViT
+from .preprocessing import checkpoint_data_config, stored_data_config
 
 FORMAT = 1
 """Version of the JSON sidecar layout written by :func:`save_checkpoint`."""
@@ -96,6 +100,7 @@ def save_checkpoint(model: CrossViT, directory: str | Path, *, record: dict[str,
     except (TypeError, ValueError) as err:
         raise TypeError(f"record must be plain JSON (dict/list/str/number/bool/None, finite floats): {err}") from None
 
+    data_config = stored_data_config(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights_path = directory / f"{name}{WEIGHTS_SUFFIX}"
@@ -104,6 +109,8 @@ def save_checkpoint(model: CrossViT, directory: str | Path, *, record: dict[str,
     _atomic_write(weights_path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     meta = {"format": FORMAT, "config": model.config.to_dict(), "record": record_json,
             "sha256": file_sha256(weights_path)}
+    if data_config is not None:  # how inputs must be prepared (crossvit.preprocessing); optional key
+        meta["data_config"] = data_config
     _atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
     return weights_path
 
@@ -189,6 +196,7 @@ def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str 
     model.to(map_location).eval()
     record = meta.get("record")
     model.training_record = record
+    model.pretrained_cfg = checkpoint_data_config(meta, model)
     return (model, record) if with_record else model
 
 

@@ -122,11 +122,17 @@ def timm_state_dict_to_ours(state: dict[str, torch.Tensor], depth: tuple[tuple[i
 
 
 def from_timm(timm_model: nn.Module) -> CrossViT:
-    """A :class:`CrossViT` computing the same function as a timm ``CrossVit`` (weights copied, same mode)."""
+    """A :class:`CrossViT` computing the same function as a timm ``CrossVit`` (weights copied, same mode).
+
+    timm's data config comes along as ``model.pretrained_cfg`` (input size set to the model's own), so that
+    :func:`crossvit.preprocess` prepares photos exactly as timm does for this model."""
     config = timm_config(timm_model)
     model = CrossViT(config)
     state = timm_state_dict_to_ours(timm_model.state_dict(), config.depth)
     _load_exactly(model, state, type(timm_model).__name__)
+    pretrained_cfg = getattr(timm_model, "pretrained_cfg", None)
+    if pretrained_cfg:
+        model.pretrained_cfg = {**pretrained_cfg, "input_size": (config.in_chans, config.img_size, config.img_size)}
     return model.train(timm_model.training)
 
 

@@ -7,10 +7,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from .config import PaperConfig, SeedConfig
 from .model import CrossViT
+from .preprocessing import imagenet_data_config
+from .weights import fetch_imagenet_weights, load_timm_weights
 
 _240 = dict(img_size=240, img_scale=(1.0, 224 / 240))
 _408 = dict(img_size=408, img_scale=(1.0, 384 / 408))
@@ -55,19 +58,23 @@ def _apply_overrides(cls: type, base: dict[str, Any], overrides: dict[str, Any],
     return cls(**{**base, **overrides})
 
 
-def create_model(name: str, pretrained: bool = False, **overrides: Any) -> CrossViT:
+def create_model(name: str, pretrained: bool = False, checkpoint_path: str | os.PathLike | None = None,
+                 **overrides: Any) -> CrossViT:
     """Build a CrossViT by name.
 
     ``"seed"`` takes exactly ``vit_pytorch.cross_vit.CrossViT``'s keyword arguments (``image_size``,
     ``num_classes``, ``sm_dim`` and ``lg_dim`` are required, as there). A paper name takes timm's keyword overrides
     (``num_classes``, ``img_size``, ``drop_rate``, ``drop_path_rate``, ``in_chans``, ...). ``pretrained=True``
-    (paper names only) fetches timm's ImageNet weights and converts them; it needs timm and the network or a
-    populated Hugging Face cache.
+    (paper names only) loads timm's ImageNet weights: from the Hugging Face cache when they are there (no network
+    needed), else downloaded through timm (needs timm and the network once). ``checkpoint_path`` loads them from a
+    local timm-format state dict instead (``.safetensors``, or ``.pth``/``.bin`` read with
+    ``torch.load(weights_only=True)``), offline and without timm. Paper models carry timm's data config as
+    ``model.pretrained_cfg`` (see :mod:`crossvit.preprocessing`).
     """
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
     if name == SEED:
-        if pretrained:
+        if pretrained or checkpoint_path is not None:
             raise ValueError("the 'seed' flavour has no published weights; use pretrained=False, or convert your "
                              "own vit-pytorch model with crossvit.from_vit_pytorch")
         required = {"image_size", "num_classes", "sm_dim", "lg_dim"}
@@ -77,9 +84,11 @@ def create_model(name: str, pretrained: bool = False, **overrides: Any) -> Cross
         return CrossViT(_apply_overrides(SeedConfig, {}, overrides, name))
     if name not in PAPER_PRESETS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    if pretrained:
-        from .convert import load_timm_pretrained
-
-        return load_timm_pretrained(name, **overrides)
     base = {f.name: getattr(PAPER_PRESETS[name], f.name) for f in dataclasses.fields(PaperConfig) if f.init}
-    return CrossViT(_apply_overrides(PaperConfig, base, overrides, name))
+    model = CrossViT(_apply_overrides(PaperConfig, base, overrides, name))
+    model.pretrained_cfg = imagenet_data_config(name, (model.in_chans, model.image_size, model.image_size))
+    if checkpoint_path is not None:
+        return load_timm_weights(model, checkpoint_path)
+    if pretrained:
+        return fetch_imagenet_weights(model, name, **overrides)
+    return model

@@ -1,0 +1,281 @@
+"""The ``crossvit`` command line (also ``python -m crossvit``): explain photos, or train on the shapes task.
+
+    crossvit explain PATHS... --model NAME (--pretrained | --checkpoint FILE) [--method M ...] [--target CLASS]
+                     [--out DIR] [--device auto|cpu|cuda] [--batch-size N] [--quiet]
+    crossvit train ...        (the same options as ``python -m crossvit.train``)
+
+``explain`` takes image files and folders (a folder's image files, not its sub-folders) and writes, into ``DIR``:
+
+* ``<stem>.<method>.png`` per image and method: the photo as the model sees it (resized and centre-cropped), the
+  explanation over it with a colour bar, and the predicted class in the title;
+* ``predictions.json``: per image its top-5 classes (index, name, probability), the explained class and its
+  figures.
+
+Weights: ``--pretrained`` (timm's ImageNet weights, cached after one download), ``--checkpoint FILE`` with a timm
+state dict (``.safetensors``, ``.pth``, ``.bin``; needs ``--model``), or ``--checkpoint`` with one of this project's
+checkpoints (``NAME.safetensors`` + ``NAME.json``, e.g. ``crossvit/assets/shapes_tiny.safetensors``; the model
+comes from its JSON, so no ``--model``). Bad input ends with one ``error:`` line and exit status 1 (2 for
+command-line usage errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoint import WEIGHTS_SUFFIX, checkpoint_paths, load_checkpoint
+from .classes import class_names, top_classes
+from .explain import METHODS, explain
+from .model import CrossViT
+from .photos import check_image_file, find_images
+from .preprocessing import display_images, preprocess
+from .presets import create_model, list_models
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+PROG = "crossvit"
+DEFAULT_METHODS: tuple[str, ...] = ("grad_rollout",)
+TOP_K = 5
+
+
+class UsageError(ValueError):
+    """A bad combination of command-line options (exit status 2)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``crossvit`` parser: sub-commands ``explain`` (parsed here) and ``train`` (forwarded by :func:`main`)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Look inside a CrossViT: explain photos (explain), or train one on the synthetic "
+                               "shapes task (train).")
+    commands = parser.add_subparsers(dest="command", metavar="{explain,train}")
+    commands.required = True
+    commands.add_parser("train", help="train on the shapes task: same options as python -m crossvit.train",
+                        add_help=False)
+    ex = commands.add_parser(
+        "explain", help="explain what a model predicts on photos",
+        description="Explain photos: writes DIR/<stem>.<method>.png per image and method, and DIR/predictions.json "
+                    "(top-5 classes per image). Put PATHS first: --method takes every word after it.")
+    ex.add_argument("paths", nargs="+", metavar="PATHS", help="image files and/or folders of images")
+    ex.add_argument("--model", default=None,
+                    help=f"model name ({', '.join(n for n in list_models() if n != 'seed')}); may be omitted "
+                         "when --checkpoint is one of this project's checkpoints")
+    weights = ex.add_mutually_exclusive_group()
+    weights.add_argument("--pretrained", action="store_true",
+                         help="timm's ImageNet weights (Hugging Face cache, or downloaded once)")
+    weights.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
+                         help="a timm state dict (.safetensors/.pth/.bin) or a crossvit checkpoint "
+                              "(NAME.safetensors + NAME.json)")
+    ex.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), metavar="M",
+                    help=f"explanation method(s), default {' '.join(DEFAULT_METHODS)}: {', '.join(METHODS)}")
+    ex.add_argument("--target", default=None, metavar="CLASS",
+                    help="class to explain, as an index or a name (default: each image's predicted class)")
+    ex.add_argument("--out", type=Path, default=Path("explanations"), metavar="DIR",
+                    help="output folder, created if needed (default: ./explanations)")
+    ex.add_argument("--device", default="auto", metavar="{auto,cpu,cuda}",
+                    help="'auto' (the default): CUDA when available, else the CPU")
+    ex.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass (default: 8)")
+    ex.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pieces of `explain`
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else the CPU; ``cuda`` must be available."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be auto, cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but CUDA is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def is_crossvit_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is one of this project's checkpoints (a .json, or a .safetensors with its .json beside it,
+    or a folder holding model.safetensors + model.json) rather than a bare timm state dict."""
+    if path.is_dir() or path.suffix == ".json":
+        return True
+    return path.suffix == WEIGHTS_SUFFIX and checkpoint_paths(path)[1].is_file()
+
+
+def load_model(model_name: str | None, pretrained: bool, checkpoint: Path | None) -> tuple[CrossViT, str]:
+    """The model the options ask for, and a one-line description of its weights."""
+    if checkpoint is not None:
+        if not checkpoint.exists():
+            raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
+        if is_crossvit_checkpoint(checkpoint):
+            if model_name is not None:
+                raise UsageError(f"{checkpoint} is a crossvit checkpoint: its JSON says which model it is, so leave "
+                                 "out --model")
+            return load_checkpoint(checkpoint), f"crossvit checkpoint {checkpoint}"
+        if model_name is None:
+            raise UsageError(f"{checkpoint} is a timm state dict: say which model it belongs to with --model")
+        return create_model(model_name, checkpoint_path=checkpoint), f"{model_name} weights from {checkpoint}"
+    if model_name is None:
+        raise UsageError("give --model NAME with --pretrained, or --checkpoint FILE")
+    if not pretrained:
+        raise UsageError("say which weights to explain: --pretrained (timm's ImageNet weights) or --checkpoint FILE")
+    return create_model(model_name, pretrained=True).eval(), f"{model_name} with timm's ImageNet weights"
+
+
+def resolve_target(target: str | None, names: Sequence[str]) -> int | None:
+    """A class index from ``--target``: an index, a full class name, or one of its comma-separated synonyms
+    (``tabby`` for ``tabby, tabby cat``), case-insensitive."""
+    if target is None:
+        return None
+    if target.lstrip("-").isdigit():
+        index = int(target)
+        if not 0 <= index < len(names):
+            raise ValueError(f"--target {index} is out of range: this model has {len(names)} classes (0..{len(names) - 1})")
+        return index
+    wanted = target.strip().lower()
+    exact = [k for k, name in enumerate(names) if name.lower() == wanted]
+    if exact:
+        return exact[0]
+    matches = [k for k, name in enumerate(names) if wanted in (part.strip().lower() for part in name.split(","))]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ValueError(f"--target {target!r} names several classes: "
+                         + "; ".join(f"{k} ({names[k]})" for k in matches))
+    raise ValueError(f"--target {target!r} is not a class name of this model (e.g. {names[0]!r}); give a class "
+                     "index or a name")
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """File stems, made unique by a numeric suffix where two images share one (``cat``, ``cat_1``, ...)."""
+    seen: dict[str, int] = {}
+    taken = {p.stem for p in paths}
+    out = []
+    for path in paths:
+        stem = path.stem
+        if stem in seen:
+            k = seen[stem]
+            while f"{stem}_{k}" in taken:
+                k += 1
+            seen[stem] = k + 1
+            stem = f"{stem}_{k}"
+            taken.add(stem)
+        else:
+            seen[stem] = 1
+        out.append(stem)
+    return out
+
+
+def explanation_figure(image: torch.Tensor, heat: torch.Tensor, method: str, title: str) -> Figure:
+    """The photo as the model sees it, and ``heat`` (H, W) over it with a colour bar; ``title`` on top."""
+    import matplotlib.pyplot as plt
+
+    from . import plotting
+
+    fig, (ax_photo, ax_map) = plt.subplots(1, 2, figsize=(7.6, 3.9), layout="constrained")
+    plotting.show_image(ax_photo, image, "input, as the model sees it")
+    shown = plotting.overlay_heatmap(ax_map, image, heat, title=method)
+    fig.colorbar(shown, ax=ax_map, fraction=0.046, pad=0.02, label="relevance (min-max scaled)")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _explain_command(args: argparse.Namespace) -> int:
+    unknown = [m for m in args.method if m not in METHODS]
+    if unknown:
+        raise UsageError(f"unknown method(s) {', '.join(map(repr, unknown))}; valid methods: {', '.join(METHODS)}")
+    methods = list(dict.fromkeys(args.method))  # drop repeats, keep order
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.model is not None and args.model not in list_models():
+        raise ValueError(f"unknown model {args.model!r}; available: {', '.join(list_models())}")
+    device = resolve_device(args.device)
+    paths = find_images(args.paths)
+    for path in paths:  # every file must be an image before any work starts (reads the headers only)
+        check_image_file(path)
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never open a window
+    import matplotlib.pyplot as plt
+
+    model, weights = load_model(args.model, args.pretrained, args.checkpoint)
+    model = model.to(device).eval()
+    names = class_names(model)
+    target = resolve_target(args.target, names)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stems = unique_stems(paths)
+
+    results: list[dict[str, Any]] = []
+    bar = tqdm(total=len(paths), unit="image", desc="explain", disable=args.quiet, file=sys.stderr)
+    for start in range(0, len(paths), args.batch_size):
+        chunk = paths[start:start + args.batch_size]
+        batch = preprocess(model, chunk)  # (B, 3, H, W) on the model's device
+        with torch.no_grad():
+            logits = model(batch)
+        top = top_classes(model, logits, TOP_K)
+        explained = torch.full((len(chunk),), target, device=device) if target is not None else logits.argmax(1)
+        shown = display_images(model, batch)  # (B, 3, H, W) in [0, 1], CPU
+        maps = {method: explain(model, batch, method, target=explained).cpu() for method in methods}
+        for i, path in enumerate(chunk):
+            stem, best, k = stems[start + i], top[i][0], int(explained[i])
+            title = f"{path.name}: predicted {best.name} ({best.probability:.1%})"
+            if k != best.index:
+                title += f"; explained: {names[k]}"
+            figures = {}
+            for method in methods:
+                fig = explanation_figure(shown[i], maps[method][i], method, title)
+                figures[method] = f"{stem}.{method}.png"
+                fig.savefig(args.out / figures[method], dpi=110, facecolor="white")
+                plt.close(fig)
+            results.append({
+                "path": str(path), "stem": stem,
+                "top5": [{"index": p.index, "name": p.name, "probability": round(p.probability, 6)} for p in top[i]],
+                "explained_class": {"index": k, "name": names[k]}, "figures": figures,
+            })
+        bar.update(len(chunk))
+    bar.close()
+    summary = {"weights": weights, "methods": methods, "device": str(device),
+               "target": None if target is None else {"index": target, "name": names[target]}, "images": results}
+    (args.out / "predictions.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    print(f"{len(results)} image(s), {len(results) * len(methods)} figure(s) and predictions.json in {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 bad input, 2 usage error, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":  # forward everything after `train` to the trainer's own parser
+        from .train import main as train_main
+
+        return train_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return _explain_command(args)
+    except UsageError as err:
+        print(f"{PROG} explain: error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, TypeError, RuntimeError, ImportError, OSError) as err:
+        print(f"{PROG} explain: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG} explain: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["build_parser", "explanation_figure", "main", "resolve_target", "unique_stems"]

@@ -1,0 +1,209 @@
+"""From photos to the batch a model expects, following the model's own *data config*.
+
+Every model knows how its inputs must be prepared through ``model.pretrained_cfg``, a dict with timm's key names
+(so ``timm.data.resolve_data_config({}, model=model)`` reads it too)::
+
+    input_size   (C, H, W) of the model's input
+    interpolation, crop_pct, crop_mode
+                 resize the shorter side to floor(H / crop_pct) with this interpolation, then centre-crop H x W
+                 (crop_mode "center"; "squash" resizes both sides to that size before the crop)
+    mean, std    per-channel normalisation after scaling the pixels to [0, 1]
+    num_classes, label_names (optional), dataset (optional)
+
+Where it comes from:
+
+* ``create_model(<paper name>)`` and ``from_timm(m)``: timm's pretrained config of that variant (ImageNet:
+  bicubic, crop_pct 0.875, or 1.0 for the 408 px models, ImageNet mean and std); ``from_timm`` copies the timm
+  model's own ``pretrained_cfg``;
+* this project's checkpoints (:func:`crossvit.load_checkpoint`): the ``data_config`` the checkpoint's JSON
+  stores, else, for a model trained by ``crossvit.train`` on the shapes task, what the trainer fed it:
+  [0, 1] floats at the model's size (the model normalises inside, ``PaperConfig.input_norm``), and the shapes
+  class names;
+* any other model (``CrossViT(config)``, ``from_vit_pytorch``, ``"seed"``): :func:`default_data_config`, [0, 1]
+  floats at the model's size. Set ``model.pretrained_cfg = {...}`` to say otherwise.
+
+``input_size`` is always the model's own input size (a model built with ``img_size=...`` gets that size).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from PIL import Image
+
+from . import data
+from .model import CrossViT
+from .photos import read_image
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+DATA_KEYS: tuple[str, ...] = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
+"""The keys :func:`preprocess` reads (timm's ``resolve_data_config`` keys)."""
+
+STORED_KEYS: tuple[str, ...] = (*DATA_KEYS, "num_classes", "label_names", "dataset", "architecture", "tag")
+"""The keys a checkpoint's JSON keeps of ``model.pretrained_cfg`` (:func:`stored_data_config`)."""
+
+# timm's pretrained configs of the paper variants: everything at crop_pct 0.875 except the two 408 px models
+_IMAGENET_CROP_PCT: dict[str, float] = {"crossvit_15_dagger_408": 1.0, "crossvit_18_dagger_408": 1.0}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data configs
+
+
+def _input_size(model: CrossViT) -> tuple[int, int, int]:
+    return (model.in_chans, model.image_size, model.image_size)
+
+
+def imagenet_data_config(name: str, input_size: tuple[int, int, int]) -> dict[str, Any]:
+    """timm's ImageNet-1k pretrained data config of the paper variant ``name``, for a model of ``input_size``
+    (C, H, W)."""
+    return {
+        "architecture": name, "tag": "in1k", "hf_hub_id": f"timm/{name}.in1k", "dataset": "imagenet-1k",
+        "input_size": tuple(input_size), "interpolation": "bicubic", "crop_pct": _IMAGENET_CROP_PCT.get(name, 0.875),
+        "crop_mode": "center", "mean": IMAGENET_MEAN, "std": IMAGENET_STD, "num_classes": 1000,
+    }
+
+
+def default_data_config(model: CrossViT) -> dict[str, Any]:
+    """For a model that says nothing: [0, 1] floats at its input size (resize the shorter side, centre crop)."""
+    channels = model.in_chans
+    return {"input_size": _input_size(model), "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
+            "mean": (0.0,) * channels, "std": (1.0,) * channels, "num_classes": model.num_classes}
+
+
+def shapes_data_config(model: CrossViT) -> dict[str, Any]:
+    """What ``crossvit.train`` feeds a model: [0, 1] floats at its size, the shapes task's class names."""
+    config = {**default_data_config(model), "dataset": "shapes"}
+    if model.num_classes == data.NUM_CLASSES:
+        config["label_names"] = list(data.CLASS_NAMES)
+    return config
+
+
+def stored_data_config(model: CrossViT) -> dict[str, Any] | None:
+    """The JSON-able part of ``model.pretrained_cfg`` a checkpoint keeps (None if the model has none)."""
+    config = getattr(model, "pretrained_cfg", None)
+    if not config:
+        return None
+    out = {}
+    for key in STORED_KEYS:
+        if key in config and config[key] is not None:
+            value = list(config[key]) if isinstance(config[key], (tuple, list)) else config[key]
+            try:
+                out[key] = json.loads(json.dumps(value, allow_nan=False))
+            except (TypeError, ValueError):
+                raise TypeError(f"model.pretrained_cfg[{key!r}] is not plain JSON: {value!r}") from None
+    return out
+
+
+def checkpoint_data_config(meta: Mapping[str, Any], model: CrossViT) -> dict[str, Any]:
+    """The data config of a model loaded from this project's checkpoint, from the checkpoint's JSON ``meta``:
+    its stored ``data_config``, else the shapes config for a model ``crossvit.train`` wrote (its record has a
+    ``train_config``), else :func:`default_data_config`."""
+    stored = meta.get("data_config")
+    if isinstance(stored, Mapping):
+        config = {**default_data_config(model), **stored}
+        for key in ("input_size", "mean", "std"):
+            config[key] = tuple(config[key])
+        config["input_size"] = _input_size(model)
+        return config
+    record = meta.get("record")
+    if isinstance(record, Mapping) and "train_config" in record:
+        return shapes_data_config(model)
+    return default_data_config(model)
+
+
+def data_config(model: CrossViT) -> dict[str, Any]:
+    """The six keys of :data:`DATA_KEYS` that :func:`preprocess` follows for ``model`` (see the module docstring),
+    checked: a config whose input size is not the model's raises ValueError."""
+    if not isinstance(model, CrossViT):
+        raise TypeError(f"expected a crossvit.CrossViT, got {type(model).__name__}")
+    given = getattr(model, "pretrained_cfg", None) or {}
+    config = {**default_data_config(model), **{k: v for k, v in given.items() if v is not None}}
+    resolved = {key: config[key] for key in DATA_KEYS}
+    resolved["input_size"] = tuple(resolved["input_size"])
+    if resolved["input_size"] != _input_size(model):
+        raise ValueError(f"model.pretrained_cfg says input_size {resolved['input_size']}, but the model takes "
+                         f"{_input_size(model)}; fix model.pretrained_cfg['input_size']")
+    if resolved["crop_mode"] not in ("center", "squash"):
+        raise ValueError(f"crop_mode {resolved['crop_mode']!r} is not supported (use 'center' or 'squash')")
+    if not isinstance(resolved["crop_pct"], (int, float)) or not 0 < resolved["crop_pct"] <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {resolved['crop_pct']!r}")
+    for key in ("mean", "std"):
+        resolved[key] = tuple(float(v) for v in resolved[key])
+        if len(resolved[key]) != model.in_chans:
+            raise ValueError(f"{key} needs one value per channel ({model.in_chans}), got {resolved[key]}")
+    return resolved
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Photos -> batch
+
+
+def _interpolation(name: str) -> Any:
+    from torchvision.transforms import InterpolationMode  # imported here: torchvision takes seconds to import
+
+    try:
+        return InterpolationMode(name)
+    except ValueError:
+        valid = ", ".join(mode.value for mode in InterpolationMode)
+        raise ValueError(f"unknown interpolation {name!r}; valid: {valid}") from None
+
+
+def transform(image: Image.Image, config: Mapping[str, Any]) -> torch.Tensor:
+    """One RGB PIL image -> (C, H, W) float tensor, as timm's eval transform does for the same data config:
+    resize, centre crop, scale to [0, 1], normalise."""
+    from torchvision.transforms import functional as TF
+
+    _, height, width = config["input_size"]
+    if height != width:
+        raise ValueError(f"only square inputs are supported, got input_size {config['input_size']}")
+    scale = math.floor(height / config["crop_pct"])
+    size: int | list[int] = scale if config["crop_mode"] == "center" else [scale, scale]
+    resized = TF.resize(image, size, interpolation=_interpolation(config["interpolation"]))
+    cropped = TF.center_crop(resized, [height, width])
+    return TF.normalize(TF.to_tensor(cropped), config["mean"], config["std"])
+
+
+def preprocess(model: CrossViT, image: Any) -> torch.Tensor:
+    """The batch ``model`` expects for one photo or a list of photos: (B, C, H, W) float32 on the model's device.
+
+    A photo is a path, a PIL image or an (H, W, 3) uint8 array (greyscale, RGBA and 16-bit are converted, see
+    :func:`crossvit.photos.read_image`); non-square photos are resized on their shorter side and centre-cropped.
+    The steps follow :func:`data_config` (for timm / ImageNet models exactly timm's eval transform). The inputs
+    are never modified.
+    """
+    config = data_config(model)
+    if model.in_chans != 3:
+        raise ValueError(f"preprocess makes RGB images, but this model takes {model.in_chans} channels")
+    if isinstance(image, Sequence) and not isinstance(image, (str, bytes)):
+        if len(image) == 0:
+            raise ValueError("preprocess got an empty list of images")
+        items = [(x, None if isinstance(x, (str, os.PathLike)) else f"image {k} of the list")
+                 for k, x in enumerate(image)]
+    else:
+        items = [(image, None)]
+    batch = torch.stack([transform(read_image(x, where), config) for x, where in items])  # (B, C, H, W)
+    return batch.to(next(model.parameters()).device)
+
+
+def display_images(model: CrossViT, batch: torch.Tensor) -> torch.Tensor:
+    """Undo the normalisation of a preprocessed batch: (B, C, H, W) in [0, 1] on the CPU, ready to plot."""
+    if not isinstance(batch, torch.Tensor) or batch.ndim != 4:
+        raise ValueError(f"expected a preprocessed batch (B, C, H, W), got "
+                         f"{tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__}")
+    config = data_config(model)
+    mean = torch.tensor(config["mean"]).reshape(1, -1, 1, 1)
+    std = torch.tensor(config["std"]).reshape(1, -1, 1, 1)
+    return (batch.detach().float().cpu() * std + mean).clamp(0, 1)
+
+
+__all__ = ["DATA_KEYS", "IMAGENET_MEAN", "IMAGENET_STD", "checkpoint_data_config", "data_config",
+           "default_data_config", "display_images", "imagenet_data_config", "preprocess", "shapes_data_config",
+           "stored_data_config", "transform"]

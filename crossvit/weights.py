@@ -1,0 +1,222 @@
+"""timm's ImageNet weights for the paper variants: from a local file, from the Hugging Face cache, or through timm.
+
+* :func:`read_state_dict` reads a timm-format state dict from ``.safetensors`` or, through
+  ``torch.load(weights_only=True)``, from ``.pth`` / ``.pt`` / ``.bin`` / ``.ckpt`` (never a full pickle);
+* :func:`load_timm_weights` converts it into a :class:`CrossViT` of the same variant, as timm would load it;
+* :func:`fetch_imagenet_weights` is ``create_model(name, pretrained=True)``: the file in the Hugging Face cache
+  when it is there (offline, no network call), else a download through timm (which caches it), else a clear
+  error at once instead of timm's minute of retries;
+* :func:`imagenet_or_random` is what notebook 07 uses: real weights when they can be had, random ones otherwise,
+  and which of the two it got.
+
+timm keeps its downloads in the Hugging Face cache: ``$HF_HUB_CACHE``, by default ``~/.cache/huggingface/hub``,
+as ``models--timm--<name>.in1k/``. ``HF_HUB_OFFLINE=1`` forbids any network access.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .convert import timm_state_dict_to_ours
+from .model import CrossViT
+
+HUB_TAG = "in1k"
+"""timm's pretrained tag of the paper variants' ImageNet-1k weights."""
+
+HUB_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
+"""The weight files timm looks for in a hub repository, in its order of preference."""
+
+TORCH_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".bin", ".ckpt")
+
+# wrappers timm's load_state_dict unwraps, in its order of preference (EMA weights first)
+_WRAPPER_KEYS: tuple[str, ...] = ("state_dict_ema", "model_ema", "state_dict", "model")
+# prefixes left by DistributedDataParallel and torch.compile, stripped as timm's clean_state_dict does
+_WRAPPER_PREFIXES: tuple[str, ...] = ("_orig_mod.", "module.")
+
+
+def hub_repo(name: str) -> str:
+    """The Hugging Face repository of a paper variant's ImageNet weights, e.g. ``timm/crossvit_15_240.in1k``."""
+    return f"timm/{name}.{HUB_TAG}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict (name -> tensor, on the CPU) from a ``.safetensors`` file or a ``torch.save`` file read with
+    ``weights_only=True``. A ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper (EMA weights first, as in timm)
+    is unwrapped and ``module.`` prefixes are stripped. Errors name the file."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"checkpoint_path must be a str or Path, got {type(path).__name__}")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        try:
+            state = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+    elif suffix in TORCH_SUFFIXES:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{path}: torch.load(weights_only=True) cannot read it as a plain state dict ({first}); "
+                             "crossvit never unpickles arbitrary objects: re-save the weights with "
+                             "torch.save(model.state_dict(), ...) or as .safetensors") from None
+    else:
+        raise ValueError(f"{path}: unknown weights format {suffix!r}; expected .safetensors or "
+                         f"{', '.join(TORCH_SUFFIXES)}")
+    if isinstance(state, dict):
+        for key in _WRAPPER_KEYS:
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"{path}: holds {type(state).__name__}, not a state dict of tensors")
+    cleaned: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise ValueError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor; not a state dict")
+        while key.startswith(_WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        cleaned[key] = value
+    return cleaned
+
+
+def _timm_key_fixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's own filter for CrossViT checkpoints: the original IBM files name ``pos_embed.0``, timm ``pos_embed_0``."""
+    return {(key.replace(".", "_") if "pos_embed" in key or "cls_token" in key else key): value
+            for key, value in state.items()}
+
+
+class _RecordingDict(dict):
+    """A dict that remembers which keys were read, to find the entries a conversion left unused."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def load_timm_weights(model: CrossViT, path: str | os.PathLike) -> CrossViT:
+    """Load a timm ``CrossVit`` state dict file into ``model`` (built for the same variant); returns it in eval mode.
+
+    As with timm's pretrained loading, a file whose classifier has another number of classes than the model
+    loads everything but the two classifier layers, which keep their initial values. Any other mismatch (another
+    variant's weights, a file that is not a timm CrossViT) raises a ValueError naming the file.
+    """
+    if not isinstance(model, CrossViT) or model.flavour != "paper":
+        raise TypeError("timm weights load into a paper-flavour crossvit.CrossViT (create_model(<paper name>))")
+    path = Path(path)
+    state = _timm_key_fixes(read_state_dict(path))
+    if "cls_token_0" not in state or "head.0.weight" not in state:
+        raise ValueError(f"{path}: not a timm CrossViT state dict (no 'cls_token_0' / 'head.0.weight'; first keys: "
+                         f"{sorted(state)[:4]})")
+    keep_heads = state["head.0.weight"].shape[0] == model.num_classes
+    if not keep_heads:
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    recorder = _RecordingDict(state)
+    own = model.state_dict()
+    if not keep_heads:  # the converter reads the heads too: give it the model's own (initial) ones
+        for i, branch in enumerate(model.branch_names):
+            for p in ("weight", "bias"):
+                dict.__setitem__(recorder, f"head.{i}.{p}", own[f"heads.{branch}.fc.{p}"])
+    try:
+        converted = timm_state_dict_to_ours(recorder, model.config.depth)
+    except KeyError as err:
+        raise ValueError(f"{path}: has no entry {err.args[0]!r}; are these the weights of another model?") from None
+    unused = sorted(k for k in state if k not in recorder.read and not k.startswith("patch_embed."))
+    missing = sorted(set(own) - set(converted))
+    wrong = [f"{k}: file {tuple(v.shape)}, model {tuple(own[k].shape)}"
+             for k, v in converted.items() if k in own and v.shape != own[k].shape]
+    if unused or missing or wrong:
+        raise ValueError(f"{path}: the weights do not fit this model (weights of another variant?): "
+                         f"{len(wrong)} with another shape {wrong[:3]}, {len(unused)} unused {unused[:3]}, "
+                         f"{len(missing)} missing {missing[:3]}")
+    model.load_state_dict(converted)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The Hugging Face cache and hub
+
+
+def cached_weights(name: str) -> Path | None:
+    """The weights file of ``name``'s ImageNet weights in the Hugging Face cache, or None if not downloaded yet
+    (or if huggingface_hub, which comes with timm, is not installed)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    for filename in HUB_FILES:
+        found = try_to_load_from_cache(hub_repo(name), filename)
+        if isinstance(found, str) and os.path.isfile(found):
+            return Path(found)
+    return None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within ``timeout`` seconds (False when
+    ``HF_HUB_OFFLINE`` is set, or without huggingface_hub). A fast check before timm's slow retries."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname or "", url.port or (443 if url.scheme == "https" else 80)),
+                                      timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def fetch_imagenet_weights(model: CrossViT, name: str, **overrides: object) -> CrossViT:
+    """``model`` (built for ``name``) with timm's ImageNet weights: the cached file when it is there, else a model
+    downloaded and converted through timm (``**overrides`` go to timm), else a RuntimeError that says what to do."""
+    cached = cached_weights(name)
+    if cached is not None:
+        return load_timm_weights(model, cached)
+    if not hub_reachable():
+        raise RuntimeError(
+            f"could not fetch timm's pretrained weights for {name!r}: they are not in the Hugging Face cache and the "
+            f"hub cannot be reached (HF_HUB_OFFLINE set, or no network). Connect once so that timm downloads {hub_repo(name)}, or use a "
+            "local copy of its model.safetensors: create_model(name, checkpoint_path=FILE), or --checkpoint FILE "
+            "on the command line."
+        )
+    from .convert import load_timm_pretrained
+
+    return load_timm_pretrained(name, **overrides)
+
+
+def imagenet_or_random(name: str, **overrides: object) -> tuple[CrossViT, bool]:
+    """``(model, True)`` with timm's ImageNet weights if they are cached or can be downloaded now, else
+    ``(model, False)`` with random weights (timm's initialisation, from the global torch seed). Eval mode."""
+    from .presets import create_model
+
+    if cached_weights(name) is not None or hub_reachable():
+        try:
+            return create_model(name, pretrained=True, **overrides), True
+        except (RuntimeError, OSError, ValueError):
+            pass  # a failed download: fall back to random weights, as when offline
+    return create_model(name, **overrides).eval(), False
+
+
+__all__ = ["HUB_FILES", "HUB_TAG", "cached_weights", "fetch_imagenet_weights", "hub_reachable", "hub_repo",
+           "imagenet_or_random", "load_timm_weights", "read_state_dict"]
