@@ -326,7 +326,7 @@ def test_plot_architecture_of_a_timm_preset():
     with torch.device("meta"):  # shapes only
         net = crossvit.create_model("crossvit_9_240")
     text = _diagram_text(plotting.plot_architecture(net))
-    # DESIGN numbers: 8.55 M parameters; the small branch sees 20x20 = 400 patches, the large 14x14 = 196
+    # the numbers docs/architecture.md quotes: 8.55 M parameters; the small branch sees 20x20 = 400 patches, the large 14x14 = 196
     assert "8.55 M parameters, 1000 classes" in text
     assert "20x20 grid = 400 patches" in text and "14x14 grid = 196 patches" in text
     assert "1 + 400 = 401 tokens x width 128" in text and "1 + 196 = 197 tokens x width 256" in text

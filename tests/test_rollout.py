@@ -88,7 +88,7 @@ def test_attention_rollout_matches_matrix_product_reference(recording, head_fusi
 
 
 def _reference_joint(model, rec, fuse):
-    """Full T x T matrices M in forward order, exactly as DESIGN.md defines them; R = M_L ... M_1."""
+    """Full T x T matrices M in forward order, exactly as docs/rollout.md defines them; R = M_L ... M_1."""
     ns, nl = 1 + model.num_patches("small"), 1 + model.num_patches("large")
     t = ns + nl
     off = {"small": 0, "large": ns}
