@@ -171,7 +171,8 @@ class BranchSpec:
 
 @dataclass(frozen=True)
 class Architecture:
-    """What to build. ``flavour`` selects the few behaviours that differ (see DESIGN.md's side-by-side table)."""
+    """What to build. ``flavour`` selects the few behaviours that differ (docs/architecture.md sets the two
+    flavours side by side)."""
 
     flavour: Flavour
     image_size: int  # input side

@@ -73,7 +73,7 @@ class CLSFusion(nn.Module):
     """One direction of a fusion layer: the CLS token of the ``query`` branch reads the other branch's patches.
 
     Both flavours project the CLS into the other branch's width, attend with it as the only query over
-    [projected CLS, other patches], and project back. They differ in the details (DESIGN.md's table):
+    [projected CLS, other patches], and project back. They differ in the details (docs/architecture.md has both flavours side by side):
 
     * seed: ``project_in``/``project_out`` are plain Linear layers (Identity when the widths match), the LayerNorm
       acts on the query CLS only, and the residual is added in the CLS's own width;

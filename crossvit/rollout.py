@@ -1,6 +1,6 @@
 """Attention rollout: where the CLS tokens end up looking, per branch and across both branches.
 
-Definitions (DESIGN.md, "Rollout, defined"):
+Definitions (written out step by step in docs/rollout.md):
 
 * **Per-branch rollout** (Abnar & Zuidema 2020). For the branch's self-attention maps A_1..A_L in forward order:
   fuse the heads (mean, max or min), optionally zero the lowest ``discard_ratio`` of the entries (per image;

@@ -1,4 +1,5 @@
-"""One real-browser test: JupyterLab runs a notebook with the attention explorer, and moving its slider redraws it.
+"""One real-browser test: JupyterLab runs a notebook with the attention explorer; moving its slider redraws it, and
+clicking a patch on its picture (through ipyevents) makes that patch the query token.
 
 Drives Debian's ``chromium`` (never a browser Playwright downloads) through Playwright against a JupyterLab
 server bound to 127.0.0.1 with a random token. Skipped when chromium or Playwright is missing; ``.ci/run``
@@ -36,6 +37,24 @@ EXPLORER_CELLS = [
     "explorer = widgets.attention_explorer(model, images, masks=masks, class_names=data.CLASS_NAMES)\n"
     "explorer",
 ]
+
+
+def _patch_point_in_picture(row: int, col: int) -> tuple[float, float]:
+    """Where the centre of small patch (row, col) lies in the explorer's picture (PNG pixels from the top left),
+    from the same explorer built here, in this process: same model, images and controls as in the notebook."""
+    import crossvit
+    from crossvit import data, widgets
+    from crossvit.train import HELD_OUT_SEED_BASE
+
+    model = crossvit.load_pretrained()
+    images, _, masks = data.make_shapes(3, seed=HELD_OUT_SEED_BASE + 2**32, image_size=model.image_size)
+    explorer = widgets.attention_explorer(model, images, masks=masks, class_names=data.CLASS_NAMES, index=1)
+    figure, ax = explorer.figure, explorer.figure.axes[0]
+    patch = model.image_size / model.patch_grid("small")[0]
+    box, (x0, x1), (y0, y1) = ax.get_position(), ax.get_xlim(), ax.get_ylim()
+    fx = box.x0 + ((col + 0.5) * patch - 0.5 - x0) / (x1 - x0) * box.width
+    fy = box.y0 + ((row + 0.5) * patch - 0.5 - y0) / (y1 - y0) * box.height
+    return fx * figure.bbox.width, (1.0 - fy) * figure.bbox.height
 
 
 def _free_port() -> int:
@@ -90,7 +109,7 @@ def jupyterlab(tmp_path):
         log.close()
 
 
-def test_attention_explorer_slider_redraws_in_jupyterlab(jupyterlab, tmp_path):
+def test_attention_explorer_slider_and_click_in_jupyterlab(jupyterlab, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     base, token, root = jupyterlab
     _write_notebook(root / "explorer.ipynb")
@@ -121,6 +140,21 @@ def test_attention_explorer_slider_redraws_in_jupyterlab(jupyterlab, tmp_path):
                                    arg=[picture.element_handle(), before_src], timeout=RUN_TIMEOUT_MS)
             assert slider.locator(".widget-readout").inner_text().strip() == "1"
             assert caption.inner_text() != before_caption
+
+            # click the centre of small patch (row 2, column 5) on the picture: it becomes the query token
+            x, y = _patch_point_in_picture(row=2, col=5)
+            box = picture.bounding_box()
+            natural = picture.evaluate("el => [el.naturalWidth, el.naturalHeight]")
+            before_src = picture.get_attribute("src")
+            page.mouse.click(box["x"] + x * box["width"] / natural[0], box["y"] + y * box["height"] / natural[1])
+            page.wait_for_function("([el, src]) => el.getAttribute('src') !== src",
+                                   arg=[picture.element_handle(), before_src], timeout=RUN_TIMEOUT_MS)
+            page.wait_for_function("el => el.innerText.includes('small patch (2, 5)')",
+                                   arg=caption.element_handle(), timeout=RUN_TIMEOUT_MS)
+            query = page.locator(".widget-toggle-buttons").filter(has_text="query").first
+            assert query.locator("button.mod-active").inner_text().strip() == "patch"
+            assert not page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
+                                    ).filter(has_text="Traceback").count()
             page.screenshot(path=str(tmp_path / "explorer.png"))
         finally:
             browser.close()

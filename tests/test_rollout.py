@@ -88,8 +88,8 @@ def test_attention_rollout_matches_matrix_product_reference(recording, head_fusi
 
 
 def _reference_joint(model, rec, fuse, start_block=0):
-    """Full T x T matrices M in forward order, exactly as the definition says; R = M_L ... M_1 (layers of blocks
-    before ``start_block`` are the identity)."""
+    """Full T x T matrices M in forward order, exactly as docs/rollout.md defines them; R = M_L ... M_1 (layers of
+    blocks before ``start_block`` are the identity)."""
     ns, nl = 1 + model.num_patches("small"), 1 + model.num_patches("large")
     t = ns + nl
     off = {"small": 0, "large": ns}

@@ -1,0 +1,166 @@
+"""The explorers' steering controls, driven directly in Python: any query token (a patch by grid row and column, or
+by a click on the picture) in the attention explorer, and the target class of the rollout explorer's gradient
+rollout. Each shown map is checked against the recorded maps sliced by hand, or a rollout computed separately."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+
+import crossvit
+from crossvit.explain import joint_rollout_pixels
+from crossvit.train import TRAIN_PRESETS
+from crossvit.widgets import RolloutExplorer, attention_explorer, rollout_explorer
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def model():
+    # the bundled model's architecture, random weights: small 8x8 grid of 12 px, large 5x5 grid of 16 px (96 px input)
+    torch.manual_seed(0)
+    return crossvit.CrossViT(TRAIN_PRESETS["shapes_tiny"]).eval()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return crossvit.data.make_shapes(3, seed=2**40 + 2**32 + 11)
+
+
+@pytest.fixture(scope="module")
+def recording(model, batch):
+    with crossvit.record_attention(model) as rec, torch.no_grad():
+        model(batch[0])
+    return rec
+
+
+@pytest.fixture()
+def explorer(model, batch):
+    images, _, masks = batch
+    return attention_explorer(model, images, masks=masks)
+
+
+def _picture_point(ax, x: float, y: float, figure) -> tuple[float, float]:
+    """PNG pixel (from the top left) of data point (x, y) of ``ax``, from the axes' position in the figure and its
+    data limits (matplotlib's layout), not from the explorer's own inverse mapping."""
+    box = ax.get_position()  # figure fraction, after the layout ran
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()  # imshow: y runs downwards, so y0 > y1
+    fx = box.x0 + (x - x0) / (x1 - x0) * box.width
+    fy = box.y0 + (y - y0) / (y1 - y0) * box.height
+    width, height = figure.bbox.width, figure.bbox.height
+    return fx * width, (1.0 - fy) * height
+
+
+def test_patch_query_shows_its_self_attention_row(explorer, recording):
+    c = explorer.controls
+    assert c["patch_row"].disabled and c["patch_col"].disabled  # CLS query first
+    c["query"].value = "patch"
+    assert not c["patch_row"].disabled
+    c["block"].value, c["layer"].value, c["head"].value, c["image"].value = 1, 1, 2, 2
+    c["patch_row"].value, c["patch_col"].value = 3, 6
+    assert explorer.query_token() == 1 + 3 * 8 + 6
+    name = "blocks.1.small.self.1"
+    assert explorer.last_site == name
+    expected = recording.sites[name][2, 2, 1 + 3 * 8 + 6]  # (1 + 64,): that patch's row, head 2, image 2
+    np.testing.assert_allclose(explorer.last_row, expected.numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(explorer.last_map, expected[1:].reshape(8, 8).numpy(), rtol=1e-5, atol=1e-7)
+    assert "small patch (3, 6)" in explorer.caption.value
+
+    # the large branch has a 5x5 grid: the sliders shrink and the patch stays inside it
+    c["branch"].value = "large"
+    assert (c["patch_row"].max, c["patch_col"].max) == (4, 4)
+    assert (c["patch_row"].value, c["patch_col"].value) == (3, 4)
+    c["head"].value = "max"
+    expected = recording.sites["blocks.1.large.self.1"][2, :, 1 + 3 * 5 + 4].amax(dim=0)
+    np.testing.assert_allclose(explorer.last_map, expected[1:].reshape(5, 5).numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_patch_query_has_no_cross_attention_row(explorer, recording):
+    c = explorer.controls
+    c["query"].value = "patch"
+    before = bytes(explorer.picture.value)
+    c["kind"].value = "cross"
+    assert explorer.last_row is None and explorer.last_map is None
+    assert "no cross-attention row" in explorer.caption.value and "only the CLS tokens" in explorer.caption.value
+    assert bytes(explorer.picture.value) != before and bytes(explorer.picture.value).startswith(PNG_SIGNATURE)
+    c["query"].value = "CLS"  # back to the CLS: its cross-attention row over the other (large) grid
+    row = recording.sites["blocks.0.small.cross.0"][0].mean(dim=0)[0]
+    np.testing.assert_allclose(explorer.last_map, row[1:].reshape(5, 5).numpy(), rtol=1e-5, atol=1e-7)
+    assert c["patch_row"].disabled
+
+
+def test_clicking_a_patch_on_the_image_selects_it(explorer, recording, model):
+    c = explorer.controls
+    c["kind"].value = "cross"  # a click asks for a patch's row, which only self-attention has
+    ax_image = explorer.figure.axes[0]
+    # the centre of small patch (row 2, column 5) in input pixels: patches are 12 px, imshow centres pixel i on i
+    x, y = _picture_point(ax_image, 5 * 12 + 5.5, 2 * 12 + 5.5, explorer.figure)
+    assert explorer.select_point(x, y) == (2, 5)
+    assert (c["query"].value, c["kind"].value, c["patch_row"].value, c["patch_col"].value) == ("patch", "self", 2, 5)
+    expected = recording.sites["blocks.0.small.self.0"][0].mean(dim=0)[1 + 2 * 8 + 5, 1:].reshape(8, 8)
+    np.testing.assert_allclose(explorer.last_map, expected.numpy(), rtol=1e-5, atol=1e-7)
+
+    # the large branch: its 5x5 grid spans the 96 px input in cells of 19.2 px; the click arrives as ipyevents
+    # reports it (the picture's natural pixel coordinates)
+    c["branch"].value = "large"
+    x, y = _picture_point(explorer.figure.axes[0], 4 * 19.2 + 2.0, 1 * 19.2 + 17.0, explorer.figure)
+    explorer._on_dom_event({"type": "click", "dataX": round(x), "dataY": round(y)})
+    assert (c["patch_row"].value, c["patch_col"].value) == (1, 4)
+    assert "large patch (1, 4)" in explorer.caption.value
+
+    # a click on the grid panel picks that cell; a click in the margin changes nothing
+    ax_grid = explorer.figure.axes[1]
+    x, y = _picture_point(ax_grid, 0.0, 3.0, explorer.figure)  # cell (row 3, column 0) is centred on (0, 3)
+    assert explorer.select_point(x, y) == (3, 0)
+    assert explorer.select_point(2.0, 2.0) is None
+    assert (c["patch_row"].value, c["patch_col"].value) == (3, 0)
+    with pytest.raises(ValueError, match="5x5 grid"):
+        explorer.select_patch(5, 0)
+
+
+def test_explorer_clicks_go_through_ipyevents(explorer):
+    ipyevents = pytest.importorskip("ipyevents")
+    assert isinstance(explorer._clicks, ipyevents.Event)
+    assert explorer._clicks.source is explorer.picture and explorer._clicks.watched_events == ["click"]
+
+
+def test_rollout_explorer_target_class(model, batch):
+    images, _, masks = batch
+    explorer = rollout_explorer(model, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+    c = explorer.controls
+    assert c["target"].disabled  # only gradient rollout is class-specific
+    c["method"].value = "grad_rollout"
+    assert not c["target"].disabled and c["target"].value == RolloutExplorer.PREDICTED
+    assert [v for _, v in c["target"].options] == [RolloutExplorer.PREDICTED, *range(model.num_classes)]
+
+    def grad_rollout_of(target: int) -> torch.Tensor:
+        # Chefer et al.'s rollout written out here: back-propagate the target's score to the recorded maps
+        with crossvit.record_attention(model, grads=True) as rec, torch.enable_grad():
+            score = model(images)[:, target].sum()
+            score.backward(inputs=list(rec.sites.values()))
+        return joint_rollout_pixels(model, crossvit.gradient_rollout(rec))  # both CLS tokens, mass per pixel
+
+    maps = {}
+    for target in range(model.num_classes):
+        c["target"].value = target
+        c["image"].value = 1
+        maps[target] = explorer.last_map
+        np.testing.assert_allclose(explorer.last_map, grad_rollout_of(target)[1].detach().numpy(), rtol=1e-4,
+                                   atol=1e-8)
+        assert f"gradients of class {crossvit.data.CLASS_NAMES[target]}" in explorer.caption.value
+    assert any(not np.allclose(maps[0], maps[k]) for k in range(1, model.num_classes))  # the class matters
+
+    c["target"].value = RolloutExplorer.PREDICTED
+    predicted = int(explorer.predictions[1])
+    np.testing.assert_allclose(explorer.last_map, maps[predicted], rtol=1e-6)
+    assert "gradients of the predicted class" in explorer.caption.value
+    with pytest.raises(ValueError, match="target must be"):
+        explorer.gradient_maps(model.num_classes)
