@@ -365,16 +365,16 @@ def check_token_sequence(answer: object, model: CrossViT, branch_image: torch.Te
     branch = _check_branch(checker, model, branch)
     image = _branch_image(checker, model, branch_image, branch)
     embedding = model.embed[branch]
-    b, n, d = image.shape[0], model.num_patches(branch), model.arch.branch(branch).dim
+    with torch.no_grad(), _eval_mode(model):
+        reference = embedding(image)  # (B, 1 + N, D)
+        patches = embedding.patch_embed(image)
+        cls = embedding.cls_token.expand(image.shape[0], -1, -1)
+        pos = embedding.pos_embed
+    b, n, d = reference.shape[0], reference.shape[1] - 1, reference.shape[2]
     answer = _tensor_answer(
         name, answer, "the token sequence", (b, 1 + n, d), "(B, 1 + N, D)",
         {(b, n, d): "the CLS token is missing: prepend it (torch.cat along dimension 1).",
          (1, 1 + n, d): "expand the CLS token to the batch (cls_token.expand(B, -1, -1)) before concatenating."})
-    with torch.no_grad(), _eval_mode(model):
-        reference = embedding(image)
-        patches = embedding.patch_embed(image)
-        cls = embedding.cls_token.expand(b, -1, -1)
-        pos = embedding.pos_embed
     diagnoses = [
         (lambda: torch.cat((cls, patches), dim=1),
          "the position embeddings are missing: add embedding.pos_embed to the whole sequence."),
@@ -405,12 +405,6 @@ def check_cls_attention_row(answer: object, model: CrossViT, images: torch.Tenso
         raise ValueError(f"{checker}: {site!r} is a cross-attention site; this exercise is about self-attention")
     layer = model.blocks[where.block].encoders[where.branch].layers[where.index]
     attn = layer.attn
-    b, heads, n = images.shape[0], attn.heads, 1 + model.num_patches(where.branch)
-    answer = _tensor_answer(
-        name, answer, "the CLS attention row of every head", (b, heads, n), "(B, heads, 1 + N)",
-        {(b, heads, 1, n): "that is the query dimension of size 1: take [:, :, 0] (or squeeze(2)).",
-         (b, heads, n, n): "that is the whole map; keep only the CLS token's query, row 0.",
-         (b, n): "keep one row per head: do not average the heads."})
 
     def run() -> torch.Tensor:
         with record_attention(model, sites=lambda s: s == site) as rec:
@@ -418,7 +412,14 @@ def check_cls_attention_row(answer: object, model: CrossViT, images: torch.Tenso
         return rec.sites[site]
 
     with torch.no_grad(), _eval_mode(model):
-        recorded, (tokens,) = _capture_inputs(layer, run)
+        recorded, (tokens,) = _capture_inputs(layer, run)  # (B, heads, N, N); tokens (B, N, D)
+    b, heads, n = recorded.shape[0], recorded.shape[1], recorded.shape[-1]
+    answer = _tensor_answer(
+        name, answer, "the CLS attention row of every head", (b, heads, n), "(B, heads, 1 + N)",
+        {(b, heads, 1, n): "that is the query dimension of size 1: take [:, :, 0] (or squeeze(2)).",
+         (b, heads, n, n): "that is the whole map; keep only the CLS token's query, row 0.",
+         (b, n): "keep one row per head: do not average the heads."})
+    with torch.no_grad(), _eval_mode(model):
 
         def row(normalise: bool = True, scale: bool = True, softmax: bool = True) -> torch.Tensor:
             x = layer.norm1(tokens) if normalise else tokens
@@ -440,7 +441,7 @@ def check_cls_attention_row(answer: object, model: CrossViT, images: torch.Tenso
                  hint="x = layer.norm1(tokens); q, k, v = layer.attn.to_qkv(x) split into 3 x (B, heads, N, "
                       "dim_head); softmax(q[:, :, :1] @ k.transpose(-2, -1) * scale, dim=-1)[:, :, 0].")
     _ok(name, f"your {heads} heads' CLS rows equal the recorded map at {site}; each sums to 1 over the "
-              f"{n} tokens (CLS + {n - 1} patches).")
+              f"layer's {n} tokens, the CLS included.")
 
 
 def check_logits_from_heads(answer: object, model: CrossViT, images: torch.Tensor) -> None:
@@ -579,7 +580,7 @@ def check_fusion_direction(answer: object, model: CrossViT, images: torch.Tensor
     with torch.no_grad(), _eval_mode(model):
         site, direction, cls, patches, recorded, new_cls = _fusion_io(checker, model, images, query, block, fusion)
         attn = direction.attn
-        heads, n_other = attn.heads, 1 + model.num_patches(other_branch)
+        heads, n_other = recorded.shape[1], recorded.shape[-1]
         d_query = model.arch.branch(query).dim
         attention = _tensor_answer(
             name, answer[0], "the cross-attention map", (b, heads, 1, n_other), "(B, heads, 1, 1 + N_other)",
@@ -662,13 +663,13 @@ def check_rollout(answer: object, rec: AttentionRecorder, branch: str) -> None:
                         f"{type(rec).__name__}")
     branch = _check_branch(checker, rec.model, branch)
     maps = rec.self_attention(branch)
-    b, n = maps[0].shape[0], maps[0].shape[-1]
+    reference = attention_rollout(rec, branch)  # (B, N - 1)
+    b, n = reference.shape[0], reference.shape[1] + 1
     answer = _tensor_answer(
         name, answer, "the rollout over the patches", (b, n - 1), "(B, N_patches)",
         {(b, n): "drop the CLS column: the map is R[CLS, patches], R[:, 0, 1:].",
          (b, n, n): "keep only the CLS token's row over the patches: R[:, 0, 1:].",
          (b, n - 1, n - 1): "the map is the CLS row of R over the patches, R[:, 0, 1:]."})
-    reference = attention_rollout(rec, branch)
     _compare(name, answer, reference, what="attention_rollout's map", atol=1e-5, rtol=1e-4, diagnoses=[
         (lambda: _full_rollout(maps, reverse=True),
          "the product is in the wrong order: the last layer's matrix goes on the left, R = A'_L ... A'_1 "
