@@ -1,5 +1,11 @@
 """The notebooks: each runs top to bottom in a fresh kernel of this venv and writes exactly its figures; every
-notebook in the repository is stored with outputs stripped and a kernelspec (so JupyterLab asks no questions).
+notebook in the repository is stored with outputs stripped and a kernelspec (so JupyterLab asks no questions),
+and follows the course conventions (objectives, prerequisites and a time estimate up front, a recap and a pointer
+to the next notebook at the end, exercises as described in ``crossvit/exercises.py``).
+
+Each notebook is executed twice: as committed, where every exercise cell must raise ``NotImplementedError`` (it is
+a stub; its checker cell is then skipped, and any other error fails), and with the solutions of
+``notebooks/solutions/<stem>.py`` in place of the stubs, where every checker must accept them (marked ``slow``).
 
 Execution follows ``figures/build.py``: kernel = this interpreter, working directory = ``notebooks/``, figures
 written to ``$CROSSVIT_FIGURES_DIR`` (here a temporary directory). ``MPLBACKEND`` (set to Agg for the other
@@ -8,7 +14,9 @@ tests by conftest) is removed for the kernel, so the notebooks run with Jupyter'
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -19,6 +27,9 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from crossvit import exercises
 
 from crossvit.weights import cached_weights
 
@@ -90,28 +101,140 @@ def test_notebook_is_stored_stripped_with_a_kernelspec(path: Path):
         assert "execution" not in cell.metadata, f"cell {index} has execution timing metadata"
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_FIGURES))
-def test_notebook_runs_and_writes_its_figures(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    path = NOTEBOOKS_DIR / name
-    original = path.read_bytes()
+def numbered_notebooks() -> list[Path]:
+    return sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def cell_text(nb) -> str:
+    return "\n".join(cell.source for cell in nb.cells)
+
+
+@pytest.mark.parametrize("path", numbered_notebooks(), ids=lambda p: p.name)
+def test_notebook_opens_with_objectives_and_ends_with_a_recap(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    first, last = nb.cells[0], nb.cells[-1]
+    assert first.cell_type == "markdown" and first.source.startswith(f"# {path.name[:2]} ")
+    assert re.search(r"\*\*Time:\*\* about \d+ minutes", first.source), "a time estimate in minutes"
+    assert "**You will be able to**" in first.source and first.source.count("\n* ") >= 2, "learning objectives"
+    assert "**Before you start:**" in first.source, "prerequisites"
+    assert "README.md#terms" in first.source, "a pointer to where the terms are explained"
+    assert last.cell_type == "markdown" and last.source.startswith("## Recap")
+    assert "**Next:**" in last.source, "a pointer to the next notebook"
+    assert "DESIGN.md" not in cell_text(nb), "DESIGN.md is not part of the repository: link docs/ instead"
+
+
+@pytest.mark.parametrize("path", numbered_notebooks(), ids=lambda p: p.name)
+def test_every_figure_and_table_has_a_sentence_under_it(path: Path):
+    nb = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and ("save_figure(" in cell.source or "markdown_table(" in cell.source):
+            following = nb.cells[index + 1] if index + 1 < len(nb.cells) else None
+            assert following is not None and following.cell_type == "markdown", (
+                f"cell {index} shows a figure or table; the next cell must say what to see in it")
+
+
+COURSE = sorted({ex.notebook for ex in exercises.EXERCISES})
+
+
+@pytest.mark.parametrize("stem", COURSE)
+def test_exercise_cells_follow_the_convention(stem: str):
+    """Each exercise: a tagged cell defining the stub (raising NotImplementedError) and computing the answer, then
+    a cell calling its checker; the solutions file has the function; the registry lists them in this order."""
+    nb = nbformat.read(NOTEBOOKS_DIR / f"{stem}.ipynb", as_version=4)
+    found = exercises.exercise_cells(nb)
+    assert [name for _, name in found] == [ex.name for ex in exercises.EXERCISES if ex.notebook == stem]
+    assert len(found) >= 2
+    solutions = exercises.solution_functions(exercises.solutions_path(NOTEBOOKS_DIR / f"{stem}.ipynb"))
+    for index, name in found:
+        stub = nb.cells[index].source
+        function = next(n for n in ast.parse(stub).body if isinstance(n, ast.FunctionDef))
+        assert isinstance(function.body[-1], ast.Raise) and "NotImplementedError" in ast.unparse(function.body[-1])
+        assert len(ast.parse(stub).body) > 1, f"exercise cell {index} must also call {name}() to compute the answer"
+        checker = nb.cells[index + 1]
+        assert checker.cell_type == "code" and f"exercises.check_{name}(" in checker.source
+        assert name in solutions, f"notebooks/solutions/{stem}.py has no function {name}"
+        uses = [i for i, cell in enumerate(nb.cells) if i not in (index, index + 1) and cell.cell_type == "code"
+                and re.search(rf"\b{name}\(", cell.source)]
+        assert not uses, f"cells {uses} call {name}(): only the exercise cell may use the learner's function"
+
+
+def run_notebook(nb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[int]]:
+    """Execute ``nb`` cell by cell in a fresh kernel; an exercise cell may raise NotImplementedError (a stub), in
+    which case its checker cell (the next one) is skipped; any other error fails. Returns the figures written and
+    the indices of the stub cells."""
     figures = tmp_path / "figures"
     monkeypatch.setenv("CROSSVIT_FIGURES_DIR", str(figures))
     monkeypatch.delenv("MPLBACKEND", raising=False)
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-
-    nb = nbformat.read(path, as_version=4)
     km = venv_kernel_manager()
     client = NotebookClient(nb, km=km, kernel_name="python3", timeout=CELL_TIMEOUT_S, startup_timeout=120,
                             allow_errors=False, resources={"metadata": {"path": str(NOTEBOOKS_DIR)}})
+    stubs: list[int] = []
     try:
-        client.execute()  # raises CellExecutionError, naming the cell, if any cell fails
+        client.reset_execution_trackers()
+        with client.setup_kernel():
+            skip = None
+            for index, cell in enumerate(nb.cells):
+                if index == skip:
+                    continue
+                try:
+                    client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
+                except CellExecutionError as exc:
+                    if exc.ename == "NotImplementedError" and exercises.is_exercise_cell(cell):
+                        stubs.append(index)
+                        skip = index + 1
+                        continue
+                    raise  # names the cell and shows its traceback
     finally:
         if km.transport == "ipc":
             shutil.rmtree(os.path.dirname(km.ip), ignore_errors=True)
-
     written = sorted(p.name for p in figures.iterdir()) if figures.is_dir() else []
-    assert written == sorted(EXPECTED_FIGURES[name])
     for figure in written:
         content = (figures / figure).read_bytes()
         assert content.startswith(PNG_SIGNATURE) and len(content) > 1000, f"{figure} is not a real PNG"
+    return written, stubs
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_FIGURES))
+def test_notebook_runs_as_committed_and_writes_its_figures(name: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch):
+    path = NOTEBOOKS_DIR / name
+    original = path.read_bytes()
+    nb = nbformat.read(path, as_version=4)
+    written, stubs = run_notebook(nb, tmp_path, monkeypatch)
+    assert written == sorted(EXPECTED_FIGURES[name])
+    assert stubs == [index for index, _ in exercises.exercise_cells(nb)], "every exercise cell must be a stub"
     assert path.read_bytes() == original, "executing must not modify the stored notebook"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", COURSE)
+def test_notebook_runs_with_the_solutions(stem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    path = NOTEBOOKS_DIR / f"{stem}.ipynb"
+    nb = exercises.with_solutions(nbformat.read(path, as_version=4), exercises.solutions_path(path))
+    written, stubs = run_notebook(nb, tmp_path, monkeypatch)
+    assert stubs == []
+    assert written == sorted(EXPECTED_FIGURES[path.name])
+    for index, _ in exercises.exercise_cells(nb):
+        printed = "".join(out.get("text", "") for out in nb.cells[index + 1].outputs)
+        assert printed.startswith("\u2713 "), f"the checker after cell {index} printed {printed!r}"
+
+
+def test_with_solutions_replaces_only_the_stub(tmp_path: Path):
+    solutions = tmp_path / "solutions.py"
+    solutions.write_text("import math\n\n\n# Exercise\ndef area(r):\n    return math.pi * r * r\n\n\n"
+                         "def other():\n    pass\n")
+    nb = nbformat.v4.new_notebook()
+    stub = nbformat.v4.new_code_cell("# Exercise\ndef area(r):\n    raise NotImplementedError\n\n\nanswer = area(2.0)")
+    stub.metadata["tags"] = ["exercise"]
+    nb.cells = [nbformat.v4.new_code_cell("import math"), stub, nbformat.v4.new_code_cell("check_area(answer)")]
+    solved = exercises.with_solutions(nb, solutions)
+    assert solved.cells[1].source == "# Exercise\ndef area(r):\n    return math.pi * r * r\n\n\nanswer = area(2.0)"
+    assert [c.source for c in solved.cells[::2]] == [c.source for c in nb.cells[::2]]
+    assert "raise NotImplementedError" in nb.cells[1].source  # the notebook given is left as it was
+    namespace: dict = {}
+    exec(solved.cells[0].source + "\n" + solved.cells[1].source, namespace)
+    assert namespace["answer"] == pytest.approx(3.14159265 * 4)
+    solutions.write_text("def volume(r):\n    return r\n")
+    with pytest.raises(ValueError, match="no solution for exercise 'area'"):
+        exercises.with_solutions(nb, solutions)

@@ -1,0 +1,436 @@
+"""The exercise checkers: each accepts its solution (notebooks/solutions/*.py) and rejects wrong answers of every
+kind (None, a wrong type, a wrong shape, wrong values, the common mistakes it names) with a message that says what
+is wrong. The model is a small paper-flavour CrossViT with random, deliberately large weights (peaked attention),
+so nothing here depends on the bundled checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import crossvit
+from crossvit import exercises
+from crossvit.exercises import EXERCISES, ExerciseError, ExerciseTypeError
+
+ROOT = Path(__file__).resolve().parent.parent
+SOLUTIONS_DIR = ROOT / "notebooks" / "solutions"
+
+
+def load_solutions(stem: str):
+    spec = importlib.util.spec_from_file_location(f"solutions_{stem}", SOLUTIONS_DIR / f"{stem}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    net = crossvit.create_model("crossvit_tiny_240", num_classes=4, img_size=96, img_scale=(1.0, 80 / 96))
+    with torch.no_grad():  # large random weights: attention far from uniform, so mistakes change the numbers
+        for name, param in net.named_parameters():
+            if param.ndim >= 2 and "pos_embed" not in name:
+                param.normal_(0, 0.15)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def images():
+    images, _, _ = crossvit.data.make_shapes(3, seed=2**40 + 2**33)
+    return images
+
+
+def accepted(capsys, check, *args, **kwargs) -> str:
+    check(*args, **kwargs)
+    out = capsys.readouterr().out
+    assert out.startswith("\u2713 "), out
+    return out
+
+
+def rejected(check, answer, *args, match: str, error=ExerciseError, **kwargs) -> str:
+    with pytest.raises(error, match=match) as info:
+        check(answer, *args, **kwargs)
+    message = str(info.value)
+    assert len(message) > 40 and message.split(":")[0].isidentifier(), message  # names the exercise, says why
+    return message
+
+
+def test_every_exercise_has_a_checker_and_a_solution():
+    assert len(EXERCISES) >= 14
+    by_notebook: dict[str, int] = {}
+    for ex in EXERCISES:
+        assert callable(getattr(exercises, f"check_{ex.name}")), ex.name
+        assert callable(getattr(load_solutions(ex.notebook), ex.name)), ex.name
+        assert 1 <= ex.stars <= 3
+        by_notebook[ex.notebook] = by_notebook.get(ex.notebook, 0) + 1
+    assert len(by_notebook) == 6 and min(by_notebook.values()) >= 2, by_notebook
+    assert len({ex.number for ex in EXERCISES}) == len(EXERCISES)
+
+
+# -- 01 --------------------------------------------------------------------------------------------------------
+
+
+def test_patchify(capsys, images):
+    sol = load_solutions("01_patch_embedding")
+    patches = sol.patchify(images, 12)
+    accepted(capsys, exercises.check_patchify, patches, images, 12)
+    check = exercises.check_patchify
+    rejected(check, None, images, 12, match="None", error=ExerciseTypeError)
+    rejected(check, patches.numpy(), images, 12, match="ndarray", error=ExerciseTypeError)
+    rejected(check, patches.transpose(1, 2), images, 12, match="transpose")
+    rejected(check, patches[:, :-1], images, 12, match=r"shape \(3, 63, 432\)")
+    channels_last = torch.einsum("bchpwq->bhwpqc", images.reshape(3, 3, 8, 12, 8, 12)).reshape(3, 64, 432)
+    rejected(check, channels_last, images, 12, match="channel first")
+    column_major = images.reshape(3, 3, 8, 12, 8, 12).permute(0, 4, 2, 1, 3, 5).reshape(3, 64, 432)
+    rejected(check, column_major, images, 12, match="column-major")
+    rejected(check, patches + 0.01, images, 12, match="differ .* by up to 0.01")
+    nan = patches.clone()
+    nan[0, 0, 0] = float("nan")
+    rejected(check, nan, images, 12, match="NaN")
+    with pytest.raises(ValueError, match="not divisible"):
+        check(patches, images, 7)
+
+
+def test_embed_patches(capsys, model, images):
+    sol = load_solutions("01_patch_embedding")
+    view = model.branch_images(images)["small"]
+    conv = model.embed["small"].patch_embed.proj
+    patches = F.unfold(view, 12, stride=12).transpose(1, 2)
+    with torch.no_grad():
+        tokens = sol.embed_patches(patches, conv)
+    accepted(capsys, exercises.check_embed_patches, tokens, model, view, "small")
+    check = exercises.check_embed_patches
+    rejected(check, None, model, view, "small", match="None", error=ExerciseTypeError)
+    rejected(check, tokens.transpose(1, 2), model, view, "small", match="transpose")
+    rejected(check, tokens - conv.bias, model, view, "small", match="bias is missing")
+    rejected(check, tokens * 1.1, model, view, "small", match="differ")
+    with pytest.raises(ValueError, match="patchifies"):
+        check(tokens, model, images[:, :, :80, :80], "small")
+
+
+def test_token_sequence(capsys, model, images):
+    sol = load_solutions("01_patch_embedding")
+    view = model.branch_images(images)["large"]
+    emb = model.embed["large"]
+    with torch.no_grad():
+        tokens = sol.token_sequence(emb, view)
+        patches, cls = emb.patch_embed(view), emb.cls_token.expand(3, -1, -1)
+    accepted(capsys, exercises.check_token_sequence, tokens, model, view, "large")
+    check = exercises.check_token_sequence
+    rejected(check, None, model, view, "large", match="None", error=ExerciseTypeError)
+    rejected(check, [tokens[0], tokens[1]], model, view, "large", match="stack", error=ExerciseTypeError)
+    rejected(check, patches, model, view, "large", match="CLS token is missing")
+    rejected(check, torch.cat((cls, patches), 1), model, view, "large", match="position embeddings are missing")
+    rejected(check, torch.cat((patches, cls), 1) + emb.pos_embed, model, view, "large", match="at the end")
+    rejected(check, tokens + 0.5, model, view, "large", match="differ")
+
+
+# -- 02 --------------------------------------------------------------------------------------------------------
+
+
+def layer_input(model, images, block, branch, index):
+    layer = model.blocks[block].encoders[branch].layers[index]
+    seen = []
+    handle = layer.register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0]))
+    with torch.no_grad():
+        model(images)
+    handle.remove()
+    return layer, seen[0]
+
+
+def test_cls_attention_row(capsys, model, images):
+    sol = load_solutions("02_dual_branch_encoding")
+    site = "blocks.2.large.self.0"
+    layer, tokens = layer_input(model, images, 2, "large", 0)
+    with torch.no_grad():
+        row = sol.cls_attention_row(layer, tokens)
+        x = layer.norm1(tokens)
+        q, k, _ = layer.attn.to_qkv(x).reshape(3, 26, 3, 3, -1).permute(2, 0, 3, 1, 4)
+        scores = (q[:, :, :1] @ k.transpose(-2, -1))[:, :, 0]
+    assert row.shape == (3, 3, 26)  # crossvit_tiny: 3 heads, 1 + 25 tokens
+    accepted(capsys, exercises.check_cls_attention_row, row, model, images, site)
+    check = exercises.check_cls_attention_row
+    rejected(check, None, model, images, site, match="None", error=ExerciseTypeError)
+    rejected(check, row[:, :, None], model, images, site, match=r"\[:, :, 0\]")
+    rejected(check, row.mean(1), model, images, site, match="do not average")
+    rejected(check, scores.softmax(-1), model, images, site, match="not scaled")
+    rejected(check, scores * layer.attn.attention_map.scale, model, images, site, match="softmax")
+    rejected(check, row.flip(-1), model, images, site, match="differ")
+    with pytest.raises(ValueError, match="not an attention site"):
+        check(row, model, images, "blocks.9.large.self.0")
+
+
+def test_logits_from_heads(capsys, model, images):
+    sol = load_solutions("02_dual_branch_encoding")
+    with torch.no_grad():
+        features = model.forward_features(images)
+        logits = sol.logits_from_heads(model, features)
+        small = model.heads["small"](features["small"])
+    accepted(capsys, exercises.check_logits_from_heads, logits, model, images)
+    check = exercises.check_logits_from_heads
+    rejected(check, None, model, images, match="None", error=ExerciseTypeError)
+    rejected(check, "logits", model, images, match="str", error=ExerciseTypeError)
+    rejected(check, logits[:2], model, images, match="shape")
+    rejected(check, 2 * logits, model, images, match="summed")
+    rejected(check, small, model, images, match="small head")
+    rejected(check, logits + 1, model, images, match="differ")
+
+
+# -- 03 --------------------------------------------------------------------------------------------------------
+
+
+def test_record_with_hooks(capsys, model, images):
+    sol = load_solutions("03_cross_attention_and_hooks")
+    maps = sol.record_with_hooks(model, images)
+    accepted(capsys, exercises.check_record_with_hooks, maps, model, images)
+    check = exercises.check_record_with_hooks
+    rejected(check, None, model, images, match="None", error=ExerciseTypeError)
+    rejected(check, list(maps.values()), model, images, match="dict", error=ExerciseTypeError)
+    names = list(maps)
+    rejected(check, {n: maps[n] for n in names[1:]}, model, images, match="missing")
+    rejected(check, {**maps, "blocks.0.small.self.0": maps[names[0]]}, model, images, match="unexpected")
+    rejected(check, {n: maps[names[-1]] for n in names}, model, images, match="own site's name")
+    rejected(check, {n: m * 0.5 for n, m in maps.items()}, model, images, match="differs")
+    # a hook left behind is named, and the checker leaves it alone
+    site = crossvit.attention_sites(model)[0]
+    handle = site.module.register_forward_hook(lambda *args: None)
+    try:
+        rejected(check, maps, model, images, match="still registered")
+    finally:
+        handle.remove()
+
+
+def fusion_inputs(model, images, block, query):
+    fusion = model.blocks[block].fusions[0]
+    seen = []
+    handle = fusion.register_forward_pre_hook(lambda m, inputs: seen.append(inputs))
+    with torch.no_grad():
+        model(images)
+    handle.remove()
+    small, large = seen[0]
+    own, other = (small, large) if query == "small" else (large, small)
+    return getattr(fusion, query), own[:, :1], other[:, 1:]
+
+
+@pytest.mark.parametrize("query", ["small", "large"])
+def test_fusion_direction(capsys, model, images, query):
+    sol = load_solutions("03_cross_attention_and_hooks")
+    direction, cls, patches = fusion_inputs(model, images, 2, query)
+    with torch.no_grad():
+        attention, new_cls = sol.fusion_direction(direction, cls, patches)
+        z = direction.project_in(cls)
+        mixed = (attention @ direction.attn._split_heads(direction.attn.to_kv(
+            direction.norm(torch.cat((z, patches), 1))).chunk(2, -1)[1])).transpose(1, 2).reshape(3, 1, -1)
+        no_residual = direction.project_out(direction.attn.to_out(mixed))
+    accepted(capsys, exercises.check_fusion_direction, (attention, new_cls), model, images, query)
+    check = exercises.check_fusion_direction
+    rejected(check, None, model, images, query, match="None", error=ExerciseTypeError)
+    rejected(check, attention, model, images, query, match="pair", error=ExerciseTypeError)
+    rejected(check, (attention[:, :, 0], new_cls), model, images, query, match="query dimension")
+    rejected(check, (attention.flip(-1), new_cls), model, images, query, match="cross-attention map")
+    rejected(check, (attention, z), model, images, query, match="project_out")
+    rejected(check, (attention, no_residual), model, images, query, match="residual is missing")
+    rejected(check, (attention, new_cls + 0.1), model, images, query, match="new CLS")
+    with pytest.raises(ValueError, match="branch"):
+        check((attention, new_cls), model, images, "medium")
+
+
+# -- 04 --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def rec(model, images):
+    with crossvit.record_attention(model) as recorder, torch.no_grad():
+        model(images)
+    return recorder
+
+
+@pytest.mark.parametrize("branch", ["small", "large"])
+def test_rollout(capsys, rec, branch):
+    sol = load_solutions("04_attention_rollout")
+    maps = rec.self_attention(branch)
+    answer = sol.rollout(maps)
+    accepted(capsys, exercises.check_rollout, answer, rec, branch)
+    check = exercises.check_rollout
+    rejected(check, None, rec, branch, match="None", error=ExerciseTypeError)
+    n = maps[0].shape[-1]
+    rejected(check, torch.ones(3, n), rec, branch, match="drop the CLS column")
+    rejected(check, sol.rollout(maps[::-1]), rec, branch, match="wrong order")
+    no_residual = torch.eye(n).expand(3, n, n)
+    for a in maps:
+        no_residual = a.mean(1) @ no_residual
+    rejected(check, no_residual[:, 0, 1:], rec, branch, match="residual")
+    rejected(check, sol.rollout(maps[-1:]), rec, branch, match="only the last layer")
+    rejected(check, answer.flip(-1), rec, branch, match="differ")
+
+
+def test_spread_to_pixels(capsys, model):
+    sol = load_solutions("04_attention_rollout")
+    patch_map = torch.rand(2, 25, generator=torch.Generator().manual_seed(0))
+    pixels = sol.spread_to_pixels(patch_map, model.patch_grid("large"), model.image_size)
+    accepted(capsys, exercises.check_spread_to_pixels, pixels, model, patch_map, "large")
+    small_map = torch.rand(2, 64, generator=torch.Generator().manual_seed(1))
+    accepted(capsys, exercises.check_spread_to_pixels,
+             sol.spread_to_pixels(small_map, model.patch_grid("small"), 96), model, small_map, "small")
+    check = exercises.check_spread_to_pixels
+    rejected(check, None, model, patch_map, "large", match="None", error=ExerciseTypeError)
+    naive = patch_map.reshape(2, 5, 5).repeat_interleave(16, 1).repeat_interleave(16, 2)  # (2, 80, 80)
+    rejected(check, naive, model, patch_map, "large", match="19.2 input pixels")
+    transposed = sol.spread_to_pixels(patch_map.reshape(2, 5, 5).transpose(1, 2).reshape(2, 25), (5, 5), 96)
+    rejected(check, transposed, model, patch_map, "large", match="transposed")
+    stretched = F.interpolate(patch_map.reshape(2, 1, 5, 5), size=96, mode="bilinear")[:, 0]
+    rejected(check, stretched, model, patch_map, "large", match="differ")
+
+
+def test_gradient_weighted_attention(capsys, model, images):
+    sol = load_solutions("04_attention_rollout")
+    with crossvit.record_attention(model, grads=True) as grad_rec:
+        model(images)[:, 1].sum().backward(inputs=list(grad_rec.sites.values()))
+    for site in ("blocks.1.small.self.0", "blocks.2.large.cross.0"):
+        attention, grad = grad_rec.sites[site].detach(), grad_rec.gradients[site]
+        answer = sol.gradient_weighted_attention(attention, grad)
+        accepted(capsys, exercises.check_gradient_weighted_attention, answer, grad_rec, site)
+    check = exercises.check_gradient_weighted_attention
+    rejected(check, None, grad_rec, site, match="None", error=ExerciseTypeError)
+    rejected(check, (grad * attention).clamp(min=0), grad_rec, site, match="average over the heads")
+    rejected(check, (grad * attention).mean(1), grad_rec, site, match="clamp")
+    rejected(check, grad.clamp(min=0).mean(1), grad_rec, site, match="attention itself is missing")
+    with pytest.raises(RuntimeError, match="grads=True"):
+        with crossvit.record_attention(model) as plain, torch.no_grad():
+            model(images)
+        check(answer, plain, site)
+
+
+# -- 05 --------------------------------------------------------------------------------------------------------
+
+
+def test_pointing_hits(capsys):
+    sol = load_solutions("05_attributions_compared")
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(6, 20, 24, generator=g)
+    maps[0] = 0.0  # a constant map points at (0, 0)
+    maps[1, 2:6, 3:9] = 5.0  # a plateau: the first maximum is (2, 3), the last (5, 8)
+    masks = torch.zeros(6, 20, 24, dtype=torch.bool)
+    masks[:, :10, :12] = True
+    masks[1, 5, 8] = False
+    masks[1, 2, 3] = True
+    masks[2, :, :] = ~masks[2]
+    hits = sol.pointing_hits(maps, masks)
+    out = accepted(capsys, exercises.check_pointing_hits, hits, maps, masks)
+    assert hits[0] and hits[1] and f"{int(hits.sum())} of 6" in out
+    check = exercises.check_pointing_hits
+    rejected(check, None, maps, masks, match="None", error=ExerciseTypeError)
+    rejected(check, hits.float().mean().item(), maps, masks, match="score", error=ExerciseTypeError)
+    rejected(check, hits.float() * 0.5, maps, masks, match="bool", error=ExerciseTypeError)
+    rejected(check, maps, maps, masks, match="one value per image")
+    rejected(check, ~hits, maps, masks, match="wrong")
+    flat = maps.reshape(6, -1)
+    last = 20 * 24 - 1 - flat.flip(1).argmax(1)
+    rejected(check, masks[torch.arange(6), last // 24, last % 24], maps, masks, match="last")
+    assert check(hits.int().tolist(), maps, masks) is None  # 0/1 lists are fine
+
+
+@pytest.fixture(scope="module")
+def small_batch(images, model):
+    with torch.no_grad():
+        target = model(images[:2]).argmax(1)
+    return images[:2], target
+
+
+def test_saliency_map(capsys, model, small_batch):
+    sol = load_solutions("05_attributions_compared")
+    x, target = small_batch
+    answer = sol.saliency_map(model, x, target)
+    accepted(capsys, exercises.check_saliency_map, answer, model, x, target)
+    check = exercises.check_saliency_map
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(xg).gather(1, target[:, None]).sum(), xg)
+    rejected(check, None, model, x, target, match="None", error=ExerciseTypeError)
+    rejected(check, grad.abs(), model, x, target, match="reduce the colour channels")
+    rejected(check, grad.amax(1), model, x, target, match="absolute value")
+    rejected(check, grad.abs().sum(1), model, x, target, match="summed")
+    rejected(check, answer.flip(-1), model, x, target, match="differ")
+
+
+def test_integrated_gradients(capsys, model, small_batch):
+    sol = load_solutions("05_attributions_compared")
+    x, target = small_batch
+    answer = sol.integrated_gradients(model, x, target, steps=8)
+    out = accepted(capsys, exercises.check_integrated_gradients, answer, model, x, target, 8)
+    assert "Completeness" in out
+    check = exercises.check_integrated_gradients
+    rejected(check, None, model, x, target, 8, match="None", error=ExerciseTypeError)
+    rejected(check, answer.sum(1), model, x, target, 8, match="keep the colour channels")
+    rejected(check, answer * 8, model, x, target, 8, match="summed, not averaged")
+    rejected(check, -answer, model, x, target, 8, match="sign")
+    left = torch.zeros_like(x)
+    for k in range(8):
+        point = (k / 8 * x).requires_grad_(True)
+        (grad,) = torch.autograd.grad(model(point).gather(1, target[:, None]).sum(), point)
+        left += grad
+    rejected(check, x * left / 8, model, x, target, 8, match="left Riemann sum")
+    rejected(check, answer / x.clamp(min=1e-3), model, x, target, 8, match="differ")
+
+
+# -- 06 --------------------------------------------------------------------------------------------------------
+
+
+def test_lr_schedule(capsys):
+    sol = load_solutions("06_training_your_own")
+    for steps, warmup in ((150, 15), (40, 0), (10, 10)):
+        answer = [sol.lr_schedule(s, steps, warmup) for s in range(steps)]
+        accepted(capsys, exercises.check_lr_schedule, answer, steps, warmup)
+    check = exercises.check_lr_schedule
+    rejected(check, None, 150, 15, match="None", error=ExerciseTypeError)
+    rejected(check, ["x"] * 150, 150, 15, match="one number per step", error=ExerciseTypeError)
+    rejected(check, [1.0] * 149, 150, 15, match=r"shape \(149\)")
+    late = [s / 15 if s < 15 else sol.lr_schedule(s, 150, 15) for s in range(150)]
+    rejected(check, late, 150, 15, match="one step late")
+    linear = [(s + 1) / 15 if s < 15 else 1 - (s - 15) / 135 for s in range(150)]
+    rejected(check, linear, 150, 15, match="linear")
+    rejected(check, [0.5 * (1 + math.cos(math.pi * s / 150)) for s in range(150)], 150, 15, match="warm-up is missing")
+
+
+@pytest.fixture(scope="module")
+def tiny_runs():
+    """A baseline and a one-change run of a very small model: a few seconds of training."""
+    from crossvit.train import TrainConfig, train
+
+    arch = crossvit.PaperConfig(img_size=48, img_scale=(1.0, 40 / 48), patch_size=(12, 8), embed_dim=(16, 16),
+                                depth=((1, 1, 0),), num_heads=(2, 2), mlp_ratio=(1.0, 1.0, 1.0), num_classes=4)
+    base = TrainConfig(preset=arch, steps=6, batch_size=8, warmup_steps=2, train_images=32, eval_images=24,
+                       eval_every=0, image_size=48, device="cpu")
+    sol = load_solutions("06_training_your_own")
+    return base, train(base, progress=False), sol.train_with_one_change(base)
+
+
+def test_train_with_one_change(capsys, tiny_runs):
+    from crossvit.train import train
+
+    base, (base_model, base_record), answer = tiny_runs
+    out = accepted(capsys, exercises.check_train_with_one_change, answer, base_record)
+    assert "`augment`" in out
+    check = exercises.check_train_with_one_change
+    rejected(check, None, base_record, match="None", error=ExerciseTypeError)
+    rejected(check, answer[1], base_record, match="pair", error=ExerciseTypeError)
+    rejected(check, (answer[1], answer[0]), base_record, match="not the trained", error=ExerciseTypeError)
+    rejected(check, (base_model, base_record), base_record, match="same settings")
+    forged = {**answer[1], "held_out_accuracy": answer[1]["held_out_accuracy"] + 0.25}
+    rejected(check, (answer[0], forged), base_record, match="different runs")
+    two = train(dataclasses.replace(base, augment=False, lr=2e-3), progress=False)
+    rejected(check, two, base_record, match="2 settings changed")
+    measured = train(dataclasses.replace(base, eval_images=16), progress=False)
+    rejected(check, measured, base_record, match="how the run is measured")
+
+
+def test_the_teachers_page_lists_every_exercise():
+    page = (ROOT / "notebooks" / "README.md").read_text(encoding="utf-8")
+    for ex in EXERCISES:
+        row = f"| {ex.number} | [`{ex.name}`]({ex.notebook}.ipynb) | {'★' * ex.stars} | {ex.task} |"
+        assert row in page, f"notebooks/README.md: the exercise table needs the row\n{row}"
