@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -29,83 +28,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
 
 import crossvit  # noqa: E402
 from crossvit import data  # noqa: E402
-from crossvit.config import Architecture  # noqa: E402
-from crossvit.layers import TransformerBlock  # noqa: E402
-from crossvit.model import BranchEmbedding, ClassifierHead, CrossViT  # noqa: E402
-from crossvit.train import HELD_OUT_SEED_BASE, TrainConfig, combine_logits, train  # noqa: E402
+from crossvit.ablation import SingleBranchViT, head_accuracies, zero_cross_attention  # noqa: E402
+from crossvit.model import CrossViT  # noqa: E402
+from crossvit.train import HELD_OUT_SEED_BASE, TrainConfig, train  # noqa: E402
 
 DEFAULT_SEED = HELD_OUT_SEED_BASE + 2**32 + 3
 
 
-class SingleBranchViT(nn.Module):
-    """One branch of a CrossViT as a plain ViT: the branch's image size, patch embedding, width, heads and all of
-    its layers in a row, one LayerNorm + linear head on its CLS token. Built from the CrossViT's ``Architecture``."""
-
-    def __init__(self, arch: Architecture, branch: str) -> None:
-        super().__init__()
-        self.arch, self.spec = arch, arch.branch(branch)
-        spec = self.spec
-        self.embed = BranchEmbedding(spec, arch)
-        self.layers = nn.Sequential(*[
-            TransformerBlock(spec.dim, spec.heads, spec.dim_head, spec.mlp_dim, qkv_bias=arch.qkv_bias,
-                             norm_eps=arch.norm_eps)
-            for _ in range(sum(spec.depth))
-        ])
-        self.head = ClassifierHead(spec.dim, arch.num_classes, arch)
-        if arch.input_norm is not None:
-            mean, std = (torch.tensor(v).reshape(1, -1, 1, 1) for v in arch.input_norm)
-            self.register_buffer("input_mean", mean, persistent=False)
-            self.register_buffer("input_std", std, persistent=False)
-        for module in self.modules():  # timm's init, as CrossViT's paper flavour
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        nn.init.trunc_normal_(self.embed.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.embed.pos_embed, std=0.02)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.arch.input_norm is not None:
-            images = (images - self.input_mean) / self.input_std
-        size = self.spec.image_size
-        if images.shape[-1] != size:
-            images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
-        return self.head(self.layers(self.embed(images)))
-
-
-@contextmanager
-def zero_cross_attention(model: CrossViT, queries: tuple[str, ...]):
-    """Inside the block, the cross-attention output of every fusion direction whose query CLS is in ``queries``
-    is replaced by zeros (forward hooks on the fusions' attention modules; removed afterwards)."""
-    handles = []
-    for block in model.blocks:
-        for fusion in block.fusions:
-            for query in queries:
-                attn = getattr(fusion, query).attn
-                handles.append(attn.register_forward_hook(lambda module, inputs, out: torch.zeros_like(out)))
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-@torch.no_grad()
-def accuracies(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, batch: int = 250) -> dict[str, float]:
-    """Accuracy of the model's logits and of each head alone."""
-    correct = {"model": 0, "small head alone": 0, "large head alone": 0}
-    for i in range(0, len(labels), batch):
-        heads = model.branch_logits(model.forward_features(images[i:i + batch]))
-        y = labels[i:i + batch]
-        correct["model"] += (combine_logits(model, heads).argmax(1) == y).sum().item()
-        for name in ("small", "large"):
-            correct[f"{name} head alone"] += (heads[name].argmax(1) == y).sum().item()
-    return {k: v / len(labels) for k, v in correct.items()}
+def accuracies(model, images, labels) -> dict[str, float]:
+    scores = head_accuracies(model, images, labels)
+    return {"model": scores["model"], "small head alone": scores["small head"],
+            "large head alone": scores["large head"]}
 
 
 def inference_ablations(model: CrossViT, images: torch.Tensor, labels: torch.Tensor) -> list[dict]:

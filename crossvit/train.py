@@ -7,7 +7,9 @@
 
 Recipe: AdamW (no weight decay on norms, biases, CLS tokens and positions), linear warm-up then cosine decay to
 zero, cross-entropy on the model's logits plus ``head_loss_weight`` times the cross-entropy of each branch head on
-its own (so that both heads carry the decision, not just their combination), random flips/transposes of the images (all 8 symmetries of the square keep the class of
+its own (so that both heads carry the decision, not just their combination), optionally plus
+``attention_entropy_weight`` times the mean entropy of the CLS tokens' attention over the patches
+(:func:`cls_attention_entropy`; see ``TrainConfig``), random flips/transposes of the images (all 8 symmetries of the square keep the class of
 every shapes image). Training images are generated once from data seeds in ``[0, HELD_OUT_SEED_BASE)``; the
 held-out images come from ``HELD_OUT_SEED_BASE + seed``, a seed range training never draws from. Runs are
 deterministic for a given config and device: the model, the data and the batches all come from ``seed``.
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ from . import data
 from .checkpoint import check_checkpoint_name, save_checkpoint
 from .config import CrossViTConfig, PaperConfig, SeedConfig
 from .model import CrossViT, count_parameters
+from .recording import AttentionRecorder, record_attention
 
 TRAIN_PRESETS: dict[str, CrossViTConfig] = {
     # Paper flavour for 96 px images: the small branch cuts the 96 px image into 8x8 = 64 patches of 12 px, the
@@ -77,6 +81,11 @@ class TrainConfig:
     # weight of each branch head's own cross-entropy, added to the loss of the combined logits: loss =
     # CE(logits) + w * (CE(small head) + CE(large head)); 0 trains the combination only (then one head may go silent)
     head_loss_weight: float = 0.5
+    # weight of the mean entropy (nats) of the CLS tokens' head-averaged attention over the patches, in every self-
+    # and cross-attention layer (cls_attention_entropy). Without it the model can read the object with near-uniform
+    # attention (patch tokens of the background learn to carry nothing), so attention maps say little about what
+    # it uses; the penalty asks each CLS to read few patches and leaves which ones to the labels (no mask is used).
+    attention_entropy_weight: float = 0.0
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU, which trains in float32)
 
@@ -129,7 +138,7 @@ def validate(config: TrainConfig) -> CrossViTConfig:
     if config.batch_size > config.train_images:
         raise ValueError(f"TrainConfig.batch_size ({config.batch_size}) is larger than train_images "
                          f"({config.train_images})")
-    for name in ("lr", "weight_decay", "label_smoothing", "head_loss_weight"):
+    for name in ("lr", "weight_decay", "label_smoothing", "head_loss_weight", "attention_entropy_weight"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
@@ -217,6 +226,19 @@ def lr_factor(step: int, steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def cls_attention_entropy(rec: AttentionRecorder) -> torch.Tensor:
+    """Mean entropy (nats) of the CLS tokens' attention rows in the recorded forward, heads averaged: for every
+    self-attention site the CLS row over [CLS, the branch's patches], for every cross-attention site the query
+    CLS's row over [its own projected CLS, the other branch's patches]. ``log(N)`` for a row spread evenly over N
+    keys, 0 for a row on one key; a CLS that has nothing to read in a layer can keep its row on itself.
+    Differentiable when the recording keeps the graph (``record_attention(model, detach=False)``)."""
+    entropies = []
+    for attention in rec.sites.values():  # (B, H, Nq, Nk)
+        p = attention.float().mean(dim=1)[:, 0]  # (B, Nk): the CLS row
+        entropies.append(-(p * torch.log(p.clamp(min=1e-12))).sum(dim=-1).mean())
+    return torch.stack(entropies).mean()
+
+
 def combine_logits(model: CrossViT, branch_logits: dict[str, torch.Tensor]) -> torch.Tensor:
     """The model's logits from its two heads' logits: their sum (seed flavour) or mean (paper flavour)."""
     total = branch_logits["small"] + branch_logits["large"]
@@ -300,6 +322,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         raise ValueError("only a crossvit.CrossViT can be saved as a checkpoint; pass out_dir=None")
     model = model.to(device)
     has_heads = isinstance(model, CrossViT)
+    entropy_weight = config.attention_entropy_weight if has_heads else 0.0
     train_x, train_y = make_training_set(config, progress)
     eval_x, eval_y = make_held_out_set(config)
     optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
@@ -308,6 +331,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     batches = torch.Generator().manual_seed(config.seed + 1)  # batch order and augmentation
 
     losses: list[float] = []
+    entropies: list[float] = []  # mean CLS attention entropy per step, when the penalty is on
     recent_correct: deque[float] = deque(maxlen=50)
     eval_history: list[dict[str, float]] = []
     order = torch.randperm(len(train_y), generator=batches)
@@ -323,13 +347,18 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         y = train_y[index].to(device)
         if config.augment:
             x = augment(x, batches)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        recording = record_attention(model, detach=False) if entropy_weight > 0 else nullcontext()
+        with recording as rec, torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             if has_heads:
                 by_head = {k: v.float() for k, v in model.branch_logits(model.forward_features(x)).items()}
                 logits = combine_logits(model, by_head)  # (B, num_classes), exactly what model(x) returns
             else:
                 logits = model(x).float()
         loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+        if entropy_weight > 0:
+            entropy = cls_attention_entropy(rec)
+            loss = loss + entropy_weight * entropy
+            entropies.append(entropy.item())
         if has_heads and config.head_loss_weight > 0:
             loss = loss + config.head_loss_weight * sum(
                 F.cross_entropy(v, y, label_smoothing=config.label_smoothing) for v in by_head.values())
@@ -376,6 +405,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         "training_data_seeds": training_data_seeds(config),
         "eval_history": eval_history,
         "loss_history": [round(v, 5) for v in losses],  # one entry per step
+        "attention_entropy_history": [round(v, 4) for v in entropies],  # one per step with the penalty on
         "parameter_count": count_parameters(model),
         "device": str(device) if device.type == "cpu" else f"{device} ({torch.cuda.get_device_name(device)})",
         "amp": "bfloat16" if amp else None,
@@ -423,6 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cross-entropy label smoothing")
     p.add_argument("--head-loss-weight", type=float, default=defaults.head_loss_weight,
                    help="weight of each branch head's own cross-entropy added to the loss (0: combined logits only)")
+    p.add_argument("--attention-entropy-weight", type=float, default=defaults.attention_entropy_weight,
+                   help="weight of the mean entropy of the CLS tokens' attention over the patches (0: off)")
     p.add_argument("--device", default=defaults.device, help="'auto' (CUDA if available), 'cpu', 'cuda', ...")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bfloat16 autocast on CUDA")
     p.add_argument("--threads", type=int, default=None,
@@ -440,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
         train_images=args.train_images, eval_images=args.eval_images, eval_every=args.eval_every,
         image_size=args.image_size, augment=args.augment, label_smoothing=args.label_smoothing,
-        head_loss_weight=args.head_loss_weight, device=args.device, amp=args.amp,
+        head_loss_weight=args.head_loss_weight, attention_entropy_weight=args.attention_entropy_weight,
+        device=args.device, amp=args.amp,
     )
     if args.threads is not None:
         if args.threads < 1:

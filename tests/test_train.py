@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import subprocess
 import sys
 
@@ -146,12 +147,12 @@ def test_cli_bad_steps_exits_with_a_message(capsys):
     assert "TrainConfig.steps must be >= 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("weight", [0.0, 0.5])
-def test_first_step_loss_is_combined_plus_weighted_head_losses(weight):
+@pytest.mark.parametrize(("weight", "entropy_weight"), [(0.0, 0.0), (0.5, 0.0), (0.5, 0.3)])
+def test_first_step_loss_is_combined_plus_weighted_head_losses(weight, entropy_weight):
     """Recompute step 0 from scratch: the same init, the same first batch, the loss written out by hand."""
     from crossvit.train import make_training_set
 
-    config = _tiny(steps=1, eval_every=0, head_loss_weight=weight)
+    config = _tiny(steps=1, eval_every=0, head_loss_weight=weight, attention_entropy_weight=entropy_weight)
     _, record = train(config, progress=False)
     torch.manual_seed(config.seed)
     model = crossvit.CrossViT(TINY)
@@ -159,12 +160,34 @@ def test_first_step_loss_is_combined_plus_weighted_head_losses(weight):
     order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(config.seed + 1))
     x, y = train_x[order[:config.batch_size]].float() / 255, train_y[order[:config.batch_size]]
     model.train()
-    tokens = model.forward_features(x)
+    with crossvit.record_attention(model) as rec:
+        tokens = model.forward_features(x)
     small = model.heads["small"](tokens["small"])
     large = model.heads["large"](tokens["large"])
     ce = torch.nn.functional.cross_entropy
     expected = ce((small + large) / 2, y) + weight * (ce(small, y) + ce(large, y))
+    if entropy_weight:
+        rows = [a.mean(1)[:, 0] for a in rec.sites.values()]  # each CLS row, heads averaged
+        entropy = torch.stack([torch.distributions.Categorical(probs=r).entropy().mean() for r in rows]).mean()
+        expected = expected + entropy_weight * entropy
+        assert record["attention_entropy_history"][0] == pytest.approx(entropy.item(), abs=1e-4)
     assert record["loss_history"][0] == pytest.approx(expected.item(), abs=2e-5)
+
+
+def test_cls_attention_entropy_by_hand():
+    from crossvit.train import cls_attention_entropy
+
+    class Recorded:  # the one attribute cls_attention_entropy reads
+        sites = {
+            # self site: CLS row [0.5 (itself), 0.5, 0] -> log 2 (the other rows do not count)
+            "self": torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])[None, None],
+            # cross site, two heads averaged: [0, 1, 0, 0] and [0, 0, 0, 1] -> [0, 0.5, 0, 0.5] -> log 2
+            "cross": torch.tensor([[[[0.0, 1.0, 0.0, 0.0]]], [[[0.0, 0.0, 0.0, 1.0]]]]).transpose(0, 1),
+            # a CLS on itself: entropy 0
+            "idle": torch.tensor([[1.0, 0.0], [0.5, 0.5]])[None, None],
+        }
+
+    assert cls_attention_entropy(Recorded()).item() == pytest.approx(2 * math.log(2) / 3)
 
 
 def test_evaluate_scores_each_head_alone(tiny_run):

@@ -1,0 +1,115 @@
+"""Switch parts of a CrossViT off, or keep only one branch, to see what each part contributes.
+
+* :func:`zero_cross_attention`: inside a ``with`` block, the cross-attention output of chosen fusion directions is
+  replaced by zeros, so a CLS token no longer receives anything from the other branch (its own path through the
+  fusion stays: in the paper flavour a fusion computes ``revert(proj(cls) + attn(...))`` and loses ``attn(...)``).
+* :func:`head_accuracies`: accuracy of the model's logits and of each branch head alone.
+* :class:`SingleBranchViT`: one branch of a CrossViT as a plain ViT, for single-branch baselines trained with
+  ``crossvit.train.train(config, model=SingleBranchViT(arch, "small"))``.
+
+``benchmarks/ablations.py`` uses all three for the table and figure in ``figures/ablations.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Architecture
+from .layers import TransformerBlock
+from .model import BranchEmbedding, ClassifierHead, CrossViT
+
+
+def _check_model(model: object) -> CrossViT:
+    if not isinstance(model, CrossViT):
+        raise TypeError(f"expected a crossvit.CrossViT, got {type(model).__name__}")
+    return model
+
+
+@contextmanager
+def zero_cross_attention(model: CrossViT, queries: Sequence[str] = ("small", "large")) -> Iterator[None]:
+    """Within the block, every fusion direction whose query CLS belongs to a branch in ``queries`` adds nothing read
+    from the other branch: its cross-attention output is replaced by zeros (forward hooks, removed on exit)."""
+    _check_model(model)
+    if isinstance(queries, str) or not all(q in ("small", "large") for q in queries):
+        raise ValueError(f"queries must be a sequence of 'small' and/or 'large', got {queries!r}")
+    handles = []
+    for block in model.blocks:
+        for fusion in block.fusions:
+            for query in queries:
+                handles.append(getattr(fusion, query).attn.register_forward_hook(
+                    lambda module, inputs, out: torch.zeros_like(out)))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def head_accuracies(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250
+                    ) -> dict[str, float]:
+    """Held-out accuracy of the model's logits (``"model"``) and of each head alone (``"small head"``,
+    ``"large head"``), in eval mode (restored afterwards)."""
+    _check_model(model)
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError("labels must be a (B,) tensor with one class index per image")
+    was_training = model.training
+    model.eval()
+    correct = {"model": 0, "small head": 0, "large head": 0}
+    try:
+        for i in range(0, len(labels), batch_size):
+            heads = model.branch_logits(model.forward_features(images[i:i + batch_size]))
+            y = labels[i:i + batch_size].to(images.device)
+            total = heads["small"] + heads["large"]  # the sum and the mean have the same argmax
+            correct["model"] += (total.argmax(1) == y).sum().item()
+            for name in ("small", "large"):
+                correct[f"{name} head"] += (heads[name].argmax(1) == y).sum().item()
+    finally:
+        model.train(was_training)
+    return {k: v / len(labels) for k, v in correct.items()}
+
+
+class SingleBranchViT(nn.Module):
+    """One branch of a CrossViT as a plain ViT: the branch's image size (the input resized as the CrossViT resizes
+    it), patch embedding, width and heads, all of the branch's layers in a row (the sum over the multi-scale blocks),
+    one LayerNorm + linear head on the CLS token. Built from the CrossViT's ``Architecture`` (``model.arch``)."""
+
+    def __init__(self, arch: Architecture, branch: str) -> None:
+        super().__init__()
+        if not isinstance(arch, Architecture):
+            raise TypeError(f"arch must be a crossvit Architecture (model.arch), got {type(arch).__name__}")
+        self.arch, self.spec = arch, arch.branch(branch)
+        spec = self.spec
+        self.embed = BranchEmbedding(spec, arch)
+        self.layers = nn.Sequential(*[
+            TransformerBlock(spec.dim, spec.heads, spec.dim_head, spec.mlp_dim, qkv_bias=arch.qkv_bias,
+                             norm_eps=arch.norm_eps)
+            for _ in range(sum(spec.depth))
+        ])
+        self.head = ClassifierHead(spec.dim, arch.num_classes, arch)
+        if arch.input_norm is not None:
+            mean, std = (torch.tensor(v, dtype=torch.float32).reshape(1, -1, 1, 1) for v in arch.input_norm)
+            self.register_buffer("input_mean", mean, persistent=False)
+            self.register_buffer("input_std", std, persistent=False)
+        with torch.no_grad():  # timm's init, as the paper flavour of CrossViT
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.trunc_normal_(module.weight, std=0.02)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+            nn.init.trunc_normal_(self.embed.cls_token, std=0.02)
+            nn.init.trunc_normal_(self.embed.pos_embed, std=0.02)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) at the CrossViT's input size -> logits (B, num_classes)."""
+        if self.arch.input_norm is not None:
+            images = (images - self.input_mean) / self.input_std
+        size = self.spec.image_size
+        if images.shape[-1] != size or images.shape[-2] != size:
+            images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
+        return self.head(self.layers(self.embed(images)))

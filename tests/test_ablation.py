@@ -1,0 +1,67 @@
+"""crossvit.ablation: switching the fusion's cross-attention off, per-head accuracy, single-branch baselines."""
+
+import pytest
+import torch
+
+import crossvit
+from crossvit.ablation import SingleBranchViT, head_accuracies, zero_cross_attention
+from crossvit.train import TRAIN_PRESETS
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return crossvit.CrossViT(TRAIN_PRESETS["shapes_tiny"]).eval()
+
+
+def test_zeroed_fusion_keeps_only_the_cls_own_path(model):
+    fusion = model.blocks[1].fusions[0].small  # the small CLS reading the large patches
+    cls, other = torch.randn(2, 1, 64), torch.randn(2, 25, 128)
+    with torch.no_grad():
+        normal = fusion(cls, other)
+        with zero_cross_attention(model, ("small",)):
+            # paper flavour: revert(proj(cls) + attn(...)) with the attention term gone
+            torch.testing.assert_close(fusion(cls, other), fusion.project_out(fusion.project_in(cls)))
+            untouched = model.blocks[1].fusions[0].large  # the other direction still reads
+            large_cls, small_patches = torch.randn(2, 1, 128), torch.randn(2, 64, 64)
+            assert not torch.allclose(untouched(large_cls, small_patches),
+                                      untouched.project_out(untouched.project_in(large_cls)))
+        torch.testing.assert_close(fusion(cls, other), normal)  # hooks removed on exit
+
+
+def test_zeroing_changes_the_logits_and_is_undone(model):
+    images = torch.rand(3, 3, 96, 96)
+    with torch.no_grad():
+        before = model(images)
+        with zero_cross_attention(model):
+            during = model(images)
+        after = model(images)
+    assert not torch.allclose(before, during)
+    torch.testing.assert_close(before, after)
+    with pytest.raises(ValueError, match="'small' and/or 'large'"):
+        with zero_cross_attention(model, "small"):
+            pass
+
+
+def test_head_accuracies_by_hand(model):
+    images, labels = torch.rand(10, 3, 96, 96), torch.arange(10) % 4
+    scores = head_accuracies(model, images, labels, batch_size=3)
+    with torch.no_grad():
+        tokens = model.forward_features(images)
+        small, large = model.heads["small"](tokens["small"]), model.heads["large"](tokens["large"])
+    assert scores["small head"] == pytest.approx((small.argmax(1) == labels).float().mean().item())
+    assert scores["large head"] == pytest.approx((large.argmax(1) == labels).float().mean().item())
+    assert scores["model"] == pytest.approx((model(images).argmax(1) == labels).float().mean().item())
+
+
+@pytest.mark.parametrize(("branch", "size", "patch", "dim", "depth"), [("small", 96, 12, 64, 6), ("large", 80, 16, 128, 6)])
+def test_single_branch_vit_is_a_plain_vit_of_that_branch(model, branch, size, patch, dim, depth):
+    timm = pytest.importorskip("timm")
+    baseline = SingleBranchViT(model.arch, branch)
+    reference = timm.models.vision_transformer.VisionTransformer(
+        img_size=size, patch_size=patch, embed_dim=dim, depth=depth, num_heads=4, mlp_ratio=3.0, num_classes=4)
+    assert crossvit.count_parameters(baseline) == crossvit.count_parameters(reference)
+    logits = baseline(torch.rand(2, 3, 96, 96))  # takes the CrossViT's input and resizes it itself
+    assert logits.shape == (2, 4)
+    with pytest.raises(ValueError, match="'small' and 'large'"):
+        SingleBranchViT(model.arch, "medium")
