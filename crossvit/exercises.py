@@ -39,9 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .classes import class_names, top_classes
 from .explain import explain, patch_map_to_pixels
-from .metrics import argmax_points
+from .metrics import pointing_game
 from .model import CrossViT, check_images
+from .photos import read_image
+from .preprocessing import _interpolation, data_config, preprocess, transform
 from .recording import AttentionRecorder, attention_sites, record_attention
 from .rollout import attention_rollout, gradient_weighted
 
@@ -53,6 +56,7 @@ __all__ = [
     "ExerciseTypeError",
     "check_cls_attention_row",
     "check_embed_patches",
+    "check_eval_transform",
     "check_fusion_direction",
     "check_gradient_weighted_attention",
     "check_integrated_gradients",
@@ -65,6 +69,7 @@ __all__ = [
     "check_saliency_map",
     "check_spread_to_pixels",
     "check_token_sequence",
+    "check_top_predictions",
     "check_train_with_one_change",
     "exercise_cells",
     "exercise_name",
@@ -114,7 +119,8 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise("gradient_weighted_attention", "04_attention_rollout", "4.3", 1,
              "Chefer et al.'s gradient-weighted attention of one site; compare with the library's"),
     Exercise("pointing_hits", "05_attributions_compared", "5.1", 1,
-             "the pointing game by hand: does each map's maximum land on the object?"),
+             "the pointing game by hand: do most of each map's maximal pixels lie on the object? compare with "
+             "metrics.pointing_game"),
     Exercise("saliency_map", "05_attributions_compared", "5.2", 1,
              "a saliency map from one backward pass; compare with explain(..., 'saliency') (captum)"),
     Exercise("integrated_gradients", "05_attributions_compared", "5.3", 3,
@@ -124,6 +130,11 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise("train_with_one_change", "06_training_your_own", "6.2", 2,
              "train again with one setting changed and measure its effect; the record is checked against the "
              "model"),
+    Exercise("eval_transform", "07_imagenet_crossvit", "7.1", 2,
+             "timm's eval preprocessing of a photo by hand (resize the shorter side, centre crop, normalise); "
+             "compare with crossvit.preprocess"),
+    Exercise("top_predictions", "07_imagenet_crossvit", "7.2", 1,
+             "the top-k class names and probabilities from the logits; compare with crossvit.top_classes"),
 )
 """Every exercise of the course, in notebook order."""
 
@@ -749,16 +760,25 @@ def check_gradient_weighted_attention(answer: object, rec: AttentionRecorder, si
 # 05 · attributions
 
 
+def _maximal_pixels(maps: torch.Tensor, relative: float) -> torch.Tensor:
+    """(B, H*W) bool: the pixels of each map within ``relative`` of its maximum (0: exactly the maximum)."""
+    flat = maps.double().reshape(maps.shape[0], -1)  # (B, H*W)
+    top = flat.max(dim=1, keepdim=True).values  # (B, 1)
+    return flat >= top - relative * top.abs()
+
+
 def check_pointing_hits(answer: object, maps: torch.Tensor, masks: torch.Tensor) -> None:
-    """Exercise 5.1: ``answer`` = (B,) bool, True where the maximum of ``maps[i]`` (the first one in row-major
-    order when several pixels tie) lies on the object, ``masks[i]``. Reference: ``metrics.argmax_points`` and a
-    look-up in the masks (the pointing game with no tolerance)."""
+    """Exercise 5.1: ``answer`` = (B,) bool, True where more than half of the *maximal pixels* of ``maps[i]``
+    (those within a relative 1e-6 of its maximum) lie on the object, ``masks[i]``: the pointing game's default
+    "majority" rule. Reference: ``crossvit.metrics.pointing_game(maps, masks).hits``."""
     name, checker = "pointing_hits", "check_pointing_hits"
     if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
         raise ValueError(f"{checker}: maps must be a (B, H, W) tensor")
     if not isinstance(masks, torch.Tensor) or masks.shape != maps.shape:
         raise ValueError(f"{checker}: masks must be a (B, H, W) tensor like maps {tuple(maps.shape)}")
     b, h, w = maps.shape
+    cpu_maps, cpu_masks = maps.detach().cpu().float(), masks.detach().cpu().bool()
+    reference = pointing_game(cpu_maps, cpu_masks).hits.cpu()  # (B,) bool; checks the maps and masks too
     if isinstance(answer, numbers.Real) and not isinstance(answer, bool):
         raise ExerciseTypeError(f"{name}: the answer is one number ({answer}), probably the score; return one hit "
                                 f"per image, a (B,) = ({b},) bool tensor (its mean is the score).")
@@ -767,30 +787,45 @@ def check_pointing_hits(answer: object, maps: torch.Tensor, masks: torch.Tensor)
     if isinstance(answer, torch.Tensor) and answer.shape == (b,) and answer.dtype != torch.bool:
         if answer.is_complex() or not ((answer == 0) | (answer == 1)).all():
             raise ExerciseTypeError(f"{name}: the answer has dtype {answer.dtype} with values other than 0/1; "
-                                    "return a bool tensor, e.g. masks[i, row, col] for each image.")
+                                    "return a bool tensor, e.g. inside_count > maximal_count / 2.")
     if isinstance(answer, torch.Tensor):
         answer = answer.float()  # bool or 0/1: compared as bool below
     hits = _tensor_answer(name, answer, "one hit (True/False) per image", (b,), "(B,)",
-                          {(b, h, w): "that is a map; keep one value per image, the mask at the map's maximum.",
-                           (b, 2): "those look like the (row, col) points; look them up in the masks."})
-    cpu_masks = masks.detach().cpu().bool()
-    points = argmax_points(maps.detach().cpu().float())  # (B, 2): first maximum in row-major order
-    batch = torch.arange(b)
-    reference = cpu_masks[batch, points[:, 0], points[:, 1]]
+                          {(b, h, w): "that is a map of the maximal pixels; keep one value per image, whether "
+                                      "more than half of them lie on the object.",
+                           (b, h * w): "that is one value per pixel; keep one value per image, whether more than "
+                                       "half of the maximal pixels lie on the object.",
+                           (b, 2): "those look like (row, col) points; the default rule counts all the maximal "
+                                   "pixels, not one point."})
     if not torch.equal(hits.bool(), reference):
-        flat = maps.detach().cpu().float().reshape(b, -1)
-        last = (h * w - 1) - flat.flip(1).argmax(1)
-        swapped = cpu_masks[batch, points[:, 1].clamp(max=h - 1), points[:, 0].clamp(max=w - 1)]
-        if torch.equal(hits.bool(), cpu_masks[batch, last // w, last % w]):
-            _fail(name, "these are the hits of the *last* maximum; with ties (a patch map has many equal pixels) "
-                        "take the first one in row-major order, as flat.argmax(dim=1) does.")
-        if torch.equal(hits.bool(), swapped):
-            _fail(name, "rows and columns are swapped: the flat index i is row i // W, column i % W.")
-        wrong = (hits.bool() != reference).nonzero().flatten().tolist()
-        _fail(name, f"image(s) {wrong[:5]} are wrong. Hint: i = maps[k].flatten().argmax(); hit = "
-                    "masks[k, i // W, i % W].")
-    _ok(name, f"your hits are right: {int(reference.sum())} of {b} maps point at the object "
-              f"(pointing game {reference.float().mean().item():.2f}).")
+        inside = cpu_masks.reshape(b, -1)  # (B, H*W)
+        near, exact = _maximal_pixels(cpu_maps, 1e-6), _maximal_pixels(cpu_maps, 0.0)
+        share = (near & inside).sum(1) / near.sum(1)  # (B,) share of the maximal pixels on the object
+        candidates = [
+            (pointing_game(cpu_maps, cpu_masks, rule="first").hits.cpu(),
+             "these are the hits of the single *first* maximum (rule='first'). On a patch map the maximum is a "
+             "whole patch of equal pixels, and the first of them is its top-left corner, which favours objects "
+             "up and to the left; count all the maximal pixels and ask whether more than half lie on the object."),
+            ((near & inside).any(1),
+             "one maximal pixel on the object is enough for your rule; a hit needs more than half of them there."),
+            ((near & ~inside).sum(1) == 0,
+             "your rule needs every maximal pixel on the object; more than half of them is enough."),
+            (share >= 0.5, "exactly half of the maximal pixels on the object counts as a hit in your rule; it must "
+                           "be more than half (share > 0.5)."),
+            ((exact & inside).sum(1) * 2 > exact.sum(1),
+             "the maximal pixels were found by exact equality with the maximum; float noise can split one patch's "
+             "value, so take every pixel >= max - 1e-6 * |max|."),
+        ]
+        for wrong, mistake in candidates:
+            if torch.equal(hits.bool(), wrong):
+                _fail(name, mistake)
+        wrong_images = (hits.bool() != reference).nonzero().flatten().tolist()
+        _fail(name, f"image(s) {wrong_images[:5]} are wrong (on image {wrong_images[0]}, "
+                    f"{share[wrong_images[0]].item():.0%} of the maximal pixels lie on the object). Hint: "
+                    "maximal = maps[k] >= maps[k].max() - 1e-6 * maps[k].max().abs(); hit = (maximal & masks[k]).sum() "
+                    "> maximal.sum() / 2.")
+    _ok(name, f"your hits are right: {int(reference.sum())} of {b} maps put most of their maximal pixels on the "
+              f"object (pointing game {reference.float().mean().item():.2f}).")
 
 
 def _input_gradient(model: CrossViT, images: torch.Tensor, target: torch.Tensor, probability: bool = False
@@ -974,6 +1009,237 @@ def _held_out(train_config: Mapping[str, Any], base: int) -> tuple[torch.Tensor,
 
     return make_shapes(int(train_config["eval_images"]), base + int(train_config["seed"]),
                        int(train_config["image_size"]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 07 · an ImageNet CrossViT
+
+
+def _eval_transform_variant(image: Any, config: Mapping[str, Any], *, long_side: Callable[[float], int] = int,
+                            shift: tuple[int, int] = (0, 0)) -> torch.Tensor | None:
+    """timm's eval transform ("center" crop mode) of the PIL ``image`` with one slip built in: the longer side
+    computed with ``long_side`` instead of ``int`` (truncation), or the crop moved by ``shift`` = (rows, columns).
+    None where the slip cannot happen (the crop would leave the image)."""
+    from torchvision.transforms import functional as TF
+
+    _, size, _ = config["input_size"]
+    short = math.floor(size / config["crop_pct"])
+    width, height = image.size
+    long = long_side(short * max(width, height) / min(width, height))
+    new_w, new_h = (short, long) if width <= height else (long, short)
+    top = int(round((new_h - size) / 2.0)) + shift[0]
+    left = int(round((new_w - size) / 2.0)) + shift[1]
+    if top < 0 or left < 0 or top + size > new_h or left + size > new_w:
+        return None
+    resized = TF.resize(image, [new_h, new_w], interpolation=_interpolation(config["interpolation"]))
+    cropped = TF.crop(resized, top, left, size, size)
+    return TF.normalize(TF.to_tensor(cropped), config["mean"], config["std"])
+
+
+def check_eval_transform(answer: object, model: CrossViT, photo: Any) -> None:
+    """Exercise 7.1: ``answer`` = the (C, H, W) float tensor that timm's eval transform makes of one ``photo`` (a
+    path, PIL image or (H, W, 3) uint8 array) for ``model``'s data config: resize the shorter side to
+    floor(H / crop_pct) with the config's interpolation, centre-crop H x W, scale to [0, 1], normalise with the
+    config's mean and std. Reference: ``crossvit.preprocess(model, photo)[0]``."""
+    name, checker = "eval_transform", "check_eval_transform"
+    model = _check_model(checker, model)
+    config = data_config(model)
+    image = read_image(photo, f"{checker}: photo")  # RGB PIL image; errors name the problem
+    reference = preprocess(model, photo)[0].detach().cpu().float()  # (C, H, W)
+    c, size, _ = config["input_size"]
+    short = math.floor(size / config["crop_pct"])
+    width, height = image.size
+    long = int(short * max(width, height) / min(width, height))
+    resized_shape = (c, long, short) if width <= height else (c, short, long)
+    hints = {(size, size, c): "that is channels last (H, W, C), as PIL and numpy store pixels; a tensor image is "
+                              "channels first: permute(2, 0, 1).",
+             (1, c, size, size): "that is a batch of one; return the single image (C, H, W).",
+             (c, height, width): "that is the photo at its own size: resize it and crop the centre."}
+    if config["crop_mode"] == "center":
+        hints[resized_shape] = (f"the photo is resized ({resized_shape[1]} x {resized_shape[2]}) but not cropped: "
+                                f"cut out the central {size} x {size}.")
+    answer = _tensor_answer(name, answer, "the preprocessed photo", (c, size, size), "(C, H, W)", hints)
+    mean = torch.tensor(config["mean"]).reshape(-1, 1, 1)
+    std = torch.tensor(config["std"]).reshape(-1, 1, 1)
+    unit = reference * std + mean  # the crop in [0, 1]
+    interpolation = config["interpolation"]
+    diagnoses: list[Diagnosis] = [
+        (lambda mode=mode: transform(image, {**config, "interpolation": mode}),
+         f"the photo was resized with {mode} interpolation; the data config asks for {interpolation} "
+         f"(PIL: Image.Resampling.{interpolation.upper()}).")
+        for mode in ("bilinear", "bicubic", "nearest") if mode != interpolation
+    ]
+    if config["crop_mode"] == "center":
+        if short != size:
+            diagnoses.append((lambda: transform(image, {**config, "crop_pct": 1.0}),
+                              f"the shorter side was resized to {size} px, so nothing was cut off along it; resize "
+                              f"it to floor({size} / crop_pct) = floor({size} / {config['crop_pct']}) = {short} px "
+                              f"first, then cut out the central {size} x {size}."))
+        diagnoses.append((lambda: transform(image, {**config, "crop_pct": 1.0, "crop_mode": "squash"}),
+                          f"both sides were resized to {size} px, which squashes a photo that is not square; resize "
+                          "the shorter side (keeping the aspect ratio), then crop the centre."))
+        diagnoses.append((lambda: _eval_transform_variant(image, config, long_side=round),
+                          f"the longer side was rounded to the nearest pixel; torchvision (and so timm) truncates "
+                          f"it: int({short} * long / short), here {long} px."))
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)):
+            diagnoses.append((lambda dy=dy, dx=dx: _eval_transform_variant(image, config, shift=(dy, dx)),
+                              f"the crop is {dy:+d} px off vertically and {dx:+d} px horizontally; it starts at "
+                              f"round((side - {size}) / 2) on each axis (Python's round)."))
+    diagnoses += [
+        (lambda: unit, "the values are in [0, 1] but not normalised: subtract the config's mean and divide by its "
+                       "std, channel by channel."),
+        (lambda: unit - mean, "the mean was subtracted, but the values were not divided by the std."),
+        (lambda: (unit * 255 - mean) / std, "the pixels were normalised without being scaled to [0, 1] first: "
+                                            "divide the 0-255 values by 255 before normalising."),
+        (lambda: (unit * 255).round(), "these are the crop's 0-255 pixel values: divide by 255, then normalise."),
+        (lambda: reference.flip(0), "the colour channels are in reverse order (BGR); keep PIL's RGB order."),
+    ]
+    hint = (f"resize the shorter side to {short} px ({interpolation}; the longer side int({short} * long / short)), "
+            f"crop {size} x {size} starting at round((side - {size}) / 2), to a (C, H, W) float tensor divided by "
+            "255, then (x - mean) / std per channel.")
+    levels = ((answer - reference).abs() * std).max().item() * 255  # the largest difference in 0-255 pixel levels
+    try:
+        _compare(name, answer, reference, what="crossvit.preprocess's tensor", diagnoses=diagnoses, atol=1e-4,
+                 rtol=0, hint=hint)
+    except ExerciseError as err:
+        if "the values differ from" in str(err) and levels <= 4:  # no named slip, and only a few levels off
+            _fail(name, f"the values are at most {levels:.1f} pixel levels (of 255) from crossvit.preprocess's: the "
+                        "steps are right, but the resizing rounds differently. timm resizes the 8-bit PIL image "
+                        "(PIL's filter) and only then makes a float tensor; resize the PIL image, not a tensor.")
+        raise
+    _ok(name, f"your ({c}, {size}, {size}) tensor equals crossvit.preprocess: shorter side to {short} px "
+              f"({interpolation}), the central {size} x {size}, scaled to [0, 1] and normalised per channel.")
+
+
+Predictions = list[list[tuple[str, float]]]
+
+
+def _prediction_lists(name: str, answer: object, b: int, k: int) -> Predictions:
+    """``answer`` as B lists of k (name, probability) pairs, or an ExerciseTypeError/ExerciseError saying why
+    not."""
+    example = "[[('tabby, tabby cat', 0.41), ...], ...]"
+    if answer is None:
+        raise ExerciseTypeError(f"{name}: the answer is None; return one list per image of (name, probability) "
+                                f"pairs, e.g. {example}. Does your function end with `return ...`?")
+    if isinstance(answer, torch.Tensor) or not isinstance(answer, list | tuple):
+        raise ExerciseTypeError(f"{name}: the answer is a {type(answer).__name__}; return a list with one list per "
+                                f"image of (name, probability) pairs, e.g. {example}.")
+    looks_like_one_image = all(isinstance(x, list | tuple) and len(x) == 2 and isinstance(x[0], str)
+                               for x in answer)
+    if len(answer) != b:
+        if looks_like_one_image and len(answer) == k:
+            _fail(name, f"the answer looks like the list of one image; return one list per image, {b} in all.")
+        _fail(name, f"the answer has {len(answer)} entries, but there are {b} images: one list per image.")
+    out: Predictions = []
+    for i, row in enumerate(answer):
+        if not isinstance(row, list | tuple):
+            raise ExerciseTypeError(f"{name}: the entry of image {i} is a {type(row).__name__}; it should be a "
+                                    f"list of {k} (name, probability) pairs.")
+        if len(row) != k:
+            _fail(name, f"image {i} has {len(row)} predictions, but k = {k} were asked for.")
+        pairs = []
+        for entry in row:
+            if isinstance(entry, str):
+                raise ExerciseTypeError(f"{name}: the entries are bare names ({entry!r}); pair each with its "
+                                        "probability: (name, probability).")
+            if isinstance(entry, numbers.Integral) or (isinstance(entry, torch.Tensor) and entry.numel() == 1):
+                raise ExerciseTypeError(f"{name}: the entries look like class indices ({int(entry)}); look each "
+                                        "name up (names[index]) and pair it with its probability.")
+            if not isinstance(entry, list | tuple) or len(entry) != 2:
+                raise ExerciseTypeError(f"{name}: an entry of image {i} is {entry!r}; each entry must be a pair "
+                                        "(name, probability).")
+            label, probability = entry
+            if isinstance(label, numbers.Integral) or isinstance(label, torch.Tensor):
+                raise ExerciseTypeError(f"{name}: the pairs hold class indices ({int(label)}) where the names "
+                                        "belong; look them up: names[index].")
+            if not isinstance(label, str):
+                raise ExerciseTypeError(f"{name}: a class name is a {type(label).__name__}; it should be the str "
+                                        "from names[index].")
+            if isinstance(probability, torch.Tensor) and probability.numel() == 1:
+                probability = probability.item()
+            if isinstance(probability, bool) or not isinstance(probability, numbers.Real):
+                raise ExerciseTypeError(f"{name}: the probability paired with {label!r} is a "
+                                        f"{type(probability).__name__}; it should be a number (float(p)).")
+            pairs.append((label, float(probability)))
+        out.append(pairs)
+    return out
+
+
+def check_top_predictions(answer: object, model: CrossViT, logits: torch.Tensor, k: int = 5) -> None:
+    """Exercise 7.2: ``answer`` = for each image, its ``k`` most probable classes as (name, probability) pairs,
+    best first: a softmax of ``logits`` (B, classes) over the classes, the k largest, named by
+    ``crossvit.class_names(model)``. Reference: ``crossvit.top_classes(model, logits, k)``."""
+    name, checker = "top_predictions", "check_top_predictions"
+    model = _check_model(checker, model)
+    classes = model.num_classes
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != classes:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"{checker}: logits must be the model's output (B, {classes}), got {shape}")
+    k = _int(checker, "k", k, 1)
+    b, kk = logits.shape[0], min(k, classes)
+    names = class_names(model)
+    reference = [[(p.name, p.probability) for p in row] for row in top_classes(model, logits, k)]
+    got = _prediction_lists(name, answer, b, kk)
+    scores = logits.detach().float().cpu()
+    probabilities = scores.softmax(dim=1)
+
+    def close(a: float, b_: float) -> bool:
+        return abs(a - b_) <= 1e-6 + 1e-4 * abs(b_)
+
+    def same(mine: Predictions, theirs: Predictions, row_probabilities: torch.Tensor) -> bool:
+        for i, (row, expected) in enumerate(zip(mine, theirs)):
+            for (label, p), (ref_label, ref_p) in zip(row, expected):
+                if not close(p, ref_p):
+                    return False
+                if label != ref_label and not any(  # a tie: another class with the same probability
+                        n == label and close(row_probabilities[i, j].item(), ref_p) for j, n in enumerate(names)):
+                    return False
+        return True
+
+    if same(got, reference, probabilities):
+        best = reference[0][0]
+        _ok(name, f"your top-{kk} of {b} image(s) equal crossvit.top_classes: a softmax over the {classes} "
+                  f"classes, the {kk} largest, best first (image 0: {best[0]!r} at {best[1]:.1%}).")
+        return
+
+    def ranked(order: torch.Tensor, shown: torch.Tensor, offset: int = 0) -> Predictions:
+        return [[(names[(int(j) + offset) % classes], float(shown[i, int(j)])) for j in row]
+                for i, row in enumerate(order)]
+
+    top = probabilities.topk(kk, dim=1).indices  # (B, k)
+    bottom = probabilities.topk(kk, dim=1, largest=False).indices  # (B, k), least probable first
+    candidates: list[tuple[Callable[[], Predictions], str]] = [
+        (lambda: ranked(top, scores),
+         "the numbers are the logits; turn them into probabilities with a softmax over the classes (dim=1)."),
+        (lambda: ranked(top, probabilities * 100), "the probabilities are in percent; return them in [0, 1]."),
+        (lambda: ranked(top, scores.log_softmax(dim=1)),
+         "these are log-probabilities; the softmax itself gives the probabilities."),
+        (lambda: ranked(top.flip(1), probabilities),
+         "the order is reversed; the most probable class comes first (topk sorts that way)."),
+        (lambda: ranked(bottom, probabilities),
+         "these are the least probable classes; take the largest probabilities (topk(k), or "
+         "argsort(descending=True))."),
+        (lambda: ranked(bottom.flip(1), probabilities),
+         "these are the least probable classes; take the largest probabilities (argsort(descending=True))."),
+        (lambda: ranked(top, probabilities, offset=1),
+         "the names are one place off: class index i is names[i] (0-based)."),
+        (lambda: ranked(top, probabilities, offset=-1),
+         "the names are one place off: class index i is names[i] (0-based)."),
+    ]
+    if b > 1:
+        over_batch = scores.softmax(dim=0)
+        candidates.append((lambda: ranked(over_batch.topk(kk, dim=1).indices, over_batch),
+                           "the softmax ran over the images (dim=0); it must run over the classes (dim=1)."))
+    for wrong, mistake in candidates:
+        if same(got, wrong(), probabilities):
+            _fail(name, mistake)
+    for i, (row, expected) in enumerate(zip(got, reference)):
+        for j, ((label, p), (ref_label, ref_p)) in enumerate(zip(row, expected)):
+            if label != ref_label or not close(p, ref_p):
+                _fail(name, f"image {i}, place {j + 1}: yours {label!r} ({p:.4g}), expected {ref_label!r} "
+                            f"({ref_p:.4g}). Hint: probabilities = logits.softmax(dim=1); values, indices = "
+                            "probabilities.topk(k, dim=1); pair names[index] with each value, best first.")
+    _fail(name, "the predictions differ from crossvit.top_classes.")  # a tie resolved differently on two rows
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,7 @@ def test_every_exercise_has_a_checker_and_a_solution():
         assert callable(getattr(load_solutions(ex.notebook), ex.name)), ex.name
         assert 1 <= ex.stars <= 3
         by_notebook[ex.notebook] = by_notebook.get(ex.notebook, 0) + 1
-    assert len(by_notebook) == 6 and min(by_notebook.values()) >= 2, by_notebook
+    assert len(by_notebook) == 7 and min(by_notebook.values()) >= 2, by_notebook
     assert len({ex.number for ex in EXERCISES}) == len(EXERCISES)
 
 
@@ -310,30 +311,60 @@ def test_gradient_weighted_attention(capsys, model, images):
 # -- 05 --------------------------------------------------------------------------------------------------------
 
 
+def pointing_cases() -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps and masks on which the majority rule disagrees with every slip the checker names."""
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(7, 20, 24, generator=g)
+    masks = torch.zeros(7, 20, 24, dtype=torch.bool)
+    masks[:, :10, :12] = True
+    maps[0] = 0.0  # constant: every pixel is maximal, a quarter of them on the object; the first one is (0, 0)
+    maps[1, 2:6, 3:9] = 5.0  # a 4x6 plateau with 13 of its 24 pixels on the object, but not its first pixel
+    masks[1] = False
+    masks[1, 2:6, 4:9] = True  # 20 pixels of the plateau ...
+    masks[1, 2:6, 4:6] = False  # ... minus 8 = 12
+    masks[1, 5, 3] = True  # + 1 = 13 (the first plateau pixel, (2, 3), stays outside)
+    maps[2, 10:14, 8:16] = 3.0  # a 4x8 plateau with exactly half of it on the object
+    masks[2] = False
+    masks[2, 10:14, 8:12] = True
+    maps[3, 0:4, 0:4] = 7.0  # a plateau whose float noise is below 1e-6: the right half is 7 * (1 - 1e-7)
+    maps[3, 0:4, 2:4] = 7.0 * (1 - 1e-7)
+    masks[3] = False
+    masks[3, 0:4, 2:4] = True  # the noisy half and one exact pixel (9 of 16) are on the object: exact equality
+    masks[3, 0, 1] = True  # sees 1 of 8
+    maps[4, 15:18, 15:18] = 9.0  # a plateau wholly off the default mask: a miss under every rule
+    return maps, masks
+
+
 def test_pointing_hits(capsys):
     sol = load_solutions("05_attributions_compared")
-    g = torch.Generator().manual_seed(0)
-    maps = torch.rand(6, 20, 24, generator=g)
-    maps[0] = 0.0  # a constant map points at (0, 0)
-    maps[1, 2:6, 3:9] = 5.0  # a plateau: the first maximum is (2, 3), the last (5, 8)
-    masks = torch.zeros(6, 20, 24, dtype=torch.bool)
-    masks[:, :10, :12] = True
-    masks[1, 5, 8] = False
-    masks[1, 2, 3] = True
-    masks[2, :, :] = ~masks[2]
+    maps, masks = pointing_cases()
     hits = sol.pointing_hits(maps, masks)
+    assert torch.equal(hits, crossvit.metrics.pointing_game(maps, masks).hits)
+    # the cases do what they are built for: a hand count of each plateau
+    assert hits[:5].tolist() == [False, True, False, True, False]
     out = accepted(capsys, exercises.check_pointing_hits, hits, maps, masks)
-    assert hits[0] and hits[1] and f"{int(hits.sum())} of 6" in out
+    assert f"{int(hits.sum())} of 7" in out
     check = exercises.check_pointing_hits
     rejected(check, None, maps, masks, match="None", error=ExerciseTypeError)
     rejected(check, hits.float().mean().item(), maps, masks, match="score", error=ExerciseTypeError)
     rejected(check, hits.float() * 0.5, maps, masks, match="bool", error=ExerciseTypeError)
     rejected(check, maps, maps, masks, match="one value per image")
+    rejected(check, hits[:3], maps, masks, match="shape")
     rejected(check, ~hits, maps, masks, match="wrong")
-    flat = maps.reshape(6, -1)
-    last = 20 * 24 - 1 - flat.flip(1).argmax(1)
-    rejected(check, masks[torch.arange(6), last // 24, last % 24], maps, masks, match="last")
+    first = crossvit.metrics.pointing_game(maps, masks, rule="first").hits
+    rejected(check, first, maps, masks, match="first.*top-left")
+    b = maps.shape[0]
+    flat, inside = maps.double().reshape(b, -1), masks.reshape(b, -1)
+    top = flat.max(1, keepdim=True).values
+    maximal = flat >= top - 1e-6 * top.abs()
+    rejected(check, (maximal & inside).any(1), maps, masks, match="one maximal pixel")
+    rejected(check, (maximal & inside).sum(1) * 2 >= maximal.sum(1), maps, masks, match="exactly half")
+    exact = flat == top
+    rejected(check, (exact & inside).sum(1) * 2 > exact.sum(1), maps, masks, match="exact equality")
+    rejected(check, (maximal & ~inside).sum(1) == 0, maps, masks, match="every maximal pixel")
     assert check(hits.int().tolist(), maps, masks) is None  # 0/1 lists are fine
+    with pytest.raises(ValueError, match="empty"):
+        check(hits, maps, torch.zeros_like(masks))
 
 
 @pytest.fixture(scope="module")
@@ -427,6 +458,139 @@ def test_train_with_one_change(capsys, tiny_runs):
     rejected(check, two, base_record, match="2 settings changed")
     measured = train(dataclasses.replace(base, eval_images=16), progress=False)
     rejected(check, measured, base_record, match="how the run is measured")
+
+
+# -- 07 --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def imagenet_model():
+    """An ImageNet-configured paper model (timm's data config: bicubic, crop_pct 0.875, ImageNet mean/std; the
+    1000 ImageNet class names), random weights: neither checker depends on them."""
+    torch.manual_seed(0)
+    return crossvit.create_model("crossvit_tiny_240").eval()
+
+
+def eval_transform_reference(photo, config, long_side=int, shift=(0, 0)):
+    """timm's eval transform written out with PIL alone (independent of crossvit.preprocessing), with an optional
+    slip: the longer side computed by ``long_side``, the crop moved by ``shift`` = (rows, columns)."""
+    from PIL import Image
+
+    _, size, _ = config["input_size"]
+    image = Image.fromarray(photo)
+    width, height = image.size
+    short = math.floor(size / config["crop_pct"])
+    long = long_side(short * max(width, height) / min(width, height))
+    new_w, new_h = (short, long) if width <= height else (long, short)
+    image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    left, top = round((new_w - size) / 2) + shift[1], round((new_h - size) / 2) + shift[0]
+    pixels = torch.from_numpy(np.array(image.crop((left, top, left + size, top + size)))).permute(2, 0, 1)
+    mean, std = (torch.tensor(config[key]).reshape(3, 1, 1) for key in ("mean", "std"))
+    return (pixels.float() / 255 - mean) / std
+
+
+@pytest.mark.parametrize("photo_name", ["chelsea", "tall"])
+def test_eval_transform(capsys, imagenet_model, photo_name):
+    import timm.data
+
+    sol = load_solutions("07_imagenet_crossvit")
+    if photo_name == "tall":  # portrait, 451 px high: the longer side rounds differently (411.9 -> 411 vs 412)
+        photo = crossvit.sample_photo("chelsea").transpose(1, 0, 2).copy()
+    else:
+        photo = crossvit.sample_photo("chelsea")  # 451 x 300, landscape
+    config = crossvit.data_config(imagenet_model)
+    answer = sol.eval_transform(photo, config)
+    # the independent reference: timm's own eval transform of the same photo
+    from PIL import Image
+
+    timm_transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=imagenet_model))
+    assert torch.equal(answer, timm_transform(Image.fromarray(photo)))
+    accepted(capsys, exercises.check_eval_transform, answer, imagenet_model, photo)
+    check = exercises.check_eval_transform
+    rejected(check, None, imagenet_model, photo, match="None", error=ExerciseTypeError)
+    rejected(check, answer.numpy(), imagenet_model, photo, match="ndarray", error=ExerciseTypeError)
+    rejected(check, answer.permute(1, 2, 0), imagenet_model, photo, match="channels last")
+    rejected(check, answer[None], imagenet_model, photo, match="batch of one")
+    rejected(check, torch.zeros(3, *photo.shape[:2]), imagenet_model, photo, match="own size")
+    squashed = Image.fromarray(photo).resize((240, 240), Image.Resampling.BICUBIC)
+    squashed = (torch.from_numpy(np.array(squashed)).permute(2, 0, 1).float() / 255 - torch.tensor(
+        config["mean"]).reshape(3, 1, 1)) / torch.tensor(config["std"]).reshape(3, 1, 1)
+    rejected(check, squashed, imagenet_model, photo, match="squashes")
+    rejected(check, eval_transform_reference(photo, {**config, "crop_pct": 1.0}), imagenet_model, photo,
+             match=r"floor\(240 / crop_pct\)")
+    bilinear = sol.eval_transform(photo, {**config, "interpolation": "bilinear"})
+    rejected(check, bilinear, imagenet_model, photo, match="bilinear interpolation")
+    rejected(check, eval_transform_reference(photo, config, long_side=round), imagenet_model, photo,
+             match="rounded")
+    rejected(check, eval_transform_reference(photo, config, shift=(0, -1)), imagenet_model, photo,
+             match="-1 px horizontally")
+    mean, std = (torch.tensor(config[key]).reshape(3, 1, 1) for key in ("mean", "std"))
+    unit = answer * std + mean
+    rejected(check, unit, imagenet_model, photo, match="not normalised")
+    rejected(check, (unit * 255 - mean) / std, imagenet_model, photo, match="divide the 0-255 values by 255")
+    rejected(check, (unit * 255).round().to(torch.uint8), imagenet_model, photo, match="0-255 pixel values")
+    rejected(check, answer.flip(0), imagenet_model, photo, match="BGR")
+    rejected(check, answer + 0.5, imagenet_model, photo, match="differ from")
+    # the right steps on a float tensor instead of the PIL image: a few pixel levels off, and told so
+    pixels = torch.tensor(photo).permute(2, 0, 1).float()[None] / 255
+    short = math.floor(240 / 0.875)
+    resized = F.interpolate(pixels, size=(short, int(short * photo.shape[1] / photo.shape[0])) if photo_name ==
+                            "chelsea" else (int(short * photo.shape[0] / photo.shape[1]), short), mode="bicubic",
+                            antialias=True)[0]
+    top, left = round((resized.shape[1] - 240) / 2), round((resized.shape[2] - 240) / 2)
+    on_tensor = (resized[:, top:top + 240, left:left + 240] - mean) / std
+    rejected(check, on_tensor, imagenet_model, photo, match="resize the PIL image, not a tensor")
+    with pytest.raises(TypeError, match="photo"):
+        check(answer, imagenet_model, 3.5)
+
+
+def test_top_predictions(capsys, imagenet_model):
+    sol = load_solutions("07_imagenet_crossvit")
+    logits = torch.randn(3, 1000, generator=torch.Generator().manual_seed(0)) * 3
+    names = crossvit.class_names(imagenet_model)
+    answer = sol.top_predictions(logits, names, 5)
+    # the independent reference: sort every class by probability in plain Python
+    for row, answer_row in zip(logits.softmax(1).tolist(), answer):
+        ranked = sorted(range(1000), key=lambda j: -row[j])[:5]
+        assert [name for name, _ in answer_row] == [names[j] for j in ranked]
+        assert [p for _, p in answer_row] == pytest.approx([row[j] for j in ranked], rel=1e-6)
+    out = accepted(capsys, exercises.check_top_predictions, answer, imagenet_model, logits, 5)
+    assert names[int(logits[0].argmax())] in out
+    check = exercises.check_top_predictions
+    rejected(check, None, imagenet_model, logits, 5, match="None", error=ExerciseTypeError)
+    rejected(check, logits.topk(5).indices, imagenet_model, logits, 5, match="Tensor", error=ExerciseTypeError)
+    rejected(check, answer[0], imagenet_model, logits, 5, match="list of one image")
+    rejected(check, [row[:4] for row in answer], imagenet_model, logits, 5, match="4 predictions")
+    rejected(check, [[n for n, _ in row] for row in answer], imagenet_model, logits, 5, match="bare names",
+             error=ExerciseTypeError)
+    indices = logits.softmax(1).topk(5).indices
+    rejected(check, [[(int(j), 0.1) for j in row] for row in indices], imagenet_model, logits, 5,
+             match="class indices", error=ExerciseTypeError)
+    rejected(check, indices.tolist(), imagenet_model, logits, 5, match="class indices", error=ExerciseTypeError)
+    rejected(check, [[(n, str(p)) for n, p in row] for row in answer], imagenet_model, logits, 5,
+             match="number", error=ExerciseTypeError)
+    as_logits = [[(names[int(j)], float(logits[i, j])) for j in row] for i, row in enumerate(indices)]
+    rejected(check, as_logits, imagenet_model, logits, 5, match="logits")
+    rejected(check, [[(n, 100 * p) for n, p in row] for row in answer], imagenet_model, logits, 5, match="percent")
+    rejected(check, [row[::-1] for row in answer], imagenet_model, logits, 5, match="reversed")
+    probabilities = logits.softmax(1)
+    least = [[(names[int(j)], float(probabilities[i, j])) for j in row]
+             for i, row in enumerate(probabilities.topk(5, dim=1, largest=False).indices)]
+    rejected(check, least, imagenet_model, logits, 5, match="least probable")
+    shifted = [[(names[int(j) + 1], p) for j, (_, p) in zip(row, answer_row)]
+               for row, answer_row in zip(indices, answer)]
+    rejected(check, shifted, imagenet_model, logits, 5, match="one place off")
+    over_batch = logits.softmax(0)
+    wrong_dim = [[(names[int(j)], float(over_batch[i, j])) for j in row]
+                 for i, row in enumerate(over_batch.topk(5, dim=1).indices)]
+    rejected(check, wrong_dim, imagenet_model, logits, 5, match="dim=0")
+    swapped = [list(row) for row in answer]
+    swapped[2][1], swapped[2][2] = swapped[2][2], swapped[2][1]
+    rejected(check, swapped, imagenet_model, logits, 5, match="image 2, place 2")
+    with pytest.raises(ValueError, match="logits"):
+        check(answer, imagenet_model, logits[:, :10], 5)
+    with pytest.raises(ValueError, match="k must be"):
+        check(answer, imagenet_model, logits, 0)
 
 
 def test_the_teachers_page_lists_every_exercise():

@@ -8,11 +8,14 @@ import torch
 
 # Exercise 5.1 · pointing_hits
 def pointing_hits(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """(B,) bool: does each map's maximum (the first one in row-major order) lie on the object?"""
-    b, _, w = maps.shape
-    flat_index = maps.reshape(b, -1).argmax(dim=1)  # argmax returns the first maximum
-    rows, cols = flat_index // w, flat_index % w
-    return masks[torch.arange(b), rows, cols].bool()
+    """(B,) bool: do more than half of each map's maximal pixels (within a relative 1e-6 of its maximum) lie on the
+    object?"""
+    b = maps.shape[0]
+    flat = maps.reshape(b, -1).double()  # (B, H*W)
+    top = flat.max(dim=1, keepdim=True).values  # (B, 1)
+    maximal = flat >= top - 1e-6 * top.abs()  # (B, H*W): a whole patch on a patch map
+    on_object = (maximal & masks.reshape(b, -1).bool()).sum(dim=1)
+    return on_object * 2 > maximal.sum(dim=1)  # more than half
 
 
 # Exercise 5.2 · saliency_map
