@@ -30,7 +30,6 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 from crossvit import exercises
-
 from crossvit.weights import cached_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +44,8 @@ EXPECTED_FIGURES: dict[str, list[str]] = {
         "01_position_similarity_small.png", "01_position_similarity_large.png",
     ],
     "02_dual_branch_encoding.ipynb": [
-        "02_cls_attention_by_block.png", "02_cls_attention_heads.png", "02_branch_logits.png",
+        "02_architecture.png", "02_cls_attention_by_block.png", "02_cls_attention_heads.png",
+        "02_branch_logits.png",
     ],
     "03_cross_attention_and_hooks.ipynb": [
         "03_cross_attention_by_block.png", "03_cross_attention_heads_small.png",
