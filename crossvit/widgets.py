@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .explain import explain, joint_rollout_pixels, patch_map_to_pixels
-from .metrics import argmax_points
+from .metrics import pointing_game
 from .model import CrossViT
 from .plotting import (
     GRID_COLORS,
@@ -491,14 +491,19 @@ class RolloutExplorer(_Explorer):
         if per_branch:
             branch = method.split("_")[1]
             draw_patch_grid(ax_map, self.model, branch, color=GRID_COLORS[branch], linewidth=0.4, alpha=0.5)
-        point = argmax_points(torch.as_tensor(self.last_map)[None])[0].tolist()  # (row, col) of the maximum
-        ax_map.plot(point[1], point[0], marker="+", color="#00ff66", markersize=14, markeredgewidth=2.5)
+        heat = torch.as_tensor(self.last_map, dtype=torch.float64)
+        top = heat.max()
+        maximal = (heat >= top - 1e-6 * top.abs()).nonzero().double()  # the maximal pixels (a patch, or a part of one)
+        centre = maximal.mean(dim=0).tolist()
+        ax_map.plot(centre[1], centre[0], marker="+", color="#00ff66", markersize=14, markeredgewidth=2.5)
         verdict = ""
         if self.masks is not None:
             for ax in (ax_image, ax_map):
                 draw_mask_contour(ax, self.masks[i])
-            verdict = " The maximum (+) is " + ("ON" if bool(self.masks[i][point[0], point[1]]) else "off") + \
-                      " the object."
+            game = pointing_game(heat[None].float(), self.masks[i][None])  # the default ("majority") rule
+            share = float(game.inside_share[0])
+            verdict = (f" {share:.0%} of the maximal pixels (+ marks their centre) lie on the object: the pointing "
+                       f"game counts a {'hit' if bool(game.hits[0]) else 'miss'}.")
         self.picture.value = _render(fig)
         settings = []
         if not c["head_fusion"].disabled:

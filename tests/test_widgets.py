@@ -164,3 +164,15 @@ def test_rollout_explorer_target_class(model, batch):
     assert "gradients of the predicted class" in explorer.caption.value
     with pytest.raises(ValueError, match="target must be"):
         explorer.gradient_maps(model.num_classes)
+
+
+def test_rollout_explorer_verdict_is_the_majority_pointing_game(model, batch):
+    images, _, masks = batch
+    explorer = rollout_explorer(model, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+    for i in range(len(images)):
+        explorer.controls["image"].value = i
+        heat = torch.as_tensor(explorer.last_map, dtype=torch.float64)
+        maximal = heat >= heat.max() * (1 - 1e-6)  # the maps are non-negative: relative tolerance as the metric's
+        share = (maximal & masks[i]).sum().item() / maximal.sum().item()  # share of maximal pixels on the object
+        assert f"{share:.0%} of the maximal pixels" in explorer.caption.value
+        assert ("counts a hit" if share > 0.5 else "counts a miss") in explorer.caption.value
