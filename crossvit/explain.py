@@ -50,9 +50,9 @@ METHODS: tuple[str, ...] = (
 
 METHOD_OPTIONS: dict[str, dict[str, object]] = {
     "random": {},
-    "rollout_small": {"start_block": 0, "head_fusion": "mean", "discard_ratio": 0.0},
-    "rollout_large": {"start_block": 0, "head_fusion": "mean", "discard_ratio": 0.0},
-    "joint_rollout": {"start_block": 0, "head_fusion": "mean"},
+    "rollout_small": {"start_block": -1, "head_fusion": "mean", "discard_ratio": 0.0},
+    "rollout_large": {"start_block": -1, "head_fusion": "mean", "discard_ratio": 0.0},
+    "joint_rollout": {"start_block": -1, "head_fusion": "mean"},
     "grad_rollout": {"start_block": 0},
     "cls_attention": {"block": -1, "layer": 0, "branch": "both"},
     "cross_attention": {"fusion": -1, "query": "both"},

@@ -391,9 +391,11 @@ def attention_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Te
 class RolloutExplorer(_Explorer):
     """Controls + picture of one rollout map. Build it with :func:`rollout_explorer`.
 
-    ``controls``: ``image``, ``method``, ``head_fusion``, ``discard_ratio`` and ``target`` (the class whose
-    score the gradient rollout back-propagates: :data:`PREDICTED`, each image's predicted class, or a class
-    index). After each redraw ``last_map`` is the (H, W) pixel map shown (before display scaling).
+    ``controls``: ``image``, ``method``, ``head_fusion``, ``discard_ratio``, ``start_block`` (the first
+    multi-scale block whose attention enters the product; the last block by default, as ``explain``'s rollouts)
+    and ``target`` (the class whose score the gradient rollout back-propagates: :data:`PREDICTED`, each image's
+    predicted class, or a class index). After each redraw ``last_map`` is the (H, W) pixel map shown (before
+    display scaling).
     """
 
     METHODS: tuple[str, ...] = ("rollout_small", "rollout_large", "joint_rollout", "grad_rollout")
@@ -403,11 +405,15 @@ class RolloutExplorer(_Explorer):
     def __init__(self, model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
                  class_names: Sequence[str] | None = None, index: int = 0) -> None:
         self.recorder, image_slider = self._take_inputs(model, images, masks, class_names, index)
-        self.self_maps = {b: [m.cpu() for m in self.recorder.self_attention(b)] for b in model.branch_names}
-        self._joint: dict[str, torch.Tensor] = {}  # head fusion -> (B, H, W), computed on first use
-        # class-specific, so it needs a backward pass: computed once per target, on first use
-        self._grad: dict[int, torch.Tensor] = {}  # target (a class, or PREDICTED) -> (B, H, W)
-        self.grad_maps = self.gradient_maps(self.PREDICTED)
+        maps = self.recorder.sites
+        # per branch, (block, map) of every self-attention layer in forward order
+        self.self_maps = {b: [(s.block, maps[s.name].cpu()) for s in self.recorder.recorded_sites
+                              if s.branch == b and s.kind == "self"] for b in model.branch_names}
+        self._joint: dict[tuple[str, int], torch.Tensor] = {}  # (head fusion, start) -> (B, H, W), on first use
+        # class-specific, so it needs a backward pass: computed once per (target, start block), on first use
+        self._grad: dict[tuple[int, int], torch.Tensor] = {}  # (class or PREDICTED, start) -> (B, H, W)
+        last_block = model.arch.num_blocks - 1
+        self.grad_maps = self.gradient_maps(self.PREDICTED, last_block)
         self.last_map: np.ndarray | None = None
 
         self.controls = {
@@ -419,6 +425,8 @@ class RolloutExplorer(_Explorer):
             "discard_ratio": widgets.FloatSlider(value=0.0, min=0.0, max=0.95, step=0.05,
                                                  description="discard ratio", style=_STYLE,
                                                  continuous_update=False, readout_format=".2f"),
+            "start_block": widgets.Dropdown(options=[(f"block {k}", k) for k in range(last_block + 1)],
+                                            value=last_block, description="start block", style=_STYLE),
             "target": widgets.Dropdown(options=self._target_options(), value=self.PREDICTED,
                                        description="target class", style=_STYLE),
         }
@@ -427,7 +435,7 @@ class RolloutExplorer(_Explorer):
         c = self.controls
         super().__init__([widgets.HBox([widgets.VBox([c["image"], c["method"]]),
                                         widgets.VBox([c["head_fusion"], c["discard_ratio"]]),
-                                        widgets.VBox([c["target"]])]),
+                                        widgets.VBox([c["start_block"], c["target"]])]),
                           self.caption, self.picture])
         for control in self.controls.values():
             control.observe(self._on_change, names="value")
@@ -440,39 +448,41 @@ class RolloutExplorer(_Explorer):
         classes = [(f"{k}: {_class_label(self.class_names, k)}", k) for k in range(self.model.num_classes)]
         return [("predicted class", self.PREDICTED), *classes]
 
-    def gradient_maps(self, target: int) -> torch.Tensor:
+    def gradient_maps(self, target: int, start_block: int = 0) -> torch.Tensor:
         """Gradient rollout maps (B, H, W) of every image for class ``target`` (:data:`PREDICTED`: each image's
-        predicted class), as ``explain(..., "grad_rollout", target=...)`` computes them; one backward per
-        target, kept for later."""
+        predicted class), as ``explain(..., "grad_rollout", target=..., start_block=...)`` computes them; one
+        backward per (target, start block), kept for later."""
         if target != self.PREDICTED and not 0 <= target < self.model.num_classes:
             raise ValueError(f"target must be RolloutExplorer.PREDICTED or a class in [0, "
                              f"{self.model.num_classes}), got {target}")
-        if target not in self._grad:
+        if (target, start_block) not in self._grad:
             images = self.images.to(_model_device(self.model))
             classes = self.predictions if target == self.PREDICTED else torch.full_like(self.predictions, target)
-            self._grad[target] = explain(self.model, images, "grad_rollout", target=classes.to(images.device)).cpu()
-        return self._grad[target]
+            self._grad[target, start_block] = explain(self.model, images, "grad_rollout",
+                                                      target=classes.to(images.device), start_block=start_block).cpu()
+        return self._grad[target, start_block]
 
-    def _joint_pixels(self, head_fusion: str) -> torch.Tensor:
+    def _joint_pixels(self, head_fusion: str, start_block: int) -> torch.Tensor:
         """The model-level joint rollout map (B, H, W) as ``explain(..., "joint_rollout")`` defines it: per query
         CLS, both grids' mass per pixel added; then the mean over the two CLS tokens."""
-        if head_fusion not in self._joint:
-            joint = joint_rollout(self.recorder, head_fusion)
-            self._joint[head_fusion] = joint_rollout_pixels(self.model, joint).cpu()
-        return self._joint[head_fusion]
+        if (head_fusion, start_block) not in self._joint:
+            joint = joint_rollout(self.recorder, head_fusion, start_block=start_block)
+            self._joint[head_fusion, start_block] = joint_rollout_pixels(self.model, joint).cpu()
+        return self._joint[head_fusion, start_block]
 
     def current_map(self) -> np.ndarray:
         """The (H, W) pixel map the controls select."""
         c = self.controls
-        i, method = c["image"].value, c["method"].value
+        i, method, start = c["image"].value, c["method"].value, c["start_block"].value
         if method in ("rollout_small", "rollout_large"):
             branch = method.split("_")[1]
-            maps = [m[i:i + 1] for m in self.self_maps[branch]]  # this image only: (1, heads, N, N) each
+            # this image only, blocks >= start: (1, heads, N, N) each
+            maps = [m[i:i + 1] for block, m in self.self_maps[branch] if block >= start]
             patches = rollout_from_maps(maps, c["head_fusion"].value, c["discard_ratio"].value)  # (1, N)
             return patch_map_to_pixels(self.model, branch, patches)[0].numpy()
         if method == "joint_rollout":
-            return self._joint_pixels(c["head_fusion"].value)[i].numpy()
-        return self.gradient_maps(c["target"].value)[i].numpy()
+            return self._joint_pixels(c["head_fusion"].value, start)[i].numpy()
+        return self.gradient_maps(c["target"].value, start)[i].numpy()
 
     def redraw(self) -> None:
         """Recompute the selected map from the recorded attention and redraw the picture."""
@@ -510,6 +520,7 @@ class RolloutExplorer(_Explorer):
             settings.append(f"head fusion {c['head_fusion'].value}")
         if per_branch:
             settings.append(f"discard ratio {c['discard_ratio'].value:.2f}")
+        settings.append(f"from block {c['start_block'].value}")
         predicted = _class_label(self.class_names, int(self.predictions[i]))
         if method == "grad_rollout":
             target = c["target"].value

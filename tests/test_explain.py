@@ -52,9 +52,12 @@ def test_every_method_gives_pixel_maps(model, images, method):
 def test_rollout_methods_equal_the_rollout_functions(model, images):
     with crossvit.record_attention(model) as rec, torch.no_grad():
         model(images)
-    expected = crossvit.patch_map_to_pixels(model, "large", crossvit.attention_rollout(rec, "large"))
+    # the methods' defaults start at the last block (crossvit.METHOD_OPTIONS)
+    expected = crossvit.patch_map_to_pixels(model, "large", crossvit.attention_rollout(rec, "large", start_block=2))
     torch.testing.assert_close(crossvit.explain(model, images, "rollout_large"), expected)
-    joint = crossvit.joint_rollout(rec)
+    expected = crossvit.patch_map_to_pixels(model, "large", crossvit.attention_rollout(rec, "large"))
+    torch.testing.assert_close(crossvit.explain(model, images, "rollout_large", start_block=0), expected)
+    joint = crossvit.joint_rollout(rec, start_block=-1)
     by_query = [
         sum(crossvit.patch_map_to_pixels(model, p, joint[q][p], density=True) for p in ("small", "large"))
         for q in ("small", "large")

@@ -433,19 +433,20 @@ def test_rollout_explorer_recomputes_rollout_from_the_recording(model, batch, re
     c["method"].value = "rollout_large"
     c["head_fusion"].value = "max"
     c["discard_ratio"].value = 0.5
-    rollout = crossvit.attention_rollout(recording, "large", head_fusion="max", discard_ratio=0.5)
+    c["start_block"].value = 1
+    rollout = crossvit.attention_rollout(recording, "large", head_fusion="max", discard_ratio=0.5, start_block=1)
     expected = crossvit.patch_map_to_pixels(model, "large", rollout)[2]
     np.testing.assert_allclose(explorer.last_map, expected.numpy(), rtol=1e-5, atol=1e-7)
 
     c["method"].value = "joint_rollout"
     assert c["discard_ratio"].disabled and not c["head_fusion"].disabled
     c["head_fusion"].value = "mean"
-    np.testing.assert_allclose(explorer.last_map, crossvit.explain(model, images, "joint_rollout")[2].numpy(),
-                               rtol=1e-5, atol=1e-8)
+    expected = crossvit.explain(model, images, "joint_rollout", start_block=1)[2]
+    np.testing.assert_allclose(explorer.last_map, expected.numpy(), rtol=1e-5, atol=1e-8)
 
     c["method"].value = "grad_rollout"
     assert c["head_fusion"].disabled
-    np.testing.assert_allclose(explorer.last_map, crossvit.explain(model, images, "grad_rollout")[2].numpy(),
-                               rtol=1e-4, atol=1e-8)
+    expected = crossvit.explain(model, images, "grad_rollout", start_block=1)[2]
+    np.testing.assert_allclose(explorer.last_map, expected.numpy(), rtol=1e-4, atol=1e-8)
     assert bytes(explorer.picture.value).startswith(PNG_SIGNATURE)
     assert "image 2" in explorer.caption.value

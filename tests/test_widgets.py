@@ -141,13 +141,20 @@ def test_rollout_explorer_target_class(model, batch):
     assert not c["target"].disabled and c["target"].value == RolloutExplorer.PREDICTED
     assert [v for _, v in c["target"].options] == [RolloutExplorer.PREDICTED, *range(model.num_classes)]
 
-    def grad_rollout_of(target: int) -> torch.Tensor:
+    def grad_rollout_of(target: int, start_block: int = 0) -> torch.Tensor:
         # Chefer et al.'s rollout written out here: back-propagate the target's score to the recorded maps
         with crossvit.record_attention(model, grads=True) as rec, torch.enable_grad():
             score = model(images)[:, target].sum()
             score.backward(inputs=list(rec.sites.values()))
-        return joint_rollout_pixels(model, crossvit.gradient_rollout(rec))  # both CLS tokens, mass per pixel
+        rollout = crossvit.gradient_rollout(rec, start_block=start_block)
+        return joint_rollout_pixels(model, rollout)  # both CLS tokens, mass per pixel
 
+    last = model.arch.num_blocks - 1
+    assert c["start_block"].value == last  # the rollouts start at the last block, as explain's defaults
+    c["target"].value = 0
+    np.testing.assert_allclose(explorer.last_map, grad_rollout_of(0, last)[0].detach().numpy(), rtol=1e-4,
+                               atol=1e-8)
+    c["start_block"].value = 0
     maps = {}
     for target in range(model.num_classes):
         c["target"].value = target
