@@ -65,7 +65,8 @@ def trained_baselines(model: CrossViT, images: torch.Tensor, labels: torch.Tenso
     config = TrainConfig(**settings)
     rows = [{"ablation": f"CrossViT (bundled, {record['steps']} steps)", "accuracy": accuracies(
         model, images, labels)["model"], "parameters": crossvit.count_parameters(model),
-        "train_s": record["wall_time_s"], "curve": [(h["step"], h["accuracy"]) for h in record["eval_history"]]}]
+        "train_s": record["wall_time_s"], "loss": record["held_out_loss"],
+        "curve": [(h["step"], h["accuracy"], h["loss"]) for h in record["eval_history"]]}]
     for branch in ("small", "large"):
         baseline = SingleBranchViT(model.arch, branch)
         trained, run = train(config, model=baseline, progress=True)
@@ -74,7 +75,8 @@ def trained_baselines(model: CrossViT, images: torch.Tensor, labels: torch.Tenso
         rows.append({"ablation": f"{branch} branch only ({config.steps} steps)",
                      "accuracy": (predicted == labels).float().mean().item(),
                      "parameters": crossvit.count_parameters(trained), "train_s": run["wall_time_s"],
-                     "curve": [(h["step"], h["accuracy"]) for h in run["eval_history"]]})
+                     "loss": run["held_out_loss"],
+                     "curve": [(h["step"], h["accuracy"], h["loss"]) for h in run["eval_history"]]})
     return rows
 
 
@@ -82,15 +84,18 @@ def write_outputs(inference: list[dict], trained: list[dict], out: Path, header:
     lines = [header, "", "| inference ablation of the bundled model | accuracy |", "|---|---:|"]
     lines += [f"| {r['ablation']} | {r['accuracy']:.4f} |" for r in inference]
     if trained:
-        lines += ["", "| model, same training budget | held-out accuracy | parameters | training s |",
-                  "|---|---:|---:|---:|"]
-        lines += [f"| {r['ablation']} | {r['accuracy']:.4f} | {r['parameters']:,} | {r['train_s']:.0f} |"
+        steps = [s for s, _, _ in trained[0]["curve"]]
+        lines += ["", "| model, same training budget | held-out accuracy | held-out loss (trainer's set) | "
+                  + " | ".join(f"accuracy at step {s}" for s in steps) + " | parameters | training s |",
+                  "|---|---:|---:|" + "---:|" * len(steps) + "---:|---:|"]
+        lines += [f"| {r['ablation']} | {r['accuracy']:.4f} | {r['loss']:.4f} | "
+                  + " | ".join(f"{a:.4f}" for _, a, _ in r["curve"]) + f" | {r['parameters']:,} | {r['train_s']:.0f} |"
                   for r in trained]
     text = "\n".join(lines) + "\n"
     (out / "ablations.md").write_text(text)
     (out / "ablations.json").write_text(json.dumps({"inference": inference, "trained": trained}, indent=1) + "\n")
 
-    fig, axes = plt.subplots(1, 2 if trained else 1, figsize=(12 if trained else 7, 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, 3 if trained else 1, figsize=(17 if trained else 7, 4.2), squeeze=False)
     ax = axes[0, 0]
     names = [r["ablation"] for r in inference]
     ax.barh(names, [r["accuracy"] for r in inference], color=["tab:blue" if "bundled" in n else "tab:orange"
@@ -103,15 +108,15 @@ def write_outputs(inference: list[dict], trained: list[dict], out: Path, header:
     ax.set_title("bundled model, parts switched off at inference", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     if trained:
-        ax = axes[0, 1]
-        for r in trained:
-            steps, acc = zip(*r["curve"])
-            ax.plot(steps, acc, marker="o", label=r["ablation"])
-        ax.set_xlabel("training step")
-        ax.set_ylabel("held-out accuracy")
-        ax.set_ylim(0, 1.02)
-        ax.set_title("same data, schedule and steps", fontsize=10)
-        ax.legend(fontsize=8, loc="lower right")
+        for ax, k, label in ((axes[0, 1], 1, "held-out accuracy"), (axes[0, 2], 2, "held-out loss (log scale)")):
+            for r in trained:
+                steps = [point[0] for point in r["curve"]]
+                ax.plot(steps, [point[k] for point in r["curve"]], marker="o", label=r["ablation"])
+            ax.set_xlabel("training step")
+            ax.set_ylabel(label)
+            ax.set_title("same data, schedule and steps", fontsize=10)
+            ax.legend(fontsize=8)
+        axes[0, 2].set_yscale("log")
     fig.tight_layout()
     fig.savefig(out / "ablations.png", dpi=110)
     plt.close(fig)
