@@ -52,7 +52,8 @@ EXPECTED_FIGURES: dict[str, list[str]] = {
         "03_cross_attention_heads_large.png",
     ],
     "04_attention_rollout.ipynb": [
-        "04_rollout_variants.png", "04_joint_rollout.png", "04_grad_rollout_classes.png",
+        "04_rollout_variants.png", "04_rollout_start_block.png", "04_joint_rollout.png",
+        "04_grad_rollout_classes.png",
     ],
     "05_attributions_compared.ipynb": ["05_methods_gallery.png", "05_deletion_insertion.png"],
     "06_training_your_own.ipynb": ["06_training_curve.png"],

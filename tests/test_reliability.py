@@ -184,8 +184,15 @@ def test_autocast_float16_grad_rollout_matches_float32(bundled, shapes):
     reference = crossvit.explain(bundled, images, "grad_rollout")
     with torch.autocast("cpu", dtype=torch.float16):
         maps = crossvit.explain(bundled, images, "grad_rollout")
-    assert (maps > 0).all()
-    assert _relative_error(maps, reference).median() < 0.01
+    # Under float16 autocast the model's own softmax rows underflow (many attention weights are exactly 0, a property
+    # of the fp16 model, not of the rollout), so pixels that are negligible in the float32 map may become 0. The
+    # rollout's promise is float32 accumulation: every pixel that matters keeps its value, and no pixel of weight
+    # above 1/1000 of the maximum is lost (accumulating in float16 zeroed ~90 % of the pixels).
+    scale = reference.amax(dim=(1, 2), keepdim=True)
+    assert (maps[reference > 1e-3 * scale] > 0).all()
+    matters = reference > 1e-2 * scale
+    assert _relative_error(maps, reference)[matters].median() < 0.01
+    assert ((maps.float() - reference).abs() / scale).max() < 0.01
 
 
 def test_rollout_functions_compute_in_float32_for_half_maps():
