@@ -990,7 +990,7 @@ def check_train_with_one_change(answer: object, baseline_record: Mapping[str, An
     if field in _MEASUREMENT_ONLY:
         _fail(name, f"`{field}` changes how the run is measured, not how it trains; change a training setting "
                     "(lr, warmup_steps, batch_size, steps, augment, label_smoothing, weight_decay, train_images, "
-                    "preset, seed).")
+                    "head_loss_weight, attention_entropy_weight, preset, seed).")
     held_x, held_y, _ = _held_out(new, HELD_OUT_SEED_BASE)
     device = next(model.parameters()).device
     scores = evaluate(model, held_x, held_y, device=device, amp=record.get("amp") == "bfloat16")

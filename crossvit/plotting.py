@@ -917,7 +917,7 @@ def plot_training_curve(record: Mapping[str, Any], window: int = 10, size: tuple
         smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
         ax.plot(steps[window - 1:], smooth, color="#08519c", linewidth=1.6, label=f"mean of {window} steps")
     ax.set_xlabel("step")
-    ax.set_ylabel("training cross-entropy")
+    ax.set_ylabel("training loss (every term)")
     ax.grid(alpha=0.3)
     history = record.get("eval_history") or []
     if history:

@@ -8,9 +8,9 @@
 Recipe: AdamW (no weight decay on norms, biases, CLS tokens and positions), linear warm-up then cosine decay to
 zero, cross-entropy on the model's logits plus ``head_loss_weight`` times the cross-entropy of each branch head on
 its own (so that both heads carry the decision, not just their combination), optionally plus
-``attention_entropy_weight`` times the mean entropy of the CLS tokens' attention over the patches
-(:func:`cls_attention_entropy`; see ``TrainConfig``), random flips/transposes of the images (all 8 symmetries of the square keep the class of
-every shapes image). Training images are generated once from data seeds in ``[0, HELD_OUT_SEED_BASE)``; the
+``attention_entropy_weight`` times the mean entropy of the CLS tokens' attention rows
+(:func:`cls_attention_entropy`; see ``TrainConfig``), random flips/transposes of the images (all 8 symmetries of
+the square keep the class of every shapes image). Training images are generated once from data seeds in ``[0, HELD_OUT_SEED_BASE)``; the
 held-out images come from ``HELD_OUT_SEED_BASE + seed``, a seed range training never draws from. Runs are
 deterministic for a given config and device: the model, the data and the batches all come from ``seed``.
 """
@@ -81,8 +81,8 @@ class TrainConfig:
     # weight of each branch head's own cross-entropy, added to the loss of the combined logits: loss =
     # CE(logits) + w * (CE(small head) + CE(large head)); 0 trains the combination only (then one head may go silent)
     head_loss_weight: float = 0.5
-    # weight of the mean entropy (nats) of the CLS tokens' head-averaged attention over the patches, in every self-
-    # and cross-attention layer (cls_attention_entropy). Without it the model can read the object with near-uniform
+    # weight of the mean entropy (nats) of the CLS tokens' head-averaged attention rows (keys: the CLS and the
+    # patches), in every self- and cross-attention layer (cls_attention_entropy). Without it the model can read the object with near-uniform
     # attention (patch tokens of the background learn to carry nothing), so attention maps say little about what
     # it uses; the penalty asks each CLS to read few patches and leaves which ones to the labels (no mask is used).
     attention_entropy_weight: float = 0.0
