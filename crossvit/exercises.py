@@ -29,8 +29,7 @@ import copy
 import math
 import numbers
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -40,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .classes import class_names, top_classes
-from .explain import explain, patch_map_to_pixels
+from .explain import _eval_mode, explain, patch_map_to_pixels
 from .metrics import pointing_game
 from .model import CrossViT, check_images
 from .photos import read_image
@@ -216,16 +215,6 @@ def _compare(name: str, answer: torch.Tensor, reference: torch.Tensor, *, what: 
     worst = tuple(int(i) for i in torch.unravel_index(error.argmax(), error.shape))
     _fail(name, f"the values differ from {what} by up to {error.max().item():.3g} (largest at index {worst}: "
                 f"yours {answer[worst].item():.4g}, expected {reference[worst].item():.4g}). Hint: {hint}")
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _check_model(checker: str, model: object) -> CrossViT:

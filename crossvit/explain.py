@@ -33,7 +33,7 @@ textbook settings, e.g. rollout from the first block).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -270,7 +270,8 @@ _METHODS: dict[str, Callable] = {
 
 
 @contextmanager
-def _eval_mode(model: torch.nn.Module):
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block the model is in eval mode; its previous mode is restored afterwards."""
     was_training = model.training
     model.eval()
     try:
