@@ -22,6 +22,7 @@ from torch import nn
 from .config import Architecture
 from .layers import TransformerBlock
 from .model import BranchEmbedding, ClassifierHead, CrossViT
+from .train import evaluate  # the trainer's held-out scoring, which scores each head too
 
 
 def _check_model(model: object) -> CrossViT:
@@ -58,20 +59,9 @@ def head_accuracies(model: CrossViT, images: torch.Tensor, labels: torch.Tensor,
     _check_model(model)
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or len(labels) != len(images):
         raise ValueError("labels must be a (B,) tensor with one class index per image")
-    was_training = model.training
-    model.eval()
-    correct = {"model": 0, "small head": 0, "large head": 0}
-    try:
-        for i in range(0, len(labels), batch_size):
-            heads = model.branch_logits(model.forward_features(images[i:i + batch_size]))
-            y = labels[i:i + batch_size].to(images.device)
-            total = heads["small"] + heads["large"]  # the sum and the mean have the same argmax
-            correct["model"] += (total.argmax(1) == y).sum().item()
-            for name in ("small", "large"):
-                correct[f"{name} head"] += (heads[name].argmax(1) == y).sum().item()
-    finally:
-        model.train(was_training)
-    return {k: v / len(labels) for k, v in correct.items()}
+    scores = evaluate(model, images, labels, batch_size=batch_size, device=images.device)
+    return {"model": scores["accuracy"], "small head": scores["small_head_accuracy"],
+            "large head": scores["large_head_accuracy"]}
 
 
 class SingleBranchViT(nn.Module):

@@ -41,7 +41,14 @@ import torch.nn.functional as F
 
 from .model import CrossViT, check_images
 from .recording import attention_sites, record_attention
-from .rollout import HEAD_FUSIONS, attention_rollout, check_start_block, gradient_rollout, joint_rollout
+from .rollout import (
+    HEAD_FUSIONS,
+    attention_rollout,
+    check_index,
+    check_start_block,
+    gradient_rollout,
+    joint_rollout,
+)
 
 METHODS: tuple[str, ...] = (
     "random", "rollout_small", "rollout_large", "joint_rollout", "grad_rollout", "cls_attention", "cross_attention",
@@ -158,32 +165,30 @@ def _branch_choice(name: str, value: object) -> tuple[str, ...]:
     return ("small", "large") if value == "both" else (value,)  # type: ignore[return-value]
 
 
-def _list_index(name: str, value: object, length: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not -length <= value < length:
-        raise ValueError(f"{name} must be in [{-length}, {length}) for this model's {length} {what}, got {value}")
-    return value % length
-
-
 def _mean_density(model: CrossViT, rows: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean over the given grids of their patch rows spread as mass per pixel: (B, H, W)."""
     maps = [patch_map_to_pixels(model, grid, row, density=True) for grid, row in rows.items()]
     return sum(maps) / len(maps)
 
 
-def _cls_attention(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, block: int, layer: int,
-                   branch: str) -> torch.Tensor:
-    branches = _branch_choice("branch", branch)
-    k = _list_index("block", block, model.arch.num_blocks, "blocks")
-    names = {}
-    for b in branches:
-        j = _list_index("layer", layer, model.arch.branch(b).depth[k], f"{b}-branch layers in block {k}")
-        names[b] = f"blocks.{k}.{b}.self.{j}"
+def _recorded_cls_rows(model: CrossViT, images: torch.Tensor, names: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Record only the sites named in ``names`` (key -> site name) in one forward; per key, the site's CLS row over
+    its keys after the first (the patches), heads averaged: (B, N_keys - 1) in float32."""
     with record_attention(model, sites=lambda name: name in names.values()) as rec, torch.no_grad():
         model(images)
     maps = rec.sites
-    rows = {b: maps[names[b]].float().mean(dim=1)[:, 0, 1:] for b in branches}  # (B, N_b): CLS row over its patches
+    return {key: maps[name].float().mean(dim=1)[:, 0, 1:] for key, name in names.items()}
+
+
+def _cls_attention(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, block: int, layer: int,
+                   branch: str) -> torch.Tensor:
+    branches = _branch_choice("branch", branch)
+    k = check_index("block", block, model.arch.num_blocks, "blocks")
+    names = {}
+    for b in branches:
+        j = check_index("layer", layer, model.arch.branch(b).depth[k], f"{b}-branch layers in block {k}")
+        names[b] = f"blocks.{k}.{b}.self.{j}"
+    rows = _recorded_cls_rows(model, images, names)  # (B, N_b): the CLS row over its own branch's patches
     return _mean_density(model, rows)
 
 
@@ -191,14 +196,11 @@ def _cross_attention(model: CrossViT, images: torch.Tensor, target: torch.Tensor
                      ) -> torch.Tensor:
     queries = _branch_choice("query", query)
     fusions = sorted({(s.block, s.index) for s in attention_sites(model) if s.kind == "cross"})
-    k, f = fusions[_list_index("fusion", fusion, len(fusions), "fusion layers")]
+    k, f = fusions[check_index("fusion", fusion, len(fusions), "fusion layers")]
     names = {q: f"blocks.{k}.{q}.cross.{f}" for q in queries}
-    with record_attention(model, sites=lambda name: name in names.values()) as rec, torch.no_grad():
-        model(images)
-    maps = rec.sites
     other = {"small": "large", "large": "small"}
     # the query CLS's row over [its own projected CLS, the other branch's patches]: keep the patches
-    rows = {other[q]: maps[names[q]].float().mean(dim=1)[:, 0, 1:] for q in queries}
+    rows = {other[q]: row for q, row in _recorded_cls_rows(model, images, names).items()}
     return _mean_density(model, rows)
 
 

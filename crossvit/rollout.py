@@ -102,15 +102,19 @@ def rollout_from_maps(maps: Sequence[torch.Tensor], head_fusion: HeadFusion = "m
     return row[:, 0, 1:]
 
 
+def check_index(name: str, value: object, length: int, what: str) -> int:
+    """``value`` as an index in ``[0, length)`` of the model's ``length`` ``what`` (e.g. "blocks"); negative values
+    count from the end, like a list index. A TypeError / ValueError names ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not -length <= value < length:
+        raise ValueError(f"{name} must be in [{-length}, {length}) for this model's {length} {what}, got {value}")
+    return value % length
+
+
 def check_start_block(model: torch.nn.Module, start_block: object) -> int:
-    """``start_block`` as an index in ``[0, num_blocks)``; negative values count from the end, like a list index."""
-    blocks = model.arch.num_blocks
-    if isinstance(start_block, bool) or not isinstance(start_block, int):
-        raise TypeError(f"start_block must be an int (a block index), got {type(start_block).__name__}")
-    if not -blocks <= start_block < blocks:
-        raise ValueError(f"start_block must be in [{-blocks}, {blocks}) for this model's {blocks} blocks, "
-                         f"got {start_block}")
-    return start_block % blocks
+    """``start_block`` as a block index in ``[0, num_blocks)`` (see :func:`check_index`)."""
+    return check_index("start_block", start_block, model.arch.num_blocks, "blocks")
 
 
 def attention_rollout(rec: AttentionRecorder, branch: str, head_fusion: HeadFusion = "mean",
