@@ -44,8 +44,8 @@ def variants(model: crossvit.CrossViT) -> list[tuple[str, dict]]:
     """(method, options) pairs: every method's defaults, every start block, every CLS row and fusion direction."""
     out: list[tuple[str, dict]] = [(m, {}) for m in crossvit.METHODS if m not in ("integrated_gradients", "occlusion")]
     for start in range(model.arch.num_blocks):
-        out += [(m, {"start_block": start}) for m in ("rollout_small", "rollout_large", "joint_rollout",
-                                                       "grad_rollout")]
+        out += [(m, {"start_block": start}) for m in ("small_rollout", "large_rollout", "joint_rollout",
+                                                       "gradient_rollout")]
     for block in range(model.arch.num_blocks):
         for layer in range(min(model.arch.branch(b).depth[block] for b in model.branch_names)):
             out += [("cls_attention", {"block": block, "layer": layer, "branch": b})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from .config import Architecture
 from .layers import TransformerBlock
 from .model import BranchEmbedding, ClassifierHead, CrossViT
 from .train import evaluate  # the trainer's held-out scoring, which scores each head too
+from .utils import BRANCHES, check_choice, renamed_keywords
 
 
 def _check_model(model: object) -> CrossViT:
@@ -32,12 +34,24 @@ def _check_model(model: object) -> CrossViT:
 
 
 @contextmanager
-def zero_cross_attention(model: CrossViT, queries: Sequence[str] = ("small", "large")) -> Iterator[None]:
-    """Within the block, every fusion direction whose query CLS belongs to a branch in ``queries`` adds nothing read
-    from the other branch: its cross-attention output is replaced by zeros (forward hooks, removed on exit)."""
+def zero_cross_attention(model: CrossViT, query: str | Sequence[str] = "both", **deprecated: Any) -> Iterator[None]:
+    """Within the block, every fusion direction whose query CLS is ``query``'s ("small", "large", "both", or a
+    sequence of branch names) adds nothing read from the other branch: its cross-attention output is replaced by
+    zeros (forward hooks, removed on exit). (``queries=`` is the deprecated name of ``query``.)"""
     _check_model(model)
-    if isinstance(queries, str) or not all(q in ("small", "large") for q in queries):
-        raise ValueError(f"queries must be a sequence of 'small' and/or 'large', got {queries!r}")
+    renamed = renamed_keywords("zero_cross_attention", deprecated, {"queries": "query"})
+    if set(renamed) - {"query"}:
+        raise TypeError(f"zero_cross_attention got unexpected keyword argument(s) {sorted(set(renamed) - {'query'})}")
+    if "query" in renamed:
+        query = renamed["query"]
+    if query == "both":
+        queries: Sequence[str] = BRANCHES
+    elif isinstance(query, str):
+        queries = (check_choice("query", query, ("small", "large", "both")),)
+    else:
+        queries = tuple(query)
+        if not all(q in BRANCHES for q in queries):
+            raise ValueError(f"query must be 'small', 'large', 'both' or a sequence of branch names, got {query!r}")
     handles = []
     for block in model.blocks:
         for fusion in block.fusions:

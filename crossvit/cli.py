@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 PROG = "crossvit"
-DEFAULT_METHODS: tuple[str, ...] = ("grad_rollout",)
+DEFAULT_METHODS: tuple[str, ...] = ("gradient_rollout",)
 TOP_K = 5
 
 

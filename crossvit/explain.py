@@ -6,41 +6,59 @@ Every method ends on the pixels of the input image, so methods can be compared o
   input pixels that patch covers, taking the branch's resize (or crop) into account;
 * captum methods give a value per input pixel and channel; channels are reduced as documented per method.
 
-Methods (``METHODS``) and the options :func:`explain` passes on to them (``METHOD_OPTIONS`` holds the defaults):
+**The registry.** Each method is one :class:`Method` record, made by the :func:`register_method` decorator on its
+function: the function's keyword-only parameters are the method's options and their defaults are the method's
+defaults; the record adds what the rest of the package needs to know (signed map? class-specific? needs gradients?
+needs captum? drawn on one branch's grid?). :func:`explain`, :data:`METHOD_OPTIONS`, the explorers, the plotting and
+the benchmarks all read the registry, so adding a method is one function and its decorator. Every option value is
+checked in one place (:data:`OPTION_CHECKS`) before the method runs.
 
 =========================  ==================================================================================
 ``random``                 a seeded baseline (``seed``)
-``rollout_small`` /        per-branch rollout of that branch's self-attention (``start_block``, ``head_fusion``,
-``rollout_large``          ``discard_ratio``)
+``small_rollout`` /        per-branch rollout of that branch's self-attention (``start_block``, ``head_fusion``,
+``large_rollout``          ``discard_ratio``)
 ``joint_rollout``          both branches through the fusion layers (``start_block``, ``head_fusion``)
-``grad_rollout``           the class-specific joint rollout of Chefer et al. (``start_block``)
+``gradient_rollout``       the class-specific joint rollout of Chefer et al. (``start_block``)
 ``cls_attention``          the raw CLS -> patch row of one self-attention layer, heads averaged (``block``,
-                           ``layer``, ``branch``: "small", "large" or "both")
+                           ``layer``, ``query``: whose CLS asks, "small", "large" or "both")
 ``cross_attention``        one fusion layer's cross-attention row of a CLS token over the *other* branch's patches,
                            heads averaged (``fusion``: index over all fusion layers in forward order, ``query``:
                            "small" = the small CLS reading the large patches, "large" = the large CLS reading the
                            small patches, or "both")
-``integrated_gradients``,  through captum (``ig_steps``, ``internal_batch_size``)
+``integrated_gradients``,  through captum (``n_steps`` for integrated gradients, ``internal_batch_size``)
 ``saliency``, ``occlusion``
 =========================  ==================================================================================
 
+**Where a rollout starts** (one rule): the functions of :mod:`crossvit.rollout` implement the definitions and start
+at block 0; ``explain``'s methods start where their record's ``start_block`` default says, chosen on held-out
+validation images of the bundled model: the class-agnostic rollouts at the last block (their first blocks attend
+broadly and blur the product), the gradient rollout at block 0 (its gradient weighting already keeps only what
+matters for the class). The explorers use the same defaults.
+
+Old names (``rollout_small``, ``rollout_large``, ``grad_rollout``, the options ``ig_steps`` and ``branch``) still
+work for one release, with a FutureWarning.
+
 Where both CLS tokens (or both grids) contribute, the model-level map is their mean, since the head averages the two
 branches' logits; each grid's values are spread as mass per pixel (``density=True``) so that the two grids can be
-added. The defaults in ``METHOD_OPTIONS`` were chosen on held-out images of the bundled model (see
-``benchmarks/explanations.py`` and its table in ``figures/explanation_faithfulness.md``, which also lists the
-textbook settings, e.g. rollout from the first block).
+added. The defaults were chosen on held-out images of the bundled model (see ``benchmarks/explanations.py`` and its
+table in ``figures/explanation_faithfulness.md``, which also lists the textbook settings, e.g. rollout from the first
+block).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import inspect
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .model import CrossViT, check_images
-from .recording import attention_sites, record_attention
+from .recording import attention_sites, record_attention, release_attention_memory
 from .rollout import (
     HEAD_FUSIONS,
     attention_rollout,
@@ -49,26 +67,134 @@ from .rollout import (
     gradient_rollout,
     joint_rollout,
 )
+from .utils import BRANCHES, check_choice, check_int, check_number, eval_mode, other_branch
 
-METHODS: tuple[str, ...] = (
-    "random", "rollout_small", "rollout_large", "joint_rollout", "grad_rollout", "cls_attention", "cross_attention",
-    "integrated_gradients", "saliency", "occlusion",
-)
+QUERIES: tuple[str, ...] = ("small", "large", "both")
+"""Values of the ``query`` option: whose CLS token asks (both: the mean of the two maps)."""
 
-METHOD_OPTIONS: dict[str, dict[str, object]] = {
-    "random": {},
-    "rollout_small": {"start_block": -1, "head_fusion": "mean", "discard_ratio": 0.0},
-    "rollout_large": {"start_block": -1, "head_fusion": "mean", "discard_ratio": 0.0},
-    "joint_rollout": {"start_block": -1, "head_fusion": "mean"},
-    "grad_rollout": {"start_block": 0},
-    "cls_attention": {"block": -1, "layer": 0, "branch": "both"},
-    "cross_attention": {"fusion": -1, "query": "both"},
-    "integrated_gradients": {},
-    "saliency": {},
-    "occlusion": {},
+SEED_RANGE = (0, 2**64 - 1)
+"""Seeds of the ``random`` baseline: any int in this range (``torch.Generator.manual_seed``'s)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the registry
+
+
+def _query(model: CrossViT, value: object) -> str:
+    return check_choice("query", value, QUERIES)
+
+
+OPTION_CHECKS: dict[str, Callable[[CrossViT, object], object]] = {
+    "start_block": check_start_block,
+    "head_fusion": lambda model, v: check_choice("head_fusion", v, HEAD_FUSIONS),
+    "discard_ratio": lambda model, v: check_number("discard_ratio", v, 0.0, 1.0, high_open=True),
+    "block": lambda model, v: check_int("block", v),
+    "layer": lambda model, v: check_int("layer", v),
+    "fusion": lambda model, v: check_int("fusion", v),
+    "query": _query,
+    "seed": lambda model, v: check_int("seed", v, *SEED_RANGE),
+    "n_steps": lambda model, v: check_int("n_steps", v, 1),
+    "internal_batch_size": lambda model, v: check_int("internal_batch_size", v, 1),
 }
-"""Each method's own options and their defaults: :func:`explain` accepts these keywords for that method (besides
-``seed``, ``ig_steps`` and ``internal_batch_size``, which every method takes and uses where they apply)."""
+"""How each option's value is checked (and normalised, e.g. a numpy integer to an int), by option name: a
+TypeError or ValueError that names the option, raised before the model runs."""
+
+SHARED_OPTIONS: tuple[str, ...] = ("seed", "n_steps", "internal_batch_size")
+"""Options :func:`explain` accepts for every method, so that one loop can pass them to all; a method uses those
+among its own options and ignores the rest (they are still checked)."""
+
+_OPTION_RENAMES = {"ig_steps": "n_steps", "branch": "query"}  # deprecated option names -> current ones
+
+
+@dataclass(frozen=True)
+class Method:
+    """One explanation method: its function and what the package needs to know about it.
+
+    ``function(model, images, target, **options) -> (B, H, W)`` gets a model in eval mode, images checked against
+    it, ``target`` as a (B,) long tensor of class indices, and every option (the defaults filled in, each value
+    checked by :data:`OPTION_CHECKS`).
+    """
+
+    name: str
+    function: Callable[..., torch.Tensor]
+    summary: str
+    defaults: Mapping[str, object]  # option -> default, from the function's keyword-only parameters
+    signed: bool = False  # values of both signs (draw on a zero-centred diverging scale)
+    class_specific: bool = False  # the map depends on the target class
+    needs_gradients: bool = False  # a backward pass
+    needs_captum: bool = False
+    branch: str | None = None  # the map lies on this branch's patch grid only (per-branch rollouts)
+    aliases: tuple[str, ...] = field(default=())  # deprecated names
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        return tuple(self.defaults)
+
+    def resolve(self, model: CrossViT, given: Mapping[str, object]) -> dict[str, object]:
+        """The options the function gets: defaults overridden by ``given`` (own or shared options), each checked;
+        an unknown option is a TypeError that lists the method's options."""
+        given = dict(given)
+        for old, new in _OPTION_RENAMES.items():
+            if old in given and (new in self.defaults or new in SHARED_OPTIONS):
+                if new in given:
+                    raise TypeError(f"method {self.name!r} got both {old!r} and its new name {new!r}")
+                warnings.warn(f"explain: option {old!r} is deprecated and will be removed in the next release; "
+                              f"use {new!r}", FutureWarning, stacklevel=3)
+                given[new] = given.pop(old)
+        unknown = sorted(set(given) - set(self.defaults) - set(SHARED_OPTIONS))
+        if unknown:
+            valid = ", ".join(self.defaults) or "none"
+            shared = ", ".join(o for o in SHARED_OPTIONS if o not in self.defaults)
+            raise TypeError(f"method {self.name!r} has no option {unknown[0]!r}; its options: {valid} "
+                            f"(besides {shared}, which every method accepts)")
+        chosen = {**self.defaults, **given}
+        checked = {name: OPTION_CHECKS[name](model, value) for name, value in chosen.items()}
+        return {name: value for name, value in checked.items() if name in self.defaults}
+
+
+REGISTRY: dict[str, Method] = {}
+"""Every explanation method by name, in the order they were registered."""
+_ALIASES: dict[str, str] = {}
+
+
+def register_method(name: str, *, summary: str, signed: bool = False, class_specific: bool = False,
+                    needs_gradients: bool = False, needs_captum: bool = False, branch: str | None = None,
+                    aliases: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Decorator: register ``function`` as explanation method ``name`` (see :class:`Method`). Its keyword-only
+    parameters, all with defaults, are the method's options; each needs an entry in :data:`OPTION_CHECKS`."""
+    def decorate(function: Callable) -> Callable:
+        if name in REGISTRY or name in _ALIASES:
+            raise ValueError(f"explanation method {name!r} is already registered")
+        params = inspect.signature(function).parameters.values()
+        options = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        if any(v is inspect.Parameter.empty for v in options.values()):
+            raise TypeError(f"every option of method {name!r} needs a default")
+        unchecked = sorted(set(options) - set(OPTION_CHECKS))
+        if unchecked:
+            raise TypeError(f"method {name!r}: add a check for option(s) {unchecked} to OPTION_CHECKS")
+        REGISTRY[name] = Method(name, function, summary, MappingProxyType(options), signed, class_specific,
+                                needs_gradients, needs_captum, branch, aliases)
+        for alias in aliases:
+            _ALIASES[alias] = name
+        return function
+
+    return decorate
+
+
+def get_method(name: object) -> Method:
+    """The registered :class:`Method` called ``name`` (a deprecated alias gives a FutureWarning); a ValueError that
+    lists the methods otherwise."""
+    if isinstance(name, str) and name in _ALIASES:
+        warnings.warn(f"explanation method {name!r} is now called {_ALIASES[name]!r}; the old name will be removed "
+                      "in the next release", FutureWarning, stacklevel=3)
+        name = _ALIASES[name]
+    if not isinstance(name, str) or name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# from patches to pixels
 
 
 def patch_map_to_pixels(model: CrossViT, branch: str, patch_map: torch.Tensor, density: bool = False
@@ -131,38 +257,66 @@ def joint_rollout_pixels(model: CrossViT, rollout: dict[str, dict[str, torch.Ten
     return (maps[0] + maps[1]) / 2
 
 
-def _rollout_branch(branch: str) -> Callable:
-    def method(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, start_block: int, head_fusion: str,
-               discard_ratio: float) -> torch.Tensor:
-        with record_attention(model, sites="self") as rec, torch.no_grad():
-            model(images)
-        rollout = attention_rollout(rec, branch, head_fusion, discard_ratio, start_block=start_block)
-        return patch_map_to_pixels(model, branch, rollout)
-
-    return method
 
 
-def _joint(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, start_block: int, head_fusion: str
-           ) -> torch.Tensor:
+# ----------------------------------------------------------------------------------------------------------------
+# the methods, each a function and its record
+
+
+@register_method("random", summary="a seeded uniform-noise baseline")
+def random_map(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    b, _, h, w = images.shape
+    return torch.rand(b, h, w, generator=generator).to(images.device)
+
+
+def _branch_rollout(model: CrossViT, images: torch.Tensor, branch: str, start_block: int, head_fusion: str,
+                    discard_ratio: float) -> torch.Tensor:
+    with record_attention(model, sites="self") as rec, torch.no_grad():
+        model(images)
+    rollout = attention_rollout(rec, branch, head_fusion, discard_ratio, start_block=start_block)
+    return patch_map_to_pixels(model, branch, rollout)
+
+
+@register_method("small_rollout", summary="rollout of the small branch's self-attention", branch="small",
+                 aliases=("rollout_small",))
+def small_rollout(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, start_block: int = -1,
+                  head_fusion: str = "mean", discard_ratio: float = 0.0) -> torch.Tensor:
+    return _branch_rollout(model, images, "small", start_block, head_fusion, discard_ratio)
+
+
+@register_method("large_rollout", summary="rollout of the large branch's self-attention", branch="large",
+                 aliases=("rollout_large",))
+def large_rollout(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, start_block: int = -1,
+                  head_fusion: str = "mean", discard_ratio: float = 0.0) -> torch.Tensor:
+    return _branch_rollout(model, images, "large", start_block, head_fusion, discard_ratio)
+
+
+@register_method("joint_rollout", summary="rollout of both branches through the fusion layers")
+def joint_rollout_map(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, start_block: int = -1,
+                      head_fusion: str = "mean") -> torch.Tensor:
     with record_attention(model) as rec, torch.no_grad():
         model(images)
     return joint_rollout_pixels(model, joint_rollout(rec, head_fusion, start_block=start_block))
 
 
-def _grad_rollout(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, start_block: int) -> torch.Tensor:
+@register_method("gradient_rollout", summary="class-specific joint rollout of gradient-weighted attention "
+                 "(Chefer et al. 2021)", class_specific=True, needs_gradients=True, aliases=("grad_rollout",))
+def gradient_rollout_map(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, start_block: int = 0
+                         ) -> torch.Tensor:
     # input that requires grad, so that the maps do too when no parameter does (a frozen model)
     images = images.detach().clone().requires_grad_(True)  # clone: an inference-mode tensor cannot require grad
     with record_attention(model, grads=True) as rec, torch.enable_grad():
         score = model(images).gather(1, target[:, None]).sum()
         maps = list(rec.sites.values())
         score.backward(inputs=maps)  # gradients reach the maps only, never the model's parameters
-    return joint_rollout_pixels(model, gradient_rollout(rec, start_block=start_block))
+    rows = gradient_rollout(rec, start_block=start_block)
+    rec.clear()  # the maps and their graph go now, not when the recorder is collected
+    return joint_rollout_pixels(model, rows)
 
 
-def _branch_choice(name: str, value: object) -> tuple[str, ...]:
-    if value not in ("small", "large", "both"):
-        raise ValueError(f"{name} must be 'small', 'large' or 'both', got {value!r}")
-    return ("small", "large") if value == "both" else (value,)  # type: ignore[return-value]
+def _queries(query: str) -> tuple[str, ...]:
+    return BRANCHES if query == "both" else (query,)
 
 
 def _mean_density(model: CrossViT, rows: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -180,34 +334,27 @@ def _recorded_cls_rows(model: CrossViT, images: torch.Tensor, names: dict[str, s
     return {key: maps[name].float().mean(dim=1)[:, 0, 1:] for key, name in names.items()}
 
 
-def _cls_attention(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, block: int, layer: int,
-                   branch: str) -> torch.Tensor:
-    branches = _branch_choice("branch", branch)
+@register_method("cls_attention", summary="the raw CLS row of one self-attention layer, heads averaged")
+def cls_attention(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, block: int = -1, layer: int = 0,
+                  query: str = "both") -> torch.Tensor:
     k = check_index("block", block, model.arch.num_blocks, "blocks")
     names = {}
-    for b in branches:
+    for b in _queries(query):
         j = check_index("layer", layer, model.arch.branch(b).depth[k], f"{b}-branch layers in block {k}")
         names[b] = f"blocks.{k}.{b}.self.{j}"
     rows = _recorded_cls_rows(model, images, names)  # (B, N_b): the CLS row over its own branch's patches
     return _mean_density(model, rows)
 
 
-def _cross_attention(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, fusion: int, query: str
-                     ) -> torch.Tensor:
-    queries = _branch_choice("query", query)
+@register_method("cross_attention", summary="one fusion layer's CLS row over the other branch's patches")
+def cross_attention(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, fusion: int = -1,
+                    query: str = "both") -> torch.Tensor:
     fusions = sorted({(s.block, s.index) for s in attention_sites(model) if s.kind == "cross"})
     k, f = fusions[check_index("fusion", fusion, len(fusions), "fusion layers")]
-    names = {q: f"blocks.{k}.{q}.cross.{f}" for q in queries}
-    other = {"small": "large", "large": "small"}
+    names = {q: f"blocks.{k}.{q}.cross.{f}" for q in _queries(query)}
     # the query CLS's row over [its own projected CLS, the other branch's patches]: keep the patches
-    rows = {other[q]: row for q, row in _recorded_cls_rows(model, images, names).items()}
+    rows = {other_branch(q): row for q, row in _recorded_cls_rows(model, images, names).items()}
     return _mean_density(model, rows)
-
-
-def _random(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, seed: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    b, _, h, w = images.shape
-    return torch.rand(b, h, w, generator=generator).to(images.device)
 
 
 def occlusion_window(model: CrossViT) -> int:
@@ -220,115 +367,117 @@ def occlusion_window(model: CrossViT) -> int:
     return max(1, model.image_size // 8)
 
 
-def _captum(name: str) -> Callable:
-    def method(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, ig_steps: int,
-               internal_batch_size: int) -> torch.Tensor:
-        try:
-            from captum import attr
-        except ImportError as err:  # captum is a run-time dependency, but say so if it is missing
-            raise ImportError(f"method {name!r} needs captum: pip install captum") from err
-
-        def attribute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            x = x.detach().clone().requires_grad_(True)  # captum needs an input that requires grad
-            with torch.enable_grad():
-                if name == "saliency":
-                    # |d score / d pixel|, the largest over the channels
-                    return attr.Saliency(model).attribute(x, target=t, abs=True).amax(dim=1)
-                if name == "integrated_gradients":
-                    # path integral from a black image; the attributions of a pixel's channels are summed
-                    ig = attr.IntegratedGradients(model)
-                    out = ig.attribute(x, baselines=torch.zeros_like(x), target=t, n_steps=ig_steps,
-                                       internal_batch_size=max(internal_batch_size, x.shape[0]))
-                    return out.sum(dim=1)
-                # occlusion: score drop when a patch-aligned window is set to 0, same value on every channel
-                window = occlusion_window(model)
-                c = x.shape[1]
-                out = attr.Occlusion(model).attribute(
-                    x, sliding_window_shapes=(c, window, window), strides=(c, window, window), baselines=0.0,
-                    target=t, perturbations_per_eval=max(1, internal_batch_size // x.shape[0]),
-                )
-                return out.mean(dim=1)
-
-        # at most internal_batch_size images per model call: explain them in chunks of that many
-        chunk = max(1, internal_batch_size)
-        return torch.cat([attribute(images[i:i + chunk], target[i:i + chunk])
-                          for i in range(0, images.shape[0], chunk)])
-
-    return method
-
-
-_METHODS: dict[str, Callable] = {
-    "random": _random,
-    "rollout_small": _rollout_branch("small"),
-    "rollout_large": _rollout_branch("large"),
-    "joint_rollout": _joint,
-    "grad_rollout": _grad_rollout,
-    "cls_attention": _cls_attention,
-    "cross_attention": _cross_attention,
-    "integrated_gradients": _captum("integrated_gradients"),
-    "saliency": _captum("saliency"),
-    "occlusion": _captum("occlusion"),
-}
-
-
-@contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Within the block the model is in eval mode; its previous mode is restored afterwards."""
-    was_training = model.training
-    model.eval()
+def _captum_attr() -> Any:
     try:
-        yield
-    finally:
-        model.train(was_training)
+        from captum import attr
+    except ImportError as err:  # captum is a run-time dependency, but say so if it is missing
+        raise ImportError("the captum methods need captum: pip install captum") from err
+    return attr
 
 
-def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | torch.Tensor | None = None, *,
-            seed: int = 0, ig_steps: int = 32, internal_batch_size: int = 16, **options: object) -> torch.Tensor:
+def _in_chunks(images: torch.Tensor, target: torch.Tensor, chunk: int,
+               attribute: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``attribute`` on at most ``chunk`` images at a time, each chunk an input that requires grad (as captum
+    needs); the results concatenated."""
+    outs = []
+    for i in range(0, images.shape[0], chunk):
+        x = images[i:i + chunk].detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            outs.append(attribute(x, target[i:i + chunk]))
+    return torch.cat(outs)
+
+
+@register_method("integrated_gradients", summary="integrated gradients from a black image (captum)", signed=True,
+                 class_specific=True, needs_gradients=True, needs_captum=True)
+def integrated_gradients(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, n_steps: int = 32,
+                         internal_batch_size: int = 16) -> torch.Tensor:
+    attr = _captum_attr()
+
+    def attribute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # path integral from a black image; the attributions of a pixel's channels are summed
+        out = attr.IntegratedGradients(model).attribute(
+            x, baselines=torch.zeros_like(x), target=t, n_steps=n_steps,
+            internal_batch_size=max(internal_batch_size, x.shape[0]))
+        return out.sum(dim=1)
+
+    return _in_chunks(images, target, internal_batch_size, attribute)
+
+
+@register_method("saliency", summary="|d score / d pixel|, the largest over the channels (captum)",
+                 class_specific=True, needs_gradients=True, needs_captum=True)
+def saliency(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, internal_batch_size: int = 16
+             ) -> torch.Tensor:
+    attr = _captum_attr()
+    return _in_chunks(images, target, internal_batch_size,
+                      lambda x, t: attr.Saliency(model).attribute(x, target=t, abs=True).amax(dim=1))
+
+
+@register_method("occlusion", summary="score drop when a patch-sized window is set to 0 (captum)", signed=True,
+                 class_specific=True, needs_captum=True)
+def occlusion(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, internal_batch_size: int = 16
+              ) -> torch.Tensor:
+    attr = _captum_attr()
+    window = occlusion_window(model)
+
+    def attribute(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # the same value on every channel; windows aligned with the patches
+        c = x.shape[1]
+        out = attr.Occlusion(model).attribute(
+            x, sliding_window_shapes=(c, window, window), strides=(c, window, window), baselines=0.0, target=t,
+            perturbations_per_eval=max(1, internal_batch_size // x.shape[0]))
+        return out.mean(dim=1)
+
+    return _in_chunks(images, target, internal_batch_size, attribute)
+
+
+METHODS: tuple[str, ...] = tuple(REGISTRY)
+"""Names of the built-in explanation methods, in a teaching order (the registry, :data:`REGISTRY`, has them all)."""
+
+METHOD_OPTIONS: Mapping[str, Mapping[str, object]] = MappingProxyType({m.name: m.defaults for m in REGISTRY.values()})
+"""Each method's own options and their defaults (read from the registry): :func:`explain` accepts these keywords
+for that method, besides the :data:`SHARED_OPTIONS` every method accepts."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the entry point
+
+
+def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | torch.Tensor | None = None,
+            **options: object) -> torch.Tensor:
     """Explain ``model``'s score for ``target`` on ``images`` (B, C, H, W): returns (B, H, W), higher = more
     relevant.
 
     Args:
-        method: one of :data:`METHODS`.
+        method: a name in :data:`METHODS` (the registry).
         target: class index (int or (B,) tensor); ``None`` explains each image's predicted class.
-        seed: seed of the ``random`` baseline.
-        ig_steps: integration steps of ``integrated_gradients``.
-        internal_batch_size: images per model call inside integrated gradients and occlusion (bounds memory).
         options: the method's own options (``METHOD_OPTIONS[method]`` lists them with their defaults), e.g.
             ``explain(model, images, "joint_rollout", start_block=0)`` or
-            ``explain(model, images, "cross_attention", query="large")``.
+            ``explain(model, images, "cross_attention", query="large")``, plus the shared options every method
+            accepts and uses where they apply: ``seed`` (of ``random``, in [0, 2**64)), ``n_steps`` (integration
+            steps of ``integrated_gradients``), ``internal_batch_size`` (images per model call inside the captum
+            methods; bounds memory). Every value is checked before the model runs.
 
     The model runs in eval mode (restored afterwards); its parameters' ``.grad`` and ``requires_grad`` flags are
     left untouched, and the gradient methods work on a frozen model (no parameter requiring grad) too: gradients
     flow from an input that requires grad. ``target`` must hold class indices (a float or string is a
     TypeError, never cast); the images' dtype must be the model's (see :func:`crossvit.model.check_images`);
-    rollouts are computed in float32 whatever the model's dtype.
+    rollouts are computed in float32 whatever the model's dtype. The call leaves nothing behind on the model: the
+    attention memory its recording used is released at the end.
     """
     if not isinstance(model, CrossViT):
         raise TypeError(f"explain needs a crossvit.CrossViT, got {type(model).__name__}")
-    if method not in _METHODS:
-        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
-    unknown = sorted(set(options) - set(METHOD_OPTIONS[method]))
-    if unknown:
-        valid = ", ".join(METHOD_OPTIONS[method]) or "none"
-        raise TypeError(f"method {method!r} has no option {unknown[0]!r}; its options: {valid}")
-    chosen = {**METHOD_OPTIONS[method], **options}
-    if method in ("rollout_small", "rollout_large", "joint_rollout", "grad_rollout"):
-        check_start_block(model, chosen["start_block"])
-    if "head_fusion" in chosen and chosen["head_fusion"] not in HEAD_FUSIONS:
-        raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {chosen['head_fusion']!r}")
-    if method == "random":
-        chosen["seed"] = seed
-    elif method in ("integrated_gradients", "saliency", "occlusion"):
-        chosen.update(ig_steps=ig_steps, internal_batch_size=internal_batch_size)
+    record = get_method(method)
+    chosen = record.resolve(model, options)
     check_images(images, model)
     # inference_mode(False): gradient methods must work inside a caller's torch.inference_mode() too
-    with _eval_mode(model), torch.inference_mode(False):
+    with eval_mode(model), torch.inference_mode(False):
         target = _resolve_target(model, images, target)
         params = [p for p in model.parameters() if p.requires_grad]
         saved = [p.grad for p in params]
         try:
-            maps = _METHODS[method](model, images, target, **chosen)
+            maps = record.function(model, images, target, **chosen)
         finally:
             for p, g in zip(params, saved):
                 p.grad = g
+            release_attention_memory(model)
     return maps.detach()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import threading
 from collections import OrderedDict
 
 import torch
@@ -80,7 +81,7 @@ def deepcopy_without_recording(module: nn.Module, memo: dict) -> nn.Module:
         if name in state:
             state[name] = OrderedDict((key, v) for key, v in state[name].items() if key not in dropped)
     if isinstance(module, AttentionMap):
-        state["reuse_memory"], state["_spare"] = False, None
+        state["reuse_memory"], state["reuse_thread"], state["_spare"] = False, None, None
     for key, value in state.items():
         new.__dict__[key] = copy.deepcopy(value, memo)
     return new
@@ -111,6 +112,7 @@ class AttentionMap(nn.Module):
         self.scale = scale
         self.kind = kind
         self.reuse_memory = False
+        self.reuse_thread: int | None = None  # the recording thread: only its forwards may reuse the kept memory
         self._spare: torch.Tensor | None = None  # private tensor on the memory of the last map returned while reusing
 
     @property
@@ -121,6 +123,17 @@ class AttentionMap(nn.Module):
     def release_memory(self) -> None:
         """Let go of the kept map memory (maps still held elsewhere stay valid)."""
         self._spare = None
+
+    def __getstate__(self) -> dict:
+        # the kept memory is a cache, never part of the model: torch.save / pickle leave it out
+        state = dict(self.__dict__)
+        state["_spare"], state["reuse_memory"], state["reuse_thread"] = None, False, None
+        return state
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's signature
+        # .to(), .half(), .cuda() ...: the kept memory would stay behind in the old dtype / device; drop it
+        self._spare = None
+        return super()._apply(fn, recurse)
 
     def __deepcopy__(self, memo: dict) -> AttentionMap:
         return deepcopy_without_recording(self, memo)
@@ -142,7 +155,7 @@ class AttentionMap(nn.Module):
         # q (B, H, Nq, D), k (B, H, Nk, D) -> (B, H, Nq, Nk)
         if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):  # out= cannot record autograd history
             return torch.softmax((q * self.scale) @ k.transpose(-2, -1), dim=-1)
-        if self.reuse_memory:
+        if self.reuse_memory and self.reuse_thread == threading.get_ident():
             scores = torch.matmul(q * self.scale, k.transpose(-2, -1), out=self._kept_memory(q, k))
         else:
             scores = (q * self.scale) @ k.transpose(-2, -1)

@@ -41,7 +41,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.ticker import MaxNLocator
 
+from .explain import REGISTRY
 from .model import CrossViT, count_parameters
+from .rollout import HEAD_FUSIONS, fuse_heads
+from .utils import renamed_keywords
 
 FIGURES_ENV = "CROSSVIT_FIGURES_DIR"
 """Environment variable naming the directory figures are written to (default: ``<repo>/figures``)."""
@@ -52,8 +55,8 @@ HEAT_CMAP = "inferno"
 SIGNED_CMAP = "RdBu_r"  # diverging: blue < 0, white at 0, red > 0
 MAX_COLUMNS = 6
 """Most columns of panels in one figure; wider layouts wrap into more rows (see :func:`balanced_columns`)."""
-SIGNED_METHODS = frozenset({"integrated_gradients", "occlusion"})
-"""Explanation methods whose sign means something, drawn with :data:`SIGNED_CMAP` centred at 0: integrated
+SIGNED_METHODS = frozenset(name for name, method in REGISTRY.items() if method.signed)
+"""Explanation methods whose sign means something (their registry records say ``signed``), drawn with :data:`SIGNED_CMAP` centred at 0: integrated
 gradients (per-pixel contributions that add up to the score difference from the black baseline; negative =
 against the class) and occlusion (the score drop when a window is blanked; negative = blanking it raised the
 score). The rollouts, saliency (an absolute gradient) and ``random`` are never negative. A map of any other
@@ -144,7 +147,7 @@ def signed_scale(heat: ArrayLike, percentile: float = SIGNED_CLIP_PERCENTILE) ->
 def is_signed(method: str, maps: ArrayLike | None = None) -> bool:
     """Whether explanation ``method`` is drawn as a signed map: it is in :data:`SIGNED_METHODS`, or ``maps``
     holds a negative value."""
-    if method in SIGNED_METHODS:
+    if method in REGISTRY and REGISTRY[method].signed:
         return True
     return maps is not None and bool((to_numpy(maps) < 0).any())
 
@@ -191,9 +194,9 @@ def cross_row(attention: ArrayLike, index: int = 0) -> np.ndarray:
 def fuse(rows: np.ndarray, head: int | str) -> np.ndarray:
     """Pick one head (an int) of ``rows`` (heads, ...) or fuse them: ``"mean"``, ``"max"`` or ``"min"``."""
     if isinstance(head, str):
-        if head not in ("mean", "max", "min"):
-            raise ValueError(f"head must be an index or 'mean', 'max', 'min'; got {head!r}")
-        return getattr(rows, head)(axis=0)
+        if head not in HEAD_FUSIONS:
+            raise ValueError(f"head must be an index or one of the head fusions {HEAD_FUSIONS}; got {head!r}")
+        return fuse_heads(torch.as_tensor(rows)[None], head)[0].numpy()  # (heads, ...) -> (...)
     return rows[head]
 
 
@@ -671,16 +674,27 @@ def plot_cls_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike, 
                         _with_direction(title, direction), scale, max_columns)
 
 
-def plot_cross_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike, query_branch: str, *,
+def plot_cross_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike, query: str | None = None, *,
                          index: int = 0, heads: Sequence[int | str] | None = None, alpha: float = 0.6,
                          grid: bool = True, title: str | None = None, size: float = 2.3, scale: str = "shared",
-                         max_columns: int = MAX_COLUMNS) -> Figure:
-    """What ``query_branch``'s CLS reads in the OTHER branch: a cross-attention row over the other branch's grid.
+                         max_columns: int = MAX_COLUMNS, **deprecated: Any) -> Figure:
+    """What ``query``'s CLS reads in the OTHER branch: a cross-attention row over the other branch's grid.
 
     ``attention`` is (B, heads, 1, 1 + N_other) (image ``index``) or (heads, 1, 1 + N_other). Key 0 is the query's
     own projected CLS; its weight is written in each panel's title, the patches are drawn on the other grid.
     The figure title names the direction, e.g. ``"large CLS -> small patches (8x8 grid)"``, under ``title``.
+    (``query_branch=`` is the deprecated name of ``query``.)
     """
+    renamed = renamed_keywords("plot_cross_attention", deprecated, {"query_branch": "query"})
+    if set(renamed) - {"query"}:
+        raise TypeError(f"plot_cross_attention got unexpected keyword argument(s) {sorted(set(renamed) - {'query'})}")
+    if "query" in renamed:
+        if query is not None:
+            raise TypeError("plot_cross_attention got both 'query' and its old name 'query_branch'")
+        query = renamed["query"]
+    if query is None:
+        raise TypeError("plot_cross_attention needs query: the branch whose CLS reads ('small' or 'large')")
+    query_branch = query
     other = _other(model, query_branch)
     rows = cross_row(attention, index)  # (heads, 1 + N_other)
     if rows.shape[1] != 1 + model.num_patches(other):

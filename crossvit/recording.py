@@ -25,6 +25,8 @@ fusion layer's small and large direction. A site that nothing records keeps the 
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -124,10 +126,18 @@ class AttentionRecorder:
         self._stale_grads_from: int | None = None  # forward whose gradients arrived after a newer forward began
         self._unseen_calls = 0  # model calls in which no forward of ours ran (compiled code skips module hooks)
         self._latest_call_unseen = False
+        self._thread: int | None = None  # the thread that entered the recording: only its forwards are recorded
 
     # -- hooks ----------------------------------------------------------------------------------------------
+    def _ours(self) -> bool:
+        """True when the running forward belongs to this recording: it runs in the thread that entered the
+        ``with`` block. Forwards of other threads through the same modules (the same model, or another model
+        sharing its modules) are neither recorded nor counted, and never write into the kept map memory."""
+        return threading.get_ident() == self._thread
+
     def _attach(self) -> None:
         model = self.model
+        self._thread = threading.get_ident()
         # a forward begins where both model(x) and model.forward_features(x) begin: the first branch's embedding
         first_embedding = model.embed[model.branch_names[0]]
         self._handles += [
@@ -138,6 +148,7 @@ class AttentionRecorder:
         for site in self.recorded_sites:
             self._handles.append(site.module.register_forward_hook(self._hook_for(site.name)))
             site.module.reuse_memory = True  # a later forward may write into a map nobody holds any more
+            site.module.reuse_thread = self._thread  # ... but only a forward of the recording thread
 
     def _detach_hooks(self) -> None:
         for handle in self._handles:
@@ -145,8 +156,11 @@ class AttentionRecorder:
         self._handles.clear()
         for site in self.recorded_sites:
             site.module.reuse_memory = False  # the kept memory stays for the next recording (release_memory)
+            site.module.reuse_thread = None
 
     def _on_forward(self, module: nn.Module, inputs: tuple) -> None:
+        if not self._ours():
+            return
         self._maps = {}
         self._grads = {}
         self._stale_grads_from = None
@@ -155,10 +169,11 @@ class AttentionRecorder:
         self._forward_id += 1
 
     def _on_model_call(self, module: nn.Module, inputs: tuple) -> None:
-        self._forward_id_at_call = self._forward_id
+        if self._ours():
+            self._forward_id_at_call = self._forward_id
 
     def _after_model_call(self, module: nn.Module, inputs: tuple, output: object) -> None:
-        if self._forward_id == self._forward_id_at_call:  # the model ran, but not the modules we hooked
+        if self._ours() and self._forward_id == self._forward_id_at_call:  # the model ran, but not the modules we hooked
             self._unseen_calls += 1
             self._latest_call_unseen = True
 
@@ -170,9 +185,19 @@ class AttentionRecorder:
 
     def _hook_for(self, name: str) -> Callable:
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            if not self._ours():
+                return
             if self.keep_grads and output.requires_grad:
-                forward_id = self._forward_id
-                output.register_hook(lambda grad: self._keep_grad(forward_id, name, grad))
+                # the gradient hook lives as long as the map's autograd graph; it must not keep the recorder (and
+                # through it every map) alive: it reaches the recorder through a weak reference
+                recorder, forward_id = weakref.ref(self), self._forward_id
+
+                def keep(grad: torch.Tensor) -> None:
+                    alive = recorder()
+                    if alive is not None:
+                        alive._keep_grad(forward_id, name, grad)
+
+                output.register_hook(keep)
             self._maps[name] = output.detach() if self.detach else output
 
         hook.recording_hook = True  # type: ignore[attr-defined]  # see _recording_hook

@@ -38,6 +38,7 @@ from typing import Literal
 import torch
 
 from .recording import AttentionRecorder, attention_sites
+from .utils import check_int, check_number, other_branch
 
 HeadFusion = Literal["mean", "max", "min"]
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
@@ -65,8 +66,7 @@ def discard_lowest(attention: torch.Tensor, ratio: float) -> torch.Tensor:
     ``k = int(ratio * (N - 1) * N)`` entries are zeroed per image (vit-explain discards per batch element 0 only;
     here every image gets its own threshold).
     """
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"discard_ratio must be in [0, 1), got {ratio}")
+    ratio = check_number("discard_ratio", ratio, 0.0, 1.0, high_open=True)
     if ratio == 0.0:
         return attention
     b, n, _ = attention.shape
@@ -105,8 +105,7 @@ def rollout_from_maps(maps: Sequence[torch.Tensor], head_fusion: HeadFusion = "m
 def check_index(name: str, value: object, length: int, what: str) -> int:
     """``value`` as an index in ``[0, length)`` of the model's ``length`` ``what`` (e.g. "blocks"); negative values
     count from the end, like a list index. A TypeError / ValueError names ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    value = check_int(name, value)  # a Python or numpy integer, not a bool
     if not -length <= value < length:
         raise ValueError(f"{name} must be in [{-length}, {length}) for this model's {length} {what}, got {value}")
     return value % length
@@ -127,12 +126,16 @@ def attention_rollout(rec: AttentionRecorder, branch: str, head_fusion: HeadFusi
     if head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
     start = check_start_block(rec.model, start_block)
-    maps = rec.self_attention(branch)  # checks the branch and that a forward was recorded
-    if start > 0:
-        recorded = rec.sites
-        maps = [recorded[s.name] for s in rec.recorded_sites
-                if s.branch == branch and s.kind == "self" and s.block >= start and s.name in recorded]
-    return rollout_from_maps(maps, head_fusion, discard_ratio)
+    rec.self_attention(branch)  # checks the branch and that a forward was recorded
+    recorded = rec.sites
+    needed = [s.name for s in attention_sites(rec.model) if s.branch == branch and s.kind == "self"
+              and s.block >= start]
+    missing = [name for name in needed if name not in recorded]
+    if missing:  # a sites= filter left them out, or the forward stopped before reaching them
+        raise ValueError(f"rollout of the {branch} branch from block {start} needs all its {len(needed)} "
+                         f"self-attention maps, but {len(missing)} were not recorded (e.g. {missing[0]}); record "
+                         "with sites='all' or 'self', and read the recorder after a forward that ran to the end")
+    return rollout_from_maps([recorded[name] for name in needed], head_fusion, discard_ratio)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -166,7 +169,6 @@ def joint_rows(layers: Sequence[GraphLayer], num_tokens: dict[str, int]) -> torc
     if not layers:
         raise ValueError("joint rollout needs at least one layer")
     offsets = {"small": 0, "large": num_tokens["small"]}
-    other = {"small": "large", "large": "small"}
     total = num_tokens["small"] + num_tokens["large"]
     ref = layers[0].weights
     dtype = accumulation_dtype(ref.dtype)
@@ -181,8 +183,8 @@ def joint_rows(layers: Sequence[GraphLayer], num_tokens: dict[str, int]) -> torc
             rows[:, :, block] = 0.5 * v + 0.5 * (v @ layer.weights.to(dtype))
         else:
             c = layer.weights.to(dtype)  # (B, 1 + N_other): [own CLS, other patches]
-            o = offsets[other[layer.branch]]
-            patches = slice(o + 1, o + num_tokens[other[layer.branch]])
+            o = offsets[other_branch(layer.branch)]
+            patches = slice(o + 1, o + num_tokens[other_branch(layer.branch)])
             w = rows[:, :, start].clone()  # (B, 2): how much of each query row sits on CLS_b
             rows[:, :, start] = w * (0.5 + 0.5 * c[:, None, 0])
             rows[:, :, patches] += 0.5 * w[:, :, None] * c[:, None, 1:]
@@ -193,13 +195,13 @@ def _graph_layers(rec: AttentionRecorder, fuse: Callable[[str, torch.Tensor], to
                   ) -> list[GraphLayer]:
     model = rec.model
     start = check_start_block(model, start_block)
-    recorded = {s.name for s in rec.recorded_sites}
+    maps = rec.sites  # checks that a forward was recorded
     every = [s for s in attention_sites(model) if s.block >= start]  # forward order
-    missing = [s.name for s in every if s.name not in recorded]
+    missing = [s.name for s in every if s.name not in maps]
     if missing:
         raise ValueError(f"joint rollout needs every self- and cross-attention site from block {start} on, but "
-                         f"{len(missing)} were not recorded (e.g. {missing[0]}); record with sites='all'")
-    maps = rec.sites
+                         f"{len(missing)} were not recorded (e.g. {missing[0]}); record with sites='all' and "
+                         "read the recorder after a forward that ran to the end")
     layers = []
     for site in every:
         fused = fuse(site.name, maps[site.name])  # (B, Nq, Nk)

@@ -18,7 +18,8 @@ controls directly and read ``explorer.last_map``)::
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 
 import ipywidgets as widgets
 import numpy as np
@@ -26,7 +27,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .explain import explain, joint_rollout_pixels, patch_map_to_pixels
+from .explain import REGISTRY, explain, joint_rollout_pixels, patch_map_to_pixels
 from .metrics import pointing_game
 from .model import CrossViT
 from .plotting import (
@@ -41,8 +42,9 @@ from .plotting import (
     show_image,
     to_numpy,
 )
-from .recording import AttentionRecorder, record_attention
+from .recording import AttentionRecorder, record_attention, release_attention_memory
 from .rollout import HEAD_FUSIONS, joint_rollout, rollout_from_maps
+from .utils import check_int, eval_mode
 
 _DPI = 90
 QUERY_COLOR = "#00ff66"  # outline of the query patch
@@ -62,27 +64,85 @@ def _model_device(model: CrossViT) -> torch.device:
 
 
 def _record(model: CrossViT, images: torch.Tensor) -> tuple[AttentionRecorder, torch.Tensor]:
-    """One recorded forward of ``images`` in eval mode: the recorder and the logits (on the CPU)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with record_attention(model) as rec, torch.no_grad():
-            logits = model(images.to(_model_device(model)))
-    finally:
-        model.train(was_training)
+    """One recorded forward of ``images`` in eval mode: the recorder and the logits (on the CPU). The model keeps
+    no attention memory afterwards (the explorer holds the maps it needs)."""
+    with eval_mode(model), record_attention(model) as rec, torch.no_grad():
+        logits = model(images.to(_model_device(model)))
+    release_attention_memory(model)
     return rec, logits.cpu()
+
+
+class _BoundedCache(OrderedDict):
+    """A dict that keeps only its ``size`` most recently used entries (least recently used go first)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def get_or_compute(self, key: Hashable, compute) -> torch.Tensor:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = self[key] = compute()
+        while len(self) > self.size:
+            self.popitem(last=False)
+        return value
 
 
 def _class_label(class_names: Sequence[str] | None, k: int) -> str:
     return class_names[k] if class_names is not None and k < len(class_names) else f"class {k}"
 
 
+def attention_bytes_per_image(model: CrossViT) -> int:
+    """Bytes of every attention map of one image's forward (float32): what an explorer keeps per image."""
+    from .recording import attention_sites
+
+    total = 0
+    for site in attention_sites(model):
+        spec = model.arch.branch(site.branch)
+        n = 1 + model.num_patches(site.branch)
+        if site.kind == "self":
+            total += spec.heads * n * n
+        else:
+            total += spec.cross_heads * (1 + model.num_patches("large" if site.branch == "small" else "small"))
+    return 4 * total
+
+
 class _Explorer(widgets.VBox):
     """What both explorers share: their inputs kept on the CPU, one recorded forward, and the image slider."""
 
+    MAX_IMAGES = 32
+    """The most images an explorer takes (``max_images=`` raises it): it keeps every attention map of every image,
+    :func:`attention_bytes_per_image` bytes each (0.4 MB for the bundled model, about 11 MB for crossvit_15_240)."""
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of tensors the explorer holds: its images, masks, recorded maps and cached results."""
+        seen: set[int] = set()
+        total = 0
+        tensors = [self.images, self.masks, *getattr(self, "maps", {}).values()]
+        recorder = getattr(self, "recorder", None)
+        if recorder is not None:
+            tensors += list(recorder.sites.values())
+        for cache in ("_joint", "_grad"):
+            tensors += list(getattr(self, cache, {}).values())
+        for t in tensors:
+            if t is not None and t.untyped_storage().data_ptr() not in seen:
+                seen.add(t.untyped_storage().data_ptr())
+                total += t.untyped_storage().nbytes()
+        return total
+
     def _take_inputs(self, model: CrossViT, images: torch.Tensor, masks: torch.Tensor | None,
-                     class_names: Sequence[str] | None, index: int) -> tuple[AttentionRecorder, widgets.IntSlider]:
+                     class_names: Sequence[str] | None, index: int, max_images: int | None = None
+                     ) -> tuple[AttentionRecorder, widgets.IntSlider]:
         """Store the inputs and the predicted classes; return the recorder of the forward and the image slider."""
+        limit = self.MAX_IMAGES if max_images is None else check_int("max_images", max_images, 1)
+        if isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[0] > limit:
+            per_image = attention_bytes_per_image(model) if isinstance(model, CrossViT) else 0
+            raise ValueError(
+                f"the explorer keeps every attention map of every image ({per_image / 2**20:.1f} MB per image for "
+                f"this model), so it takes at most {limit} images; got {images.shape[0]}. Pass fewer images, or "
+                f"max_images={images.shape[0]} to take them all ({images.shape[0] * per_image / 2**20:.0f} MB)")
         if masks is not None:  # checked now, not at the slider position of the first bad mask
             if not isinstance(masks, torch.Tensor):
                 raise TypeError(f"masks must be a (B, H, W) torch.Tensor, got {type(masks).__name__}")
@@ -116,8 +176,8 @@ class AttentionExplorer(_Explorer):
     """
 
     def __init__(self, model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
-                 class_names: Sequence[str] | None = None, index: int = 0) -> None:
-        rec, image_slider = self._take_inputs(model, images, masks, class_names, index)
+                 class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None) -> None:
+        rec, image_slider = self._take_inputs(model, images, masks, class_names, index, max_images)
         self.maps: dict[str, torch.Tensor] = {name: m.cpu() for name, m in rec.sites.items()}
         self.last_site: str | None = None
         self.last_row: np.ndarray | None = None
@@ -376,7 +436,8 @@ class AttentionExplorer(_Explorer):
 
 
 def attention_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
-                       class_names: Sequence[str] | None = None, index: int = 0) -> AttentionExplorer:
+                       class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None
+                       ) -> AttentionExplorer:
     """A widget to browse every recorded attention map of ``model`` on ``images`` (B, 3, H, W).
 
     Sliders and menus pick the image, block, branch, kind (``self``: a row of the branch's self-attention;
@@ -384,8 +445,12 @@ def attention_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Te
     and the query token: the branch's CLS, or any patch by its grid row and column or by clicking it on the
     picture. A patch token has a self-attention row over its own branch only; the picture says so for
     ``cross``. The model runs once, here; changing a control only slices the recorded maps.
+
+    Memory: the explorer keeps every attention map of every image (:func:`attention_bytes_per_image`: 0.4 MB per
+    image for the bundled model, about 11 MB for crossvit_15_240), so it takes at most ``max_images`` images
+    (default :data:`AttentionExplorer.MAX_IMAGES`); ``explorer.memory_bytes`` says what it holds.
     """
-    return AttentionExplorer(model, images, masks=masks, class_names=class_names, index=index)
+    return AttentionExplorer(model, images, masks=masks, class_names=class_names, index=index, max_images=max_images)
 
 
 class RolloutExplorer(_Explorer):
@@ -398,27 +463,34 @@ class RolloutExplorer(_Explorer):
     display scaling).
     """
 
-    METHODS: tuple[str, ...] = ("rollout_small", "rollout_large", "joint_rollout", "grad_rollout")
+    METHODS: tuple[str, ...] = tuple(name for name, m in REGISTRY.items() if "start_block" in m.defaults)
+    """The rollouts of the method registry (every method with a ``start_block`` option)."""
     PREDICTED = -1
     """Value of the ``target`` control that explains each image's predicted class."""
+    GRADIENT_CACHE = 8
+    """How many gradient-rollout results (one per (target class, start block), each (B, H, W) float32) the explorer
+    keeps; older ones are recomputed (one backward pass) when shown again."""
 
     def __init__(self, model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
-                 class_names: Sequence[str] | None = None, index: int = 0) -> None:
-        self.recorder, image_slider = self._take_inputs(model, images, masks, class_names, index)
+                 class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None) -> None:
+        self.recorder, image_slider = self._take_inputs(model, images, masks, class_names, index, max_images)
         maps = self.recorder.sites
         # per branch, (block, map) of every self-attention layer in forward order
         self.self_maps = {b: [(s.block, maps[s.name].cpu()) for s in self.recorder.recorded_sites
                               if s.branch == b and s.kind == "self"] for b in model.branch_names}
-        self._joint: dict[tuple[str, int], torch.Tensor] = {}  # (head fusion, start) -> (B, H, W), on first use
-        # class-specific, so it needs a backward pass: computed once per (target, start block), on first use
-        self._grad: dict[tuple[int, int], torch.Tensor] = {}  # (class or PREDICTED, start) -> (B, H, W)
+        # (head fusion, start) -> (B, H, W), on first use; at most every combination
+        self._joint = _BoundedCache(len(HEAD_FUSIONS) * model.arch.num_blocks)
+        # class-specific, so it needs a backward pass: kept for the GRADIENT_CACHE most recent (target, start block)
+        self._grad = _BoundedCache(self.GRADIENT_CACHE)  # (class or PREDICTED, start) -> (B, H, W)
         last_block = model.arch.num_blocks - 1
-        self.grad_maps = self.gradient_maps(self.PREDICTED, last_block)
+        first = self.METHODS[0]
+        self.grad_maps = self.gradient_maps(self.PREDICTED, self._default_start("gradient_rollout"))
+        self._start_chosen = False  # set once the reader picks a start block; until then each method's default
         self.last_map: np.ndarray | None = None
 
         self.controls = {
             "image": image_slider,
-            "method": widgets.Dropdown(options=list(self.METHODS), value="rollout_small", description="method",
+            "method": widgets.Dropdown(options=list(self.METHODS), value=first, description="method",
                                        style=_STYLE),
             "head_fusion": widgets.Dropdown(options=list(HEAD_FUSIONS), value="mean", description="head fusion",
                                             style=_STYLE),
@@ -426,7 +498,8 @@ class RolloutExplorer(_Explorer):
                                                  description="discard ratio", style=_STYLE,
                                                  continuous_update=False, readout_format=".2f"),
             "start_block": widgets.Dropdown(options=[(f"block {k}", k) for k in range(last_block + 1)],
-                                            value=last_block, description="start block", style=_STYLE),
+                                            value=self._default_start(first), description="start block",
+                                            style=_STYLE),
             "target": widgets.Dropdown(options=self._target_options(), value=self.PREDICTED,
                                        description="target class", style=_STYLE),
         }
@@ -442,7 +515,21 @@ class RolloutExplorer(_Explorer):
         self.redraw()
 
     def _on_change(self, change: dict) -> None:
+        start = self.controls["start_block"]
+        if change["owner"] is start:
+            self._start_chosen = True
+        elif change["owner"] is self.controls["method"] and not self._start_chosen:
+            # each method starts where explain starts it, until the reader chooses a start block
+            start.unobserve(self._on_change, names="value")
+            try:
+                start.value = self._default_start(change["new"])
+            finally:
+                start.observe(self._on_change, names="value")
         self.redraw()
+
+    def _default_start(self, method: str) -> int:
+        """The method's default start block (its registry record's, as ``explain`` uses), as a block index."""
+        return int(REGISTRY[method].defaults["start_block"]) % self.model.arch.num_blocks
 
     def _target_options(self) -> list[tuple[str, int]]:
         classes = [(f"{k}: {_class_label(self.class_names, k)}", k) for k in range(self.model.num_classes)]
@@ -450,32 +537,33 @@ class RolloutExplorer(_Explorer):
 
     def gradient_maps(self, target: int, start_block: int = 0) -> torch.Tensor:
         """Gradient rollout maps (B, H, W) of every image for class ``target`` (:data:`PREDICTED`: each image's
-        predicted class), as ``explain(..., "grad_rollout", target=..., start_block=...)`` computes them; one
-        backward per (target, start block), kept for later."""
+        predicted class), as ``explain(..., "gradient_rollout", target=..., start_block=...)`` computes them; one
+        backward per (target, start block), the :data:`GRADIENT_CACHE` most recent kept for later."""
         if target != self.PREDICTED and not 0 <= target < self.model.num_classes:
             raise ValueError(f"target must be RolloutExplorer.PREDICTED or a class in [0, "
                              f"{self.model.num_classes}), got {target}")
-        if (target, start_block) not in self._grad:
+        def compute() -> torch.Tensor:
             images = self.images.to(_model_device(self.model))
             classes = self.predictions if target == self.PREDICTED else torch.full_like(self.predictions, target)
-            self._grad[target, start_block] = explain(self.model, images, "grad_rollout",
-                                                      target=classes.to(images.device), start_block=start_block).cpu()
-        return self._grad[target, start_block]
+            return explain(self.model, images, "gradient_rollout", target=classes.to(images.device),
+                           start_block=start_block).cpu()
+
+        return self._grad.get_or_compute((target, start_block), compute)
 
     def _joint_pixels(self, head_fusion: str, start_block: int) -> torch.Tensor:
         """The model-level joint rollout map (B, H, W) as ``explain(..., "joint_rollout")`` defines it: per query
         CLS, both grids' mass per pixel added; then the mean over the two CLS tokens."""
-        if (head_fusion, start_block) not in self._joint:
-            joint = joint_rollout(self.recorder, head_fusion, start_block=start_block)
-            self._joint[head_fusion, start_block] = joint_rollout_pixels(self.model, joint).cpu()
-        return self._joint[head_fusion, start_block]
+        return self._joint.get_or_compute(
+            (head_fusion, start_block),
+            lambda: joint_rollout_pixels(self.model, joint_rollout(self.recorder, head_fusion,
+                                                                   start_block=start_block)).cpu())
 
     def current_map(self) -> np.ndarray:
         """The (H, W) pixel map the controls select."""
         c = self.controls
         i, method, start = c["image"].value, c["method"].value, c["start_block"].value
-        if method in ("rollout_small", "rollout_large"):
-            branch = method.split("_")[1]
+        branch = REGISTRY[method].branch
+        if branch is not None:
             # this image only, blocks >= start: (1, heads, N, N) each
             maps = [m[i:i + 1] for block, m in self.self_maps[branch] if block >= start]
             patches = rollout_from_maps(maps, c["head_fusion"].value, c["discard_ratio"].value)  # (1, N)
@@ -488,10 +576,11 @@ class RolloutExplorer(_Explorer):
         """Recompute the selected map from the recorded attention and redraw the picture."""
         c = self.controls
         i, method = c["image"].value, c["method"].value
-        per_branch = method in ("rollout_small", "rollout_large")
-        c["head_fusion"].disabled = method == "grad_rollout"
-        c["discard_ratio"].disabled = not per_branch
-        c["target"].disabled = method != "grad_rollout"
+        record = REGISTRY[method]
+        per_branch = record.branch is not None
+        c["head_fusion"].disabled = "head_fusion" not in record.defaults
+        c["discard_ratio"].disabled = "discard_ratio" not in record.defaults
+        c["target"].disabled = not record.class_specific
         self.last_map = self.current_map()
 
         fig = Figure(figsize=(6.4, 3.4), layout="constrained")
@@ -499,7 +588,7 @@ class RolloutExplorer(_Explorer):
         show_image(ax_image, self.images[i], "input")
         overlay_heatmap(ax_map, self.images[i], self.last_map, alpha=0.6, title=method)
         if per_branch:
-            branch = method.split("_")[1]
+            branch = record.branch
             draw_patch_grid(ax_map, self.model, branch, color=GRID_COLORS[branch], linewidth=0.4, alpha=0.5)
         heat = torch.as_tensor(self.last_map, dtype=torch.float64)
         top = heat.max()
@@ -522,7 +611,7 @@ class RolloutExplorer(_Explorer):
             settings.append(f"discard ratio {c['discard_ratio'].value:.2f}")
         settings.append(f"from block {c['start_block'].value}")
         predicted = _class_label(self.class_names, int(self.predictions[i]))
-        if method == "grad_rollout":
+        if record.class_specific:
             target = c["target"].value
             settings.append(f"gradients of the predicted class, {predicted}" if target == self.PREDICTED else
                             f"gradients of class {_class_label(self.class_names, target)}")
@@ -531,14 +620,19 @@ class RolloutExplorer(_Explorer):
 
 
 def rollout_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
-                     class_names: Sequence[str] | None = None, index: int = 0) -> RolloutExplorer:
+                     class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None
+                     ) -> RolloutExplorer:
     """A widget to compare rollout maps of ``model`` on ``images`` (B, 3, H, W): per-branch rollout (head fusion
     and discard ratio adjustable), the joint rollout through the fusion layers (head fusion adjustable), and the
     gradient rollout of a target class (each image's predicted class, or one chosen in the ``target`` menu).
     ``masks`` (B, H, W) outline the objects and say whether the map's maximum lands on one. The model runs once
     here, plus one backward per gradient-rollout target when it is first shown.
+
+    Memory: the recorded maps of every image (as :func:`attention_explorer`, at most ``max_images`` images), plus
+    at most :data:`RolloutExplorer.GRADIENT_CACHE` gradient-rollout results and one joint-rollout result per (head
+    fusion, start block), each (B, H, W) float32; ``explorer.memory_bytes`` says what it holds.
     """
-    return RolloutExplorer(model, images, masks=masks, class_names=class_names, index=index)
+    return RolloutExplorer(model, images, masks=masks, class_names=class_names, index=index, max_images=max_images)
 
 
 __all__ = ["AttentionExplorer", "RolloutExplorer", "attention_explorer", "rollout_explorer"]

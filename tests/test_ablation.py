@@ -38,8 +38,8 @@ def test_zeroing_changes_the_logits_and_is_undone(model):
         after = model(images)
     assert not torch.allclose(before, during)
     torch.testing.assert_close(before, after)
-    with pytest.raises(ValueError, match="'small' and/or 'large'"):
-        with zero_cross_attention(model, "small"):
+    with pytest.raises(ValueError, match="query must be one of 'small', 'large', 'both'"):
+        with zero_cross_attention(model, "tiny"):
             pass
 
 

@@ -54,16 +54,16 @@ def test_explain_a_folder_of_photos(capsys, tmp_path, timm_model_and_file, photo
     timm_model, weights_file = timm_model_and_file
     out_dir = tmp_path / "out"
     code, out, err = run_cli(capsys, "explain", photo_folder, "--model", NAME, "--checkpoint", weights_file,
-                             "--method", "grad_rollout", "joint_rollout", "--out", out_dir, "--batch-size", "3",
+                             "--method", "gradient_rollout", "joint_rollout", "--out", out_dir, "--batch-size", "3",
                              "--device", "cpu")
     assert code == 0, err
     stems = sorted(photos.SAMPLE_PHOTOS)
-    expected = {f"{s}.{m}.png" for s in stems for m in ("grad_rollout", "joint_rollout")} | {"predictions.json"}
+    expected = {f"{s}.{m}.png" for s in stems for m in ("gradient_rollout", "joint_rollout")} | {"predictions.json"}
     assert {p.name for p in out_dir.iterdir()} == expected
     for name in expected - {"predictions.json"}:
         content = (out_dir / name).read_bytes()
         assert content.startswith(PNG_SIGNATURE) and len(content) > 20_000, name
-    with Image.open(out_dir / "chelsea.grad_rollout.png") as figure:  # photo and overlay side by side
+    with Image.open(out_dir / "chelsea.gradient_rollout.png") as figure:  # photo and overlay side by side
         assert figure.width > 1.6 * figure.height
 
     result = json.loads((out_dir / "predictions.json").read_text())
@@ -81,7 +81,7 @@ def test_explain_a_folder_of_photos(capsys, tmp_path, timm_model_and_file, photo
         assert [e["name"] for e in record["top5"]] == [names[i] for i in k.tolist()]
         assert [e["probability"] for e in record["top5"]] == pytest.approx(p.tolist(), abs=1e-5)
         assert record["explained_class"]["index"] == k[0].item()
-        assert record["figures"] == {m: f"{record['stem']}.{m}.png" for m in ("grad_rollout", "joint_rollout")}
+        assert record["figures"] == {m: f"{record['stem']}.{m}.png" for m in ("gradient_rollout", "joint_rollout")}
     assert "4 image(s), 8 figure(s)" in out
 
 
@@ -89,7 +89,7 @@ def test_explain_with_this_projects_checkpoint_and_a_target(capsys, tmp_path, ph
     bundled = crossvit.checkpoint.BUNDLED_CHECKPOINT
     files = [photo_folder / "chelsea.png", photo_folder / "coffee.jpg"]
     code, _, err = run_cli(capsys, "explain", *files, "--checkpoint", bundled, "--target", "cool striped",
-                           "--method", "rollout_small", "--out", tmp_path, "--quiet")
+                           "--method", "small_rollout", "--out", tmp_path, "--quiet")
     assert code == 0, err
     result = json.loads((tmp_path / "predictions.json").read_text())
     model = crossvit.load_pretrained()
@@ -99,7 +99,7 @@ def test_explain_with_this_projects_checkpoint_and_a_target(capsys, tmp_path, ph
         assert [e["name"] for e in record["top5"]][0] == data.CLASS_NAMES[int(row.argmax())]
         assert len(record["top5"]) == data.NUM_CLASSES
         assert record["explained_class"] == {"index": 2, "name": "cool striped"}
-    assert (tmp_path / "chelsea.rollout_small.png").is_file()
+    assert (tmp_path / "chelsea.small_rollout.png").is_file()
 
 
 def test_same_stems_in_two_folders_get_distinct_files(capsys, tmp_path, photo_folder):

@@ -42,7 +42,7 @@ def test_patch_map_to_pixels_crop_leaves_border_empty():
 
 @pytest.mark.parametrize("method", crossvit.METHODS)
 def test_every_method_gives_pixel_maps(model, images, method):
-    maps = crossvit.explain(model, images, method, ig_steps=8)
+    maps = crossvit.explain(model, images, method, n_steps=8)
     assert maps.shape == (2, 96, 96)
     assert torch.isfinite(maps).all()
     assert maps.abs().sum() > 0
@@ -54,9 +54,9 @@ def test_rollout_methods_equal_the_rollout_functions(model, images):
         model(images)
     # the methods' defaults start at the last block (crossvit.METHOD_OPTIONS)
     expected = crossvit.patch_map_to_pixels(model, "large", crossvit.attention_rollout(rec, "large", start_block=2))
-    torch.testing.assert_close(crossvit.explain(model, images, "rollout_large"), expected)
+    torch.testing.assert_close(crossvit.explain(model, images, "large_rollout"), expected)
     expected = crossvit.patch_map_to_pixels(model, "large", crossvit.attention_rollout(rec, "large"))
-    torch.testing.assert_close(crossvit.explain(model, images, "rollout_large", start_block=0), expected)
+    torch.testing.assert_close(crossvit.explain(model, images, "large_rollout", start_block=0), expected)
     joint = crossvit.joint_rollout(rec, start_block=-1)
     by_query = [
         sum(crossvit.patch_map_to_pixels(model, p, joint[q][p], density=True) for p in ("small", "large"))
@@ -80,10 +80,10 @@ def test_cls_attention_is_the_recorded_cls_row(model, images):
     large = maps["blocks.2.large.self.0"].mean(1)[:, 0, 1:]   # (B, 25)
     torch.testing.assert_close(crossvit.explain(model, images, "cls_attention", block=2, layer=0),
                                (_spread(small, 8) + _spread(large, 5)) / 2)
-    torch.testing.assert_close(crossvit.explain(model, images, "cls_attention", block=-1, layer=0, branch="small"),
+    torch.testing.assert_close(crossvit.explain(model, images, "cls_attention", block=-1, layer=0, query="small"),
                                _spread(small, 8))
     last_large = maps["blocks.1.large.self.3"].mean(1)[:, 0, 1:]  # crossvit_tiny: 4 large layers per block
-    torch.testing.assert_close(crossvit.explain(model, images, "cls_attention", block=1, layer=-1, branch="large"),
+    torch.testing.assert_close(crossvit.explain(model, images, "cls_attention", block=1, layer=-1, query="large"),
                                _spread(last_large, 5))
 
 
@@ -106,21 +106,20 @@ def test_cross_attention_is_the_recorded_fusion_row(model, images):
 
 
 def test_method_options_are_checked(model, images):
-    with pytest.raises(TypeError, match="has no option 'start_block'; its options: block, layer, branch"):
+    with pytest.raises(TypeError, match="has no option 'start_block'; its options: block, layer, query"):
         crossvit.explain(model, images, "cls_attention", start_block=1)
-    with pytest.raises(TypeError, match="its options: none"):
+    with pytest.raises(TypeError, match="its options: internal_batch_size"):
         crossvit.explain(model, images, "saliency", block=1)
     with pytest.raises(ValueError, match=r"block must be in \[-3, 3\)"):
         crossvit.explain(model, images, "cls_attention", block=3)
-    with pytest.raises(ValueError, match="'small', 'large' or 'both'"):
+    with pytest.raises(ValueError, match="'small', 'large', 'both'"):
         crossvit.explain(model, images, "cross_attention", query="cls")
     with pytest.raises(ValueError, match=r"fusion must be in \[-3, 3\)"):
         crossvit.explain(model, images, "cross_attention", fusion=5)
     with pytest.raises(ValueError, match=r"start_block must be in \[-3, 3\)"):
         crossvit.explain(model, images, "joint_rollout", start_block=7)
     with pytest.raises(ValueError, match="head_fusion"):
-        crossvit.explain(model, images, "rollout_small", head_fusion="median")
-    assert set(crossvit.METHOD_OPTIONS) == set(crossvit.METHODS)
+        crossvit.explain(model, images, "small_rollout", head_fusion="median")
 
 
 def test_rollout_options_reach_the_rollout_functions(model, images):
@@ -128,7 +127,7 @@ def test_rollout_options_reach_the_rollout_functions(model, images):
         model(images)
     expected = crossvit.patch_map_to_pixels(model, "small", crossvit.attention_rollout(
         rec, "small", head_fusion="max", discard_ratio=0.5, start_block=1))
-    got = crossvit.explain(model, images, "rollout_small", start_block=1, head_fusion="max", discard_ratio=0.5)
+    got = crossvit.explain(model, images, "small_rollout", start_block=1, head_fusion="max", discard_ratio=0.5)
     torch.testing.assert_close(got, expected)
     joint = crossvit.joint_rollout(rec, start_block=2)
     torch.testing.assert_close(crossvit.explain(model, images, "joint_rollout", start_block=2),
@@ -140,8 +139,8 @@ def test_target_none_explains_the_predicted_class(model, images):
     torch.testing.assert_close(crossvit.explain(model, images, "saliency"),
                                crossvit.explain(model, images, "saliency", target=predicted))
     other = (predicted + 1) % 4
-    assert not torch.allclose(crossvit.explain(model, images, "grad_rollout", target=predicted),
-                              crossvit.explain(model, images, "grad_rollout", target=other))
+    assert not torch.allclose(crossvit.explain(model, images, "gradient_rollout", target=predicted),
+                              crossvit.explain(model, images, "gradient_rollout", target=other))
 
 
 def test_occlusion_windows_are_patch_aligned(model, images):
@@ -169,7 +168,7 @@ def test_explain_leaves_model_state_alone(model, images):
     model.zero_grad(set_to_none=True)
     model.train()
     try:
-        crossvit.explain(model, images, "grad_rollout")
+        crossvit.explain(model, images, "gradient_rollout")
         assert model.training
         assert all(p.grad is None for p in model.parameters())
         assert not images.requires_grad
@@ -198,7 +197,7 @@ def test_deletion_of_relevant_pixels_first_beats_random_order_on_the_trained_mod
 
     model = crossvit.load_pretrained()
     images, labels, _ = data.make_shapes(24, seed=900_123, image_size=model.image_size)
-    relevant = crossvit.explain(model, images, "integrated_gradients", target=labels, ig_steps=16)
+    relevant = crossvit.explain(model, images, "integrated_gradients", target=labels, n_steps=16)
     random = crossvit.explain(model, images, "random", target=labels, seed=0)
     ours = metrics.deletion_insertion(model, images, relevant, labels, steps=12)
     baseline = metrics.deletion_insertion(model, images, random, labels, steps=12)
@@ -208,6 +207,6 @@ def test_deletion_of_relevant_pixels_first_beats_random_order_on_the_trained_mod
 
 @pytest.mark.parametrize("method", ["integrated_gradients", "occlusion"])
 def test_captum_methods_chunk_the_batch_without_changing_the_maps(model, images, method):
-    whole = crossvit.explain(model, images, method, target=1, ig_steps=4, internal_batch_size=16)
-    chunked = crossvit.explain(model, images, method, target=1, ig_steps=4, internal_batch_size=1)
+    whole = crossvit.explain(model, images, method, target=1, n_steps=4, internal_batch_size=16)
+    chunked = crossvit.explain(model, images, method, target=1, n_steps=4, internal_batch_size=1)
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-4)

@@ -430,7 +430,7 @@ def test_rollout_explorer_recomputes_rollout_from_the_recording(model, batch, re
     explorer = rollout_explorer(model, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
     c = explorer.controls
     c["image"].value = 2
-    c["method"].value = "rollout_large"
+    c["method"].value = "large_rollout"
     c["head_fusion"].value = "max"
     c["discard_ratio"].value = 0.5
     c["start_block"].value = 1
@@ -444,9 +444,9 @@ def test_rollout_explorer_recomputes_rollout_from_the_recording(model, batch, re
     expected = crossvit.explain(model, images, "joint_rollout", start_block=1)[2]
     np.testing.assert_allclose(explorer.last_map, expected.numpy(), rtol=1e-5, atol=1e-8)
 
-    c["method"].value = "grad_rollout"
+    c["method"].value = "gradient_rollout"
     assert c["head_fusion"].disabled
-    expected = crossvit.explain(model, images, "grad_rollout", start_block=1)[2]
+    expected = crossvit.explain(model, images, "gradient_rollout", start_block=1)[2]
     np.testing.assert_allclose(explorer.last_map, expected.numpy(), rtol=1e-4, atol=1e-8)
     assert bytes(explorer.picture.value).startswith(PNG_SIGNATURE)
     assert "image 2" in explorer.caption.value

@@ -168,7 +168,7 @@ def _relative_error(maps: torch.Tensor, reference: torch.Tensor) -> torch.Tensor
     return (maps.float() - reference).abs() / reference.abs().clamp_min(1e-12)
 
 
-@pytest.mark.parametrize("method", ["grad_rollout", "joint_rollout", "rollout_small", "rollout_large"])
+@pytest.mark.parametrize("method", ["gradient_rollout", "joint_rollout", "small_rollout", "large_rollout"])
 def test_half_model_rollouts_match_float32(bundled, shapes, method):
     images = shapes[0]
     reference = crossvit.explain(bundled, images, method)
@@ -181,9 +181,9 @@ def test_half_model_rollouts_match_float32(bundled, shapes, method):
 
 def test_autocast_float16_grad_rollout_matches_float32(bundled, shapes):
     images = shapes[0]
-    reference = crossvit.explain(bundled, images, "grad_rollout")
+    reference = crossvit.explain(bundled, images, "gradient_rollout")
     with torch.autocast("cpu", dtype=torch.float16):
-        maps = crossvit.explain(bundled, images, "grad_rollout")
+        maps = crossvit.explain(bundled, images, "gradient_rollout")
     # Under float16 autocast the model's own softmax rows underflow (many attention weights are exactly 0, a property
     # of the fp16 model, not of the rollout), so pixels that are negligible in the float32 map may become 0. The
     # rollout's promise is float32 accumulation: every pixel that matters keeps its value, and no pixel of weight
@@ -227,7 +227,7 @@ def test_rollout_functions_compute_in_float32_for_half_maps():
 # 3. frozen models: the gradient reaches the maps and the input regardless of the parameters' flags
 
 
-@pytest.mark.parametrize("method", ["grad_rollout", "saliency"])
+@pytest.mark.parametrize("method", ["gradient_rollout", "saliency"])
 def test_gradient_methods_work_on_a_frozen_model(bundled, shapes, method):
     images = shapes[0]
     reference = crossvit.explain(bundled, images, method)  # same weights, parameters requiring grad
@@ -246,7 +246,7 @@ def test_explain_leaves_requires_grad_and_grad_as_they_were(shapes):
     for i, p in enumerate(params):  # half frozen, half with a .grad of their own
         p.requires_grad_(i % 2 == 0)
         p.grad = torch.full_like(p, float(i)) if i % 2 == 0 else None
-    for method in ("grad_rollout", "saliency"):
+    for method in ("gradient_rollout", "saliency"):
         crossvit.explain(model, images, method)
         for i, p in enumerate(params):
             assert p.requires_grad == (i % 2 == 0)
@@ -258,9 +258,8 @@ def test_rollout_explorer_on_a_frozen_model(bundled, shapes):
     frozen = copy.deepcopy(bundled).requires_grad_(False)
     explorer = rollout_explorer(frozen, images, masks=masks)
     predictions = bundled(images).argmax(dim=1)
-    last = bundled.arch.num_blocks - 1  # the explorer starts its rollouts at the last block
-    torch.testing.assert_close(explorer.grad_maps, crossvit.explain(bundled, images, "grad_rollout", predictions,
-                                                                    start_block=last))
+    # the explorer's gradient rollout starts where explain's does (its default)
+    torch.testing.assert_close(explorer.grad_maps, crossvit.explain(bundled, images, "gradient_rollout", predictions))
     assert not any(p.requires_grad for p in frozen.parameters())
 
 
@@ -475,9 +474,9 @@ def test_explain_target_must_be_class_indices(bundled, shapes, target):
 
 def test_explain_target_accepts_ints_and_integer_tensors(bundled, shapes):
     images = shapes[0][:2]
-    expected = crossvit.explain(bundled, images, "grad_rollout", target=torch.tensor([2, 2]))
+    expected = crossvit.explain(bundled, images, "gradient_rollout", target=torch.tensor([2, 2]))
     for target in (2, np.int64(2), [2, 2], np.array([2, 2]), torch.tensor(2, dtype=torch.int32)):
-        torch.testing.assert_close(crossvit.explain(bundled, images, "grad_rollout", target=target), expected)
+        torch.testing.assert_close(crossvit.explain(bundled, images, "gradient_rollout", target=target), expected)
 
 
 @pytest.mark.parametrize("flavour", ["seed", "paper", "paper with input_norm"])

@@ -137,7 +137,7 @@ def test_rollout_explorer_target_class(model, batch):
     explorer = rollout_explorer(model, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
     c = explorer.controls
     assert c["target"].disabled  # only gradient rollout is class-specific
-    c["method"].value = "grad_rollout"
+    c["method"].value = "gradient_rollout"
     assert not c["target"].disabled and c["target"].value == RolloutExplorer.PREDICTED
     assert [v for _, v in c["target"].options] == [RolloutExplorer.PREDICTED, *range(model.num_classes)]
 
@@ -150,7 +150,16 @@ def test_rollout_explorer_target_class(model, batch):
         return joint_rollout_pixels(model, rollout)  # both CLS tokens, mass per pixel
 
     last = model.arch.num_blocks - 1
-    assert c["start_block"].value == last  # the rollouts start at the last block, as explain's defaults
+    # each rollout starts where explain starts it: the gradient rollout at block 0, the others at the last block
+    assert c["start_block"].value == crossvit.METHOD_OPTIONS["gradient_rollout"]["start_block"] == 0
+    c["method"].value = "joint_rollout"
+    assert c["start_block"].value == last
+    c["method"].value = "gradient_rollout"
+    assert c["start_block"].value == 0
+    c["start_block"].value = last  # a start the reader chose stays when the method changes
+    c["method"].value = "joint_rollout"
+    c["method"].value = "gradient_rollout"
+    assert c["start_block"].value == last
     c["target"].value = 0
     np.testing.assert_allclose(explorer.last_map, grad_rollout_of(0, last)[0].detach().numpy(), rtol=1e-4,
                                atol=1e-8)

@@ -1,0 +1,104 @@
+"""Small helpers the rest of the package shares, each written once: eval-mode context, the other branch, integer
+and number validation, device names, and deprecated keyword aliases.
+
+This module imports nothing from the package, so every other module may import it.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+BRANCHES: tuple[str, str] = ("small", "large")
+"""The two branches of every CrossViT, in forward order."""
+
+
+def other_branch(branch: str) -> str:
+    """``"large"`` for ``"small"`` and the reverse; a ValueError for anything else."""
+    if branch == "small":
+        return "large"
+    if branch == "large":
+        return "small"
+    raise ValueError(f"unknown branch {branch!r}; a CrossViT's branches are 'small' and 'large'")
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Within the block the model is in eval mode; its previous mode is restored afterwards (also on error)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def check_int(name: str, value: object, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as a Python int when it is an integer (Python or numpy, not a bool) in ``[minimum, maximum]``
+    (either bound optional); otherwise a TypeError or ValueError that names ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point() \
+                and value.dtype != torch.bool:
+            value = int(value)
+        else:
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r:.60}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def check_number(name: str, value: object, low: float, high: float, *, high_open: bool = False) -> float:
+    """``value`` as a float when it is a real number (not a bool or a string) in ``[low, high]`` (``[low, high)``
+    with ``high_open``); otherwise a TypeError or ValueError that names ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r:.60}")
+    value = float(value)
+    if not (low <= value and (value < high if high_open else value <= high)):
+        raise ValueError(f"{name} must be in [{low:g}, {high:g}{')' if high_open else ']'}, got {value:g}")
+    return value
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    """``value`` when it is one of ``choices``; otherwise a ValueError that lists them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r:.60}")
+    return value
+
+
+def resolve_device(device: str | torch.device, what: str = "device") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else must name an available device (a ValueError
+    naming ``what`` otherwise)."""
+    if isinstance(device, torch.device):
+        out = device
+    elif device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            out = torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"{what} {device!r} is not a device name ('auto', 'cpu', 'cuda'): {err}") from None
+    if out.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{what} is {str(device)!r} but CUDA is not available; use 'cpu' or 'auto'")
+    return out
+
+
+def renamed_keywords(where: str, kwargs: dict[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
+    """``kwargs`` with every deprecated keyword of ``renames`` (old -> new) renamed, with a FutureWarning per old
+    name; a TypeError when both the old and the new name are given."""
+    out = dict(kwargs)
+    for old, new in renames.items():
+        if old in out:
+            if new in out:
+                raise TypeError(f"{where} got both {old!r} and its new name {new!r}; pass {new!r} only")
+            warnings.warn(f"{where}: {old!r} is deprecated and will be removed in the next release; use {new!r}",
+                          FutureWarning, stacklevel=3)
+            out[new] = out.pop(old)
+    return out
