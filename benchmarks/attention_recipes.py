@@ -28,7 +28,8 @@ import torch
 
 import crossvit
 from crossvit import data, metrics
-from crossvit.train import HELD_OUT_SEED_BASE, TrainConfig, evaluate, train
+from crossvit.data import HELD_OUT_SEED_BASE
+from crossvit.train import TrainConfig, evaluate, train
 
 RECIPES: dict[str, dict[str, float]] = {
     "combined": {"head_loss_weight": 0.0},

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm  # noqa: E402
 import crossvit  # noqa: E402
 from crossvit import data, metrics  # noqa: E402
 from crossvit.checkpoint import load_pretrained  # noqa: E402
-from crossvit.train import HELD_OUT_SEED_BASE  # noqa: E402
+from crossvit.data import HELD_OUT_SEED_BASE  # noqa: E402
 
 
 def variants() -> list[tuple[str, str, dict]]:

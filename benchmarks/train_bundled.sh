@@ -13,4 +13,4 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-.venv/bin/python}"
 time "$PY" -m crossvit.train --preset shapes_tiny --steps 3000 --lr 1e-3 --warmup-steps 150 --eval-every 500 \
     --eval-images 2000 --head-loss-weight 0.5 --attention-entropy-weight 0.05 --seed 1 --threads 2 \
-    --out crossvit/assets --name shapes_tiny
+    --out crossvit/assets --name shapes_tiny --overwrite

@@ -5,11 +5,13 @@ A checkpoint named ``NAME`` in a directory is two files::
     NAME.safetensors   the weights (a contiguous CPU state dict, loadable with safetensors alone)
     NAME.json          {"format": 1, "config": model.config.to_dict(), "record": {...} or null,
                         "sha256": "<hex sha256 of NAME.safetensors>",
+                        "config_sha256": "<hex sha256 of the config and data_config, canonical JSON>",
                         "data_config": {...}   (optional: the model's pretrained_cfg, how to prepare inputs)}
 
 The JSON says how to rebuild the network (``config``), what produced the weights (``record``: the trainer's
 command line, settings, accuracy, ...), and lets the loader check that the weights file is the one that was
-written (``sha256``). ``load_pretrained()`` loads the small model bundled in ``crossvit/assets/``. A loaded
+written (``sha256``) and that nothing that defines the model was edited since (``config_sha256`` covers the
+``config`` and the ``data_config``: an edited ``num_heads`` would load the same weights into another network). ``load_pretrained()`` loads the small model bundled in ``crossvit/assets/``. A loaded
 model knows how its inputs must be prepared (``model.pretrained_cfg``, see :mod:`crossvit.preprocessing`): the
 stored ``data_config``, else the shapes task's for a model ``crossvit.train`` wrote.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -29,9 +32,11 @@ from safetensors.torch import load_file, save_file
 from .config import config_from_dict
 from .model import CrossViT
 from .preprocessing import checkpoint_data_config, stored_data_config
+from .utils import atomic_write
 
-FORMAT = 1
-"""Version of the JSON sidecar layout written by :func:`save_checkpoint`."""
+FORMAT = 2
+"""Version of the JSON sidecar layout written by :func:`save_checkpoint` (2 added ``config_sha256``; format 1
+files still load, with a warning that their config cannot be verified)."""
 
 WEIGHTS_SUFFIX = ".safetensors"
 META_SUFFIX = ".json"
@@ -39,6 +44,14 @@ META_SUFFIX = ".json"
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 BUNDLED_CHECKPOINT = ASSETS_DIR / "shapes_tiny.safetensors"
 """The small CrossViT trained on the synthetic shapes task (``benchmarks/train_bundled.sh`` rebuilds it)."""
+
+
+def config_sha256(meta: dict[str, Any]) -> str:
+    """Hex sha256 of everything in a sidecar that defines the model besides its weights: the ``config`` and the
+    (optional) ``data_config``, as canonical JSON (sorted keys, no spaces)."""
+    defining = {"config": meta.get("config"), "data_config": meta.get("data_config")}
+    text = json.dumps(defining, sort_keys=True, separators=(",", ":"))  # NaN stays NaN: an edit still shows
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:
@@ -65,19 +78,6 @@ def checkpoint_paths(path: str | Path, name: str = "model") -> tuple[Path, Path]
     raise ValueError(f"{path}: expected a {WEIGHTS_SUFFIX} file, a {META_SUFFIX} file or a directory")
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same directory, then rename: a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates its file as 0600; give it ordinary permissions
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def check_checkpoint_name(name: object) -> str:
     """``name`` if it is a plain file stem such as ``"model"`` (no directory, not hidden), else a ValueError."""
     if not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith(".") \
@@ -86,13 +86,26 @@ def check_checkpoint_name(name: object) -> str:
     return name
 
 
+def check_not_taken(directory: str | Path, name: str, overwrite: bool) -> None:
+    """A FileExistsError when ``<directory>/<name>.safetensors`` or ``.json`` exists and ``overwrite`` is False."""
+    if overwrite:
+        return
+    taken = [p for p in (Path(directory) / f"{name}{WEIGHTS_SUFFIX}", Path(directory) / f"{name}{META_SUFFIX}")
+             if p.exists()]
+    if taken:
+        raise FileExistsError(f"{taken[0]} exists: a checkpoint named {name!r} is already in {directory}; choose "
+                              "another name or directory, or pass overwrite=True (--overwrite) to replace it")
+
+
 def save_checkpoint(model: CrossViT, directory: str | Path, *, record: dict[str, Any] | None = None,
-                    name: str = "model") -> Path:
+                    name: str = "model", overwrite: bool = False) -> Path:
     """Write ``<directory>/<name>.safetensors`` and ``<name>.json`` (see the module docstring); returns the
-    weights path. ``record`` must be plain JSON (dicts, lists, str, numbers, bools, None)."""
+    weights path. ``record`` must be plain JSON (dicts, lists, str, numbers, bools, None). An existing checkpoint
+    of that name is a FileExistsError unless ``overwrite=True``."""
     if not isinstance(model, CrossViT):
         raise TypeError(f"save_checkpoint expects a crossvit.CrossViT, got {type(model).__name__}")
     check_checkpoint_name(name)
+    check_not_taken(directory, name, overwrite)
     if record is not None and not isinstance(record, dict):
         raise TypeError(f"record must be a dict or None, got {type(record).__name__}")
     try:
@@ -106,12 +119,13 @@ def save_checkpoint(model: CrossViT, directory: str | Path, *, record: dict[str,
     weights_path = directory / f"{name}{WEIGHTS_SUFFIX}"
     meta_path = directory / f"{name}{META_SUFFIX}"
     state = {key: tensor.detach().to("cpu").contiguous() for key, tensor in model.state_dict().items()}
-    _atomic_write(weights_path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    atomic_write(weights_path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     meta = {"format": FORMAT, "config": model.config.to_dict(), "record": record_json,
             "sha256": file_sha256(weights_path)}
     if data_config is not None:  # how inputs must be prepared (crossvit.preprocessing); optional key
         meta["data_config"] = data_config
-    _atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
+    meta["config_sha256"] = config_sha256(json.loads(json.dumps(meta)))  # hashed as it will be read back
+    atomic_write(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
     return weights_path
 
 
@@ -130,9 +144,12 @@ def read_checkpoint_meta(path: str | Path, name: str = "model") -> dict[str, Any
     missing = sorted({"format", "config", "sha256"} - set(meta))
     if missing:
         raise ValueError(f"{meta_path}: missing key(s) {missing}; not a crossvit checkpoint")
-    if meta["format"] != FORMAT:
+    if meta["format"] not in (1, FORMAT):
         raise ValueError(f"{meta_path}: checkpoint format {meta['format']!r} is not supported (this crossvit "
-                         f"reads format {FORMAT})")
+                         f"reads formats 1 and {FORMAT})")
+    if meta["format"] >= 2 and "config_sha256" not in meta:
+        raise ValueError(f"{meta_path}: missing key 'config_sha256' (format {meta['format']}); not a crossvit "
+                         "checkpoint, or an edited one")
     return meta
 
 
@@ -165,6 +182,14 @@ def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str 
             raise ValueError(f"{weights_path}: sha256 mismatch: the file hashes to {actual} but {meta_path.name} "
                              f"records {meta['sha256']}; the weights are corrupted or do not belong to this JSON "
                              "(pass verify=False to load anyway)")
+        if meta["format"] == 1:
+            warnings.warn(f"{meta_path} is a format-1 checkpoint: its config is not covered by a hash, so an edit "
+                          "to it cannot be detected; save it again with save_checkpoint to add one", UserWarning,
+                          stacklevel=2)
+        elif config_sha256(meta) != meta["config_sha256"]:
+            raise ValueError(f"{meta_path}: the model config (or data_config) was changed after the checkpoint was "
+                             "written: it no longer matches its config_sha256, so the weights would load into "
+                             "another network than the one they were trained in (pass verify=False to load anyway)")
     try:
         config = config_from_dict(meta["config"])
         with torch.device("meta"):  # shapes only, no memory: the config is checked against the file first

@@ -1,7 +1,7 @@
 """The ``crossvit`` command line (also ``python -m crossvit``): explain photos, or train on the shapes task.
 
-    crossvit explain PATHS... --model NAME (--pretrained | --checkpoint FILE) [--method M ...] [--target CLASS]
-                     [--out DIR] [--device auto|cpu|cuda] [--batch-size N] [--quiet]
+    crossvit explain PATHS... --model NAME (--pretrained | --checkpoint FILE [--num-classes N]) [--method M ...]
+                     [--target CLASS] [--out DIR] [--overwrite] [--device auto|cpu|cuda] [--batch-size N] [--quiet]
     crossvit train ...        (the same options as ``python -m crossvit.train``)
 
 ``explain`` takes image files and folders (a folder's image files, not its sub-folders) and writes, into ``DIR``:
@@ -9,10 +9,19 @@
 * ``<stem>.<method>.png`` per image and method: the photo as the model sees it (resized and centre-cropped), the
   explanation over it with a colour bar, and the predicted class in the title;
 * ``predictions.json``: per image its top-5 classes (index, name, probability), the explained class and its
-  figures.
+  figures. It is rewritten (atomically) before each figure is written (atomically too), so that every figure in
+  ``DIR`` is always described by it, also after a run that stopped half-way.
+
+A ``DIR`` that holds an earlier run (a ``predictions.json``) is refused unless ``--overwrite`` is given; then the
+earlier run's figures are deleted first (nothing else in ``DIR`` is touched). ``DIR`` may not be one of the input
+folders (the figures would be read back as photos next time).
+
+Signed methods (integrated gradients, occlusion) are drawn on a diverging scale centred at 0, as in the notebooks;
+the others min-max scaled.
 
 Weights: ``--pretrained`` (timm's ImageNet weights, cached after one download), ``--checkpoint FILE`` with a timm
-state dict (``.safetensors``, ``.pth``, ``.bin``; needs ``--model``), or ``--checkpoint`` with one of this project's
+state dict (``.safetensors``, ``.pth``, ``.bin``; needs ``--model``; the number of classes is read from the file, or
+given with ``--num-classes``), or ``--checkpoint`` with one of this project's
 checkpoints (``NAME.safetensors`` + ``NAME.json``, e.g. ``crossvit/assets/shapes_tiny.safetensors``; the model
 comes from its JSON, so no ``--model``). Bad input ends with one ``error:`` line and exit status 1 (2 for
 command-line usage errors).
@@ -32,11 +41,14 @@ from tqdm.auto import tqdm
 
 from .checkpoint import WEIGHTS_SUFFIX, checkpoint_paths, load_checkpoint
 from .classes import class_names, top_classes
-from .explain import METHODS, explain
+from .explain import METHODS, REGISTRY, explain
 from .model import CrossViT
 from .photos import check_image_file, find_images
 from .preprocessing import display_images, preprocess
 from .presets import create_model, list_models
+from .utils import atomic_write
+from .utils import resolve_device as _resolve_device
+from .weights import file_num_classes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -77,12 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     weights.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
                          help="a timm state dict (.safetensors/.pth/.bin) or a crossvit checkpoint "
                               "(NAME.safetensors + NAME.json)")
+    ex.add_argument("--num-classes", type=int, default=None, metavar="N",
+                    help="classes of the model a timm --checkpoint belongs to (default: read from the file)")
     ex.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), metavar="M",
                     help=f"explanation method(s), default {' '.join(DEFAULT_METHODS)}: {', '.join(METHODS)}")
     ex.add_argument("--target", default=None, metavar="CLASS",
                     help="class to explain, as an index or a name (default: each image's predicted class)")
     ex.add_argument("--out", type=Path, default=Path("explanations"), metavar="DIR",
                     help="output folder, created if needed (default: ./explanations)")
+    ex.add_argument("--overwrite", action="store_true",
+                    help="replace an earlier run in --out (its figures and predictions.json)")
     ex.add_argument("--device", default="auto", metavar="{auto,cpu,cuda}",
                     help="'auto' (the default): CUDA when available, else the CPU")
     ex.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass (default: 8)")
@@ -96,13 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when available, else the CPU; ``cuda`` must be available."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
+    if name not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda, but CUDA is not available here; use --device cpu or auto")
-    return torch.device(name)
+    return _resolve_device(name, "--device")
 
 
 def is_crossvit_checkpoint(path: Path) -> bool:
@@ -113,19 +125,43 @@ def is_crossvit_checkpoint(path: Path) -> bool:
     return path.suffix == WEIGHTS_SUFFIX and checkpoint_paths(path)[1].is_file()
 
 
-def load_model(model_name: str | None, pretrained: bool, checkpoint: Path | None) -> tuple[CrossViT, str]:
+def _is_our_state_dict(path: Path) -> bool:
+    """Whether a .safetensors file holds this package's parameter names (a crossvit checkpoint's weights)."""
+    if path.suffix != WEIGHTS_SUFFIX or not path.is_file():
+        return False
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt", device="cpu") as f:  # the header only
+            return "embed.small.cls_token" in set(f.keys())
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the loader that follows
+        return False
+
+
+def load_model(model_name: str | None, pretrained: bool, checkpoint: Path | None, num_classes: int | None = None
+               ) -> tuple[CrossViT, str]:
     """The model the options ask for, and a one-line description of its weights."""
+    if num_classes is not None and (checkpoint is None or num_classes < 1):
+        raise UsageError("--num-classes N (N >= 1) goes with a timm --checkpoint FILE: timm's ImageNet weights have "
+                         "1000 classes and a crossvit checkpoint says its own number in its JSON")
     if checkpoint is not None:
         if not checkpoint.exists():
             raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
         if is_crossvit_checkpoint(checkpoint):
-            if model_name is not None:
+            if model_name is not None or num_classes is not None:
                 raise UsageError(f"{checkpoint} is a crossvit checkpoint: its JSON says which model it is, so leave "
-                                 "out --model")
+                                 "out --model and --num-classes")
             return load_checkpoint(checkpoint), f"crossvit checkpoint {checkpoint}"
+        if _is_our_state_dict(checkpoint):
+            raise ValueError(f"{checkpoint} holds a crossvit checkpoint's weights, but its JSON sidecar "
+                             f"{checkpoint_paths(checkpoint)[1]} is missing (a crossvit checkpoint is NAME.safetensors "
+                             "plus NAME.json, as save_checkpoint writes them); put the .json back beside it")
         if model_name is None:
             raise UsageError(f"{checkpoint} is a timm state dict: say which model it belongs to with --model")
-        return create_model(model_name, checkpoint_path=checkpoint), f"{model_name} weights from {checkpoint}"
+        if num_classes is None:
+            num_classes = file_num_classes(checkpoint)
+        model = create_model(model_name, checkpoint_path=checkpoint, num_classes=num_classes)
+        return model, f"{model_name} ({num_classes} classes) weights from {checkpoint}"
     if model_name is None:
         raise UsageError("give --model NAME with --pretrained, or --checkpoint FILE")
     if not pretrained:
@@ -178,21 +214,54 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
 
 
 def explanation_figure(image: torch.Tensor, heat: torch.Tensor, method: str, title: str) -> Figure:
-    """The photo as the model sees it, and ``heat`` (H, W) over it with a colour bar; ``title`` on top."""
+    """The photo as the model sees it, and ``heat`` (H, W) over it with a colour bar; ``title`` on top. Signed
+    maps (:func:`crossvit.plotting.is_signed`) are drawn on a diverging scale centred at 0, others min-max scaled."""
     import matplotlib.pyplot as plt
 
     from . import plotting
 
     fig, (ax_photo, ax_map) = plt.subplots(1, 2, figsize=(7.6, 3.9), layout="constrained")
     plotting.show_image(ax_photo, image, "input, as the model sees it")
-    shown = plotting.overlay_heatmap(ax_map, image, heat, title=method)
-    fig.colorbar(shown, ax=ax_map, fraction=0.046, pad=0.02, label="relevance (min-max scaled)")
+    signed = plotting.is_signed(method, heat)
+    shown = plotting.overlay_heatmap(ax_map, image, heat, title=method, signed=signed)
+    label = ("signed relevance (0 = none; scaled by the 99th percentile of |value|)" if signed
+             else "relevance (min-max scaled)")
+    fig.colorbar(shown, ax=ax_map, fraction=0.046, pad=0.02, label=label)
     fig.suptitle(title, fontsize=10)
     return fig
 
 
+PREDICTIONS = "predictions.json"
+
+
+def prepare_output_folder(out: Path, inputs: Sequence[str | Path], overwrite: bool) -> None:
+    """Create ``out``; refuse a folder that is one of the inputs, or that holds an earlier run (unless
+    ``overwrite``: then delete the figures the earlier ``predictions.json`` lists, and it)."""
+    resolved = out.resolve()
+    for path in map(Path, inputs):
+        if path.is_dir() and path.resolve() == resolved:
+            raise UsageError(f"--out {out} is one of the input folders: its figures would be read as photos by the "
+                             "next run; choose another --out")
+    previous = out / PREDICTIONS
+    if previous.exists():
+        if not overwrite:
+            raise UsageError(f"{out} holds an earlier run ({PREDICTIONS}); choose another --out, or pass --overwrite "
+                             "to replace that run's figures and predictions")
+        try:
+            earlier = json.loads(previous.read_text(encoding="utf-8"))
+            listed = [name for image in earlier.get("images", []) for name in image.get("figures", {}).values()]
+        except (ValueError, AttributeError, TypeError):
+            raise ValueError(f"{previous} is not a predictions file this command wrote; move it away first") from None
+        for name in listed:
+            figure = out / name
+            if figure.parent == out and figure.name == name and figure.is_file():  # nothing outside DIR
+                figure.unlink()
+        previous.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
 def _explain_command(args: argparse.Namespace) -> int:
-    unknown = [m for m in args.method if m not in METHODS]
+    unknown = [m for m in args.method if m not in REGISTRY]
     if unknown:
         raise UsageError(f"unknown method(s) {', '.join(map(repr, unknown))}; valid methods: {', '.join(METHODS)}")
     methods = list(dict.fromkeys(args.method))  # drop repeats, keep order
@@ -210,14 +279,21 @@ def _explain_command(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")  # files only; never open a window
     import matplotlib.pyplot as plt
 
-    model, weights = load_model(args.model, args.pretrained, args.checkpoint)
+    model, weights = load_model(args.model, args.pretrained, args.checkpoint, args.num_classes)
     model = model.to(device).eval()
     names = class_names(model)
     target = resolve_target(args.target, names)
-    args.out.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(args.out, args.paths, args.overwrite)
     stems = unique_stems(paths)
 
     results: list[dict[str, Any]] = []
+    summary = {"weights": weights, "methods": methods, "device": str(device),
+               "target": None if target is None else {"index": target, "name": names[target]}, "images": results}
+
+    def write_predictions() -> None:  # after every batch: the figures on disk are always the ones it lists
+        text = json.dumps(summary, indent=1) + "\n"
+        atomic_write(args.out / PREDICTIONS, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
     bar = tqdm(total=len(paths), unit="image", desc="explain", disable=args.quiet, file=sys.stderr)
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start:start + args.batch_size]
@@ -233,23 +309,23 @@ def _explain_command(args: argparse.Namespace) -> int:
             title = f"{path.name}: predicted {best.name} ({best.probability:.1%})"
             if k != best.index:
                 title += f"; explained: {names[k]}"
-            figures = {}
-            for method in methods:
-                fig = explanation_figure(shown[i], maps[method][i], method, title)
-                figures[method] = f"{stem}.{method}.png"
-                fig.savefig(args.out / figures[method], dpi=110, facecolor="white")
-                plt.close(fig)
+            figures: dict[str, str] = {}
             results.append({
                 "path": str(path), "stem": stem,
                 "top5": [{"index": p.index, "name": p.name, "probability": round(p.probability, 6)} for p in top[i]],
                 "explained_class": {"index": k, "name": names[k]}, "figures": figures,
             })
+            for method in methods:
+                fig = explanation_figure(shown[i], maps[method][i], method, title)
+                figures[method] = f"{stem}.{method}.png"
+                write_predictions()  # listed before it exists: no figure on disk is ever left undescribed
+                atomic_write(args.out / figures[method],
+                             lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110, facecolor="white"))
+                plt.close(fig)
         bar.update(len(chunk))
     bar.close()
-    summary = {"weights": weights, "methods": methods, "device": str(device),
-               "target": None if target is None else {"index": target, "name": names[target]}, "images": results}
-    (args.out / "predictions.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    print(f"{len(results)} image(s), {len(results) * len(methods)} figure(s) and predictions.json in {args.out}")
+    write_predictions()
+    print(f"{len(results)} image(s), {len(results) * len(methods)} figure(s) and {PREDICTIONS} in {args.out}")
     return 0
 
 

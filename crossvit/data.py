@@ -108,6 +108,10 @@ DISTRACTOR_TEXTURES: tuple[str, ...] = ("flat", "coarse stripes", "coarse checke
 CLASS_NAMES: tuple[str, ...] = tuple(f"{c} {t}" for c in COLOURS for t in TEXTURES)
 """Human-readable class names, indexed by label."""
 
+HELD_OUT_SEED_BASE = 2**40
+"""Training data seeds lie in ``[0, HELD_OUT_SEED_BASE)``; evaluation uses ``HELD_OUT_SEED_BASE + seed``.
+Seeds at or above ``HELD_OUT_SEED_BASE + 2**32`` are never touched by the trainer (tests use them)."""
+
 NUM_CLASSES: int = len(CLASS_NAMES)
 
 # Lengths in pixels at the reference size of 96 px (scaled by image_size / 96).

@@ -67,7 +67,7 @@ from .rollout import (
     gradient_rollout,
     joint_rollout,
 )
-from .utils import BRANCHES, check_choice, check_int, check_number, eval_mode, other_branch
+from .utils import BRANCHES, check_choice, check_int, check_number, class_indices, eval_mode, other_branch
 
 QUERIES: tuple[str, ...] = ("small", "large", "both")
 """Values of the ``query`` option: whose CLS token asks (both: the mean of the two maps)."""
@@ -224,27 +224,10 @@ def patch_map_to_pixels(model: CrossViT, branch: str, patch_map: torch.Tensor, d
 
 
 def _resolve_target(model: CrossViT, images: torch.Tensor, target: int | torch.Tensor | None) -> torch.Tensor:
-    b = images.shape[0]
     if target is None:
         with torch.no_grad():
             return model(images).argmax(dim=1)
-    # class indices only: a float (2.7) or bool target is refused, not cast to some class
-    try:
-        as_tensor = None if isinstance(target, (str, bytes, bool)) else torch.as_tensor(target)
-    except (TypeError, ValueError, RuntimeError):
-        as_tensor = None
-    if as_tensor is None or as_tensor.dtype == torch.bool or as_tensor.is_floating_point() or as_tensor.is_complex():
-        raise TypeError(f"target must be an int or a (B,) = ({b},) integer tensor of class indices, got "
-                        f"{type(target).__name__} {target!r:.80}")
-    target = as_tensor.to(device=images.device, dtype=torch.long)
-    if target.ndim == 0:
-        target = target.expand(b)
-    if target.shape != (b,):
-        raise ValueError(f"target must be an int or a (B,) = ({b},) tensor of class indices, got shape "
-                         f"{tuple(target.shape)}")
-    if (target < 0).any() or (target >= model.num_classes).any():
-        raise ValueError(f"target class indices must be in [0, {model.num_classes}), got {target.tolist()}")
-    return target
+    return class_indices("explain", target, images.shape[0], model.num_classes).to(images.device)
 
 
 def joint_rollout_pixels(model: CrossViT, rollout: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:

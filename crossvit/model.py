@@ -252,11 +252,19 @@ class CrossViT(nn.Module):
         """Each branch head's logits, (B, num_classes)."""
         return {name: self.heads[name](tokens) for name, tokens in features.items()}
 
+    def combine_heads(self, branch_logits: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's logits from its two heads' logits: their sum (seed flavour) or mean (paper flavour)."""
+        total = branch_logits["small"] + branch_logits["large"]
+        return total if self.arch.logit_reduction == "sum" else total / 2
+
+    def forward_head(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits (B, num_classes) from :meth:`forward_features`' tokens: each head, then :meth:`combine_heads`
+        (timm's ``forward_head``)."""
+        return self.combine_heads(self.branch_logits(features))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W), float -> logits (B, num_classes)."""
-        logits = self.branch_logits(self.forward_features(images))
-        total = logits["small"] + logits["large"]
-        return total if self.arch.logit_reduction == "sum" else total / 2
+        return self.forward_head(self.forward_features(images))
 
     # -- initialisation -------------------------------------------------------------------------------------
     @torch.no_grad()

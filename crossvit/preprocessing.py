@@ -146,7 +146,8 @@ def data_config(model: CrossViT) -> dict[str, Any]:
 # Photos -> batch
 
 
-def _interpolation(name: str) -> Any:
+def interpolation_mode(name: str) -> Any:
+    """torchvision's InterpolationMode called ``name`` (timm's data configs name it: "bicubic", "bilinear", ...)."""
     from torchvision.transforms import InterpolationMode  # imported here: torchvision takes seconds to import
 
     try:
@@ -166,7 +167,7 @@ def transform(image: Image.Image, config: Mapping[str, Any]) -> torch.Tensor:
         raise ValueError(f"only square inputs are supported, got input_size {config['input_size']}")
     scale = math.floor(height / config["crop_pct"])
     size: int | list[int] = scale if config["crop_mode"] == "center" else [scale, scale]
-    resized = TF.resize(image, size, interpolation=_interpolation(config["interpolation"]))
+    resized = TF.resize(image, size, interpolation=interpolation_mode(config["interpolation"]))
     cropped = TF.center_crop(resized, [height, width])
     return TF.normalize(TF.to_tensor(cropped), config["mean"], config["std"])
 

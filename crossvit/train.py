@@ -37,26 +37,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import data
-from .checkpoint import check_checkpoint_name, save_checkpoint
+from .checkpoint import check_checkpoint_name, check_not_taken, save_checkpoint
 from .config import CrossViTConfig, PaperConfig, SeedConfig
+from .data import HELD_OUT_SEED_BASE
 from .model import CrossViT, count_parameters
+from .presets import SHAPES_PRESETS
 from .recording import AttentionRecorder, record_attention
+from .utils import resolve_device as _resolve_device
 
-TRAIN_PRESETS: dict[str, CrossViTConfig] = {
-    # Paper flavour for 96 px images: the small branch cuts the 96 px image into 8x8 = 64 patches of 12 px, the
-    # large branch the image resized to int(96 * 80/96) = 80 px into 5x5 = 25 patches of 16 px.
-    "shapes_tiny": PaperConfig(
-        img_size=96, img_scale=(1.0, 80 / 96), patch_size=(12, 16), embed_dim=(64, 128),
-        depth=((2, 2, 0),) * 3, num_heads=(4, 4), mlp_ratio=(3.0, 3.0, 1.0), num_classes=data.NUM_CLASSES,
-        # shapes images are in [0, 1]; centring them inside the model is what lets training leave chance level
-        input_norm=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
-    ),
-}
-"""Models sized for the shapes task, by name. ``TrainConfig.preset`` also accepts a config object."""
-
-HELD_OUT_SEED_BASE = 2**40
-"""Training data seeds lie in ``[0, HELD_OUT_SEED_BASE)``; evaluation uses ``HELD_OUT_SEED_BASE + seed``.
-Seeds at or above ``HELD_OUT_SEED_BASE + 2**32`` are never touched by the trainer (tests use them)."""
+TRAIN_PRESETS = SHAPES_PRESETS
+"""The shapes-task presets (:data:`crossvit.presets.SHAPES_PRESETS`), by name; ``TrainConfig.preset`` also
+accepts a config object."""
 
 _CHUNK_IMAGES = 2000  # training images are generated in chunks (each from its own data seed), kept as uint8
 
@@ -152,15 +143,7 @@ def validate(config: TrainConfig) -> CrossViTConfig:
 
 def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; anything else must name an available device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        out = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"TrainConfig.device {device!r} is not a device name ('auto', 'cpu', 'cuda'): {err}") from None
-    if out.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"TrainConfig.device is {device!r} but CUDA is not available; use 'cpu' or 'auto'")
-    return out
+    return _resolve_device(device, "TrainConfig.device")
 
 
 # -- data -----------------------------------------------------------------------------------------------------
@@ -239,12 +222,6 @@ def cls_attention_entropy(rec: AttentionRecorder) -> torch.Tensor:
     return torch.stack(entropies).mean()
 
 
-def combine_logits(model: CrossViT, branch_logits: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The model's logits from its two heads' logits: their sum (seed flavour) or mean (paper flavour)."""
-    total = branch_logits["small"] + branch_logits["large"]
-    return total if model.arch.logit_reduction == "sum" else total / 2
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 250,
              device: torch.device | str = "cpu", amp: bool = False) -> dict[str, float]:
@@ -262,7 +239,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             if heads:
                 by_head = model.branch_logits(model.forward_features(x))
-                logits = combine_logits(model, by_head).float()  # (b, num_classes)
+                logits = model.combine_heads(by_head).float()  # (b, num_classes)
             else:
                 logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
@@ -277,10 +254,12 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
     return scores
 
 
-def check_output(out_dir: str | Path, name: str) -> Path:
+def check_output(out_dir: str | Path, name: str, overwrite: bool = False) -> Path:
     """Make sure a checkpoint ``<out_dir>/<name>.*`` can be written, before any training: ``name`` must be a plain
-    file stem, ``out_dir`` a directory (created if missing) in which a file can be created. Returns ``out_dir``."""
+    file stem, ``out_dir`` a directory (created if missing) in which a file can be created, and no checkpoint of
+    that name may be there unless ``overwrite``. Returns ``out_dir``."""
     check_checkpoint_name(name)
+    check_not_taken(out_dir, name, overwrite)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -292,14 +271,14 @@ def check_output(out_dir: str | Path, name: str) -> Path:
 
 
 def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool = True, *,
-          name: str | None = None, command: str | None = None, model: nn.Module | None = None
-          ) -> tuple[CrossViT, dict[str, Any]]:
+          name: str | None = None, command: str | None = None, model: nn.Module | None = None,
+          overwrite: bool = False) -> tuple[CrossViT, dict[str, Any]]:
     """Train a CrossViT as ``config`` says; return it (eval mode) and a JSON-able record of the run.
 
     If ``out_dir`` is given, the model and record are saved there with :func:`crossvit.checkpoint.save_checkpoint`
     as ``<name>.safetensors`` / ``<name>.json`` (``name`` defaults to the preset name, else ``"model"``); both are
-    checked (:func:`check_output`) before the first step, so a bad path never costs a training run.
-    ``command`` is stored in the record (the CLI passes its exact command line).
+    checked (:func:`check_output`) before the first step, so a bad path never costs a training run; an existing
+    checkpoint of that name is refused (FileExistsError) unless ``overwrite=True``. ``command`` is stored in the record (the CLI passes its exact command line).
 
     ``model`` trains a module you built instead of the preset's CrossViT, with the same data, batches and schedule
     (ablations use it for single-branch baselines); it must map (B, 3, H, W) images in [0, 1] to (B, 4) logits.
@@ -308,7 +287,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     model_config = validate(config)
     default_name = config.preset if isinstance(config.preset, str) else "model"
     if out_dir is not None:  # fail now, not after the training
-        check_output(out_dir, name or default_name)
+        check_output(out_dir, name or default_name, overwrite)
     device = resolve_device(config.device)
     amp = config.amp and device.type == "cuda"
     started = time.perf_counter()
@@ -351,7 +330,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         with recording as rec, torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             if has_heads:
                 by_head = {k: v.float() for k, v in model.branch_logits(model.forward_features(x)).items()}
-                logits = combine_logits(model, by_head)  # (B, num_classes), exactly what model(x) returns
+                logits = model.combine_heads(by_head)  # (B, num_classes), exactly what model(x) returns
             else:
                 logits = model(x).float()
         loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
@@ -414,7 +393,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         "python_version": platform.python_version(),
     }
     if out_dir is not None:
-        record["checkpoint"] = str(save_checkpoint(model, out_dir, record=record, name=name or default_name))
+        record["checkpoint"] = str(save_checkpoint(model, out_dir, record=record, name=name or default_name,
+                                                   overwrite=overwrite))
     return model, record
 
 
@@ -434,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="directory for the checkpoint (created if needed); omit to train without saving")
     p.add_argument("--name", default=None, help="checkpoint file stem (default: the preset name)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing checkpoint of the same name in --out (refused otherwise)")
     p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per step")
     p.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate of AdamW")
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
@@ -484,8 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.name is not None:
             check_checkpoint_name(args.name)  # also without --out: a bad name is a mistake either way
-        _, record = train(config, args.out, progress=not args.quiet, name=args.name, command=command)
-    except (TypeError, ValueError) as err:
+        _, record = train(config, args.out, progress=not args.quiet, name=args.name, command=command,
+                          overwrite=args.overwrite)
+    except (TypeError, ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"held-out accuracy: {record['held_out_accuracy']:.4f} on {record['held_out_images']} images "

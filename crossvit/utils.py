@@ -7,9 +7,11 @@ This module imports nothing from the package, so every other module may import i
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -101,4 +103,41 @@ def renamed_keywords(where: str, kwargs: dict[str, Any], renames: Mapping[str, s
             warnings.warn(f"{where}: {old!r} is deprecated and will be removed in the next release; use {new!r}",
                           FutureWarning, stacklevel=3)
             out[new] = out.pop(old)
+    return out
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Write through a temporary file in the same directory, then rename: a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates its file as 0600; give it ordinary permissions
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def class_indices(name: str, target: object, batch: int, num_classes: int) -> torch.Tensor:
+    """``target`` (an int, or a (batch,) sequence or tensor of ints; numpy integers too) as a (batch,) long tensor
+    of class indices in ``[0, num_classes)``. A float (2.7), a bool or a string is a TypeError, never cast to a
+    class; a wrong shape or an index out of range a ValueError. ``name`` starts each message."""
+    as_tensor = None
+    if not isinstance(target, (str, bytes, bool)):
+        try:
+            as_tensor = torch.as_tensor(target)
+        except (TypeError, ValueError, RuntimeError):
+            as_tensor = None
+    if as_tensor is None or as_tensor.dtype == torch.bool or as_tensor.is_floating_point() or as_tensor.is_complex():
+        raise TypeError(f"{name}: target must be an int or a (B,) = ({batch},) integer tensor of class indices, got "
+                        f"{type(target).__name__} {target!r:.80}")
+    out = as_tensor.to(dtype=torch.long)
+    if out.ndim == 0:
+        out = out.expand(batch)
+    if out.shape != (batch,):
+        raise ValueError(f"{name}: target must be an int or a (B,) = ({batch},) tensor of class indices, got shape "
+                         f"{tuple(out.shape)}")
+    if (out < 0).any() or (out >= num_classes).any():
+        raise ValueError(f"{name}: target class indices must be in [0, {num_classes}), got {out.tolist()}")
     return out

@@ -6,8 +6,8 @@
 * :func:`fetch_imagenet_weights` is ``create_model(name, pretrained=True)``: the file in the Hugging Face cache
   when it is there (offline, no network call), else a download through timm (which caches it), else a clear
   error at once instead of timm's minute of retries;
-* :func:`imagenet_or_random` is what notebook 07 uses: real weights when they can be had, random ones otherwise,
-  and which of the two it got.
+* :func:`crossvit.presets.imagenet_or_random` (notebook 07) builds on these: real weights when they can be had,
+  random ones otherwise, and which of the two it got.
 
 timm keeps its downloads in the Hugging Face cache: ``$HF_HUB_CACHE``, by default ``~/.cache/huggingface/hub``,
 as ``models--timm--<name>.in1k/``. ``HF_HUB_OFFLINE=1`` forbids any network access.
@@ -112,12 +112,22 @@ class _RecordingDict(dict):
         return super().__getitem__(key)
 
 
-def load_timm_weights(model: CrossViT, path: str | os.PathLike) -> CrossViT:
+def file_num_classes(path: str | os.PathLike) -> int:
+    """The number of classes of the classifier in a timm ``CrossVit`` state dict file."""
+    state = _timm_key_fixes(read_state_dict(path))
+    if "head.0.weight" not in state:
+        raise ValueError(f"{path}: not a timm CrossViT state dict (no 'head.0.weight'; first keys: {sorted(state)[:4]})")
+    return int(state["head.0.weight"].shape[0])
+
+
+def load_timm_weights(model: CrossViT, path: str | os.PathLike, *, reset_classifier: bool = False) -> CrossViT:
     """Load a timm ``CrossVit`` state dict file into ``model`` (built for the same variant); returns it in eval mode.
 
-    As with timm's pretrained loading, a file whose classifier has another number of classes than the model
-    loads everything but the two classifier layers, which keep their initial values. Any other mismatch (another
-    variant's weights, a file that is not a timm CrossViT) raises a ValueError naming the file.
+    A file whose classifier has another number of classes than the model is refused (as timm's
+    ``load_checkpoint`` refuses it), with the number to pass as ``num_classes``; with ``reset_classifier=True``
+    (timm's *pretrained* loading, used for its ImageNet weights with a new ``num_classes``) everything but the two
+    classifier layers loads and those keep their initial values. Any other mismatch (another variant's weights, a
+    file that is not a timm CrossViT) raises a ValueError naming the file.
     """
     if not isinstance(model, CrossViT) or model.flavour != "paper":
         raise TypeError("timm weights load into a paper-flavour crossvit.CrossViT (create_model(<paper name>))")
@@ -127,6 +137,11 @@ def load_timm_weights(model: CrossViT, path: str | os.PathLike) -> CrossViT:
         raise ValueError(f"{path}: not a timm CrossViT state dict (no 'cls_token_0' / 'head.0.weight'; first keys: "
                          f"{sorted(state)[:4]})")
     keep_heads = state["head.0.weight"].shape[0] == model.num_classes
+    if not keep_heads and not reset_classifier:
+        n = state["head.0.weight"].shape[0]
+        raise ValueError(f"{path}: the file's classifier has {n} classes but the model has {model.num_classes}; "
+                         f"build the model with num_classes={n} (create_model(name, num_classes={n}, "
+                         f"checkpoint_path=...), or --num-classes {n} on the command line)")
     if not keep_heads:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
     recorder = _RecordingDict(state)
@@ -191,8 +206,8 @@ def fetch_imagenet_weights(model: CrossViT, name: str, **overrides: object) -> C
     """``model`` (built for ``name``) with timm's ImageNet weights: the cached file when it is there, else a model
     downloaded and converted through timm (``**overrides`` go to timm), else a RuntimeError that says what to do."""
     cached = cached_weights(name)
-    if cached is not None:
-        return load_timm_weights(model, cached)
+    if cached is not None:  # timm's pretrained semantics: a new num_classes gets a fresh classifier
+        return load_timm_weights(model, cached, reset_classifier=True)
     if not hub_reachable():
         raise RuntimeError(
             f"could not fetch timm's pretrained weights for {name!r}: they are not in the Hugging Face cache and the "
@@ -205,18 +220,6 @@ def fetch_imagenet_weights(model: CrossViT, name: str, **overrides: object) -> C
     return load_timm_pretrained(name, **overrides)
 
 
-def imagenet_or_random(name: str, **overrides: object) -> tuple[CrossViT, bool]:
-    """``(model, True)`` with timm's ImageNet weights if they are cached or can be downloaded now, else
-    ``(model, False)`` with random weights (timm's initialisation, from the global torch seed). Eval mode."""
-    from .presets import create_model
-
-    if cached_weights(name) is not None or hub_reachable():
-        try:
-            return create_model(name, pretrained=True, **overrides), True
-        except (RuntimeError, OSError, ValueError):
-            pass  # a failed download: fall back to random weights, as when offline
-    return create_model(name, **overrides).eval(), False
-
-
-__all__ = ["HUB_FILES", "HUB_TAG", "cached_weights", "fetch_imagenet_weights", "hub_reachable", "hub_repo",
-           "imagenet_or_random", "load_timm_weights", "read_state_dict"]
+__all__ = ["HUB_FILES", "HUB_TAG", "cached_weights", "fetch_imagenet_weights", "file_num_classes", "hub_reachable",
+           "hub_repo",
+           "load_timm_weights", "read_state_dict"]

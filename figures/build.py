@@ -8,7 +8,7 @@ working directory is ``notebooks/`` and whose environment has ``CROSSVIT_FIGURES
 the absolute ``figures/`` directory. The kernel is always the Python running this script (the
 venv's, via ``make figures``), not whatever ``python3`` kernelspec Jupyter would find first.
 
-Exercise cells (code cells tagged ``exercise``, see ``crossvit/exercises.py``) are committed as stubs that
+Exercise cells (code cells tagged ``exercise``, see ``crossvit/exercises/``) are committed as stubs that
 raise ``NotImplementedError``: that error is allowed there, and the checker cell that follows such a stub is
 skipped (there is nothing to check). Any other error fails the build.
 

@@ -5,13 +5,12 @@ import torch
 
 import crossvit
 from crossvit.ablation import SingleBranchViT, head_accuracies, zero_cross_attention
-from crossvit.train import TRAIN_PRESETS
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return crossvit.CrossViT(TRAIN_PRESETS["shapes_tiny"]).eval()
+    return crossvit.create_model("shapes_tiny").eval()
 
 
 def test_zeroed_fusion_keeps_only_the_cls_own_path(model):

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is n
 EXPLORER_CELLS = [
     "import crossvit\n"
     "from crossvit import data, widgets\n"
-    "from crossvit.train import HELD_OUT_SEED_BASE",
+    "from crossvit.data import HELD_OUT_SEED_BASE",
     "model = crossvit.load_pretrained()\n"
     "images, labels, masks = data.make_shapes(3, seed=HELD_OUT_SEED_BASE + 2**32, image_size=model.image_size)\n"
     "explorer = widgets.attention_explorer(model, images, masks=masks, class_names=data.CLASS_NAMES)\n"
@@ -44,7 +44,7 @@ def _patch_point_in_picture(row: int, col: int) -> tuple[float, float]:
     from the same explorer built here, in this process: same model, images and controls as in the notebook."""
     import crossvit
     from crossvit import data, widgets
-    from crossvit.train import HELD_OUT_SEED_BASE
+    from crossvit.data import HELD_OUT_SEED_BASE
 
     model = crossvit.load_pretrained()
     images, _, masks = data.make_shapes(3, seed=HELD_OUT_SEED_BASE + 2**32, image_size=model.image_size)

@@ -1,7 +1,7 @@
 """The notebooks: each runs top to bottom in a fresh kernel of this venv and writes exactly its figures; every
 notebook in the repository is stored with outputs stripped and a kernelspec (so JupyterLab asks no questions),
 and follows the course conventions (objectives, prerequisites and a time estimate up front, a recap and a pointer
-to the next notebook at the end, exercises as described in ``crossvit/exercises.py``).
+to the next notebook at the end, exercises as described in ``crossvit/exercises/``).
 
 Each notebook is executed twice: as committed, where every exercise cell must raise ``NotImplementedError`` (it is
 a stub; its checker cell is then skipped, and any other error fails), and with the solutions of
@@ -159,6 +159,23 @@ def test_exercise_cells_follow_the_convention(stem: str):
         assert not uses, f"cells {uses} call {name}(): only the exercise cell may use the learner's function"
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, dead but not yet reaped, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_notebook_kernel_ends_with_its_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os\npid = os.getpid()\nprint(pid)")]
+    run_notebook(nb, tmp_path, monkeypatch)  # asserts that the kernel process has ended
+    pid = int(nb.cells[0].outputs[0]["text"])
+    assert not process_alive(pid)
+
+
 def run_notebook(nb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[int]]:
     """Execute ``nb`` cell by cell in a fresh kernel; an exercise cell may raise NotImplementedError (a stub), in
     which case its checker cell (the next one) is skipped; any other error fails. Returns the figures written and
@@ -173,7 +190,9 @@ def run_notebook(nb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[l
     stubs: list[int] = []
     try:
         client.reset_execution_trackers()
-        with client.setup_kernel():
+        # cleanup_kc=True: nbclient shuts down only kernels it created itself unless told to; ours must end here
+        with client.setup_kernel(cleanup_kc=True):
+            kernel_pid = km.provisioner.process.pid
             skip = None
             for index, cell in enumerate(nb.cells):
                 if index == skip:
@@ -189,6 +208,7 @@ def run_notebook(nb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[l
     finally:
         if km.transport == "ipc":
             shutil.rmtree(os.path.dirname(km.ip), ignore_errors=True)
+    assert not km.has_kernel and not process_alive(kernel_pid), "the notebook's kernel outlived its notebook"
     written = sorted(p.name for p in figures.iterdir()) if figures.is_dir() else []
     for figure in written:
         content = (figures / figure).read_bytes()

@@ -14,7 +14,7 @@ import torch
 
 import crossvit
 from crossvit import plotting
-from crossvit.train import TRAIN_PRESETS
+from crossvit.presets import SHAPES_PRESETS
 from crossvit.widgets import attention_explorer, rollout_explorer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -31,7 +31,7 @@ def model():
     # the bundled model's architecture, random weights: 96 px input; small 8x8 grid of 12 px, large 5x5 grid of
     # 16 px on an 80 px resize
     torch.manual_seed(0)
-    return crossvit.CrossViT(TRAIN_PRESETS["shapes_tiny"]).eval()
+    return crossvit.create_model("shapes_tiny").eval()
 
 
 @pytest.fixture(scope="module")
@@ -305,8 +305,8 @@ def _diagram_text(fig) -> str:
 
 def test_plot_architecture_of_the_bundled_model():
     torch.manual_seed(0)
-    net = crossvit.CrossViT(TRAIN_PRESETS["shapes_tiny"])
-    config = TRAIN_PRESETS["shapes_tiny"]  # expected numbers worked out from the config by hand
+    net = crossvit.create_model("shapes_tiny")
+    config = SHAPES_PRESETS["shapes_tiny"]  # expected numbers worked out from the config by hand
     side_large = int(config.img_size * config.img_scale[1])  # 80
     assert (config.img_size, side_large) == (96, 80)
     text = _diagram_text(plotting.plot_architecture(net))

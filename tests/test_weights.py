@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import crossvit
-from crossvit import photos, weights
+from crossvit import photos, presets, weights
 
 timm = pytest.importorskip("timm")
 huggingface_hub = pytest.importorskip("huggingface_hub")
@@ -120,8 +120,24 @@ def _save_timm(tmp_path, name, **kwargs):
     return path
 
 
+def test_own_weights_with_another_number_of_classes_are_refused(random_timm_file, tmp_path):
+    # a fine-tuned 10-class file loaded into a 1000-class model: timm's checkpoint_path refuses (size mismatch)
+    tiny10 = _save_timm(tmp_path, NAME, num_classes=10)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        timm.create_model(NAME, checkpoint_path=str(tiny10))
+    with pytest.raises(ValueError, match="classifier has 10 classes but the model has 1000; build the model with "
+                                         "num_classes=10"):
+        crossvit.create_model(NAME, checkpoint_path=tiny10)
+    ours = crossvit.create_model(NAME, checkpoint_path=tiny10, num_classes=10)
+    theirs = timm.create_model(NAME, checkpoint_path=str(tiny10), num_classes=10).eval()
+    x = torch.randn(2, 3, 240, 240, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-4, rtol=1e-4)  # the file's own heads, not random ones
+    assert weights.file_num_classes(tiny10) == 10
+
+
 def test_another_number_of_classes_keeps_all_but_the_classifier(random_timm_file):
-    ours = crossvit.create_model(NAME, checkpoint_path=random_timm_file, num_classes=10)
+    ours = crossvit.create_model(NAME, pretrained=True, checkpoint_path=random_timm_file, num_classes=10)
     theirs = timm.create_model(NAME, pretrained=True, num_classes=10,
                                pretrained_cfg_overlay=dict(file=str(random_timm_file))).eval()
     x = torch.randn(2, 3, 240, 240, generator=torch.Generator().manual_seed(0))
@@ -158,7 +174,7 @@ def test_pretrained_true_uses_the_hugging_face_cache_offline(random_timm_file, t
     with torch.no_grad():
         logits = ours(crossvit.preprocess(ours, photo_batch))
     assert torch.allclose(logits, _timm_logits(theirs, photo_batch), atol=1e-4)
-    model, real = weights.imagenet_or_random(NAME)
+    model, real = presets.imagenet_or_random(NAME)
     assert real
     with torch.no_grad():
         assert torch.equal(model(crossvit.preprocess(model, photo_batch)), logits)
@@ -174,7 +190,7 @@ def test_without_cache_or_network_pretrained_fails_at_once_and_the_fallback_is_r
         crossvit.create_model(NAME, pretrained=True)
     assert time.perf_counter() - started < 10  # no minute of retries
     torch.manual_seed(3)
-    model, real = weights.imagenet_or_random(NAME)
+    model, real = presets.imagenet_or_random(NAME)
     torch.manual_seed(3)
     again = crossvit.create_model(NAME)
     assert not real and not model.training

@@ -11,7 +11,6 @@ import torch
 
 import crossvit
 from crossvit.explain import joint_rollout_pixels
-from crossvit.train import TRAIN_PRESETS
 from crossvit.widgets import RolloutExplorer, attention_explorer, rollout_explorer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -27,7 +26,7 @@ def close_figures():
 def model():
     # the bundled model's architecture, random weights: small 8x8 grid of 12 px, large 5x5 grid of 16 px (96 px input)
     torch.manual_seed(0)
-    return crossvit.CrossViT(TRAIN_PRESETS["shapes_tiny"]).eval()
+    return crossvit.create_model("shapes_tiny").eval()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,106 @@
+"""Checkers of notebook 02, dual-branch encoding: exercises 2.1-2.2."""
+
+from __future__ import annotations
+
+import torch
+
+from ..model import CrossViT, check_images
+from ..recording import record_attention
+from ..utils import eval_mode
+from .common import (
+    capture_inputs,
+    check_model,
+    compare,
+    find_site,
+    ok,
+    tensor_answer,
+)
+
+# ----------------------------------------------------------------------------------------------------------------
+# 02 · dual-branch encoding
+
+
+def check_cls_attention_row(answer: object, model: CrossViT, images: torch.Tensor, site: str) -> None:
+    """Exercise 2.1: ``answer`` = the CLS token's row of the self-attention map at ``site`` (e.g.
+    ``"blocks.2.large.self.1"``), (B, heads, 1 + N), computed from the layer's LayerNorm and q/k weights.
+    Reference: the map ``record_attention`` records there."""
+    name, checker = "cls_attention_row", "check_cls_attention_row"
+    model = check_model(checker, model)
+    check_images(images, model)
+    where = find_site(checker, model, site)
+    if where.kind != "self":
+        raise ValueError(f"{checker}: {site!r} is a cross-attention site; this exercise is about self-attention")
+    layer = model.blocks[where.block].encoders[where.branch].layers[where.index]
+    attn = layer.attn
+
+    def run() -> torch.Tensor:
+        with record_attention(model, sites=lambda s: s == site) as rec:
+            model(images)
+        return rec.sites[site]
+
+    with torch.no_grad(), eval_mode(model):
+        recorded, (tokens,) = capture_inputs(layer, run)  # (B, heads, N, N); tokens (B, N, D)
+    b, heads, n = recorded.shape[0], recorded.shape[1], recorded.shape[-1]
+    answer = tensor_answer(
+        name, answer, "the CLS attention row of every head", (b, heads, n), "(B, heads, 1 + N)",
+        {(b, heads, 1, n): "that is the query dimension of size 1: take [:, :, 0] (or squeeze(2)).",
+         (b, heads, n, n): "that is the whole map; keep only the CLS token's query, row 0.",
+         (b, n): "keep one row per head: do not average the heads."})
+    with torch.no_grad(), eval_mode(model):
+
+        def row(normalise: bool = True, scale: bool = True, softmax: bool = True) -> torch.Tensor:
+            x = layer.norm1(tokens) if normalise else tokens
+            q, k, _ = attn.to_qkv(x).reshape(b, n, 3, heads, attn.dim_head).permute(2, 0, 3, 1, 4)  # (B, H, N, d)
+            scores = (q[:, :, :1] @ k.transpose(-2, -1))[:, :, 0]  # (B, H, N): the CLS query's scores
+            scores = scores * (attn.attention_map.scale if scale else 1.0)
+            return scores.softmax(dim=-1) if softmax else scores
+
+        diagnoses = [
+            (lambda: row(scale=False), "the scores are not scaled: multiply q·k by 1/sqrt(dim_head) "
+                                        "(layer.attn.attention_map.scale) before the softmax."),
+            (lambda: row(normalise=False), "the tokens were not normalised first: this is a pre-norm layer, so "
+                                           "q and k are computed from layer.norm1(tokens)."),
+            (lambda: row(softmax=False), "these are the raw scores: apply a softmax over the keys (the last "
+                                         "dimension) so that each row sums to 1."),
+        ]
+        compare(name, answer, recorded[:, :, 0], what="the recorded attention row", diagnoses=diagnoses,
+                 atol=1e-5, rtol=1e-3,
+                 hint="x = layer.norm1(tokens); q, k, v = layer.attn.to_qkv(x) split into 3 x (B, heads, N, "
+                      "dim_head); softmax(q[:, :, :1] @ k.transpose(-2, -1) * scale, dim=-1)[:, :, 0].")
+    ok(name, f"your {heads} heads' CLS rows equal the recorded map at {site}; each sums to 1 over the "
+              f"layer's {n} tokens, the CLS included.")
+
+
+def check_logits_from_heads(answer: object, model: CrossViT, images: torch.Tensor) -> None:
+    """Exercise 2.2: ``answer`` = the model's logits (B, classes) computed from ``model.forward_features`` by
+    applying each branch's head (LayerNorm, then Linear on the CLS token) and combining the two. Reference:
+    ``model(images)``."""
+    name, checker = "logits_from_heads", "check_logits_from_heads"
+    model = check_model(checker, model)
+    check_images(images, model)
+    b, k = images.shape[0], model.num_classes
+    answer = tensor_answer(name, answer, "the model's logits", (b, k), "(B, classes)",
+                            {(2, b, k): "combine the two heads' logits into one (B, classes) tensor.",
+                             (b, 2, k): "combine the two heads' logits into one (B, classes) tensor."})
+    with torch.no_grad(), eval_mode(model):
+        reference = model(images)
+        features = model.forward_features(images)
+        heads = {name_: model.heads[name_] for name_ in model.branch_names}
+        per_head = {br: heads[br].fc(heads[br].norm(features[br][:, 0])) for br in model.branch_names}
+        no_norm = {br: heads[br].fc(features[br][:, 0]) for br in model.branch_names}
+    mean = model.arch.logit_reduction == "mean"
+    diagnoses = [
+        (lambda: per_head["small"] + per_head["large"],
+         "these are the two heads' logits summed; this (paper-flavour) model averages them." if mean else ""),
+        (lambda: (per_head["small"] + per_head["large"]) / 2,
+         "these are the two heads' logits averaged; this (seed-flavour) model sums them." if not mean else ""),
+        (lambda: per_head["small"], "these are the small head's logits alone; combine both heads."),
+        (lambda: per_head["large"], "these are the large head's logits alone; combine both heads."),
+        (lambda: (no_norm["small"] + no_norm["large"]) / (2 if mean else 1),
+         "the heads' LayerNorm is missing: head.fc(head.norm(cls))."),
+    ]
+    diagnoses = [(wrong, mistake) for wrong, mistake in diagnoses if mistake]
+    compare(name, answer, reference, what="the model's logits", diagnoses=diagnoses, atol=1e-4, rtol=1e-4,
+             hint="for each branch: head = model.heads[branch]; head.fc(head.norm(features[branch][:, 0])); "
+                  "then " + ("average" if mean else "add") + " the two.")
+    ok(name, f"your logits equal model(images): the {'mean' if mean else 'sum'} of the two branch heads.")

@@ -1,0 +1,139 @@
+"""Checkers of notebook 04, attention rollout: exercises 4.1-4.3."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..explain import patch_map_to_pixels
+from ..model import CrossViT
+from ..recording import AttentionRecorder
+from ..rollout import attention_rollout, gradient_weighted
+from .common import (
+    check_branch,
+    check_model,
+    compare,
+    ok,
+    tensor_answer,
+)
+
+# ----------------------------------------------------------------------------------------------------------------
+# 04 · rollout
+
+
+def _full_rollout(maps: Sequence[torch.Tensor], reverse: bool = False, residual: bool = True,
+                  fusion: str = "mean") -> torch.Tensor:
+    """R[CLS, patches] with full (B, N, N) matrices in float64; for diagnosing wrong answers."""
+    first = maps[0]
+    b, _, n, _ = first.shape
+    eye = torch.eye(n, dtype=torch.float64)
+    result = eye.expand(b, n, n)
+    for attention in maps:
+        a = attention.detach().cpu().double()
+        a = {"mean": a.mean(1), "max": a.amax(1), "min": a.amin(1)}[fusion]
+        if residual:
+            a = 0.5 * a + 0.5 * eye
+            a = a / a.sum(dim=-1, keepdim=True)
+        result = result @ a if reverse else a @ result
+    return result[:, 0, 1:].float()
+
+
+def check_rollout(answer: object, rec: AttentionRecorder, branch: str) -> None:
+    """Exercise 4.1: ``answer`` = the per-branch rollout (B, N_patches) of ``rec.self_attention(branch)``: heads
+    fused by the mean, A' = rownorm(0.5 A + 0.5 I), R = A'_L ... A'_1, the CLS row over the patches. Reference:
+    ``crossvit.attention_rollout(rec, branch)``."""
+    name, checker = "rollout", "check_rollout"
+    if not isinstance(rec, AttentionRecorder):
+        raise TypeError(f"{checker} needs the recorder of `with crossvit.record_attention(model) as rec:`, got "
+                        f"{type(rec).__name__}")
+    branch = check_branch(checker, rec.model, branch)
+    maps = rec.self_attention(branch)
+    reference = attention_rollout(rec, branch)  # (B, N - 1)
+    b, n = reference.shape[0], reference.shape[1] + 1
+    atol, rtol, precision = 1e-5, 1e-4, ""
+    if isinstance(answer, torch.Tensor) and answer.dtype in (torch.float16, torch.bfloat16):
+        # computed in half precision (e.g. from a bfloat16 model's maps): each of the L factors rounds to the
+        # dtype's precision, so compare at that precision instead of float32's
+        eps = torch.finfo(answer.dtype).eps
+        rtol = 4 * len(maps) * eps
+        atol = rtol * float(reference.abs().max())
+        precision = f" (compared at {answer.dtype}'s precision, {rtol:.2g}; compute in float32 for an exact match)"
+    answer = tensor_answer(
+        name, answer, "the rollout over the patches", (b, n - 1), "(B, N_patches)",
+        {(b, n): "drop the CLS column: the map is R[CLS, patches], R[:, 0, 1:].",
+         (b, n, n): "keep only the CLS token's row over the patches: R[:, 0, 1:].",
+         (b, n - 1, n - 1): "the map is the CLS row of R over the patches, R[:, 0, 1:]."})
+    compare(name, answer, reference, what="attention_rollout's map", atol=atol, rtol=rtol, diagnoses=[
+        (lambda: _full_rollout(maps, reverse=True),
+         "the product is in the wrong order: the last layer's matrix goes on the left, R = A'_L ... A'_1 "
+         "(start from the first layer and left-multiply each next one)."),
+        (lambda: _full_rollout(maps, residual=False),
+         "the residual connection is missing: use A' = 0.5 A + 0.5 I (rows renormalised), not A."),
+        (lambda: _full_rollout(maps, fusion="max"), "the heads were fused by the max; this exercise uses the mean."),
+        (lambda: _full_rollout(maps, fusion="min"), "the heads were fused by the min; this exercise uses the mean."),
+        (lambda: _full_rollout(maps[-1:]), "only the last layer went in: multiply through every layer."),
+    ], hint="R = I; for A in maps (forward order): A = A.mean(1); A = 0.5 * A + 0.5 * I; A = A / A.sum(-1, "
+            "keepdim=True); R = A @ R. Answer: R[:, 0, 1:].")
+    ok(name, f"your rollout equals attention_rollout(rec, '{branch}') for all {b} images, through "
+              f"{len(maps)} layers{precision}.")
+
+
+def check_spread_to_pixels(answer: object, model: CrossViT, patch_map: torch.Tensor, branch: str) -> None:
+    """Exercise 4.2: ``answer`` = ``patch_map`` (B, N_patches of ``branch``) spread over the input pixels,
+    (B, H, W): each input pixel takes the value of the patch that covers it. Reference:
+    ``crossvit.patch_map_to_pixels``."""
+    name, checker = "spread_to_pixels", "check_spread_to_pixels"
+    model = check_model(checker, model)
+    branch = check_branch(checker, model, branch)
+    rows, cols = model.patch_grid(branch)
+    if not isinstance(patch_map, torch.Tensor) or patch_map.ndim != 2 or patch_map.shape[1] != rows * cols:
+        raise ValueError(f"{checker}: patch_map must be (B, {rows * cols}) for the {branch} branch")
+    b, size, side = patch_map.shape[0], model.image_size, model.branch_image_size(branch)
+    hints = {(b, rows, cols): "that is the grid; now give every input pixel the value of its patch.",
+             (b, size, size, 1): "drop the trailing dimension of size 1."}
+    if side != size:
+        hints[(b, side, side)] = (
+            f"that is the {side} px image the {branch} branch saw. Its {rows}x{cols} grid covers the whole "
+            f"{size} px input, so each patch covers {size / rows:g} input pixels: pixel row y belongs to patch "
+            f"row floor(y * {rows} / {size}).")
+    answer = tensor_answer(name, answer, "the pixel map", (b, size, size), "(B, H, W)", hints)
+    pm = patch_map.detach().cpu().float()
+    reference = patch_map_to_pixels(model, branch, pm)
+    covered = (size / rows) * (size / cols)
+    compare(name, answer, reference, what="patch_map_to_pixels's map", atol=1e-6, rtol=1e-5, diagnoses=[
+        (lambda: patch_map_to_pixels(model, branch, pm.reshape(b, rows, cols).transpose(1, 2).reshape(b, -1)),
+         "the grid is transposed: token k is patch (row k // cols, column k % cols)."),
+        (lambda: reference / covered, "the values were divided by the patch area; spread them unchanged."),
+    ], hint=f"index = torch.arange({size}) * {rows} // {size} gives each pixel row's patch row; "
+            "grid[:, index][:, :, index] spreads a (B, rows, cols) grid.")
+    ok(name, f"your map equals patch_map_to_pixels for the {rows}x{cols} {branch} grid "
+              f"({size / rows:g} input pixels per patch).")
+
+
+def check_gradient_weighted_attention(answer: object, rec: AttentionRecorder, site: str) -> None:
+    """Exercise 4.3: ``answer`` = Chefer et al.'s A_bar = mean over heads of clamp(grad(A) * A, min=0) for the
+    map at ``site`` of a recording made with ``grads=True`` after ``backward()``. Reference:
+    ``crossvit.rollout.gradient_weighted``."""
+    name, checker = "gradient_weighted_attention", "check_gradient_weighted_attention"
+    if not isinstance(rec, AttentionRecorder):
+        raise TypeError(f"{checker} needs the recorder of `record_attention(model, grads=True)`, got "
+                        f"{type(rec).__name__}")
+    maps, grads = rec.sites, rec.gradients
+    if site not in maps or site not in grads:
+        raise ValueError(f"{checker}: no map with a gradient at {site!r}; recorded: {list(grads)[:4]}...")
+    attention, grad = maps[site].detach(), grads[site]
+    b, heads, nq, nk = attention.shape
+    answer = tensor_answer(name, answer, "the gradient-weighted map", (b, nq, nk), "(B, Nq, Nk)",
+                            {(b, heads, nq, nk): "average over the heads (dimension 1)."})
+    reference = gradient_weighted(attention, grad)
+    product = grad * attention
+    compare(name, answer, reference, what="gradient_weighted's map", atol=1e-7, rtol=1e-4, diagnoses=[
+        (lambda: product.mean(dim=1), "negative contributions were kept: clamp grad * A at 0 before averaging."),
+        (lambda: product.mean(dim=1).clamp(min=0),
+         "the clamp came after the head average; clamp each head's grad * A first, then average."),
+        (lambda: product.abs().mean(dim=1), "that is |grad * A|; keep the positive part only (clamp(min=0))."),
+        (lambda: grad.clamp(min=0).mean(dim=1), "the attention itself is missing: weight the gradient by A."),
+    ], hint="(grad * attention).clamp(min=0).mean(dim=1).")
+    ok(name, f"your A_bar equals the library's at {site}: {100 * (reference > 0).float().mean().item():.0f}% "
+              "of its entries are positive (only those feed the gradient rollout).")

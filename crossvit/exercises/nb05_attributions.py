@@ -1,0 +1,174 @@
+"""Checkers of notebook 05, attributions compared: exercises 5.1-5.3."""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from ..explain import explain
+from ..metrics import pointing_game
+from ..model import CrossViT, check_images
+from ..utils import eval_mode
+from .common import (
+    ExerciseTypeError,
+    check_model,
+    compare,
+    fail,
+    int_option,
+    ok,
+    target_classes,
+    tensor_answer,
+)
+
+# ----------------------------------------------------------------------------------------------------------------
+# 05 · attributions
+
+
+def _maximal_pixels(maps: torch.Tensor, relative: float) -> torch.Tensor:
+    """(B, H*W) bool: the pixels of each map within ``relative`` of its maximum (0: exactly the maximum)."""
+    flat = maps.double().reshape(maps.shape[0], -1)  # (B, H*W)
+    top = flat.max(dim=1, keepdim=True).values  # (B, 1)
+    return flat >= top - relative * top.abs()
+
+
+def check_pointing_hits(answer: object, maps: torch.Tensor, masks: torch.Tensor) -> None:
+    """Exercise 5.1: ``answer`` = (B,) bool, True where more than half of the *maximal pixels* of ``maps[i]``
+    (those within a relative 1e-6 of its maximum) lie on the object, ``masks[i]``: the pointing game's default
+    "majority" rule. Reference: ``crossvit.metrics.pointing_game(maps, masks).hits``."""
+    name, checker = "pointing_hits", "check_pointing_hits"
+    if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
+        raise ValueError(f"{checker}: maps must be a (B, H, W) tensor")
+    if not isinstance(masks, torch.Tensor) or masks.shape != maps.shape:
+        raise ValueError(f"{checker}: masks must be a (B, H, W) tensor like maps {tuple(maps.shape)}")
+    b, h, w = maps.shape
+    cpu_maps, cpu_masks = maps.detach().cpu().float(), masks.detach().cpu().bool()
+    reference = pointing_game(cpu_maps, cpu_masks).hits.cpu()  # (B,) bool; checks the maps and masks too
+    if isinstance(answer, numbers.Real) and not isinstance(answer, bool):
+        raise ExerciseTypeError(f"{name}: the answer is one number ({answer}), probably the score; return one hit "
+                                f"per image, a (B,) = ({b},) bool tensor (its mean is the score).")
+    if isinstance(answer, list | tuple):
+        answer = torch.tensor(answer) if answer else None
+    if isinstance(answer, torch.Tensor) and answer.shape == (b,) and answer.dtype != torch.bool:
+        if answer.is_complex() or not ((answer == 0) | (answer == 1)).all():
+            raise ExerciseTypeError(f"{name}: the answer has dtype {answer.dtype} with values other than 0/1; "
+                                    "return a bool tensor, e.g. inside_count > maximal_count / 2.")
+    if isinstance(answer, torch.Tensor):
+        answer = answer.float()  # bool or 0/1: compared as bool below
+    hits = tensor_answer(name, answer, "one hit (True/False) per image", (b,), "(B,)",
+                          {(b, h, w): "that is a map of the maximal pixels; keep one value per image, whether "
+                                      "more than half of them lie on the object.",
+                           (b, h * w): "that is one value per pixel; keep one value per image, whether more than "
+                                       "half of the maximal pixels lie on the object.",
+                           (b, 2): "those look like (row, col) points; the default rule counts all the maximal "
+                                   "pixels, not one point."})
+    if not torch.equal(hits.bool(), reference):
+        inside = cpu_masks.reshape(b, -1)  # (B, H*W)
+        near, exact = _maximal_pixels(cpu_maps, 1e-6), _maximal_pixels(cpu_maps, 0.0)
+        share = (near & inside).sum(1) / near.sum(1)  # (B,) share of the maximal pixels on the object
+        candidates = [
+            (pointing_game(cpu_maps, cpu_masks, rule="first").hits.cpu(),
+             "these are the hits of the single *first* maximum (rule='first'). On a patch map the maximum is a "
+             "whole patch of equal pixels, and the first of them is its top-left corner, which favours objects "
+             "up and to the left; count all the maximal pixels and ask whether more than half lie on the object."),
+            ((near & inside).any(1),
+             "one maximal pixel on the object is enough for your rule; a hit needs more than half of them there."),
+            ((near & ~inside).sum(1) == 0,
+             "your rule needs every maximal pixel on the object; more than half of them is enough."),
+            (share >= 0.5, "exactly half of the maximal pixels on the object counts as a hit in your rule; it must "
+                           "be more than half (share > 0.5)."),
+            ((exact & inside).sum(1) * 2 > exact.sum(1),
+             "the maximal pixels were found by exact equality with the maximum; float noise can split one patch's "
+             "value, so take every pixel >= max - 1e-6 * |max|."),
+        ]
+        for wrong, mistake in candidates:
+            if torch.equal(hits.bool(), wrong):
+                fail(name, mistake)
+        wrong_images = (hits.bool() != reference).nonzero().flatten().tolist()
+        fail(name, f"image(s) {wrong_images[:5]} are wrong (on image {wrong_images[0]}, "
+                    f"{share[wrong_images[0]].item():.0%} of the maximal pixels lie on the object). Hint: "
+                    "maximal = maps[k] >= maps[k].max() - 1e-6 * maps[k].max().abs(); hit = (maximal & masks[k]).sum() "
+                    "> maximal.sum() / 2.")
+    ok(name, f"your hits are right: {int(reference.sum())} of {b} maps put most of their maximal pixels on the "
+              f"object (pointing game {reference.float().mean().item():.2f}).")
+
+
+def _input_gradient(model: CrossViT, images: torch.Tensor, target: torch.Tensor, probability: bool = False
+                    ) -> torch.Tensor:
+    x = images.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), eval_mode(model):
+        logits = model(x)
+        scores = logits.softmax(dim=1) if probability else logits
+        (grad,) = torch.autograd.grad(scores.gather(1, target.to(x.device)[:, None]).sum(), x)
+    return grad.detach().cpu().float()
+
+
+def check_saliency_map(answer: object, model: CrossViT, images: torch.Tensor, target: object) -> None:
+    """Exercise 5.2: ``answer`` = |d logit[target] / d pixel|, the largest over the colour channels, (B, H, W).
+    Reference: ``crossvit.explain(model, images, "saliency", target)`` (captum's Saliency)."""
+    name, checker = "saliency_map", "check_saliency_map"
+    model = check_model(checker, model)
+    check_images(images, model)
+    b, c, h, w = images.shape
+    target = target_classes(checker, target, b, model.num_classes)
+    answer = tensor_answer(name, answer, "the saliency map", (b, h, w), "(B, H, W)",
+                            {(b, c, h, w): "reduce the colour channels: the largest |gradient| over dimension 1."})
+    reference = explain(model, images, "saliency", target=target.to(images.device))
+    grad = _input_gradient(model, images, target)
+    compare(name, answer, reference, what="captum's saliency map", atol=1e-6, rtol=1e-3, diagnoses=[
+        (lambda: grad.amax(dim=1), "the absolute value is missing: take |gradient| before the channel maximum."),
+        (lambda: grad.abs().sum(dim=1), "the channels were summed; take the largest |gradient| over them."),
+        (lambda: grad.abs().mean(dim=1), "the channels were averaged; take the largest |gradient| over them."),
+        (lambda: _input_gradient(model, images, target, probability=True).abs().amax(dim=1),
+         "that is the gradient of the softmax probability; saliency differentiates the logit (the score before "
+         "the softmax)."),
+    ], hint="x = images.clone().requires_grad_(True); model(x).gather(1, target[:, None]).sum().backward(); "
+            "x.grad.abs().amax(dim=1).")
+    ok(name, "your saliency map equals captum's (the model in eval mode, the logit of the target class).")
+
+
+def check_integrated_gradients(answer: object, model: CrossViT, images: torch.Tensor, target: object,
+                               steps: int) -> None:
+    """Exercise 5.3: ``answer`` = integrated gradients from a black image (B, C, H, W) as the right Riemann sum
+    (Sundararajan et al. 2017, eq. 3): (x - x') * (1/m) sum_{k=1..m} dF/dx (x' + k/m (x - x')), x' = 0, m =
+    ``steps``, F the logit of ``target``. Reference: captum's ``IntegratedGradients`` with
+    ``method="riemann_right"``."""
+    from captum.attr import IntegratedGradients
+
+    name, checker = "integrated_gradients", "check_integrated_gradients"
+    model = check_model(checker, model)
+    check_images(images, model)
+    m = int_option(checker, "steps", steps, 2)
+    b, c, h, w = images.shape
+    target = target_classes(checker, target, b, model.num_classes).to(images.device)
+    answer = tensor_answer(name, answer, "the attributions", (b, c, h, w), "(B, C, H, W)",
+                            {(b, h, w): "keep the colour channels; crossvit.explain sums them only afterwards."})
+    x = images.detach()
+    baseline = torch.zeros_like(x)
+
+    def captum_ig(method: str) -> torch.Tensor:
+        with eval_mode(model), torch.enable_grad():
+            return IntegratedGradients(model).attribute(x.clone().requires_grad_(True), baselines=baseline,
+                                                        target=target, n_steps=m, method=method,
+                                                        internal_batch_size=max(b, 16))
+
+    def mean_gradient() -> torch.Tensor:
+        return sum(_input_gradient(model, baseline + k / m * (x - baseline), target) for k in range(1, m + 1)) / m
+
+    reference = captum_ig("riemann_right").detach().cpu().float()
+    scale = reference.abs().max().item()
+    compare(name, answer, reference, what="captum's integrated gradients", atol=1e-4 * scale, rtol=1e-3, diagnoses=[
+        (lambda: captum_ig("riemann_left"), "that is the left Riemann sum (k = 0 .. m-1); use the points "
+                                            "k/m for k = 1 .. m, as in the paper."),
+        (lambda: captum_ig("riemann_middle"), "that is the midpoint rule ((k + 0.5)/m); use k/m for k = 1 .. m."),
+        (lambda: mean_gradient(), "that is the average gradient; multiply it by (x - baseline)."),
+        (lambda: reference * m, "the gradients were summed, not averaged: divide by the number of steps."),
+        (lambda: -reference, "the sign is flipped: integrate from the baseline to the image, (x - baseline)."),
+    ], hint="for k in 1..m: point = baseline + k/m * (x - baseline); add the gradient of the target logit at "
+            "point; attributions = (x - baseline) * (sum / m).")
+    with torch.no_grad(), eval_mode(model):
+        gap = (model(x) - model(baseline)).gather(1, target[:, None])[:, 0].cpu()
+    total = answer.sum(dim=(1, 2, 3))
+    ok(name, f"your attributions equal captum's ({m} steps). Completeness: they sum to F(x) - F(0) up to "
+              f"{(total - gap).abs().max().item():.3g} (the logit gap is {gap.abs().mean().item():.3g} on "
+              "average); more steps shrink that error.")

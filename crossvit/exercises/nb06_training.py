@@ -1,0 +1,121 @@
+"""Checkers of notebook 06, training your own: exercises 6.1-6.2."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from ..model import CrossViT
+from .common import (
+    ExerciseTypeError,
+    compare,
+    fail,
+    int_option,
+    ok,
+    tensor_answer,
+)
+
+# ----------------------------------------------------------------------------------------------------------------
+# 06 · training
+
+
+def check_lr_schedule(answer: object, steps: int, warmup_steps: int) -> None:
+    """Exercise 6.1: ``answer`` = the learning-rate multiplier at every step 0 .. steps-1 (a list or 1-D
+    tensor): linear warm-up to 1 over ``warmup_steps`` steps, then cosine decay to 0. Reference:
+    ``crossvit.train.lr_factor``."""
+    from ..train import lr_factor
+
+    name, checker = "lr_schedule", "check_lr_schedule"
+    steps = int_option(checker, "steps", steps, 1)
+    warmup = int_option(checker, "warmup_steps", warmup_steps, 0)
+    if isinstance(answer, list | tuple):
+        if not all(isinstance(v, numbers.Real) for v in answer):
+            raise ExerciseTypeError(f"{name}: the answer must hold one number per step; found "
+                                    f"{next(type(v).__name__ for v in answer if not isinstance(v, numbers.Real))}.")
+        answer = torch.tensor([float(v) for v in answer])
+    factors = tensor_answer(name, answer, "the multiplier of every step", (steps,), "(steps,)")
+    reference = torch.tensor([lr_factor(s, steps, warmup) for s in range(steps)])
+
+    def schedule(warm: Callable[[int], float], decay: Callable[[float], float]) -> torch.Tensor:
+        out = []
+        for s in range(steps):
+            progress = min(1.0, (s - warmup) / max(1, steps - warmup))
+            out.append(warm(s) if s < warmup else decay(progress))
+        return torch.tensor(out)
+
+    cosine = lambda p: 0.5 * (1 + math.cos(math.pi * p))  # noqa: E731
+    compare(name, factors, reference, what="the trainer's schedule", atol=1e-6, rtol=1e-5, diagnoses=[
+        (lambda: schedule(lambda s: s / warmup, cosine),
+         "the warm-up is one step late: step 0 already trains, so its multiplier is (step + 1) / warmup_steps."),
+        (lambda: schedule(lambda s: (s + 1) / warmup, lambda p: 1 - p),
+         "the decay is linear; the trainer decays along half a cosine, 0.5 * (1 + cos(pi * progress))."),
+        (lambda: torch.tensor([cosine(s / max(1, steps)) for s in range(steps)]),
+         "the warm-up is missing: rise linearly over the first warmup_steps steps."),
+    ], hint="step < warmup: (step + 1) / warmup; else progress = (step - warmup) / (steps - warmup) and "
+            "0.5 * (1 + cos(pi * progress)).")
+    peak = int(reference.argmax())
+    ok(name, f"your schedule equals the trainer's: it peaks at step {peak} and ends at "
+              f"{reference[-1].item():.3g}.")
+
+
+# Settings that change only the measurement, not the training.
+_MEASUREMENT_ONLY = {"eval_images", "eval_every", "device", "amp"}
+
+
+def check_train_with_one_change(answer: object, baseline_record: Mapping[str, Any]) -> None:
+    """Exercise 6.2: ``answer`` = ``(model, record)`` returned by ``crossvit.train.train`` for a TrainConfig that
+    differs from the baseline run in exactly one setting. The checker re-evaluates the model on the held-out
+    images its record names (so the record belongs to the model) and prints the effect of the change."""
+    from ..train import HELD_OUT_SEED_BASE, evaluate
+
+    name, checker = "train_with_one_change", "check_train_with_one_change"
+    if not isinstance(baseline_record, Mapping) or "train_config" not in baseline_record:
+        raise ValueError(f"{checker}: baseline_record must be the record that train() returned for the baseline")
+    if answer is None:
+        raise ExerciseTypeError(f"{name}: the answer is None; return what train() returns, the pair (model, "
+                                "record).")
+    if not isinstance(answer, tuple | list) or len(answer) != 2:
+        raise ExerciseTypeError(f"{name}: the answer is a {type(answer).__name__}; return the pair (model, record) "
+                                "that crossvit.train.train returns.")
+    model, record = answer
+    if not isinstance(model, CrossViT):
+        raise ExerciseTypeError(f"{name}: the first item is a {type(model).__name__}, not the trained "
+                                "crossvit.CrossViT; return train(config) unchanged.")
+    if not isinstance(record, Mapping) or not {"train_config", "held_out_accuracy"} <= set(record):
+        raise ExerciseTypeError(f"{name}: the second item is not a training record (a dict with 'train_config' "
+                                "and 'held_out_accuracy'); return train(config) unchanged.")
+    base, new = baseline_record["train_config"], record["train_config"]
+    changed = sorted(k for k in set(base) | set(new) if base.get(k) != new.get(k))
+    if not changed:
+        fail(name, "this run has the same settings as the baseline; change one setting, e.g. "
+                    "dataclasses.replace(config, augment=False).")
+    if len(changed) > 1:
+        fail(name, f"{len(changed)} settings changed ({', '.join(changed)}); change exactly one, so that the "
+                    "difference in the results can be put down to it.")
+    (field,) = changed
+    if field in _MEASUREMENT_ONLY:
+        fail(name, f"`{field}` changes how the run is measured, not how it trains; change a training setting "
+                    "(lr, warmup_steps, batch_size, steps, augment, label_smoothing, weight_decay, train_images, "
+                    "head_loss_weight, attention_entropy_weight, preset, seed).")
+    held_x, held_y, _ = _held_out(new, HELD_OUT_SEED_BASE)
+    device = next(model.parameters()).device
+    scores = evaluate(model, held_x, held_y, device=device, amp=record.get("amp") == "bfloat16")
+    if abs(scores["accuracy"] - record["held_out_accuracy"]) > 1.5 / len(held_y):
+        fail(name, f"the model scores {scores['accuracy']:.1%} on the held-out images its record names, but the "
+                    f"record says {record['held_out_accuracy']:.1%}: the model and the record come from different "
+                    "runs. Return train(config) unchanged.")
+    ok(name, f"you changed `{field}` from {base.get(field)!r} to {new.get(field)!r}: held-out accuracy "
+              f"{baseline_record['held_out_accuracy']:.1%} -> {record['held_out_accuracy']:.1%}, final training "
+              f"loss {baseline_record['final_train_loss']:.3f} -> {record['final_train_loss']:.3f}"
+              + (" (a new seed measures run-to-run noise, not a setting)" if field == "seed" else "") + ".")
+
+
+def _held_out(train_config: Mapping[str, Any], base: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from ..data import make_shapes
+
+    return make_shapes(int(train_config["eval_images"]), base + int(train_config["seed"]),
+                       int(train_config["image_size"]))
