@@ -19,11 +19,12 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test figures lab lint clean-venv
+.PHONY: help venv test test-fast figures lab lint clean-venv
 
 help:
 	@echo "make figures   execute notebooks/[0-9][0-9]_*.ipynb and write figures/ (FIGURES_ARGS='--only 02')"
-	@echo "make test      run pytest (PYTEST_ARGS='-m \"not slow\"')"
+	@echo "make test      run the whole test suite (what CI runs)"
+	@echo "make test-fast the tests not marked slow (no notebook runs, no browser): the edit-test loop"
 	@echo "make lab       JupyterLab on 127.0.0.1, rooted at notebooks/"
 	@echo "make lint      ruff check"
 	@echo "make venv      create/update $(VENV) (automatic for the targets above)"
@@ -40,6 +41,9 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(VPY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 figures: $(STAMP)
 	$(VPY) figures/build.py $(FIGURES_ARGS)

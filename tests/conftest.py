@@ -7,3 +7,39 @@ os.environ["MPLBACKEND"] = "Agg"
 # Tests never download (weights included): huggingface_hub reads this when it is imported, and notebook kernels
 # started by the tests inherit it, so a notebook uses real ImageNet weights only when they are already cached.
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+import matplotlib.pyplot as plt  # noqa: E402  (after MPLBACKEND is set)
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import crossvit  # noqa: E402
+
+HELD_OUT_TEST_SEED = 2**40 + 2**33 + 12
+"""Shapes images of the shared ``shapes`` fixture: above every seed the trainer touches, never a benchmark's."""
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Every test starts and ends without open matplotlib figures."""
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def model() -> crossvit.CrossViT:
+    """The bundled model's architecture with random weights (seed 0), eval mode: 96 px input, small branch 8x8
+    grid of 12 px patches, large branch 5x5 grid of 16 px on an 80 px resize. A module may define its own."""
+    torch.manual_seed(0)
+    return crossvit.create_model("shapes_tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def bundled() -> crossvit.CrossViT:
+    """The bundled trained model (``create_model("shapes_tiny", pretrained=True)``)."""
+    return crossvit.load_pretrained()
+
+
+@pytest.fixture(scope="module")
+def shapes() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Four held-out shapes images (4, 3, 96, 96), their labels and object masks."""
+    return crossvit.data.make_shapes(4, HELD_OUT_TEST_SEED, 96)

@@ -7,12 +7,6 @@ import crossvit
 from crossvit.ablation import SingleBranchViT, head_accuracies, zero_cross_attention
 
 
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return crossvit.create_model("shapes_tiny").eval()
-
-
 def test_zeroed_fusion_keeps_only_the_cls_own_path(model):
     fusion = model.blocks[1].fusions[0].small  # the small CLS reading the large patches
     cls, other = torch.randn(2, 1, 64), torch.randn(2, 25, 128)

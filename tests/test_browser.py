@@ -26,7 +26,10 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 SERVER_START_TIMEOUT_S = 120
 RUN_TIMEOUT_MS = 240_000
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.slow,  # a JupyterLab server and a real browser: `make test` runs it, `make test-fast` does not
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)"),
+]
 
 EXPLORER_CELLS = [
     "import crossvit\n"

@@ -5,7 +5,8 @@ to the next notebook at the end, exercises as described in ``crossvit/exercises/
 
 Each notebook is executed twice: as committed, where every exercise cell must raise ``NotImplementedError`` (it is
 a stub; its checker cell is then skipped, and any other error fails), and with the solutions of
-``notebooks/solutions/<stem>.py`` in place of the stubs, where every checker must accept them (marked ``slow``).
+``notebooks/solutions/<stem>.py`` in place of the stubs, where every checker must accept them. Both runs are marked
+``slow`` (``make test`` runs them, ``make test-fast`` does not).
 
 Execution follows ``figures/build.py``: kernel = this interpreter, working directory = ``notebooks/``, figures
 written to ``$CROSSVIT_FIGURES_DIR`` (here a temporary directory). ``MPLBACKEND`` (set to Agg for the other
@@ -168,6 +169,7 @@ def process_alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_a_notebook_kernel_ends_with_its_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("import os\npid = os.getpid()\nprint(pid)")]
@@ -216,6 +218,7 @@ def run_notebook(nb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[l
     return written, stubs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED_FIGURES))
 def test_notebook_runs_as_committed_and_writes_its_figures(name: str, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch):

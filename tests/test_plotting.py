@@ -20,20 +20,6 @@ from crossvit.widgets import attention_explorer, rollout_explorer
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
-
-
-@pytest.fixture(scope="module")
-def model():
-    # the bundled model's architecture, random weights: 96 px input; small 8x8 grid of 12 px, large 5x5 grid of
-    # 16 px on an 80 px resize
-    torch.manual_seed(0)
-    return crossvit.create_model("shapes_tiny").eval()
-
-
 @pytest.fixture(scope="module")
 def batch():
     images, labels, masks = crossvit.data.make_shapes(3, seed=2**40 + 2**32 + 7)

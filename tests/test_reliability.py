@@ -48,17 +48,6 @@ def _fresh_maps(model: crossvit.CrossViT, images: torch.Tensor) -> dict[str, tor
     return {name: m.clone() for name, m in rec.sites.items()}
 
 
-@pytest.fixture(scope="module")
-def bundled():
-    return crossvit.load_pretrained()
-
-
-@pytest.fixture(scope="module")
-def shapes():
-    images, labels, masks = crossvit.data.make_shapes(4, 2**40 + 2**33 + 12, 96)
-    return images, labels, masks
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # 1. a kept map is never overwritten, whatever keeps it
 

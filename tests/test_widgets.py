@@ -4,7 +4,6 @@ rollout. Each shown map is checked against the recorded maps sliced by hand, or 
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -14,19 +13,6 @@ from crossvit.explain import joint_rollout_pixels
 from crossvit.widgets import RolloutExplorer, attention_explorer, rollout_explorer
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
-
-
-@pytest.fixture(scope="module")
-def model():
-    # the bundled model's architecture, random weights: small 8x8 grid of 12 px, large 5x5 grid of 16 px (96 px input)
-    torch.manual_seed(0)
-    return crossvit.create_model("shapes_tiny").eval()
 
 
 @pytest.fixture(scope="module")
