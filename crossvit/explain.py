@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -413,10 +413,42 @@ def occlusion(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, in
     return _in_chunks(images, target, internal_batch_size, attribute)
 
 
-METHODS: tuple[str, ...] = tuple(REGISTRY)
-"""Names of the built-in explanation methods, in a teaching order (the registry, :data:`REGISTRY`, has them all)."""
+class _MethodNames(Sequence):
+    """The registry's method names, in registration order: a live view (a method registered later appears)."""
 
-METHOD_OPTIONS: Mapping[str, Mapping[str, object]] = MappingProxyType({m.name: m.defaults for m in REGISTRY.values()})
+    def __getitem__(self, index):  # noqa: ANN001 - Sequence's signature
+        return tuple(REGISTRY)[index]
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+    def __contains__(self, name: object) -> bool:
+        return name in REGISTRY
+
+    def __repr__(self) -> str:
+        return repr(tuple(REGISTRY))
+
+
+class _MethodOptions(Mapping):
+    """Each registered method's options and defaults, read from the registry (a live, read-only view)."""
+
+    def __getitem__(self, name: str) -> Mapping[str, object]:
+        return REGISTRY[name].defaults
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+    def __repr__(self) -> str:
+        return repr({name: dict(m.defaults) for name, m in REGISTRY.items()})
+
+
+METHODS: Sequence[str] = _MethodNames()
+"""Names of the explanation methods (the registry, :data:`REGISTRY`), in a teaching order."""
+
+METHOD_OPTIONS: Mapping[str, Mapping[str, object]] = _MethodOptions()
 """Each method's own options and their defaults (read from the registry): :func:`explain` accepts these keywords
 for that method, besides the :data:`SHARED_OPTIONS` every method accepts."""
 

@@ -1,0 +1,200 @@
+"""Rollouts and attributions (notebooks 04 and 05), training curves and tables (notebook 06)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from ..model import CrossViT
+from .attention import _attention_panel, _grid_colorbars, _grid_scales
+from .base import (
+    HEAT_CMAP,
+    MAX_COLUMNS,
+    SIGNED_CLIP_PERCENTILE,
+    SIGNED_CMAP,
+    ArrayLike,
+    add_colorbar,
+    balanced_columns,
+    draw_mask_contour,
+    is_signed,
+    overlay_heatmap,
+    show_image,
+    to_numpy,
+)
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rollout and attributions (notebooks 04 and 05)
+
+
+def plot_joint_rollout(model: CrossViT, image: ArrayLike, joint: Mapping[str, Mapping[str, ArrayLike]], *,
+                       index: int = 0, alpha: float = 0.6, size: float = 2.6, scale: str = "shared") -> Figure:
+    """The joint rollout ``out[query][patch_branch]`` (from :func:`crossvit.joint_rollout`) as a grid of panels:
+    rows = the query CLS, columns = the branch whose patches it ends up on. Titles give the share of the CLS's
+    total patch mass that lands on that branch; one colour bar (``scale`` as in :func:`plot_cls_attention`)."""
+    branches = list(model.branch_names)
+    fig, axes = plt.subplots(len(branches), len(branches), figsize=(size * len(branches), size * len(branches)),
+                             squeeze=False, layout="constrained")
+    rows = {q: {p: to_numpy(joint[q][p])[index] for p in branches} for q in branches}
+    scales = _grid_scales([(p, rows[q][p]) for q in branches for p in branches], scale)
+    for i, query in enumerate(branches):
+        total = sum(float(r.sum()) for r in rows[query].values())
+        for j, patch_branch in enumerate(branches):
+            share = float(rows[query][patch_branch].sum()) / total if total > 0 else 0.0
+            _attention_panel(axes[i, j], model, image, patch_branch, rows[query][patch_branch],
+                             f"{query} CLS -> {patch_branch} patches\n{share:.0%} of its patch mass", alpha, True,
+                             scales[patch_branch])
+    fig.suptitle("joint rollout through both branches and the fusion layers", fontsize=11)
+    _grid_colorbars(fig, [(axes[i, j], p) for i in range(len(branches)) for j, p in enumerate(branches)], scales,
+                    "rollout weight of a patch")
+    return fig
+
+
+def plot_method_grid(images: ArrayLike, maps_by_method: Mapping[str, ArrayLike], masks: ArrayLike | None = None,
+                     *, titles: Sequence[str] | None = None, alpha: float = 0.55, cmap: str | None = None,
+                     size: float = 1.9, show_input: bool = True, signed: bool | Sequence[str] | None = None,
+                     max_columns: int = MAX_COLUMNS, clip_percentile: float = SIGNED_CLIP_PERCENTILE) -> Figure:
+    """Rows = images, columns = methods (an optional first column shows the plain image).
+
+    ``maps_by_method``: method name -> (B, H, W) pixel maps (as :func:`crossvit.explain` returns). Each panel is
+    scaled on its own, and the colour bars say how:
+
+    * an unsigned map is min-max scaled (``cmap``, default :data:`HEAT_CMAP`);
+    * a signed map keeps its sign: diverging :data:`SIGNED_CMAP` centred at 0, symmetric, +-1 = the
+      ``clip_percentile`` percentile of |value| (see :func:`overlay_heatmap`); its column title says "signed".
+
+    ``signed``: None decides per method with :func:`is_signed` (:data:`SIGNED_METHODS`, or negative values);
+    True / False applies to every method; a list names the signed methods. ``masks`` (B, H, W) outline the
+    ground-truth object in every panel; ``titles`` label the rows (shown on the input column). With more than
+    ``max_columns`` columns the methods wrap into bands of rows, each band repeating the input column.
+    """
+    methods = list(maps_by_method)
+    if not methods:
+        raise ValueError("maps_by_method is empty: give at least one method's maps")
+    n = len(images)
+    arrays = {m: to_numpy(maps_by_method[m]) for m in methods}
+    for m, array in arrays.items():
+        if array.ndim != 3 or array.shape[0] != n:
+            raise ValueError(f"maps of {m!r} must be (B, H, W) with B = {n} images, got {array.shape}")
+    if signed is None:
+        signed_methods = {m for m in methods if is_signed(m, arrays[m])}
+    elif isinstance(signed, bool):
+        signed_methods = set(methods) if signed else set()
+    else:
+        signed_methods = set(signed)
+    per_band = balanced_columns(len(methods), max(1, max_columns - int(show_input)))
+    bands = [methods[k:k + per_band] for k in range(0, len(methods), per_band)]
+    ncols = per_band + int(show_input)
+    fig, axes = plt.subplots(n * len(bands), ncols, figsize=(size * ncols + 1.2, size * n * len(bands) + 0.2),
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    drawn: dict[bool, list[Axes]] = {False: [], True: []}  # panels by signedness
+    for b, band in enumerate(bands):
+        for i in range(n):
+            row = b * n + i
+            if show_input:
+                ax = axes[row, 0]
+                ax.axis("on")
+                show_image(ax, images[i], titles[i] if titles is not None else ("input" if i == 0 else None))
+                if masks is not None:
+                    draw_mask_contour(ax, masks[i])
+            for j, method in enumerate(band):
+                ax = axes[row, int(show_input) + j]
+                ax.axis("on")
+                is_signed_map = method in signed_methods
+                label = f"{method}\n(signed)" if is_signed_map else method
+                overlay_heatmap(ax, images[i], arrays[method][i], alpha=alpha,
+                                cmap=None if is_signed_map else cmap, title=label if i == 0 else None,
+                                signed=is_signed_map, clip_percentile=clip_percentile)
+                ax.title.set_fontsize(8)
+                drawn[is_signed_map].append(ax)
+                if masks is not None:
+                    draw_mask_contour(ax, masks[i])
+    everything = list(axes.flat)  # the bars stand right of the whole grid, not between columns
+    if drawn[False]:
+        add_colorbar(fig, everything, "unsigned maps:\neach panel min-max scaled", cmap=cmap or HEAT_CMAP,
+                     ticks=[0.0, 1.0], ticklabels=["min", "max"], shrink=0.6)
+    if drawn[True]:
+        add_colorbar(fig, everything, f"signed maps (per panel): 0 = no colour,\n"
+                                       f"+-1 = {clip_percentile:g}th percentile of |value|",
+                     vmin=-1.0, vmax=1.0, cmap=SIGNED_CMAP, ticks=[-1.0, 0.0, 1.0],
+                     ticklabels=["-1\nagainst", "0", "+1\nfor"], shrink=0.6)
+    return fig
+
+
+def plot_deletion_insertion(result_by_method: Mapping[str, Any], size: tuple[float, float] = (10.0, 3.8)
+                            ) -> Figure:
+    """Mean deletion and insertion curves (Petsiuk et al. 2018) per method, AUC in the legend.
+
+    ``result_by_method``: method name -> :class:`crossvit.metrics.DeletionInsertionResult`. A method called
+    ``"random"`` is drawn as a dashed grey baseline.
+    """
+    fig, (ax_del, ax_ins) = plt.subplots(1, 2, figsize=size, layout="constrained")
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    k = 0
+    for method, result in result_by_method.items():
+        fractions = to_numpy(result.fractions)
+        if method == "random":
+            style: dict[str, Any] = dict(color="grey", linestyle="--", linewidth=1.6)
+        else:
+            style = dict(color=cycle[k % len(cycle)], linewidth=1.4)
+            k += 1
+        ax_del.plot(fractions, to_numpy(result.deletion).mean(axis=0),
+                    label=f"{method} ({result.mean_deletion_auc:.3f})", **style)
+        ax_ins.plot(fractions, to_numpy(result.insertion).mean(axis=0),
+                    label=f"{method} ({result.mean_insertion_auc:.3f})", **style)
+    for ax, name, better in ((ax_del, "deletion", "lower"), (ax_ins, "insertion", "higher")):
+        ax.set_xlabel("fraction of pixels " + ("removed (set to 0)" if name == "deletion" else
+                                               "restored into the blurred image"))
+        ax.set_ylabel("probability of the explained class")
+        ax.set_title(f"{name} (AUC in legend, {better} is better)", fontsize=10)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training (notebook 06) and tables
+
+
+def plot_training_curve(record: Mapping[str, Any], window: int = 10, size: tuple[float, float] = (7.0, 3.2)
+                        ) -> Figure:
+    """Training loss per step (and its running mean over ``window`` steps) from a :func:`crossvit.train.train`
+    record, with the held-out evaluations on a second axis."""
+    losses = np.asarray(record["loss_history"], dtype=np.float64)
+    steps = np.arange(1, len(losses) + 1)
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    ax.plot(steps, losses, color="#9ecae1", linewidth=0.8, label="loss per step")
+    if len(losses) >= window:
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], smooth, color="#08519c", linewidth=1.6, label=f"mean of {window} steps")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (every term)")
+    ax.grid(alpha=0.3)
+    history = record.get("eval_history") or []
+    if history:
+        acc = ax.twinx()
+        acc.plot([h["step"] for h in history], [h["accuracy"] for h in history], "o-", color="#d62728",
+                 label="held-out accuracy")
+        acc.set_ylim(0, 1)
+        acc.set_ylabel("held-out accuracy", color="#d62728")
+        acc.legend(loc="upper center", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8)
+    return fig
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str = ".3f") -> str:
+    """A Markdown table (also readable as plain text); floats are formatted with ``floatfmt``."""
+    def cell(value: Any) -> str:
+        return format(value, floatfmt) if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,205 @@
+"""The rollout explorer: per-branch, joint and gradient rollouts of the recorded attention, with their settings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import ipywidgets as widgets
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from ..explain import REGISTRY, explain, joint_rollout_pixels, patch_map_to_pixels
+from ..metrics import pointing_game
+from ..model import CrossViT
+from ..plotting import (
+    GRID_COLORS,
+    draw_mask_contour,
+    draw_patch_grid,
+    overlay_heatmap,
+    show_image,
+)
+from ..rollout import HEAD_FUSIONS, joint_rollout, rollout_from_maps
+from .base import _STYLE, _BoundedCache, _class_label, _Explorer, _model_device, _render
+
+
+class RolloutExplorer(_Explorer):
+    """Controls + picture of one rollout map. Build it with :func:`rollout_explorer`.
+
+    ``controls``: ``image``, ``method``, ``head_fusion``, ``discard_ratio``, ``start_block`` (the first
+    multi-scale block whose attention enters the product; the last block by default, as ``explain``'s rollouts)
+    and ``target`` (the class whose score the gradient rollout back-propagates: :data:`PREDICTED`, each image's
+    predicted class, or a class index). After each redraw ``last_map`` is the (H, W) pixel map shown (before
+    display scaling).
+    """
+
+    METHODS: tuple[str, ...] = tuple(name for name, m in REGISTRY.items() if "start_block" in m.defaults)
+    """The rollouts of the method registry (every method with a ``start_block`` option)."""
+    PREDICTED = -1
+    """Value of the ``target`` control that explains each image's predicted class."""
+    GRADIENT_CACHE = 8
+    """How many gradient-rollout results (one per (target class, start block), each (B, H, W) float32) the explorer
+    keeps; older ones are recomputed (one backward pass) when shown again."""
+
+    def __init__(self, model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
+                 class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None) -> None:
+        self.recorder, image_slider = self._take_inputs(model, images, masks, class_names, index, max_images)
+        maps = self.recorder.sites
+        # per branch, (block, map) of every self-attention layer in forward order
+        self.self_maps = {b: [(s.block, maps[s.name].cpu()) for s in self.recorder.recorded_sites
+                              if s.branch == b and s.kind == "self"] for b in model.branch_names}
+        # (head fusion, start) -> (B, H, W), on first use; at most every combination
+        self._joint = _BoundedCache(len(HEAD_FUSIONS) * model.arch.num_blocks)
+        # class-specific, so it needs a backward pass: kept for the GRADIENT_CACHE most recent (target, start block)
+        self._grad = _BoundedCache(self.GRADIENT_CACHE)  # (class or PREDICTED, start) -> (B, H, W)
+        last_block = model.arch.num_blocks - 1
+        first = self.METHODS[0]
+        self.grad_maps = self.gradient_maps(self.PREDICTED, self._default_start("gradient_rollout"))
+        self._start_chosen = False  # set once the reader picks a start block; until then each method's default
+        self.last_map: np.ndarray | None = None
+
+        self.controls = {
+            "image": image_slider,
+            "method": widgets.Dropdown(options=list(self.METHODS), value=first, description="method",
+                                       style=_STYLE),
+            "head_fusion": widgets.Dropdown(options=list(HEAD_FUSIONS), value="mean", description="head fusion",
+                                            style=_STYLE),
+            "discard_ratio": widgets.FloatSlider(value=0.0, min=0.0, max=0.95, step=0.05,
+                                                 description="discard ratio", style=_STYLE,
+                                                 continuous_update=False, readout_format=".2f"),
+            "start_block": widgets.Dropdown(options=[(f"block {k}", k) for k in range(last_block + 1)],
+                                            value=self._default_start(first), description="start block",
+                                            style=_STYLE),
+            "target": widgets.Dropdown(options=self._target_options(), value=self.PREDICTED,
+                                       description="target class", style=_STYLE),
+        }
+        self.picture = widgets.Image(format="png")
+        self.caption = widgets.HTML()
+        c = self.controls
+        super().__init__([widgets.HBox([widgets.VBox([c["image"], c["method"]]),
+                                        widgets.VBox([c["head_fusion"], c["discard_ratio"]]),
+                                        widgets.VBox([c["start_block"], c["target"]])]),
+                          self.caption, self.picture])
+        for control in self.controls.values():
+            control.observe(self._on_change, names="value")
+        self.redraw()
+
+    def _on_change(self, change: dict) -> None:
+        start = self.controls["start_block"]
+        if change["owner"] is start:
+            self._start_chosen = True
+        elif change["owner"] is self.controls["method"] and not self._start_chosen:
+            # each method starts where explain starts it, until the reader chooses a start block
+            start.unobserve(self._on_change, names="value")
+            try:
+                start.value = self._default_start(change["new"])
+            finally:
+                start.observe(self._on_change, names="value")
+        self.redraw()
+
+    def _default_start(self, method: str) -> int:
+        """The method's default start block (its registry record's, as ``explain`` uses), as a block index."""
+        return int(REGISTRY[method].defaults["start_block"]) % self.model.arch.num_blocks
+
+    def _target_options(self) -> list[tuple[str, int]]:
+        classes = [(f"{k}: {_class_label(self.class_names, k)}", k) for k in range(self.model.num_classes)]
+        return [("predicted class", self.PREDICTED), *classes]
+
+    def gradient_maps(self, target: int, start_block: int = 0) -> torch.Tensor:
+        """Gradient rollout maps (B, H, W) of every image for class ``target`` (:data:`PREDICTED`: each image's
+        predicted class), as ``explain(..., "gradient_rollout", target=..., start_block=...)`` computes them; one
+        backward per (target, start block), the :data:`GRADIENT_CACHE` most recent kept for later."""
+        if target != self.PREDICTED and not 0 <= target < self.model.num_classes:
+            raise ValueError(f"target must be RolloutExplorer.PREDICTED or a class in [0, "
+                             f"{self.model.num_classes}), got {target}")
+        def compute() -> torch.Tensor:
+            images = self.images.to(_model_device(self.model))
+            classes = self.predictions if target == self.PREDICTED else torch.full_like(self.predictions, target)
+            return explain(self.model, images, "gradient_rollout", target=classes.to(images.device),
+                           start_block=start_block).cpu()
+
+        return self._grad.get_or_compute((target, start_block), compute)
+
+    def _joint_pixels(self, head_fusion: str, start_block: int) -> torch.Tensor:
+        """The model-level joint rollout map (B, H, W) as ``explain(..., "joint_rollout")`` defines it: per query
+        CLS, both grids' mass per pixel added; then the mean over the two CLS tokens."""
+        return self._joint.get_or_compute(
+            (head_fusion, start_block),
+            lambda: joint_rollout_pixels(self.model, joint_rollout(self.recorder, head_fusion,
+                                                                   start_block=start_block)).cpu())
+
+    def current_map(self) -> np.ndarray:
+        """The (H, W) pixel map the controls select."""
+        c = self.controls
+        i, method, start = c["image"].value, c["method"].value, c["start_block"].value
+        branch = REGISTRY[method].branch
+        if branch is not None:
+            # this image only, blocks >= start: (1, heads, N, N) each
+            maps = [m[i:i + 1] for block, m in self.self_maps[branch] if block >= start]
+            patches = rollout_from_maps(maps, c["head_fusion"].value, c["discard_ratio"].value)  # (1, N)
+            return patch_map_to_pixels(self.model, branch, patches)[0].numpy()
+        if method == "joint_rollout":
+            return self._joint_pixels(c["head_fusion"].value, start)[i].numpy()
+        return self.gradient_maps(c["target"].value, start)[i].numpy()
+
+    def redraw(self) -> None:
+        """Recompute the selected map from the recorded attention and redraw the picture."""
+        c = self.controls
+        i, method = c["image"].value, c["method"].value
+        record = REGISTRY[method]
+        per_branch = record.branch is not None
+        c["head_fusion"].disabled = "head_fusion" not in record.defaults
+        c["discard_ratio"].disabled = "discard_ratio" not in record.defaults
+        c["target"].disabled = not record.class_specific
+        self.last_map = self.current_map()
+
+        fig = Figure(figsize=(6.4, 3.4), layout="constrained")
+        ax_image, ax_map = fig.subplots(1, 2)
+        show_image(ax_image, self.images[i], "input")
+        overlay_heatmap(ax_map, self.images[i], self.last_map, alpha=0.6, title=method)
+        if per_branch:
+            branch = record.branch
+            draw_patch_grid(ax_map, self.model, branch, color=GRID_COLORS[branch], linewidth=0.4, alpha=0.5)
+        heat = torch.as_tensor(self.last_map, dtype=torch.float64)
+        top = heat.max()
+        maximal = (heat >= top - 1e-6 * top.abs()).nonzero().double()  # the maximal pixels (a patch, or a part of one)
+        centre = maximal.mean(dim=0).tolist()
+        ax_map.plot(centre[1], centre[0], marker="+", color="#00ff66", markersize=14, markeredgewidth=2.5)
+        verdict = ""
+        if self.masks is not None:
+            for ax in (ax_image, ax_map):
+                draw_mask_contour(ax, self.masks[i])
+            game = pointing_game(heat[None].float(), self.masks[i][None])  # the default ("majority") rule
+            share = float(game.inside_share[0])
+            verdict = (f" {share:.0%} of the maximal pixels (+ marks their centre) lie on the object: the pointing "
+                       f"game counts a {'hit' if bool(game.hits[0]) else 'miss'}.")
+        self.picture.value = _render(fig)
+        settings = []
+        if not c["head_fusion"].disabled:
+            settings.append(f"head fusion {c['head_fusion'].value}")
+        if per_branch:
+            settings.append(f"discard ratio {c['discard_ratio'].value:.2f}")
+        settings.append(f"from block {c['start_block'].value}")
+        predicted = _class_label(self.class_names, int(self.predictions[i]))
+        if record.class_specific:
+            target = c["target"].value
+            settings.append(f"gradients of the predicted class, {predicted}" if target == self.PREDICTED else
+                            f"gradients of class {_class_label(self.class_names, target)}")
+        self.caption.value = f"<b>image {i}</b> (predicted: {predicted}); {method}" + \
+                             (f" ({', '.join(settings)})" if settings else "") + "." + verdict
+
+
+def rollout_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
+                     class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None
+                     ) -> RolloutExplorer:
+    """A widget to compare rollout maps of ``model`` on ``images`` (B, 3, H, W): per-branch rollout (head fusion
+    and discard ratio adjustable), the joint rollout through the fusion layers (head fusion adjustable), and the
+    gradient rollout of a target class (each image's predicted class, or one chosen in the ``target`` menu).
+    ``masks`` (B, H, W) outline the objects and say whether the map's maximum lands on one. The model runs once
+    here, plus one backward per gradient-rollout target when it is first shown.
+
+    Memory: the recorded maps of every image (as :func:`attention_explorer`, at most ``max_images`` images), plus
+    at most :data:`RolloutExplorer.GRADIENT_CACHE` gradient-rollout results and one joint-rollout result per (head
+    fusion, start block), each (B, H, W) float32; ``explorer.memory_bytes`` says what it holds.
+    """
+    return RolloutExplorer(model, images, masks=masks, class_names=class_names, index=index, max_images=max_images)
