@@ -8,9 +8,8 @@ working directory is ``notebooks/`` and whose environment has ``CROSSVIT_FIGURES
 the absolute ``figures/`` directory. The kernel is always the Python running this script (the
 venv's, via ``make figures``), not whatever ``python3`` kernelspec Jupyter would find first.
 
-Exercise cells (code cells tagged ``exercise``, see ``crossvit/exercises/``) are committed as stubs that
-raise ``NotImplementedError``: that error is allowed there, and the checker cell that follows such a stub is
-skipped (there is nothing to check). Any other error fails the build.
+Exercise cells (code cells tagged ``exercise``, see ``crossvit/exercises/``) are committed as stubs; their
+checkers say "not attempted yet" for a stub, so every cell runs, as Run All does, and any error fails the build.
 
 Notebooks in ``notebooks/`` are never modified (outputs stay stripped in git); with
 ``--save-executed`` executed copies go to ``figures/executed/`` (gitignored), failed ones too.
@@ -73,7 +72,6 @@ EXECUTED_DIR = FIGURES_DIR / "executed"
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 # Files in figures/ that are not outputs.
 NOT_OUTPUTS = {"build.py", "README.md", ".gitignore", ".gitkeep"}
-EXERCISE_TAG = "exercise"
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # Two renderings of a figure count as the same figure when no pixel differs by more than PIXEL_TOLERANCE levels
 # (of 255, in any colour channel) and at most NOISY_FRACTION of the pixels differ by more than NOISE_LEVEL levels
@@ -224,18 +222,9 @@ async def _run_notebook(client: NotebookClient, budget_s: float) -> None:
             raise NotebookFailed(f"kernel runs in {kernel_prefix}, expected {sys.prefix}")
 
         deadline = time.monotonic() + budget_s
-        skip = None
         for index, cell in enumerate(client.nb.cells):
-            if index == skip:  # the checker of an exercise left as a stub
-                continue
             client.current_index = index  # for error reports
-            try:
-                await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
-            except CellExecutionError as exc:
-                if exc.ename == "NotImplementedError" and EXERCISE_TAG in cell.metadata.get("tags", []):
-                    skip = index + 1
-                    continue
-                raise
+            await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
         client.set_widgets_metadata()
 
 

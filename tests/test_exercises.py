@@ -47,8 +47,21 @@ def images():
     return images
 
 
-def accepted(capsys, check, *args, **kwargs) -> str:
-    check(*args, **kwargs)
+def returning(answer):
+    """A learner's function that returns ``answer`` whatever it is given (checkers take functions)."""
+    return lambda *args, **kwargs: answer
+
+
+def as_function(check, answer):
+    if callable(answer):
+        return answer
+    if check is exercises.check_lr_schedule and isinstance(answer, list):  # one multiplier per step
+        return lambda step, steps, warmup_steps: answer[step]
+    return returning(answer)
+
+
+def accepted(capsys, check, answer, *args, **kwargs) -> str:
+    check(as_function(check, answer), *args, **kwargs)
     out = capsys.readouterr().out
     assert out.startswith("\u2713 "), out
     return out
@@ -56,9 +69,10 @@ def accepted(capsys, check, *args, **kwargs) -> str:
 
 def rejected(check, answer, *args, match: str, error=ExerciseError, **kwargs) -> str:
     with pytest.raises(error, match=match) as info:
-        check(answer, *args, **kwargs)
+        check(as_function(check, answer), *args, **kwargs)
     message = str(info.value)
     assert len(message) > 40 and message.split(":")[0].isidentifier(), message  # names the exercise, says why
+    assert "exercises.hint(" in message  # every wrong answer points at the hints
     return message
 
 
@@ -95,7 +109,7 @@ def test_patchify(capsys, images):
     nan[0, 0, 0] = float("nan")
     rejected(check, nan, images, 12, match="NaN")
     with pytest.raises(ValueError, match="not divisible"):
-        check(patches, images, 7)
+        check(returning(patches), images, 7)
 
 
 def test_embed_patches(capsys, model, images):
@@ -112,7 +126,7 @@ def test_embed_patches(capsys, model, images):
     rejected(check, tokens - conv.bias, model, view, "small", match="bias is missing")
     rejected(check, tokens * 1.1, model, view, "small", match="differ")
     with pytest.raises(ValueError, match="patchifies"):
-        check(tokens, model, images[:, :, :80, :80], "small")
+        check(returning(tokens), model, images[:, :, :80, :80], "small")
 
 
 def test_token_sequence(capsys, model, images):
@@ -164,7 +178,7 @@ def test_cls_attention_row(capsys, model, images):
     rejected(check, scores * layer.attn.attention_map.scale, model, images, site, match="softmax")
     rejected(check, row.flip(-1), model, images, site, match="differ")
     with pytest.raises(ValueError, match="not an attention site"):
-        check(row, model, images, "blocks.9.large.self.0")
+        check(returning(row), model, images, "blocks.9.large.self.0")
 
 
 def test_logits_from_heads(capsys, model, images):
@@ -198,13 +212,47 @@ def test_record_with_hooks(capsys, model, images):
     rejected(check, {**maps, "blocks.0.small.self.0": maps[names[0]]}, model, images, match="unexpected")
     rejected(check, {n: maps[names[-1]] for n in names}, model, images, match="own site's name")
     rejected(check, {n: m * 0.5 for n, m in maps.items()}, model, images, match="differs")
-    # a hook left behind is named, and the checker leaves it alone
+    # a hook left behind by an earlier run outside the checker is removed (and said), so the attempt goes on
     site = crossvit.attention_sites(model)[0]
-    handle = site.module.register_forward_hook(lambda *args: None)
-    try:
-        rejected(check, maps, model, images, match="still registered")
-    finally:
-        handle.remove()
+    site.module.register_forward_hook(lambda *args: None)
+    check(sol.record_with_hooks, model, images)
+    out = capsys.readouterr().out
+    assert out.startswith("(removed 1 hook(s)") and "\u2713 record_with_hooks" in out
+    assert not site.module.observed
+
+    # the late-binding closure: every hook stores under the loop variable's last value
+    def closure_bug(model, images, kind="cross"):
+        out, handles = {}, []
+        for s in crossvit.attention_sites(model):
+            if s.kind == kind:
+                hook = lambda m, i, o: out.__setitem__(s.name, o)  # noqa: B023, E731 (the bug under test)
+                handles.append(s.module.register_forward_hook(hook))
+        with torch.no_grad():
+            model(images)
+        for h in handles:
+            h.remove()
+        return out
+
+    rejected(check, closure_bug, model, images, match="under one name, .* the last site's")
+
+    # an attempt that fails half-way with its hooks registered: named, removed, and the next attempt passes
+    def leaky(model, images, kind="cross"):
+        for s in crossvit.attention_sites(model):
+            if s.kind == kind:
+                s.module.register_forward_hook(lambda m, i, o: None)
+        raise RuntimeError("oops")
+
+    with pytest.raises(ExerciseError, match="raised RuntimeError: oops"):
+        check(leaky, model, images)
+    assert not any(s.module.observed for s in crossvit.attention_sites(model))
+
+    def forgets(model, images, kind="cross"):
+        maps = sol.record_with_hooks(model, images, kind)
+        crossvit.attention_sites(model)[-1].module.register_forward_hook(lambda m, i, o: None)
+        return maps
+
+    rejected(check, forgets, model, images, match="left 1 hook.* removed them")
+    accepted(capsys, check, sol.record_with_hooks, model, images)  # the official solution passes right after
 
 
 def fusion_inputs(model, images, block, query):
@@ -239,7 +287,7 @@ def test_fusion_direction(capsys, model, images, query):
     rejected(check, (attention, no_residual), model, images, query, match="residual is missing")
     rejected(check, (attention, new_cls + 0.1), model, images, query, match="new CLS")
     with pytest.raises(ValueError, match="branch"):
-        check((attention, new_cls), model, images, "medium")
+        check(returning((attention, new_cls)), model, images, "medium")
 
 
 # -- 04 --------------------------------------------------------------------------------------------------------
@@ -305,7 +353,7 @@ def test_gradient_weighted_attention(capsys, model, images):
     with pytest.raises(RuntimeError, match="grads=True"):
         with crossvit.record_attention(model) as plain, torch.no_grad():
             model(images)
-        check(answer, plain, site)
+        check(returning(answer), plain, site)
 
 
 # -- 05 --------------------------------------------------------------------------------------------------------
@@ -362,9 +410,9 @@ def test_pointing_hits(capsys):
     exact = flat == top
     rejected(check, (exact & inside).sum(1) * 2 > exact.sum(1), maps, masks, match="exact equality")
     rejected(check, (maximal & ~inside).sum(1) == 0, maps, masks, match="every maximal pixel")
-    assert check(hits.int().tolist(), maps, masks) is None  # 0/1 lists are fine
+    assert check(returning(hits.int().tolist()), maps, masks) is None  # 0/1 lists are fine
     with pytest.raises(ValueError, match="empty"):
-        check(hits, maps, torch.zeros_like(masks))
+        check(returning(hits), maps, torch.zeros_like(masks))
 
 
 @pytest.fixture(scope="module")
@@ -420,7 +468,8 @@ def test_lr_schedule(capsys):
     check = exercises.check_lr_schedule
     rejected(check, None, 150, 15, match="None", error=ExerciseTypeError)
     rejected(check, ["x"] * 150, 150, 15, match="one number per step", error=ExerciseTypeError)
-    rejected(check, [1.0] * 149, 150, 15, match=r"shape \(149\)")
+    rejected(check, lambda step, steps, warmup: [1.0] * 149, 150, 15, match="number per step",
+             error=ExerciseTypeError)
     late = [s / 15 if s < 15 else sol.lr_schedule(s, 150, 15) for s in range(150)]
     rejected(check, late, 150, 15, match="one step late")
     linear = [(s + 1) / 15 if s < 15 else 1 - (s - 15) / 135 for s in range(150)]
@@ -445,19 +494,19 @@ def test_train_with_one_change(capsys, tiny_runs):
     from crossvit.train import train
 
     base, (base_model, base_record), answer = tiny_runs
-    out = accepted(capsys, exercises.check_train_with_one_change, answer, base_record)
+    out = accepted(capsys, exercises.check_train_with_one_change, answer, base, base_record)
     assert "`augment`" in out
     check = exercises.check_train_with_one_change
-    rejected(check, None, base_record, match="None", error=ExerciseTypeError)
-    rejected(check, answer[1], base_record, match="pair", error=ExerciseTypeError)
-    rejected(check, (answer[1], answer[0]), base_record, match="not the trained", error=ExerciseTypeError)
-    rejected(check, (base_model, base_record), base_record, match="same settings")
+    rejected(check, None, base, base_record, match="None", error=ExerciseTypeError)
+    rejected(check, answer[1], base, base_record, match="pair", error=ExerciseTypeError)
+    rejected(check, (answer[1], answer[0]), base, base_record, match="not the trained", error=ExerciseTypeError)
+    rejected(check, (base_model, base_record), base, base_record, match="same settings")
     forged = {**answer[1], "held_out_accuracy": answer[1]["held_out_accuracy"] + 0.25}
-    rejected(check, (answer[0], forged), base_record, match="different runs")
+    rejected(check, (answer[0], forged), base, base_record, match="different runs")
     two = train(dataclasses.replace(base, augment=False, lr=2e-3), progress=False)
-    rejected(check, two, base_record, match="2 settings changed")
+    rejected(check, two, base, base_record, match="2 settings changed")
     measured = train(dataclasses.replace(base, eval_images=16), progress=False)
-    rejected(check, measured, base_record, match="how the run is measured")
+    rejected(check, measured, base, base_record, match="how the run is measured")
 
 
 # -- 07 --------------------------------------------------------------------------------------------------------
@@ -541,7 +590,7 @@ def test_eval_transform(capsys, imagenet_model, photo_name):
     on_tensor = (resized[:, top:top + 240, left:left + 240] - mean) / std
     rejected(check, on_tensor, imagenet_model, photo, match="resize the PIL image, not a tensor")
     with pytest.raises(TypeError, match="photo"):
-        check(answer, imagenet_model, 3.5)
+        check(returning(answer), imagenet_model, 3.5)
 
 
 def test_top_predictions(capsys, imagenet_model):
@@ -588,9 +637,9 @@ def test_top_predictions(capsys, imagenet_model):
     swapped[2][1], swapped[2][2] = swapped[2][2], swapped[2][1]
     rejected(check, swapped, imagenet_model, logits, 5, match="image 2, place 2")
     with pytest.raises(ValueError, match="logits"):
-        check(answer, imagenet_model, logits[:, :10], 5)
+        check(returning(answer), imagenet_model, logits[:, :10], 5)
     with pytest.raises(ValueError, match="k must be"):
-        check(answer, imagenet_model, logits, 0)
+        check(returning(answer), imagenet_model, logits, 0)
 
 
 def test_the_teachers_page_lists_every_exercise():
@@ -598,3 +647,192 @@ def test_the_teachers_page_lists_every_exercise():
     for ex in EXERCISES:
         row = f"| {ex.number} | [`{ex.name}`]({ex.notebook}.ipynb) | {'★' * ex.stars} | {ex.task} |"
         assert row in page, f"notebooks/README.md: the exercise table needs the row\n{row}"
+
+
+# -- assessment: the checkers take the learner's function ------------------------------------------------------
+
+
+def _exercise_cases(model, images, imagenet_model):
+    """Per exercise: (checker arguments after the function, the solution, a shortcut through the library function
+    the exercise rebuilds that computes the right answer)."""
+    from captum.attr import IntegratedGradients, Saliency
+
+    from crossvit.rollout import gradient_weighted, rollout_from_maps
+    from crossvit.train import lr_factor
+
+    def sol(stem, name):
+        return getattr(load_solutions(stem), name)
+
+    views = model.branch_images(images)
+    with torch.no_grad():
+        with crossvit.record_attention(model) as rec:
+            logits = model(images)
+        target = logits.argmax(1)
+    with crossvit.record_attention(model, grads=True) as grad_rec:
+        model(images)[:, 1].sum().backward(inputs=list(grad_rec.sites.values()))
+    site = "blocks.1.large.self.0"
+    maps, masks = pointing_cases()
+    photo = crossvit.sample_photo("chelsea")
+    imagenet_logits = torch.randn(2, 1000, generator=torch.Generator().manual_seed(3))
+    large_map = crossvit.attention_rollout(rec, "large")
+
+    def embed_by_conv(patches, conv):
+        side = int(round((patches.shape[1]) ** 0.5)) * conv.stride[0]
+        image = F.fold(patches.transpose(1, 2), (side, side), conv.kernel_size, stride=conv.stride)
+        return conv(image).flatten(2).transpose(1, 2)
+
+    def row_by_hook(layer, tokens):
+        seen = []
+        handle = layer.attn.attention_map.register_forward_hook(lambda m, i, o: seen.append(o))
+        try:
+            layer(tokens)
+        finally:
+            handle.remove()
+        return seen[0][:, :, 0]
+
+    def record_by_library(model, images, kind="cross"):
+        with crossvit.record_attention(model, sites=kind) as r, torch.no_grad():
+            model(images)
+        return dict(r.sites)
+
+    def fusion_by_module(direction, cls, other):
+        seen = []
+        handle = direction.attn.attention_map.register_forward_hook(lambda m, i, o: seen.append(o))
+        try:
+            new_cls = direction(cls, other)
+        finally:
+            handle.remove()
+        return seen[0], new_cls
+
+    def ig_by_captum(model, images, target, steps):
+        return IntegratedGradients(model).attribute(images.clone().requires_grad_(True), baselines=0.0,
+                                                    target=target, n_steps=steps, method="riemann_right")
+
+    return {
+        "patchify": ((views["small"], 12), sol("01_patch_embedding", "patchify"),
+                     lambda x, p: F.unfold(x, p, stride=p).transpose(1, 2)),
+        "embed_patches": ((model, views["small"], "small"), sol("01_patch_embedding", "embed_patches"),
+                          embed_by_conv),
+        "token_sequence": ((model, views["large"], "large"), sol("01_patch_embedding", "token_sequence"),
+                           lambda embedding, image: embedding(image)),
+        "cls_attention_row": ((model, images, site), sol("02_dual_branch_encoding", "cls_attention_row"),
+                              row_by_hook),
+        "logits_from_heads": ((model, images), sol("02_dual_branch_encoding", "logits_from_heads"),
+                              lambda model, features: model.forward_head(features)),
+        "record_with_hooks": ((model, images), sol("03_cross_attention_and_hooks", "record_with_hooks"),
+                              record_by_library),
+        "fusion_direction": ((model, images, "large"), sol("03_cross_attention_and_hooks", "fusion_direction"),
+                             fusion_by_module),
+        "rollout": ((rec, "small"), sol("04_attention_rollout", "rollout"), lambda maps: rollout_from_maps(maps)),
+        "spread_to_pixels": ((model, large_map, "large"), sol("04_attention_rollout", "spread_to_pixels"),
+                             lambda pm, grid, size: F.interpolate(pm.reshape(-1, 1, *grid), size=(size, size),
+                                                                  mode="nearest")[:, 0]),
+        "gradient_weighted_attention": ((grad_rec, site), sol("04_attention_rollout", "gradient_weighted_attention"),
+                                        lambda a, g: gradient_weighted(a, g)),
+        "pointing_hits": ((maps, masks), sol("05_attributions_compared", "pointing_hits"),
+                          lambda maps, masks: crossvit.metrics.pointing_game(maps, masks).hits),
+        "saliency_map": ((model, images[:2], target[:2]), sol("05_attributions_compared", "saliency_map"),
+                         lambda model, x, t: Saliency(model).attribute(x.clone().requires_grad_(True), target=t,
+                                                                       abs=True).amax(1)),
+        "integrated_gradients": ((model, images[:2], target[:2], 4),
+                                 sol("05_attributions_compared", "integrated_gradients"), ig_by_captum),
+        "lr_schedule": ((40, 5), sol("06_training_your_own", "lr_schedule"), lr_factor),
+        "train_with_one_change": None,  # the exercise is to use the library's trainer: there is no shortcut
+        "eval_transform": ((imagenet_model, photo), sol("07_imagenet_crossvit", "eval_transform"),
+                           lambda photo, config: crossvit.preprocess(imagenet_model, photo)[0]),
+        "top_predictions": ((imagenet_model, imagenet_logits, 5), sol("07_imagenet_crossvit", "top_predictions"),
+                            lambda lg, names, k: [[(p.name, p.probability) for p in row]
+                                                  for row in crossvit.top_classes(imagenet_model, lg, k)]),
+    }
+
+
+@pytest.fixture(scope="module")
+def exercise_cases(model, images, imagenet_model):
+    return _exercise_cases(model, images, imagenet_model)
+
+
+def test_no_exercise_passes_with_the_library_function_it_rebuilds(capsys, exercise_cases):
+    refused = []
+    for ex in EXERCISES:
+        case = exercise_cases[ex.name]
+        if case is None:
+            continue
+        args, solution, shortcut = case
+        check = getattr(exercises, f"check_{ex.name}")
+        accepted(capsys, check, solution, *args)  # the solution itself passes, under the same watch
+        message = rejected(check, shortcut, *args, match="which this exercise asks you to rebuild yourself")
+        assert "rebuild yourself" in message and "hint" in message
+        refused.append(ex.number)
+    assert len(refused) == len(EXERCISES) - 1  # all but 6.2, whose task is to use the trainer
+
+
+def test_a_stub_is_not_attempted_yet_and_says_so_in_one_line(capsys, exercise_cases):
+    def stub(*args, **kwargs):
+        raise NotImplementedError("Exercise: write it, then delete this line")
+
+    from crossvit.train import TrainConfig
+
+    for ex in EXERCISES:
+        case = exercise_cases[ex.name]
+        args = case[0] if case is not None else (TrainConfig(), {"train_config": {}})
+        check = getattr(exercises, f"check_{ex.name}")
+        assert check(stub, *args) is None
+        out = capsys.readouterr().out
+        assert out == f"\u2026 exercise {ex.number} ({ex.name}) not attempted yet: write `{ex.name}` in the cell " \
+                      "above, run it, then run this cell again.\n"
+
+
+def test_a_result_instead_of_a_function_is_refused(model, images):
+    with pytest.raises(ExerciseTypeError, match=r"pass your function itself, as in `exercises.check_patchify\("
+                                                r"patchify, ...\)`, not what it returns"):
+        exercises.check_patchify(torch.zeros(3, 64, 432), images, 12)
+
+
+def test_a_failed_attempt_leaves_grad_mode_and_model_mode_as_they_were(model, images):
+    views = model.branch_images(images)
+    model.eval()
+
+    def meddles(embedding, image):
+        torch.set_grad_enabled(False)
+        model.train()
+        raise ValueError("half-way")
+
+    with pytest.raises(ExerciseError, match="raised ValueError: half-way"):
+        exercises.check_token_sequence(meddles, model, views["large"], "large")
+    assert torch.is_grad_enabled() and not model.training
+
+
+def test_hints_come_one_tier_at_a_time_and_never_hold_the_solution(capsys):
+    exercises.reset_hints()
+    assert set(exercises.HINTS) == {ex.name for ex in EXERCISES}
+    for ex in EXERCISES:
+        tiers = exercises.HINTS[ex.name]
+        assert len(tiers) >= 2, ex.name
+        given = [exercises.hint(ex.number) for _ in tiers]
+        assert [g.split(": ", 1)[1] for g in given] == list(tiers)
+        assert given[0].startswith(f"Hint 1 of {len(tiers)} for exercise {ex.number}")
+        last = exercises.hint(ex.name)
+        assert f"notebooks/solutions/{ex.notebook}.py" in last and "No more hints" in last
+        solution = exercises.solution_functions(SOLUTIONS_DIR / f"{ex.notebook}.py")[ex.name]
+        body = [line.strip() for line in solution.splitlines()[1:] if line.strip() and not line.strip().startswith(
+            ("#", '"""', "return", "def ", "with ", "for ", "try", "finally", "else", "if "))]
+        for tier in tiers:  # no line of the solution's code appears in a hint
+            assert not any(len(line) > 25 and line in tier for line in body), (ex.name, tier)
+    capsys.readouterr()
+    exercises.reset_hints()
+    assert exercises.hint("1.1").startswith("Hint 1 of")
+
+
+def test_a_wrong_answer_says_what_is_wrong_not_how_to_write_it(capsys, exercise_cases):
+    args, solution, _ = exercise_cases["rollout"]
+    message = rejected(exercises.check_rollout, lambda maps: solution(maps).flip(-1), *args, match="differ")
+    assert "R = I" not in message and "Hint:" not in message and "exercises.hint('4.1')" in message
+
+
+def test_pointing_hits_all_true_is_diagnosed_by_the_images_it_gets_wrong():
+    maps, masks = pointing_cases()
+    expected = crossvit.metrics.pointing_game(maps, masks).hits
+    misses = (~expected).nonzero().flatten().tolist()
+    message = rejected(exercises.check_pointing_hits, torch.ones(len(maps), dtype=torch.bool), maps, masks,
+                       match="counts every map as a hit")
+    assert str(misses[:5]) in message and "one maximal pixel" not in message

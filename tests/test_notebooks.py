@@ -3,8 +3,8 @@ notebook in the repository is stored with outputs stripped and a kernelspec (so 
 and follows the course conventions (objectives, prerequisites and a time estimate up front, a recap and a pointer
 to the next notebook at the end, exercises as described in ``crossvit/exercises/``).
 
-Each notebook is executed twice: as committed, where every exercise cell must raise ``NotImplementedError`` (it is
-a stub; its checker cell is then skipped, and any other error fails), and with the solutions of
+Each notebook is executed twice, top to bottom as Run All does: as committed, where every cell must succeed and
+every checker must print one calm "not attempted yet" line (the exercises are stubs), and with the solutions of
 ``notebooks/solutions/<stem>.py`` in place of the stubs, where every checker must accept them. Both runs are marked
 ``slow`` (``make test`` runs them, ``make test-fast`` does not).
 
@@ -28,7 +28,6 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
 
 from crossvit import exercises
 from crossvit.weights import cached_weights
@@ -140,8 +139,8 @@ COURSE = sorted({ex.notebook for ex in exercises.EXERCISES})
 
 @pytest.mark.parametrize("stem", COURSE)
 def test_exercise_cells_follow_the_convention(stem: str):
-    """Each exercise: a tagged cell defining the stub (raising NotImplementedError) and computing the answer, then
-    a cell calling its checker; the solutions file has the function; the registry lists them in this order."""
+    """Each exercise: a tagged cell defining the stub (raising NotImplementedError), then a cell handing the function
+    itself to its checker; the solutions file has the function; the registry lists them in this order."""
     nb = nbformat.read(NOTEBOOKS_DIR / f"{stem}.ipynb", as_version=4)
     found = exercises.exercise_cells(nb)
     assert [name for _, name in found] == [ex.name for ex in exercises.EXERCISES if ex.notebook == stem]
@@ -150,14 +149,15 @@ def test_exercise_cells_follow_the_convention(stem: str):
     for index, name in found:
         stub = nb.cells[index].source
         function = next(n for n in ast.parse(stub).body if isinstance(n, ast.FunctionDef))
+        assert function.name == name
         assert isinstance(function.body[-1], ast.Raise) and "NotImplementedError" in ast.unparse(function.body[-1])
-        assert len(ast.parse(stub).body) > 1, f"exercise cell {index} must also call {name}() to compute the answer"
+        assert not re.search(rf"^[^#\s].*\b{name}\(", stub, re.M), f"exercise cell {index} must not call {name}()"
         checker = nb.cells[index + 1]
-        assert checker.cell_type == "code" and f"exercises.check_{name}(" in checker.source
+        assert checker.cell_type == "code" and re.search(rf"exercises\.check_{name}\({name}\b", checker.source)
         assert name in solutions, f"notebooks/solutions/{stem}.py has no function {name}"
         uses = [i for i, cell in enumerate(nb.cells) if i not in (index, index + 1) and cell.cell_type == "code"
-                and re.search(rf"\b{name}\(", cell.source)]
-        assert not uses, f"cells {uses} call {name}(): only the exercise cell may use the learner's function"
+                and re.search(rf"\b{name}\b", cell.source)]
+        assert not uses, f"cells {uses} use {name}: only the exercise cell and its checker may"
 
 
 def process_alive(pid: int) -> bool:
@@ -178,10 +178,9 @@ def test_a_notebook_kernel_ends_with_its_notebook(tmp_path: Path, monkeypatch: p
     assert not process_alive(pid)
 
 
-def run_notebook(nb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[int]]:
-    """Execute ``nb`` cell by cell in a fresh kernel; an exercise cell may raise NotImplementedError (a stub), in
-    which case its checker cell (the next one) is skipped; any other error fails. Returns the figures written and
-    the indices of the stub cells."""
+def run_notebook(nb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Execute ``nb`` top to bottom in a fresh kernel, as Run All does: every cell must succeed (an exercise left as
+    a stub does not stop anything: its checker says it is not attempted yet). Returns the figures written."""
     figures = tmp_path / "figures"
     monkeypatch.setenv("CROSSVIT_FIGURES_DIR", str(figures))
     monkeypatch.delenv("MPLBACKEND", raising=False)
@@ -189,24 +188,13 @@ def run_notebook(nb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[l
     km = venv_kernel_manager()
     client = NotebookClient(nb, km=km, kernel_name="python3", timeout=CELL_TIMEOUT_S, startup_timeout=120,
                             allow_errors=False, resources={"metadata": {"path": str(NOTEBOOKS_DIR)}})
-    stubs: list[int] = []
     try:
         client.reset_execution_trackers()
         # cleanup_kc=True: nbclient shuts down only kernels it created itself unless told to; ours must end here
         with client.setup_kernel(cleanup_kc=True):
             kernel_pid = km.provisioner.process.pid
-            skip = None
             for index, cell in enumerate(nb.cells):
-                if index == skip:
-                    continue
-                try:
-                    client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
-                except CellExecutionError as exc:
-                    if exc.ename == "NotImplementedError" and exercises.is_exercise_cell(cell):
-                        stubs.append(index)
-                        skip = index + 1
-                        continue
-                    raise  # names the cell and shows its traceback
+                client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)  # names the cell
     finally:
         if km.transport == "ipc":
             shutil.rmtree(os.path.dirname(km.ip), ignore_errors=True)
@@ -215,7 +203,12 @@ def run_notebook(nb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[l
     for figure in written:
         content = (figures / figure).read_bytes()
         assert content.startswith(PNG_SIGNATURE) and len(content) > 1000, f"{figure} is not a real PNG"
-    return written, stubs
+    return written
+
+
+def checker_output(nb, index: int) -> str:
+    """What the checker cell after exercise cell ``index`` printed."""
+    return "".join(out.get("text", "") for out in nb.cells[index + 1].outputs)
 
 
 @pytest.mark.slow
@@ -225,9 +218,12 @@ def test_notebook_runs_as_committed_and_writes_its_figures(name: str, tmp_path: 
     path = NOTEBOOKS_DIR / name
     original = path.read_bytes()
     nb = nbformat.read(path, as_version=4)
-    written, stubs = run_notebook(nb, tmp_path, monkeypatch)
+    written = run_notebook(nb, tmp_path, monkeypatch)  # Run All reaches the end
     assert written == sorted(EXPECTED_FIGURES[name])
-    assert stubs == [index for index, _ in exercises.exercise_cells(nb)], "every exercise cell must be a stub"
+    for index, _ in exercises.exercise_cells(nb):  # one calm line per unsolved exercise, no traceback
+        printed = checker_output(nb, index)
+        assert printed.startswith("\u2026 exercise") and "not attempted yet" in printed, printed
+        assert printed.count("\n") == 1 and not any(o.output_type == "error" for o in nb.cells[index + 1].outputs)
     assert path.read_bytes() == original, "executing must not modify the stored notebook"
 
 
@@ -236,11 +232,10 @@ def test_notebook_runs_as_committed_and_writes_its_figures(name: str, tmp_path: 
 def test_notebook_runs_with_the_solutions(stem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     path = NOTEBOOKS_DIR / f"{stem}.ipynb"
     nb = exercises.with_solutions(nbformat.read(path, as_version=4), exercises.solutions_path(path))
-    written, stubs = run_notebook(nb, tmp_path, monkeypatch)
-    assert stubs == []
+    written = run_notebook(nb, tmp_path, monkeypatch)
     assert written == sorted(EXPECTED_FIGURES[path.name])
     for index, _ in exercises.exercise_cells(nb):
-        printed = "".join(out.get("text", "") for out in nb.cells[index + 1].outputs)
+        printed = checker_output(nb, index)
         assert printed.startswith("\u2713 "), f"the checker after cell {index} printed {printed!r}"
 
 

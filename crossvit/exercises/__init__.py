@@ -26,6 +26,7 @@ is importable from here, as ``exercises.check_<name>``.
 """
 
 from .common import EXERCISES, Exercise, ExerciseError, ExerciseTypeError
+from .hints import HINTS, hint, reset_hints
 from .nb01_patch_embedding import check_embed_patches, check_patchify, check_token_sequence
 from .nb02_dual_branch_encoding import check_cls_attention_row, check_logits_from_heads
 from .nb03_cross_attention import check_fusion_direction, check_record_with_hooks
@@ -48,6 +49,7 @@ __all__ = [
     "Exercise",
     "ExerciseError",
     "ExerciseTypeError",
+    "HINTS",
     "check_cls_attention_row",
     "check_embed_patches",
     "check_eval_transform",
@@ -66,6 +68,8 @@ __all__ = [
     "check_top_predictions",
     "check_train_with_one_change",
     "exercise_cells",
+    "hint",
+    "reset_hints",
     "exercise_name",
     "solution_functions",
     "solutions_path",

@@ -3,7 +3,9 @@ tensor, compare it with a reference and name a recognised mistake."""
 
 from __future__ import annotations
 
+import functools
 import numbers
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -135,10 +137,11 @@ def close(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float) -> bool:
     return a.shape == b.shape and torch.allclose(a, b, atol=atol, rtol=rtol)
 
 
-def compare(name: str, answer: torch.Tensor, reference: torch.Tensor, *, what: str, hint: str,
-             diagnoses: Sequence[Diagnosis] = (), atol: float = 1e-5, rtol: float = 1e-4) -> float:
+def compare(name: str, answer: torch.Tensor, reference: torch.Tensor, *, what: str,
+            diagnoses: Sequence[Diagnosis] = (), atol: float = 1e-5, rtol: float = 1e-4) -> float:
     """Return the largest difference if ``answer`` equals ``reference`` (both CPU float32); otherwise raise an
-    ExerciseError naming the first recognised mistake, or else where the values differ, and ``hint``."""
+    ExerciseError naming the first recognised mistake, or else where the values differ (what is wrong, never how
+    to write it: :func:`crossvit.exercises.hint` gives hints one at a time)."""
     reference = reference.detach().to("cpu", torch.float32)
     error = (answer - reference).abs()
     if close(answer, reference, atol, rtol):
@@ -151,7 +154,7 @@ def compare(name: str, answer: torch.Tensor, reference: torch.Tensor, *, what: s
                 fail(name, f"the values are not {what} yet: {mistake}")
     worst = tuple(int(i) for i in torch.unravel_index(error.argmax(), error.shape))
     fail(name, f"the values differ from {what} by up to {error.max().item():.3g} (largest at index {worst}: "
-                f"yours {answer[worst].item():.4g}, expected {reference[worst].item():.4g}). Hint: {hint}")
+                f"yours {answer[worst].item():.4g}, expected {reference[worst].item():.4g}).")
 
 
 def check_model(checker: str, model: object) -> CrossViT:
@@ -202,3 +205,159 @@ def int_option(checker: str, name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{checker}: {name} must be an int >= {minimum}, got {value!r}")
     return int(value)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Running the learner's function: not attempted yet, shortcuts refused, nothing left behind
+
+
+class NotAttempted(Exception):
+    """The learner's function still raises NotImplementedError (the stub)."""
+
+
+def exercise(name: str) -> Exercise:
+    """The :class:`Exercise` called ``name`` (its function's name), or with number ``name`` ("4.1")."""
+    for ex in EXERCISES:
+        if name in (ex.name, ex.number):
+            return ex
+    raise ValueError(f"no exercise {name!r}; the exercises are {', '.join(e.number for e in EXERCISES)}")
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """A library function an exercise asks the learner to rebuild: calling it inside the learner's function is
+    refused. ``target`` is a Python function or method (matched by its code), a builtin (matched by identity), or
+    a ``(type, method name)`` pair for a builtin method such as ``(torch.Tensor, "unfold")``."""
+
+    target: Any
+    label: str  # how the message names it, e.g. "F.unfold"
+
+
+def _code_of(target: Any) -> Any:
+    function = getattr(target, "__func__", target)
+    return getattr(function, "__code__", None)
+
+
+class _ShortcutWatch:
+    """While active (``with``), notes every call of a :class:`Shortcut` in this thread (``sys.setprofile``)."""
+
+    def __init__(self, shortcuts: Sequence[Shortcut]) -> None:
+        self.by_code = {_code_of(s.target): s for s in shortcuts if _code_of(s.target) is not None}
+        self.builtins = {id(s.target): s for s in shortcuts
+                         if _code_of(s.target) is None and not isinstance(s.target, tuple)}
+        self.methods = {(s.target[1], s.target[0]): s for s in shortcuts if isinstance(s.target, tuple)}
+        self.seen: list[Shortcut] = []
+        self._previous = None
+
+    def _profile(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            hit = self.by_code.get(frame.f_code)
+        elif event == "c_call":
+            hit = self.builtins.get(id(arg))
+            if hit is None and self.methods:
+                owner = getattr(arg, "__self__", None)
+                for (method, cls), shortcut in self.methods.items():
+                    if getattr(arg, "__name__", None) == method and isinstance(owner, cls):
+                        hit = shortcut
+                        break
+        else:
+            return
+        if hit is not None and hit not in self.seen:
+            self.seen.append(hit)
+
+    def __enter__(self) -> _ShortcutWatch:
+        if self.by_code or self.builtins or self.methods:
+            self._previous = sys.getprofile()
+            sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.by_code or self.builtins or self.methods:
+            sys.setprofile(self._previous)
+
+
+def _hooks(model: nn.Module | None) -> set[tuple[int, str, int]]:
+    if model is None:
+        return set()
+    return {(id(m), kind, key) for m in model.modules()
+            for kind in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks")
+            for key in getattr(m, kind)}
+
+
+def _remove_hooks(model: nn.Module, keys: set[tuple[int, str, int]]) -> None:
+    for m in model.modules():
+        for kind in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks"):
+            hooks = getattr(m, kind)
+            for key in [k for k in hooks if (id(m), kind, k) in keys]:
+                del hooks[key]
+                getattr(m, "_forward_hooks_with_kwargs", {}).pop(key, None)
+                getattr(m, "_forward_hooks_always_called", {}).pop(key, None)
+                getattr(m, "_forward_pre_hooks_with_kwargs", {}).pop(key, None)
+
+
+def run_learner(name: str, function: object, *args: Any, shortcuts: Sequence[Shortcut] = (),
+                model: nn.Module | None = None, **kwargs: Any) -> Any:
+    """Call the learner's ``function(*args, **kwargs)`` for exercise ``name`` and return what it returns.
+
+    * ``function`` must be the function itself (a result is refused: only a function can be checked for
+      shortcuts);
+    * the stub's NotImplementedError becomes :class:`NotAttempted` (the checker then says so calmly);
+    * any other error becomes an ExerciseError naming it (the traceback above the message shows where);
+    * a call of one of ``shortcuts`` (the library functions the exercise rebuilds) is refused;
+    * nothing is left behind: torch's grad mode and ``model``'s train/eval mode are restored, and hooks the
+      function registered on ``model`` and did not remove are removed (and reported).
+    """
+    if not callable(function):
+        raise ExerciseTypeError(
+            f"{name}: pass your function itself, as in `exercises.check_{name}({name}, ...)`, not what it returns "
+            f"(got a {type(function).__name__}): the checker calls it on its own inputs.")
+    grad_mode = torch.is_grad_enabled()
+    training = model.training if model is not None else None
+    hooks_before = _hooks(model)
+    watch = _ShortcutWatch(shortcuts)
+    try:
+        with watch:
+            result = function(*args, **kwargs)
+    except NotImplementedError:
+        raise NotAttempted from None
+    except ExerciseError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any bug of the learner's becomes a sentence (traceback kept above)
+        raise ExerciseError(f"{name}: your function raised {type(err).__name__}: {err}") from err
+    finally:
+        torch.set_grad_enabled(grad_mode)
+        if model is not None:
+            model.train(training)
+            left = _hooks(model) - hooks_before
+            if left:
+                _remove_hooks(model, left)
+    if model is not None and left:
+        fail(name, f"your function left {len(left)} hook(s) registered on the model after it returned (the checker "
+                   "removed them, so your next attempt starts clean): every hook must be removed before returning.")
+    if watch.seen:
+        used = ", ".join(s.label for s in watch.seen)
+        fail(name, f"your function calls {used}, which this exercise asks you to rebuild yourself; it must compute "
+                   "the same result without calling it.")
+    return result
+
+
+def checker_for(name: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Decorator for ``check_<name>``: an exercise not attempted yet prints one calm line instead of an error, and
+    every wrong answer's message ends by pointing at :func:`crossvit.exercises.hint`."""
+    ex = exercise(name)
+
+    def decorate(check: Callable[..., None]) -> Callable[..., None]:
+        @functools.wraps(check)
+        def wrapped(*args: Any, **kwargs: Any) -> None:
+            try:
+                check(*args, **kwargs)
+            except NotAttempted:
+                print(f"\u2026 exercise {ex.number} ({name}) not attempted yet: write `{name}` in the cell above, "
+                      "run it, then run this cell again.")
+            except ExerciseError as err:
+                if "exercises.hint(" not in str(err):
+                    err.args = (f"{err} (exercises.hint({ex.number!r}) gives a hint.)",)
+                raise
+        return wrapped
+
+    return decorate

@@ -9,23 +9,32 @@ from torch import nn
 from ..model import CrossViT
 from ..utils import eval_mode
 from .common import (
+    Shortcut,
     check_branch,
     check_image_batch,
     check_model,
+    checker_for,
     compare,
     int_option,
     ok,
+    run_learner,
     tensor_answer,
 )
 
 # ----------------------------------------------------------------------------------------------------------------
 # 01 · patch embedding
 
+UNFOLD = [Shortcut(F.unfold, "F.unfold"), Shortcut((torch.Tensor, "unfold"), "Tensor.unfold"),
+          Shortcut(nn.Unfold.forward, "nn.Unfold")]
+CONVOLUTION = [Shortcut(nn.Conv2d.forward, "the convolution module"), Shortcut(F.conv2d, "F.conv2d"),
+               Shortcut(torch.conv2d, "torch.conv2d")]
 
-def check_patchify(answer: object, images: torch.Tensor, patch_size: int) -> None:
-    """Exercise 1.1: ``answer`` = ``images`` (B, C, H, W) cut into non-overlapping ``patch_size`` patches,
-    (B, N, C * p * p): patches in row-major grid order, each flattened channel first (as ``conv.weight`` is).
-    Reference: ``F.unfold``."""
+
+@checker_for("patchify")
+def check_patchify(function: object, images: torch.Tensor, patch_size: int) -> None:
+    """Exercise 1.1: ``function(images, patch_size)`` = ``images`` (B, C, H, W) cut into non-overlapping
+    ``patch_size`` patches, (B, N, C * p * p): patches in row-major grid order, each flattened channel first (as
+    ``conv.weight`` is). Reference: ``F.unfold``, which the function may not call."""
     name = "patchify"
     images = check_image_batch("check_patchify", images)
     p = int_option("check_patchify", "patch_size", patch_size, 1)
@@ -34,6 +43,7 @@ def check_patchify(answer: object, images: torch.Tensor, patch_size: int) -> Non
         raise ValueError(f"check_patchify: the image size {h}x{w} is not divisible by patch_size {p}")
     rows, cols = h // p, w // p
     n, d = rows * cols, c * p * p
+    answer = run_learner(name, function, images, p, shortcuts=UNFOLD)
     answer = tensor_answer(
         name, answer, "the flattened patches", (b, n, d), "(B, N, C·p·p)",
         {(b, d, n): "that is F.unfold's own layout (B, C·p·p, N); transpose the last two dimensions.",
@@ -53,9 +63,7 @@ def check_patchify(answer: object, images: torch.Tensor, patch_size: int) -> Non
         (lambda: grid.permute(0, 2, 4, 1, 5, 3).reshape(b, n, d),
          "inside each patch, rows and columns are swapped: flatten (C, row, column), in that order."),
     ]
-    compare(name, answer, reference, what="F.unfold's patches", diagnoses=diagnoses, atol=1e-6, rtol=0,
-             hint="reshape to (B, C, rows, p, cols, p), permute to (B, rows, cols, C, p, p), reshape to "
-                  "(B, rows·cols, C·p·p).")
+    compare(name, answer, reference, what="F.unfold's patches", diagnoses=diagnoses, atol=1e-6, rtol=0)
     ok(name, f"your {b}x{n} patches of {d} numbers equal F.unfold's ({rows}x{cols} grid of {p} px patches).")
 
 
@@ -76,16 +84,22 @@ def _branch_image(checker: str, model: CrossViT, branch_image: object, branch: s
     return image
 
 
-def check_embed_patches(answer: object, model: CrossViT, branch_image: torch.Tensor, branch: str) -> None:
-    """Exercise 1.2: ``answer`` = the patch tokens (B, N, D) of ``branch_image`` (the image the branch sees),
-    computed as flattened patches times the convolution's weight matrix plus its bias. Reference:
-    ``model.embed[branch].patch_embed``."""
+@checker_for("embed_patches")
+def check_embed_patches(function: object, model: CrossViT, branch_image: torch.Tensor, branch: str) -> None:
+    """Exercise 1.2: ``function(patches, conv)`` = the patch tokens (B, N, D) of ``branch_image`` (the image the
+    branch sees; ``patches`` are its flattened patches, as ``F.unfold`` gives them, ``conv`` the branch's patch
+    convolution), computed as the patches times the convolution's weight matrix plus its bias. Reference:
+    ``model.embed[branch].patch_embed``; the function may not run the convolution."""
     name, checker = "embed_patches", "check_embed_patches"
     model = check_model(checker, model)
     branch = check_branch(checker, model, branch)
     conv = _conv_embedding(checker, model, branch)
     image = _branch_image(checker, model, branch_image, branch)
     b, n, d = image.shape[0], model.num_patches(branch), conv.out_channels
+    p = model.patch_size(branch)
+    patches = F.unfold(image.detach(), kernel_size=p, stride=p).transpose(1, 2)  # (B, N, C*p*p)
+    with torch.no_grad():
+        answer = run_learner(name, function, patches, conv, shortcuts=CONVOLUTION, model=model)
     answer = tensor_answer(
         name, answer, "the patch tokens", (b, n, d), "(B, N, D)",
         {(b, d, n): "that is the convolution's channel-first layout; transpose to one row per patch.",
@@ -96,15 +110,16 @@ def check_embed_patches(answer: object, model: CrossViT, branch_image: torch.Ten
     diagnoses = [] if bias is None else [
         (lambda: reference.cpu().float() - bias, "the convolution's bias is missing: add conv.bias.")]
     compare(name, answer, reference, what="the conv patch embedding's tokens", diagnoses=diagnoses, atol=1e-4,
-             rtol=1e-4, hint="tokens = patches @ conv.weight.reshape(D, -1).T + conv.bias, with the patches "
-                             "flattened channel first as in exercise 1.1.")
+             rtol=1e-4)
     ok(name, f"your tokens equal the {branch} branch's convolution output, {b} images x {n} patches x {d} "
               "numbers: a strided convolution is a linear map on flattened patches.")
 
 
-def check_token_sequence(answer: object, model: CrossViT, branch_image: torch.Tensor, branch: str) -> None:
-    """Exercise 1.3: ``answer`` = [CLS, patch tokens] + position embeddings, (B, 1 + N, D), for the image the
-    branch sees. Reference: ``model.embed[branch](branch_image)`` in eval mode."""
+@checker_for("token_sequence")
+def check_token_sequence(function: object, model: CrossViT, branch_image: torch.Tensor, branch: str) -> None:
+    """Exercise 1.3: ``function(embedding, branch_image)`` = [CLS, patch tokens] + position embeddings,
+    (B, 1 + N, D), for the image the branch sees (``embedding = model.embed[branch]``). Reference: the embedding
+    module's own forward in eval mode, which the function may not call."""
     name, checker = "token_sequence", "check_token_sequence"
     model = check_model(checker, model)
     branch = check_branch(checker, model, branch)
@@ -116,6 +131,9 @@ def check_token_sequence(answer: object, model: CrossViT, branch_image: torch.Te
         cls = embedding.cls_token.expand(image.shape[0], -1, -1)
         pos = embedding.pos_embed
     b, n, d = reference.shape[0], reference.shape[1] - 1, reference.shape[2]
+    with torch.no_grad(), eval_mode(model):
+        answer = run_learner(name, function, embedding, image, model=model,
+                             shortcuts=[Shortcut(type(embedding).forward, f"model.embed['{branch}'] itself")])
     answer = tensor_answer(
         name, answer, "the token sequence", (b, 1 + n, d), "(B, 1 + N, D)",
         {(b, n, d): "the CLS token is missing: prepend it (torch.cat along dimension 1).",
@@ -128,7 +146,6 @@ def check_token_sequence(answer: object, model: CrossViT, branch_image: torch.Te
         (lambda: torch.cat((cls, patches + pos[:, 1:]), dim=1),
          "the CLS token did not get its position embedding: add pos_embed after concatenating."),
     ]
-    compare(name, answer, reference, what="the branch embedding's tokens", diagnoses=diagnoses, atol=1e-5,
-             hint="torch.cat((cls_token.expand(B, -1, -1), patch_embed(image)), dim=1) + pos_embed.")
+    compare(name, answer, reference, what="the branch embedding's tokens", diagnoses=diagnoses, atol=1e-5)
     ok(name, f"your (B, 1 + {n}, {d}) sequence equals model.embed['{branch}']: the CLS token is token 0 and "
               "every token carries its learned position.")

@@ -3,27 +3,39 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from ..layers import AttentionMap, SelfAttention
 from ..model import CrossViT, check_images
 from ..recording import record_attention
 from ..utils import eval_mode
 from .common import (
+    Shortcut,
     capture_inputs,
     check_model,
+    checker_for,
     compare,
     find_site,
     ok,
+    run_learner,
     tensor_answer,
 )
 
 # ----------------------------------------------------------------------------------------------------------------
 # 02 · dual-branch encoding
 
+ATTENTION = [Shortcut(AttentionMap.forward, "the layer's attention map module"),
+             Shortcut(SelfAttention.forward, "the layer's attention module"),
+             Shortcut(F.scaled_dot_product_attention, "F.scaled_dot_product_attention"),
+             Shortcut(record_attention.__init__, "record_attention")]
 
-def check_cls_attention_row(answer: object, model: CrossViT, images: torch.Tensor, site: str) -> None:
-    """Exercise 2.1: ``answer`` = the CLS token's row of the self-attention map at ``site`` (e.g.
-    ``"blocks.2.large.self.1"``), (B, heads, 1 + N), computed from the layer's LayerNorm and q/k weights.
-    Reference: the map ``record_attention`` records there."""
+
+@checker_for("cls_attention_row")
+def check_cls_attention_row(function: object, model: CrossViT, images: torch.Tensor, site: str) -> None:
+    """Exercise 2.1: ``function(layer, tokens)`` = the CLS token's row of the self-attention map at ``site`` (e.g.
+    ``"blocks.2.large.self.1"``), (B, heads, 1 + N), computed from the layer's LayerNorm and q/k weights
+    (``layer``: the transformer layer at ``site``, ``tokens``: its input). Reference: the map
+    ``record_attention`` records there; the function may not run the layer's attention."""
     name, checker = "cls_attention_row", "check_cls_attention_row"
     model = check_model(checker, model)
     check_images(images, model)
@@ -41,6 +53,8 @@ def check_cls_attention_row(answer: object, model: CrossViT, images: torch.Tenso
     with torch.no_grad(), eval_mode(model):
         recorded, (tokens,) = capture_inputs(layer, run)  # (B, heads, N, N); tokens (B, N, D)
     b, heads, n = recorded.shape[0], recorded.shape[1], recorded.shape[-1]
+    with torch.no_grad(), eval_mode(model):
+        answer = run_learner(name, function, layer, tokens, model=model, shortcuts=ATTENTION)
     answer = tensor_answer(
         name, answer, "the CLS attention row of every head", (b, heads, n), "(B, heads, 1 + N)",
         {(b, heads, 1, n): "that is the query dimension of size 1: take [:, :, 0] (or squeeze(2)).",
@@ -64,21 +78,26 @@ def check_cls_attention_row(answer: object, model: CrossViT, images: torch.Tenso
                                          "dimension) so that each row sums to 1."),
         ]
         compare(name, answer, recorded[:, :, 0], what="the recorded attention row", diagnoses=diagnoses,
-                 atol=1e-5, rtol=1e-3,
-                 hint="x = layer.norm1(tokens); q, k, v = layer.attn.to_qkv(x) split into 3 x (B, heads, N, "
-                      "dim_head); softmax(q[:, :, :1] @ k.transpose(-2, -1) * scale, dim=-1)[:, :, 0].")
+                 atol=1e-5, rtol=1e-3)
     ok(name, f"your {heads} heads' CLS rows equal the recorded map at {site}; each sums to 1 over the "
               f"layer's {n} tokens, the CLS included.")
 
 
-def check_logits_from_heads(answer: object, model: CrossViT, images: torch.Tensor) -> None:
-    """Exercise 2.2: ``answer`` = the model's logits (B, classes) computed from ``model.forward_features`` by
-    applying each branch's head (LayerNorm, then Linear on the CLS token) and combining the two. Reference:
-    ``model(images)``."""
+@checker_for("logits_from_heads")
+def check_logits_from_heads(function: object, model: CrossViT, images: torch.Tensor) -> None:
+    """Exercise 2.2: ``function(model, features)`` = the model's logits (B, classes) computed from ``features =
+    model.forward_features(images)`` by applying each branch's head (LayerNorm, then Linear on the CLS token) and
+    combining the two. Reference: ``model(images)``; the function may not call the model's own combination."""
     name, checker = "logits_from_heads", "check_logits_from_heads"
     model = check_model(checker, model)
     check_images(images, model)
     b, k = images.shape[0], model.num_classes
+    with torch.no_grad(), eval_mode(model):
+        features = model.forward_features(images)
+        answer = run_learner(name, function, model, features, model=model, shortcuts=[
+            Shortcut(CrossViT.forward, "the model itself"), Shortcut(CrossViT.forward_head, "model.forward_head"),
+            Shortcut(CrossViT.combine_heads, "model.combine_heads"),
+            Shortcut(CrossViT.branch_logits, "model.branch_logits")])
     answer = tensor_answer(name, answer, "the model's logits", (b, k), "(B, classes)",
                             {(2, b, k): "combine the two heads' logits into one (B, classes) tensor.",
                              (b, 2, k): "combine the two heads' logits into one (B, classes) tensor."})
@@ -100,7 +119,5 @@ def check_logits_from_heads(answer: object, model: CrossViT, images: torch.Tenso
          "the heads' LayerNorm is missing: head.fc(head.norm(cls))."),
     ]
     diagnoses = [(wrong, mistake) for wrong, mistake in diagnoses if mistake]
-    compare(name, answer, reference, what="the model's logits", diagnoses=diagnoses, atol=1e-4, rtol=1e-4,
-             hint="for each branch: head = model.heads[branch]; head.fc(head.norm(features[branch][:, 0])); "
-                  "then " + ("average" if mean else "add") + " the two.")
+    compare(name, answer, reference, what="the model's logits", diagnoses=diagnoses, atol=1e-4, rtol=1e-4)
     ok(name, f"your logits equal model(images): the {'mean' if mean else 'sum'} of the two branch heads.")

@@ -7,18 +7,22 @@ from typing import Any
 
 import torch
 
+from ..layers import AttentionMap
 from ..model import CrossViT, check_images
-from ..recording import attention_sites, record_attention
+from ..recording import AttentionRecorder, attention_sites, record_attention
 from ..utils import eval_mode
 from .common import (
     ExerciseTypeError,
+    Shortcut,
     capture_inputs,
     check_branch,
     check_model,
+    checker_for,
     close,
     compare,
     fail,
     ok,
+    run_learner,
     tensor_answer,
 )
 
@@ -26,21 +30,28 @@ from .common import (
 # 03 · cross-attention and hooks
 
 
-def check_record_with_hooks(answer: object, model: CrossViT, images: torch.Tensor, sites: str = "cross") -> None:
-    """Exercise 3.1: ``answer`` = {site name: map} recorded with your own forward hooks on the sites' modules
-    (``site.module``) during one forward pass, hooks removed afterwards. Reference: ``record_attention(model,
-    sites=sites)``."""
+@checker_for("record_with_hooks")
+def check_record_with_hooks(function: object, model: CrossViT, images: torch.Tensor, sites: str = "cross") -> None:
+    """Exercise 3.1: ``function(model, images, kind)`` = {site name: map} recorded with your own forward hooks on
+    the sites' modules (``site.module``) during one forward pass, hooks removed afterwards. Reference:
+    ``record_attention(model, sites=sites)``, which the function may not use."""
     name, checker = "record_with_hooks", "check_record_with_hooks"
     model = check_model(checker, model)
     check_images(images, model)
-    left = [s.name for s in attention_sites(model) if s.module.observed]
-    if left:
-        fail(name, f"{len(left)} hook(s) are still registered (e.g. on {left[0]}), so those sites stay on the "
-                    "slow explicit path forever. Keep the handle that register_forward_hook returns and call "
-                    "handle.remove() when the forward pass is done (in a `finally:` block).")
+    left = [s for s in attention_sites(model) if s.module.observed]
+    if left:  # hooks of an attempt run outside the checker: remove them, so this attempt starts clean
+        for site in left:
+            site.module._forward_hooks.clear()
+            site.module._forward_pre_hooks.clear()
+        print(f"(removed {len(left)} hook(s) left on the attention sites by an earlier run of your function, "
+              f"e.g. on {left[0].name}; each hook must be removed before the function returns)")
     with torch.no_grad(), eval_mode(model), record_attention(model, sites=sites) as rec:
         model(images)
     reference = rec.sites
+    with torch.no_grad():
+        answer = run_learner(name, function, model, images, sites, model=model, shortcuts=[
+            Shortcut(record_attention.__init__, "record_attention"),
+            Shortcut(AttentionRecorder._attach, "an AttentionRecorder")])
     if answer is None:
         raise ExerciseTypeError(f"{name}: the answer is None; return a dict {{site name: map}}. Does your "
                                 "function end with `return ...`?")
@@ -49,6 +60,12 @@ def check_record_with_hooks(answer: object, model: CrossViT, images: torch.Tenso
                                 f"site name (e.g. {next(iter(reference))!r}) to the map its hook saw.")
     missing = [s for s in reference if s not in answer]
     extra = [s for s in answer if s not in reference]
+    last = list(reference)[-1]
+    if len(reference) > 1 and list(answer) == [last] and isinstance(answer[last], torch.Tensor) \
+            and close(answer[last].detach().cpu().float(), reference[last].cpu().float(), 1e-5, 1e-4):
+        fail(name, f"every hook stored its map under one name, {last!r}, the last site's, so only the last map "
+                    "is left: when the hooks ran, the loop variable they read the name from already held the "
+                    "last site.")
     if missing:
         fail(name, f"{len(missing)} of the {len(reference)} sites are missing (e.g. {missing[0]!r}). Register a "
                     "hook on site.module for every site in the list, keyed by site.name.")
@@ -67,8 +84,7 @@ def check_record_with_hooks(answer: object, model: CrossViT, images: torch.Tenso
         layout = "(B, heads, 1, 1 + N_other)" if ".cross." in site_name else "(B, heads, N, N)"
         got = tensor_answer(name, value, f"the map of {site_name}", expected.shape, layout)
         if not close(got, expected.cpu().float(), 1e-5, 1e-4):
-            fail(name, f"the map of {site_name} differs from record_attention's. Hint: store the hook's `output` "
-                        "argument (the module's forward output is the map), from one forward pass of the images.")
+            fail(name, f"the map of {site_name} differs from record_attention's.")
     ok(name, f"your hooks recorded the same {len(reference)} maps as record_attention, and none is left "
               "registered.")
 
@@ -96,10 +112,13 @@ def _fusion_io(checker: str, model: CrossViT, images: torch.Tensor, query: str, 
     return site, getattr(layer, query), own[:, :1], other[:, 1:], recorded, new_cls
 
 
-def check_fusion_direction(answer: object, model: CrossViT, images: torch.Tensor, query: str, block: int = -1,
+@checker_for("fusion_direction")
+def check_fusion_direction(function: object, model: CrossViT, images: torch.Tensor, query: str, block: int = -1,
                            fusion: int = -1) -> None:
-    """Exercise 3.2: ``answer`` = ``(attention, new_cls)`` of one fusion direction of a paper-flavour model,
-    computed from the module's weights: the ``query`` branch's CLS projected to the other width, the context
+    """Exercise 3.2: ``function(direction, cls, other_patches)`` = ``(attention, new_cls)`` of one fusion
+    direction of a paper-flavour model (``direction``: the fusion layer's module for ``query``; ``cls``: that
+    branch's CLS (B, 1, D_query); ``other_patches``: the other branch's patch tokens), computed from the module's
+    weights (not by running the module): the ``query`` branch's CLS projected to the other width, the context
     [projected CLS, other patches] layer-normalised, attention with the CLS as the only query (B, heads, 1,
     1 + N_other), the residual added and the result projected back (B, 1, D_query). Reference: the recorded
     cross-attention map and the fusion layer's output CLS."""
@@ -112,6 +131,13 @@ def check_fusion_direction(answer: object, model: CrossViT, images: torch.Tensor
                          f"{model.flavour!r}")
     other_branch = "large" if query == "small" else "small"
     b = images.shape[0]
+    with torch.no_grad(), eval_mode(model):
+        site, direction, cls, patches, recorded, new_cls = _fusion_io(checker, model, images, query, block, fusion)
+        answer = run_learner(name, function, direction, cls, patches, model=model, shortcuts=[
+            Shortcut(type(direction).forward, "the fusion module itself"),
+            Shortcut(type(direction.attn).forward, "the fusion's attention module"),
+            Shortcut(AttentionMap.forward, "the attention map module"),
+            Shortcut(record_attention.__init__, "record_attention")])
     if answer is None:
         raise ExerciseTypeError(f"{name}: the answer is None; return the pair (attention, new_cls). Does your "
                                 "function end with `return attention, new_cls`?")
@@ -121,7 +147,6 @@ def check_fusion_direction(answer: object, model: CrossViT, images: torch.Tensor
         raise ExerciseTypeError(f"{name}: the answer is {got}; return the pair (attention, new_cls), the "
                                 "cross-attention map and the new CLS token.")
     with torch.no_grad(), eval_mode(model):
-        site, direction, cls, patches, recorded, new_cls = _fusion_io(checker, model, images, query, block, fusion)
         attn = direction.attn
         heads, n_other = recorded.shape[1], recorded.shape[-1]
         d_query = model.arch.branch(query).dim
@@ -148,10 +173,7 @@ def check_fusion_direction(answer: object, model: CrossViT, images: torch.Tensor
                       "before computing q, k and v."),
                      (lambda: parts(scale=False)[0],
                       "the scores are not scaled: multiply by 1/sqrt(dim_head) (attn.attention_map.scale)."),
-                 ],
-                 hint="z = project_in(cls); context = norm(cat(z, other_patches)); q from context[:, :1] with "
-                      "attn.to_q, k and v from the whole context with attn.to_kv, split into heads; "
-                      "softmax(q @ k^T * scale).")
+                 ])
         answer_cls = tensor_answer(
             name, answer[1], "the new CLS token", (b, 1, d_query), "(B, 1, D_query)",
             {(b, 1, z.shape[-1]): "the new CLS is still in the other branch's width: project it back with "
@@ -169,7 +191,6 @@ def check_fusion_direction(answer: object, model: CrossViT, images: torch.Tensor
                      (lambda: cls + direction.project_out(out),
                       "that is the seed flavour's residual (in the query's own width); the paper flavour adds z, "
                       "in the other width, before project_out."),
-                 ],
-                 hint="new_cls = project_out(z + attn.to_out(merge_heads(attention @ v))).")
+                 ])
     ok(name, f"your fusion step equals the model's at {site}: the {query} CLS read {n_other - 1} {other_branch}"
               f"-branch patches and came back in its own width {d_query}.")

@@ -5,21 +5,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
-from ..explain import patch_map_to_pixels
+from ..explain import explain, patch_map_to_pixels
 from ..model import CrossViT
 from ..recording import AttentionRecorder
-from ..rollout import attention_rollout, gradient_weighted
+from ..rollout import attention_rollout, gradient_rollout, gradient_weighted, joint_rollout, rollout_from_maps
 from .common import (
+    Shortcut,
     check_branch,
     check_model,
+    checker_for,
     compare,
     ok,
+    run_learner,
     tensor_answer,
 )
 
 # ----------------------------------------------------------------------------------------------------------------
 # 04 · rollout
+
+ROLLOUTS = [Shortcut(attention_rollout, "crossvit.attention_rollout"),
+            Shortcut(rollout_from_maps, "crossvit.rollout.rollout_from_maps"),
+            Shortcut(joint_rollout, "crossvit.joint_rollout"), Shortcut(explain, "crossvit.explain")]
 
 
 def _full_rollout(maps: Sequence[torch.Tensor], reverse: bool = False, residual: bool = True,
@@ -39,10 +47,12 @@ def _full_rollout(maps: Sequence[torch.Tensor], reverse: bool = False, residual:
     return result[:, 0, 1:].float()
 
 
-def check_rollout(answer: object, rec: AttentionRecorder, branch: str) -> None:
-    """Exercise 4.1: ``answer`` = the per-branch rollout (B, N_patches) of ``rec.self_attention(branch)``: heads
-    fused by the mean, A' = rownorm(0.5 A + 0.5 I), R = A'_L ... A'_1, the CLS row over the patches. Reference:
-    ``crossvit.attention_rollout(rec, branch)``."""
+@checker_for("rollout")
+def check_rollout(function: object, rec: AttentionRecorder, branch: str) -> None:
+    """Exercise 4.1: ``function(maps)`` = the per-branch rollout (B, N_patches) of ``maps =
+    rec.self_attention(branch)``: heads fused by the mean, A' = rownorm(0.5 A + 0.5 I), R = A'_L ... A'_1, the
+    CLS row over the patches. Reference: ``crossvit.attention_rollout(rec, branch)``, which the function may not
+    call (nor the library's other rollouts)."""
     name, checker = "rollout", "check_rollout"
     if not isinstance(rec, AttentionRecorder):
         raise TypeError(f"{checker} needs the recorder of `with crossvit.record_attention(model) as rec:`, got "
@@ -51,6 +61,7 @@ def check_rollout(answer: object, rec: AttentionRecorder, branch: str) -> None:
     maps = rec.self_attention(branch)
     reference = attention_rollout(rec, branch)  # (B, N - 1)
     b, n = reference.shape[0], reference.shape[1] + 1
+    answer = run_learner(name, function, list(maps), shortcuts=ROLLOUTS)
     atol, rtol, precision = 1e-5, 1e-4, ""
     if isinstance(answer, torch.Tensor) and answer.dtype in (torch.float16, torch.bfloat16):
         # computed in half precision (e.g. from a bfloat16 model's maps): each of the L factors rounds to the
@@ -73,16 +84,17 @@ def check_rollout(answer: object, rec: AttentionRecorder, branch: str) -> None:
         (lambda: _full_rollout(maps, fusion="max"), "the heads were fused by the max; this exercise uses the mean."),
         (lambda: _full_rollout(maps, fusion="min"), "the heads were fused by the min; this exercise uses the mean."),
         (lambda: _full_rollout(maps[-1:]), "only the last layer went in: multiply through every layer."),
-    ], hint="R = I; for A in maps (forward order): A = A.mean(1); A = 0.5 * A + 0.5 * I; A = A / A.sum(-1, "
-            "keepdim=True); R = A @ R. Answer: R[:, 0, 1:].")
+    ])
     ok(name, f"your rollout equals attention_rollout(rec, '{branch}') for all {b} images, through "
               f"{len(maps)} layers{precision}.")
 
 
-def check_spread_to_pixels(answer: object, model: CrossViT, patch_map: torch.Tensor, branch: str) -> None:
-    """Exercise 4.2: ``answer`` = ``patch_map`` (B, N_patches of ``branch``) spread over the input pixels,
-    (B, H, W): each input pixel takes the value of the patch that covers it. Reference:
-    ``crossvit.patch_map_to_pixels``."""
+@checker_for("spread_to_pixels")
+def check_spread_to_pixels(function: object, model: CrossViT, patch_map: torch.Tensor, branch: str) -> None:
+    """Exercise 4.2: ``function(patch_map, grid, image_size)`` = ``patch_map`` (B, N_patches of ``branch``)
+    spread over the input pixels, (B, H, W): each input pixel takes the value of the patch that covers it
+    (``grid = model.patch_grid(branch)``, ``image_size = model.image_size``). Reference:
+    ``crossvit.patch_map_to_pixels``; the function may call neither it nor ``F.interpolate``."""
     name, checker = "spread_to_pixels", "check_spread_to_pixels"
     model = check_model(checker, model)
     branch = check_branch(checker, model, branch)
@@ -97,6 +109,9 @@ def check_spread_to_pixels(answer: object, model: CrossViT, patch_map: torch.Ten
             f"that is the {side} px image the {branch} branch saw. Its {rows}x{cols} grid covers the whole "
             f"{size} px input, so each patch covers {size / rows:g} input pixels: pixel row y belongs to patch "
             f"row floor(y * {rows} / {size}).")
+    answer = run_learner(name, function, patch_map, (rows, cols), size, shortcuts=[
+        Shortcut(patch_map_to_pixels, "crossvit.patch_map_to_pixels"), Shortcut(F.interpolate, "F.interpolate"),
+        Shortcut(explain, "crossvit.explain")])
     answer = tensor_answer(name, answer, "the pixel map", (b, size, size), "(B, H, W)", hints)
     pm = patch_map.detach().cpu().float()
     reference = patch_map_to_pixels(model, branch, pm)
@@ -105,16 +120,16 @@ def check_spread_to_pixels(answer: object, model: CrossViT, patch_map: torch.Ten
         (lambda: patch_map_to_pixels(model, branch, pm.reshape(b, rows, cols).transpose(1, 2).reshape(b, -1)),
          "the grid is transposed: token k is patch (row k // cols, column k % cols)."),
         (lambda: reference / covered, "the values were divided by the patch area; spread them unchanged."),
-    ], hint=f"index = torch.arange({size}) * {rows} // {size} gives each pixel row's patch row; "
-            "grid[:, index][:, :, index] spreads a (B, rows, cols) grid.")
+    ])
     ok(name, f"your map equals patch_map_to_pixels for the {rows}x{cols} {branch} grid "
               f"({size / rows:g} input pixels per patch).")
 
 
-def check_gradient_weighted_attention(answer: object, rec: AttentionRecorder, site: str) -> None:
-    """Exercise 4.3: ``answer`` = Chefer et al.'s A_bar = mean over heads of clamp(grad(A) * A, min=0) for the
-    map at ``site`` of a recording made with ``grads=True`` after ``backward()``. Reference:
-    ``crossvit.rollout.gradient_weighted``."""
+@checker_for("gradient_weighted_attention")
+def check_gradient_weighted_attention(function: object, rec: AttentionRecorder, site: str) -> None:
+    """Exercise 4.3: ``function(attention, grad)`` = Chefer et al.'s A_bar = mean over heads of
+    clamp(grad(A) * A, min=0) for the map at ``site`` of a recording made with ``grads=True`` after
+    ``backward()``. Reference: ``crossvit.rollout.gradient_weighted``, which the function may not call."""
     name, checker = "gradient_weighted_attention", "check_gradient_weighted_attention"
     if not isinstance(rec, AttentionRecorder):
         raise TypeError(f"{checker} needs the recorder of `record_attention(model, grads=True)`, got "
@@ -124,6 +139,9 @@ def check_gradient_weighted_attention(answer: object, rec: AttentionRecorder, si
         raise ValueError(f"{checker}: no map with a gradient at {site!r}; recorded: {list(grads)[:4]}...")
     attention, grad = maps[site].detach(), grads[site]
     b, heads, nq, nk = attention.shape
+    answer = run_learner(name, function, attention, grad, shortcuts=[
+        Shortcut(gradient_weighted, "crossvit.rollout.gradient_weighted"),
+        Shortcut(gradient_rollout, "crossvit.gradient_rollout")])
     answer = tensor_answer(name, answer, "the gradient-weighted map", (b, nq, nk), "(B, Nq, Nk)",
                             {(b, heads, nq, nk): "average over the heads (dimension 1)."})
     reference = gradient_weighted(attention, grad)
@@ -134,6 +152,6 @@ def check_gradient_weighted_attention(answer: object, rec: AttentionRecorder, si
          "the clamp came after the head average; clamp each head's grad * A first, then average."),
         (lambda: product.abs().mean(dim=1), "that is |grad * A|; keep the positive part only (clamp(min=0))."),
         (lambda: grad.clamp(min=0).mean(dim=1), "the attention itself is missing: weight the gradient by A."),
-    ], hint="(grad * attention).clamp(min=0).mean(dim=1).")
+    ])
     ok(name, f"your A_bar equals the library's at {site}: {100 * (reference > 0).float().mean().item():.0f}% "
               "of its entries are positive (only those feed the gradient rollout).")

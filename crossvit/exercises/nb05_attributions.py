@@ -12,17 +12,29 @@ from ..model import CrossViT, check_images
 from ..utils import eval_mode
 from .common import (
     ExerciseTypeError,
+    Shortcut,
     check_model,
+    checker_for,
     compare,
     fail,
     int_option,
     ok,
+    run_learner,
     target_classes,
     tensor_answer,
 )
 
 # ----------------------------------------------------------------------------------------------------------------
 # 05 · attributions
+
+
+def _captum_shortcuts() -> list[Shortcut]:
+    from captum import attr  # a run-time dependency; imported when a checker runs
+
+    return [Shortcut(getattr(attr, cls).attribute, f"captum's {cls}") for cls in
+            ("Saliency", "IntegratedGradients", "InputXGradient", "DeepLift", "GradientShap", "NoiseTunnel")
+            if hasattr(attr, cls)]
+
 
 
 def _maximal_pixels(maps: torch.Tensor, relative: float) -> torch.Tensor:
@@ -32,10 +44,12 @@ def _maximal_pixels(maps: torch.Tensor, relative: float) -> torch.Tensor:
     return flat >= top - relative * top.abs()
 
 
-def check_pointing_hits(answer: object, maps: torch.Tensor, masks: torch.Tensor) -> None:
-    """Exercise 5.1: ``answer`` = (B,) bool, True where more than half of the *maximal pixels* of ``maps[i]``
-    (those within a relative 1e-6 of its maximum) lie on the object, ``masks[i]``: the pointing game's default
-    "majority" rule. Reference: ``crossvit.metrics.pointing_game(maps, masks).hits``."""
+@checker_for("pointing_hits")
+def check_pointing_hits(function: object, maps: torch.Tensor, masks: torch.Tensor) -> None:
+    """Exercise 5.1: ``function(maps, masks)`` = (B,) bool, True where more than half of the *maximal pixels* of
+    ``maps[i]`` (those within a relative 1e-6 of its maximum) lie on the object, ``masks[i]``: the pointing game's
+    default "majority" rule. Reference: ``crossvit.metrics.pointing_game(maps, masks).hits``, which the function
+    may not call."""
     name, checker = "pointing_hits", "check_pointing_hits"
     if not isinstance(maps, torch.Tensor) or maps.ndim != 3:
         raise ValueError(f"{checker}: maps must be a (B, H, W) tensor")
@@ -44,6 +58,8 @@ def check_pointing_hits(answer: object, maps: torch.Tensor, masks: torch.Tensor)
     b, h, w = maps.shape
     cpu_maps, cpu_masks = maps.detach().cpu().float(), masks.detach().cpu().bool()
     reference = pointing_game(cpu_maps, cpu_masks).hits.cpu()  # (B,) bool; checks the maps and masks too
+    answer = run_learner(name, function, maps, masks, shortcuts=[
+        Shortcut(pointing_game, "crossvit.metrics.pointing_game")])
     if isinstance(answer, numbers.Real) and not isinstance(answer, bool):
         raise ExerciseTypeError(f"{name}: the answer is one number ({answer}), probably the score; return one hit "
                                 f"per image, a (B,) = ({b},) bool tensor (its mean is the score).")
@@ -81,14 +97,17 @@ def check_pointing_hits(answer: object, maps: torch.Tensor, masks: torch.Tensor)
              "the maximal pixels were found by exact equality with the maximum; float noise can split one patch's "
              "value, so take every pixel >= max - 1e-6 * |max|."),
         ]
+        if hits.bool().all():  # says nothing about which rule was meant: name the images instead of guessing
+            misses = (~reference).nonzero().flatten().tolist()
+            fail(name, f"your function counts every map as a hit, but image(s) {misses[:5]} are misses: fewer "
+                        f"than half of their maximal pixels lie on the object (image {misses[0]}: "
+                        f"{share[misses[0]].item():.0%}).")
         for wrong, mistake in candidates:
             if torch.equal(hits.bool(), wrong):
                 fail(name, mistake)
         wrong_images = (hits.bool() != reference).nonzero().flatten().tolist()
         fail(name, f"image(s) {wrong_images[:5]} are wrong (on image {wrong_images[0]}, "
-                    f"{share[wrong_images[0]].item():.0%} of the maximal pixels lie on the object). Hint: "
-                    "maximal = maps[k] >= maps[k].max() - 1e-6 * maps[k].max().abs(); hit = (maximal & masks[k]).sum() "
-                    "> maximal.sum() / 2.")
+                    f"{share[wrong_images[0]].item():.0%} of the maximal pixels lie on the object).")
     ok(name, f"your hits are right: {int(reference.sum())} of {b} maps put most of their maximal pixels on the "
               f"object (pointing game {reference.float().mean().item():.2f}).")
 
@@ -103,14 +122,18 @@ def _input_gradient(model: CrossViT, images: torch.Tensor, target: torch.Tensor,
     return grad.detach().cpu().float()
 
 
-def check_saliency_map(answer: object, model: CrossViT, images: torch.Tensor, target: object) -> None:
-    """Exercise 5.2: ``answer`` = |d logit[target] / d pixel|, the largest over the colour channels, (B, H, W).
-    Reference: ``crossvit.explain(model, images, "saliency", target)`` (captum's Saliency)."""
+@checker_for("saliency_map")
+def check_saliency_map(function: object, model: CrossViT, images: torch.Tensor, target: object) -> None:
+    """Exercise 5.2: ``function(model, images, target)`` = |d logit[target] / d pixel|, the largest over the colour
+    channels, (B, H, W). Reference: ``crossvit.explain(model, images, "saliency", target)`` (captum's Saliency);
+    the function may use neither."""
     name, checker = "saliency_map", "check_saliency_map"
     model = check_model(checker, model)
     check_images(images, model)
     b, c, h, w = images.shape
     target = target_classes(checker, target, b, model.num_classes)
+    answer = run_learner(name, function, model, images, target.to(images.device), model=model,
+                         shortcuts=[*_captum_shortcuts(), Shortcut(explain, "crossvit.explain")])
     answer = tensor_answer(name, answer, "the saliency map", (b, h, w), "(B, H, W)",
                             {(b, c, h, w): "reduce the colour channels: the largest |gradient| over dimension 1."})
     reference = explain(model, images, "saliency", target=target.to(images.device))
@@ -122,17 +145,17 @@ def check_saliency_map(answer: object, model: CrossViT, images: torch.Tensor, ta
         (lambda: _input_gradient(model, images, target, probability=True).abs().amax(dim=1),
          "that is the gradient of the softmax probability; saliency differentiates the logit (the score before "
          "the softmax)."),
-    ], hint="x = images.clone().requires_grad_(True); model(x).gather(1, target[:, None]).sum().backward(); "
-            "x.grad.abs().amax(dim=1).")
+    ])
     ok(name, "your saliency map equals captum's (the model in eval mode, the logit of the target class).")
 
 
-def check_integrated_gradients(answer: object, model: CrossViT, images: torch.Tensor, target: object,
+@checker_for("integrated_gradients")
+def check_integrated_gradients(function: object, model: CrossViT, images: torch.Tensor, target: object,
                                steps: int) -> None:
-    """Exercise 5.3: ``answer`` = integrated gradients from a black image (B, C, H, W) as the right Riemann sum
+    """Exercise 5.3: ``function(model, images, target, steps=steps)`` = integrated gradients from a black image (B, C, H, W) as the right Riemann sum
     (Sundararajan et al. 2017, eq. 3): (x - x') * (1/m) sum_{k=1..m} dF/dx (x' + k/m (x - x')), x' = 0, m =
     ``steps``, F the logit of ``target``. Reference: captum's ``IntegratedGradients`` with
-    ``method="riemann_right"``."""
+    ``method="riemann_right"``; the function may use neither captum nor ``crossvit.explain``."""
     from captum.attr import IntegratedGradients
 
     name, checker = "integrated_gradients", "check_integrated_gradients"
@@ -141,6 +164,8 @@ def check_integrated_gradients(answer: object, model: CrossViT, images: torch.Te
     m = int_option(checker, "steps", steps, 2)
     b, c, h, w = images.shape
     target = target_classes(checker, target, b, model.num_classes).to(images.device)
+    answer = run_learner(name, function, model, images, target, steps=m, model=model,
+                         shortcuts=[*_captum_shortcuts(), Shortcut(explain, "crossvit.explain")])
     answer = tensor_answer(name, answer, "the attributions", (b, c, h, w), "(B, C, H, W)",
                             {(b, h, w): "keep the colour channels; crossvit.explain sums them only afterwards."})
     x = images.detach()
@@ -164,8 +189,7 @@ def check_integrated_gradients(answer: object, model: CrossViT, images: torch.Te
         (lambda: mean_gradient(), "that is the average gradient; multiply it by (x - baseline)."),
         (lambda: reference * m, "the gradients were summed, not averaged: divide by the number of steps."),
         (lambda: -reference, "the sign is flipped: integrate from the baseline to the image, (x - baseline)."),
-    ], hint="for k in 1..m: point = baseline + k/m * (x - baseline); add the gradient of the target logit at "
-            "point; attributions = (x - baseline) * (sum / m).")
+    ])
     with torch.no_grad(), eval_mode(model):
         gap = (model(x) - model(baseline)).gather(1, target[:, None])[:, 0].cpu()
     total = answer.sum(dim=(1, 2, 3))

@@ -12,10 +12,13 @@ import torch
 from ..model import CrossViT
 from .common import (
     ExerciseTypeError,
+    Shortcut,
+    checker_for,
     compare,
     fail,
     int_option,
     ok,
+    run_learner,
     tensor_answer,
 )
 
@@ -23,15 +26,19 @@ from .common import (
 # 06 · training
 
 
-def check_lr_schedule(answer: object, steps: int, warmup_steps: int) -> None:
-    """Exercise 6.1: ``answer`` = the learning-rate multiplier at every step 0 .. steps-1 (a list or 1-D
-    tensor): linear warm-up to 1 over ``warmup_steps`` steps, then cosine decay to 0. Reference:
-    ``crossvit.train.lr_factor``."""
+@checker_for("lr_schedule")
+def check_lr_schedule(function: object, steps: int, warmup_steps: int) -> None:
+    """Exercise 6.1: ``function(step, steps, warmup_steps)`` = the learning-rate multiplier at ``step``: linear
+    warm-up to 1 over ``warmup_steps`` steps, then cosine decay to 0; the checker asks it for every step
+    0 .. steps-1. Reference: ``crossvit.train.lr_factor``, which the function may not call."""
     from ..train import lr_factor
 
     name, checker = "lr_schedule", "check_lr_schedule"
     steps = int_option(checker, "steps", steps, 1)
     warmup = int_option(checker, "warmup_steps", warmup_steps, 0)
+    run_learner(name, function, 0, steps, warmup, shortcuts=[Shortcut(lr_factor, "crossvit.train.lr_factor")])
+    answer = run_learner(name, lambda: [function(s, steps, warmup) for s in range(steps)],
+                         shortcuts=[Shortcut(lr_factor, "crossvit.train.lr_factor")])
     if isinstance(answer, list | tuple):
         if not all(isinstance(v, numbers.Real) for v in answer):
             raise ExerciseTypeError(f"{name}: the answer must hold one number per step; found "
@@ -55,8 +62,7 @@ def check_lr_schedule(answer: object, steps: int, warmup_steps: int) -> None:
          "the decay is linear; the trainer decays along half a cosine, 0.5 * (1 + cos(pi * progress))."),
         (lambda: torch.tensor([cosine(s / max(1, steps)) for s in range(steps)]),
          "the warm-up is missing: rise linearly over the first warmup_steps steps."),
-    ], hint="step < warmup: (step + 1) / warmup; else progress = (step - warmup) / (steps - warmup) and "
-            "0.5 * (1 + cos(pi * progress)).")
+    ])
     peak = int(reference.argmax())
     ok(name, f"your schedule equals the trainer's: it peaks at step {peak} and ends at "
               f"{reference[-1].item():.3g}.")
@@ -66,15 +72,22 @@ def check_lr_schedule(answer: object, steps: int, warmup_steps: int) -> None:
 _MEASUREMENT_ONLY = {"eval_images", "eval_every", "device", "amp"}
 
 
-def check_train_with_one_change(answer: object, baseline_record: Mapping[str, Any]) -> None:
-    """Exercise 6.2: ``answer`` = ``(model, record)`` returned by ``crossvit.train.train`` for a TrainConfig that
-    differs from the baseline run in exactly one setting. The checker re-evaluates the model on the held-out
-    images its record names (so the record belongs to the model) and prints the effect of the change."""
-    from ..train import HELD_OUT_SEED_BASE, evaluate
+@checker_for("train_with_one_change")
+def check_train_with_one_change(function: object, baseline_config: Any, baseline_record: Mapping[str, Any]
+                                ) -> None:
+    """Exercise 6.2: ``function(baseline_config)`` = ``(model, record)`` returned by ``crossvit.train.train`` for
+    a TrainConfig that differs from the baseline run in exactly one setting. The checker re-evaluates the model on
+    the held-out images its record names (so the record belongs to the model) and prints the effect of the
+    change."""
+    from ..train import HELD_OUT_SEED_BASE, TrainConfig, evaluate
 
     name, checker = "train_with_one_change", "check_train_with_one_change"
     if not isinstance(baseline_record, Mapping) or "train_config" not in baseline_record:
         raise ValueError(f"{checker}: baseline_record must be the record that train() returned for the baseline")
+    if not isinstance(baseline_config, TrainConfig):
+        raise TypeError(f"{checker}: baseline_config must be the baseline's TrainConfig, got "
+                        f"{type(baseline_config).__name__}")
+    answer = run_learner(name, function, baseline_config)
     if answer is None:
         raise ExerciseTypeError(f"{name}: the answer is None; return what train() returns, the pair (model, "
                                 "record).")

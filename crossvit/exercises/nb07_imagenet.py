@@ -17,16 +17,29 @@ from .common import (
     Diagnosis,
     ExerciseError,
     ExerciseTypeError,
+    Shortcut,
     check_model,
+    checker_for,
     compare,
     fail,
     int_option,
     ok,
+    run_learner,
     tensor_answer,
 )
 
 # ----------------------------------------------------------------------------------------------------------------
 # 07 · an ImageNet CrossViT
+
+
+def _preprocessing_shortcuts() -> list[Shortcut]:
+    out = [Shortcut(preprocess, "crossvit.preprocess"), Shortcut(transform, "crossvit.preprocessing.transform")]
+    try:
+        from timm.data import create_transform, transforms_factory
+    except ImportError:  # timm is optional: nothing of it to call then
+        return out
+    return [*out, Shortcut(create_transform, "timm's create_transform"),
+            Shortcut(transforms_factory.transforms_imagenet_eval, "timm's transforms_imagenet_eval")]
 
 
 def _eval_transform_variant(image: Any, config: Mapping[str, Any], *, long_side: Callable[[float], int] = int,
@@ -50,11 +63,13 @@ def _eval_transform_variant(image: Any, config: Mapping[str, Any], *, long_side:
     return TF.normalize(TF.to_tensor(cropped), config["mean"], config["std"])
 
 
-def check_eval_transform(answer: object, model: CrossViT, photo: Any) -> None:
-    """Exercise 7.1: ``answer`` = the (C, H, W) float tensor that timm's eval transform makes of one ``photo`` (a
-    path, PIL image or (H, W, 3) uint8 array) for ``model``'s data config: resize the shorter side to
+@checker_for("eval_transform")
+def check_eval_transform(function: object, model: CrossViT, photo: Any) -> None:
+    """Exercise 7.1: ``function(photo, config)`` = the (C, H, W) float tensor that timm's eval transform makes of
+    one ``photo`` (a path, PIL image or (H, W, 3) uint8 array) for ``config = crossvit.data_config(model)``: resize the shorter side to
     floor(H / crop_pct) with the config's interpolation, centre-crop H x W, scale to [0, 1], normalise with the
-    config's mean and std. Reference: ``crossvit.preprocess(model, photo)[0]``."""
+    config's mean and std. Reference: ``crossvit.preprocess(model, photo)[0]``; the function may call neither it
+    nor timm's transforms."""
     name, checker = "eval_transform", "check_eval_transform"
     model = check_model(checker, model)
     config = data_config(model)
@@ -72,6 +87,7 @@ def check_eval_transform(answer: object, model: CrossViT, photo: Any) -> None:
     if config["crop_mode"] == "center":
         hints[resized_shape] = (f"the photo is resized ({resized_shape[1]} x {resized_shape[2]}) but not cropped: "
                                 f"cut out the central {size} x {size}.")
+    answer = run_learner(name, function, photo, dict(config), shortcuts=_preprocessing_shortcuts())
     answer = tensor_answer(name, answer, "the preprocessed photo", (c, size, size), "(C, H, W)", hints)
     mean = torch.tensor(config["mean"]).reshape(-1, 1, 1)
     std = torch.tensor(config["std"]).reshape(-1, 1, 1)
@@ -108,13 +124,10 @@ def check_eval_transform(answer: object, model: CrossViT, photo: Any) -> None:
         (lambda: (unit * 255).round(), "these are the crop's 0-255 pixel values: divide by 255, then normalise."),
         (lambda: reference.flip(0), "the colour channels are in reverse order (BGR); keep PIL's RGB order."),
     ]
-    hint = (f"resize the shorter side to {short} px ({interpolation}; the longer side int({short} * long / short)), "
-            f"crop {size} x {size} starting at round((side - {size}) / 2), to a (C, H, W) float tensor divided by "
-            "255, then (x - mean) / std per channel.")
     levels = ((answer - reference).abs() * std).max().item() * 255  # the largest difference in 0-255 pixel levels
     try:
         compare(name, answer, reference, what="crossvit.preprocess's tensor", diagnoses=diagnoses, atol=1e-4,
-                 rtol=0, hint=hint)
+                 rtol=0)
     except ExerciseError as err:
         if "the values differ from" in str(err) and levels <= 4:  # no named slip, and only a few levels off
             fail(name, f"the values are at most {levels:.1f} pixel levels (of 255) from crossvit.preprocess's: the "
@@ -179,10 +192,12 @@ def _prediction_lists(name: str, answer: object, b: int, k: int) -> Predictions:
     return out
 
 
-def check_top_predictions(answer: object, model: CrossViT, logits: torch.Tensor, k: int = 5) -> None:
-    """Exercise 7.2: ``answer`` = for each image, its ``k`` most probable classes as (name, probability) pairs,
-    best first: a softmax of ``logits`` (B, classes) over the classes, the k largest, named by
-    ``crossvit.class_names(model)``. Reference: ``crossvit.top_classes(model, logits, k)``."""
+@checker_for("top_predictions")
+def check_top_predictions(function: object, model: CrossViT, logits: torch.Tensor, k: int = 5) -> None:
+    """Exercise 7.2: ``function(logits, names, k)`` = for each image, its ``k`` most probable classes as
+    (name, probability) pairs, best first: a softmax of ``logits`` (B, classes) over the classes, the k largest,
+    named by ``names = crossvit.class_names(model)``. Reference: ``crossvit.top_classes(model, logits, k)``,
+    which the function may not call."""
     name, checker = "top_predictions", "check_top_predictions"
     model = check_model(checker, model)
     classes = model.num_classes
@@ -193,6 +208,8 @@ def check_top_predictions(answer: object, model: CrossViT, logits: torch.Tensor,
     b, kk = logits.shape[0], min(k, classes)
     names = class_names(model)
     reference = [[(p.name, p.probability) for p in row] for row in top_classes(model, logits, k)]
+    answer = run_learner(name, function, logits, list(names), k,
+                         shortcuts=[Shortcut(top_classes, "crossvit.top_classes")])
     got = _prediction_lists(name, answer, b, kk)
     scores = logits.detach().float().cpu()
     probabilities = scores.softmax(dim=1)
@@ -251,6 +268,5 @@ def check_top_predictions(answer: object, model: CrossViT, logits: torch.Tensor,
         for j, ((label, p), (ref_label, ref_p)) in enumerate(zip(row, expected)):
             if label != ref_label or not close(p, ref_p):
                 fail(name, f"image {i}, place {j + 1}: yours {label!r} ({p:.4g}), expected {ref_label!r} "
-                            f"({ref_p:.4g}). Hint: probabilities = logits.softmax(dim=1); values, indices = "
-                            "probabilities.topk(k, dim=1); pair names[index] with each value, best first.")
+                            f"({ref_p:.4g}).")
     fail(name, "the predictions differ from crossvit.top_classes.")  # a tie resolved differently on two rows
