@@ -8,7 +8,7 @@ VENV        ?= .venv
 # Installed first, on its own, so pip takes the pinned local wheels; override to use another build,
 # e.g.  make venv TORCH_SPEC='torch torchvision --index-url https://download.pytorch.org/whl/cpu'
 TORCH_SPEC  ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS      ?= test,pretrained,dev
+EXTRAS      ?= test,pretrained,dev,teach
 PYTEST_ARGS ?=
 FIGURES_ARGS ?=
 
@@ -19,13 +19,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-fast figures lab lint clean-venv
+.PHONY: help venv test test-fast figures lab lint assignments grade clean-venv
 
 help:
 	@echo "make figures   execute notebooks/[0-9][0-9]_*.ipynb and write figures/ (FIGURES_ARGS='--only 02')"
 	@echo "make test      run the whole test suite (what CI runs)"
 	@echo "make test-fast the tests not marked slow (no notebook runs, no browser): the edit-test loop"
 	@echo "make lab       JupyterLab on 127.0.0.1, rooted at notebooks/"
+	@echo "make assignments  an nbgrader course in course/: source/ and release/ (student) notebooks"
+	@echo "make grade SUBMISSIONS=DIR  autograde DIR/<student>/<notebook>.ipynb into grades.csv"
 	@echo "make lint      ruff check"
 	@echo "make venv      create/update $(VENV) (automatic for the targets above)"
 	@echo "make clean-venv  delete $(VENV)"
@@ -47,6 +49,13 @@ test-fast: $(STAMP)
 
 figures: $(STAMP)
 	$(VPY) figures/build.py $(FIGURES_ARGS)
+
+assignments: $(STAMP)
+	$(VPY) -m crossvit.exercises assignments --course course
+
+SUBMISSIONS ?= submissions
+grade: $(STAMP)
+	$(VPY) -m crossvit.exercises grade $(SUBMISSIONS) --course course --csv grades.csv
 
 lab: $(STAMP)
 	CROSSVIT_FIGURES_DIR="$(CURDIR)/figures" $(VENV)/bin/jupyter lab --ip=127.0.0.1 notebooks/

@@ -1,5 +1,6 @@
-"""One real-browser test: JupyterLab runs a notebook with the attention explorer; moving its slider redraws it, and
-clicking a patch on its picture (through ipyevents) makes that patch the query token.
+"""Real-browser tests: JupyterLab runs a notebook with the attention explorer; moving its slider redraws it, and
+clicking a patch on its picture (through ipyevents) makes that patch the query token. And one click on Run All
+runs the committed course notebooks with explorers (exercises unsolved) to the end, every explorer rendered.
 
 Drives Debian's ``chromium`` (never a browser Playwright downloads) through Playwright against a JupyterLab
 server bound to 127.0.0.1 with a random token. Skipped when chromium or Playwright is missing; ``.ci/run``
@@ -82,8 +83,13 @@ def jupyterlab(tmp_path):
     root = tmp_path / "lab"
     root.mkdir()
     env = dict(os.environ, JUPYTER_DATA_DIR=str(tmp_path / "data"), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_PLATFORM_DIRS="1")
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTER_PLATFORM_DIRS="1",
+               CROSSVIT_FIGURES_DIR=str(tmp_path / "figures"))  # the notebooks never write into the repository
     env.pop("MPLBACKEND", None)  # the kernel uses Jupyter's inline backend, as for a user
+    # every cell in the page (no windowed rendering), so that a test can see all of a long notebook's outputs
+    settings = tmp_path / "config" / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
@@ -159,5 +165,45 @@ def test_attention_explorer_slider_and_click_in_jupyterlab(jupyterlab, tmp_path)
             assert not page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']"
                                     ).filter(has_text="Traceback").count()
             page.screenshot(path=str(tmp_path / "explorer.png"))
+        finally:
+            browser.close()
+
+
+COURSE_NOTEBOOKS_WITH_EXPLORERS = ["03_cross_attention_and_hooks.ipynb", "04_attention_rollout.ipynb"]
+
+
+@pytest.mark.parametrize("name", COURSE_NOTEBOOKS_WITH_EXPLORERS)
+def test_run_all_reaches_the_end_of_the_course_notebooks(jupyterlab, tmp_path, name):
+    """As committed (every exercise a stub), one click on Run All runs every cell: each checker says 'not
+    attempted yet' in one line, no error output appears, and every explorer is drawn."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    base, token, root = jupyterlab
+    shutil.copyfile(Path(__file__).resolve().parent.parent / "notebooks" / name, root / name)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{base}/lab/tree/{name}?token={token}")
+            page.locator(".jp-Notebook").first.wait_for(timeout=RUN_TIMEOUT_MS)
+            page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for(timeout=RUN_TIMEOUT_MS)
+            code_cells = page.locator(".jp-Notebook .jp-CodeCell").count()
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()  # once
+            try:  # finished: every code cell has an execution number, none is waiting or running ("[*]")
+                page.wait_for_function(
+                    r"""n => { const p = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')]
+                              .map(e => e.innerText.trim());
+                              return p.length === n && p.every(t => /^\[\d+\]:$/.test(t)); }""",
+                    arg=code_cells, timeout=RUN_TIMEOUT_MS)
+            finally:
+                page.screenshot(path=str(tmp_path / f"{name}.png"))
+            assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").count() == 0
+            calm = page.locator(".jp-OutputArea-output").filter(has_text="not attempted yet")
+            assert calm.count() >= 2, "each unsolved exercise says so in one line"
+            pictures = page.locator(".jp-OutputArea-output .widget-image")
+            pictures.first.wait_for(timeout=RUN_TIMEOUT_MS)
+            for i in range(pictures.count()):
+                page.wait_for_function("el => el.naturalWidth > 0", arg=pictures.nth(i).element_handle(),
+                                       timeout=RUN_TIMEOUT_MS)
         finally:
             browser.close()

@@ -151,13 +151,13 @@ def test_exercise_cells_follow_the_convention(stem: str):
         function = next(n for n in ast.parse(stub).body if isinstance(n, ast.FunctionDef))
         assert function.name == name
         assert isinstance(function.body[-1], ast.Raise) and "NotImplementedError" in ast.unparse(function.body[-1])
-        assert not re.search(rf"^[^#\s].*\b{name}\(", stub, re.M), f"exercise cell {index} must not call {name}()"
+        assert not re.search(rf"^(?!def )[^#\s].*\b{name}\(", stub, re.M), f"exercise cell {index} must not call {name}()"
         checker = nb.cells[index + 1]
         assert checker.cell_type == "code" and re.search(rf"exercises\.check_{name}\({name}\b", checker.source)
         assert name in solutions, f"notebooks/solutions/{stem}.py has no function {name}"
         uses = [i for i, cell in enumerate(nb.cells) if i not in (index, index + 1) and cell.cell_type == "code"
-                and re.search(rf"\b{name}\b", cell.source)]
-        assert not uses, f"cells {uses} use {name}: only the exercise cell and its checker may"
+                and re.search(rf"(?<![\w.]){name}\(", cell.source)]
+        assert not uses, f"cells {uses} call {name}(): only the checker calls the learner's function"
 
 
 def process_alive(pid: int) -> bool:
@@ -235,8 +235,8 @@ def test_notebook_runs_with_the_solutions(stem: str, tmp_path: Path, monkeypatch
     written = run_notebook(nb, tmp_path, monkeypatch)
     assert written == sorted(EXPECTED_FIGURES[path.name])
     for index, _ in exercises.exercise_cells(nb):
-        printed = checker_output(nb, index)
-        assert printed.startswith("\u2713 "), f"the checker after cell {index} printed {printed!r}"
+        printed = checker_output(nb, index).strip().splitlines()  # (a training run prints its progress first)
+        assert printed and printed[-1].startswith("\u2713 "), f"the checker after cell {index} printed {printed!r}"
 
 
 def test_with_solutions_replaces_only_the_stub(tmp_path: Path):

@@ -42,14 +42,17 @@ from .notebook import (
     solutions_path,
     with_solutions,
 )
+from .questions import QUESTIONS, ask
 
 __all__ = [
     "EXERCISES",
     "EXERCISE_TAG",
+    "ask",
     "Exercise",
     "ExerciseError",
     "ExerciseTypeError",
     "HINTS",
+    "QUESTIONS",
     "check_cls_attention_row",
     "check_embed_patches",
     "check_eval_transform",

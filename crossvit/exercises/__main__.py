@@ -1,4 +1,5 @@
-"""``python -m crossvit.exercises list | solve NOTEBOOK... [--out DIR]``."""
+"""``python -m crossvit.exercises list | solve NOTEBOOK... [--out DIR] | assignments --course DIR |
+grade SUBMISSIONS --course DIR [--csv FILE]``."""
 
 from __future__ import annotations
 
@@ -11,16 +12,41 @@ from .notebook import exercise_cells, solutions_path, with_solutions
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m crossvit.exercises list`` | ``solve NOTEBOOK... [--out DIR]``."""
+    """The exercises' command line (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m crossvit.exercises",
-                                     description="The course's exercises: list them, or write solved copies of "
-                                                 "notebooks (stubs replaced by notebooks/solutions/<stem>.py).")
+                                     description="The course's exercises: list them, write solved copies of "
+                                                 "notebooks (stubs replaced by notebooks/solutions/<stem>.py), build "
+                                                 "graded nbgrader assignments, grade a folder of submissions.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="print every exercise with its difficulty")
     solve = commands.add_parser("solve", help="write <out>/<notebook name> with the solutions filled in")
     solve.add_argument("notebooks", nargs="+", type=Path)
     solve.add_argument("--out", type=Path, default=Path("solved"), help="output directory (default: ./solved)")
+    build = commands.add_parser("assignments", help="build an nbgrader course: source/ and release/ of every "
+                                                    "notebook (needs the teach extra: nbgrader)")
+    build.add_argument("--course", type=Path, default=Path("course"), help="course directory (default: ./course)")
+    build.add_argument("--notebooks", type=Path, nargs="*", default=None,
+                       help="notebooks to include (default: notebooks/[0-9][0-9]_*.ipynb)")
+    grade = commands.add_parser("grade", help="autograde SUBMISSIONS/<student>/<notebook>.ipynb; one CSV row per "
+                                              "student and exercise or question")
+    grade.add_argument("submissions", type=Path)
+    grade.add_argument("--course", type=Path, default=Path("course"), help="the course built by `assignments`")
+    grade.add_argument("--csv", type=Path, default=Path("grades.csv"), help="output CSV (default: ./grades.csv)")
     args = parser.parse_args(argv)
+    if args.command == "assignments":
+        from .grading import build_assignments
+
+        released = build_assignments(args.course, args.notebooks)
+        print(f"{len(released)} assignment(s): sources in {args.course / 'source'}, student versions in "
+              f"{args.course / 'release'}")
+        return 0
+    if args.command == "grade":
+        from .grading import describe, grade_submissions
+
+        rows = grade_submissions(args.course, args.submissions, args.csv)
+        print(describe(rows))
+        print(f"{len(rows)} row(s) in {args.csv}")
+        return 0
     if args.command == "list":
         for ex in EXERCISES:
             print(f"{ex.number:>4}  {'*' * ex.stars:<3}  {ex.name:<28} {ex.task}")
@@ -41,10 +67,6 @@ def main(argv: list[str] | None = None) -> int:
         nbformat.write(solved, target)
         print(f"{target}: {len(exercise_cells(solved))} exercise(s) solved")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 if __name__ == "__main__":
