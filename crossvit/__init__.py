@@ -5,7 +5,14 @@ from .checkpoint import load_checkpoint, load_pretrained, save_checkpoint
 from .classes import class_names, top_classes
 from .config import Architecture, BranchSpec, PaperConfig, SeedConfig, config_from_dict
 from .convert import from_timm, from_vit_pytorch
-from .explain import METHOD_OPTIONS, METHODS, explain, joint_rollout_pixels, patch_map_to_pixels
+from .explain import (
+    METHOD_OPTIONS,
+    METHODS,
+    explain,
+    joint_rollout_pixels,
+    patch_map_to_pixels,
+    register_method,
+)
 from .model import CrossViT, count_parameters
 from .photos import sample_photo, sample_photos
 from .preprocessing import data_config, display_images, preprocess
@@ -49,6 +56,7 @@ __all__ = [
     "photos",
     "preprocess",
     "record_attention",
+    "register_method",
     "release_attention_memory",
     "sample_photo",
     "sample_photos",

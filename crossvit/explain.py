@@ -111,8 +111,9 @@ class Method:
     """One explanation method: its function and what the package needs to know about it.
 
     ``function(model, images, target, **options) -> (B, H, W)`` gets a model in eval mode, images checked against
-    it, ``target`` as a (B,) long tensor of class indices, and every option (the defaults filled in, each value
-    checked by :data:`OPTION_CHECKS`).
+    it, ``target`` as a (B,) long tensor of class indices (None when no target was given and the method is not
+    class-specific, or says ``own_prediction``: it then explains the prediction of its own forward, which spares a
+    forward pass), and every option (the defaults filled in, each value checked by :data:`OPTION_CHECKS`).
     """
 
     name: str
@@ -125,6 +126,7 @@ class Method:
     needs_captum: bool = False
     branch: str | None = None  # the map lies on this branch's patch grid only (per-branch rollouts)
     aliases: tuple[str, ...] = field(default=())  # deprecated names
+    own_prediction: bool = False  # with target None, the function explains the prediction of its own forward
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -159,7 +161,7 @@ _ALIASES: dict[str, str] = {}
 
 def register_method(name: str, *, summary: str, signed: bool = False, class_specific: bool = False,
                     needs_gradients: bool = False, needs_captum: bool = False, branch: str | None = None,
-                    aliases: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+                    aliases: tuple[str, ...] = (), own_prediction: bool = False) -> Callable[[Callable], Callable]:
     """Decorator: register ``function`` as explanation method ``name`` (see :class:`Method`). Its keyword-only
     parameters, all with defaults, are the method's options; each needs an entry in :data:`OPTION_CHECKS`."""
     def decorate(function: Callable) -> Callable:
@@ -173,7 +175,7 @@ def register_method(name: str, *, summary: str, signed: bool = False, class_spec
         if unchecked:
             raise TypeError(f"method {name!r}: add a check for option(s) {unchecked} to OPTION_CHECKS")
         REGISTRY[name] = Method(name, function, summary, MappingProxyType(options), signed, class_specific,
-                                needs_gradients, needs_captum, branch, aliases)
+                                needs_gradients, needs_captum, branch, aliases, own_prediction)
         for alias in aliases:
             _ALIASES[alias] = name
         return function
@@ -284,13 +286,17 @@ def joint_rollout_map(model: CrossViT, images: torch.Tensor, target: torch.Tenso
 
 
 @register_method("gradient_rollout", summary="class-specific joint rollout of gradient-weighted attention "
-                 "(Chefer et al. 2021)", class_specific=True, needs_gradients=True, aliases=("grad_rollout",))
-def gradient_rollout_map(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, start_block: int = 0
-                         ) -> torch.Tensor:
+                 "(Chefer et al. 2021)", class_specific=True, needs_gradients=True, aliases=("grad_rollout",),
+                 own_prediction=True)
+def gradient_rollout_map(model: CrossViT, images: torch.Tensor, target: torch.Tensor | None, *,
+                         start_block: int = 0) -> torch.Tensor:
     # input that requires grad, so that the maps do too when no parameter does (a frozen model)
     images = images.detach().clone().requires_grad_(True)  # clone: an inference-mode tensor cannot require grad
     with record_attention(model, grads=True) as rec, torch.enable_grad():
-        score = model(images).gather(1, target[:, None]).sum()
+        logits = model(images)
+        if target is None:  # the predicted class, from this very forward
+            target = logits.detach().argmax(dim=1)
+        score = logits.gather(1, target[:, None]).sum()
         maps = list(rec.sites.values())
         score.backward(inputs=maps)  # gradients reach the maps only, never the model's parameters
     rows = gradient_rollout(rec, start_block=start_block)
@@ -486,7 +492,8 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
     check_images(images, model)
     # inference_mode(False): gradient methods must work inside a caller's torch.inference_mode() too
     with eval_mode(model), torch.inference_mode(False):
-        target = _resolve_target(model, images, target)
+        if target is not None or (record.class_specific and not record.own_prediction):
+            target = _resolve_target(model, images, target)  # a class-agnostic method needs no prediction
         params = [p for p in model.parameters() if p.requires_grad]
         saved = [p.grad for p in params]
         try:

@@ -180,9 +180,11 @@ def plot_cross_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike
 
 
 def plot_attention_by_block(model: CrossViT, image: ArrayLike, maps: Mapping[str, ArrayLike], *, index: int = 0,
-                            kind: str = "self", head: int | str = "mean", alpha: float = 0.6,
-                            size: float = 2.3, scale: str = "shared", max_columns: int = MAX_COLUMNS) -> Figure:
-    """One panel per recorded site of ``kind``, rows = multi-scale blocks, the CLS row with heads fused by ``head``.
+                            kind: str = "self", head_fusion: int | str = "mean", alpha: float = 0.6,
+                            size: float = 2.3, scale: str = "shared", max_columns: int = MAX_COLUMNS,
+                            **deprecated: Any) -> Figure:
+    """One panel per recorded site of ``kind``, rows = multi-scale blocks, the CLS row with heads fused by
+    ``head_fusion`` ("mean", "max", "min", or one head's index; ``head=`` is its deprecated name).
 
     ``maps`` is ``rec.sites`` (site name -> map). For ``kind="self"`` a panel shows a branch CLS's attention over
     its own grid (columns: the small branch's layers, then the large branch's); for ``kind="cross"`` it shows
@@ -190,6 +192,11 @@ def plot_attention_by_block(model: CrossViT, image: ArrayLike, maps: Mapping[str
     than ``max_columns`` columns the columns wrap: a second band of rows holds the rest. One colour bar
     (``scale`` as in :func:`plot_cls_attention`).
     """
+    renamed = renamed_keywords("plot_attention_by_block", deprecated, {"head": "head_fusion"})
+    if set(renamed) - {"head_fusion"}:
+        raise TypeError(f"plot_attention_by_block got unexpected keyword argument(s) "
+                        f"{sorted(set(renamed) - {'head_fusion'})}")
+    head = renamed.get("head_fusion", head_fusion)
     if kind not in ("self", "cross"):
         raise ValueError(f"kind must be 'self' or 'cross', got {kind!r}")
     sites = []
