@@ -284,12 +284,13 @@ def _live_tensor_bytes() -> int:
     total, seen = 0, set()
     for obj in gc.get_objects():
         if isinstance(obj, torch.Tensor) and not isinstance(obj, torch.nn.Parameter):
-            try:
+            try:  # tensors without real memory (fake or meta tensors another test left behind) do not count
                 storage = obj.untyped_storage()
+                pointer = storage.data_ptr()
             except (RuntimeError, NotImplementedError):
                 continue
-            if storage.data_ptr() not in seen:
-                seen.add(storage.data_ptr())
+            if pointer not in seen:
+                seen.add(pointer)
                 total += storage.nbytes()
     return total
 
