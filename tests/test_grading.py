@@ -104,3 +104,10 @@ def test_grading_a_folder_of_submissions(course, tmp_path):
     assert written["bob"]["status"] == "graded" and written["bob"]["score"] == 0  # nothing written: 0
     assert grading.describe(rows).splitlines()[0].startswith("ada: ")
     shutil.rmtree(submissions)
+
+
+def test_a_relative_course_folder_works(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # as `make assignments` passes it: course/, relative to the working directory
+    released = grading.build_assignments("course", [NOTEBOOK])
+    assert released[0].is_file() and released[0].is_absolute()
+    assert (tmp_path / "course" / "gradebook.db").is_file()

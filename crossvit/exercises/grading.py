@@ -117,7 +117,7 @@ def build_assignments(course: str | os.PathLike, notebooks: list[Path] | None = 
     ``nbgrader_config.py``); returns the release notebooks."""
     import nbformat
 
-    course = Path(course)
+    course = Path(course).resolve()  # nbgrader works from the course root: every path it gets is absolute
     notebooks = notebooks or sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
     api_class = _nbgrader()
     course.mkdir(parents=True, exist_ok=True)
@@ -168,7 +168,7 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
     score, max_score, status."""
     from nbgrader.api import Gradebook
 
-    course, submissions = Path(course), Path(submissions)
+    course, submissions = Path(course).resolve(), Path(submissions).resolve()
     if not (course / "source").is_dir():
         raise FileNotFoundError(f"{course} has no source/ folder: build the course first (assignments --course)")
     api = _nbgrader()(config=_config(course))
