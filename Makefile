@@ -27,7 +27,7 @@ help:
 	@echo "make test-fast the tests not marked slow (no notebook runs, no browser): the edit-test loop"
 	@echo "make lab       JupyterLab on 127.0.0.1, rooted at notebooks/"
 	@echo "make assignments  an nbgrader course in course/: source/ and release/ (student) notebooks"
-	@echo "make grade SUBMISSIONS=DIR  autograde DIR/<student>/<notebook>.ipynb into grades.csv"
+	@echo "make grade SUBMISSIONS=DIR  autograde DIR/<student>/<notebook>.ipynb into grades.csv (OVERWRITE=1 replaces)"
 	@echo "make lint      ruff check"
 	@echo "make venv      create/update $(VENV) (automatic for the targets above)"
 	@echo "make clean-venv  delete $(VENV)"
@@ -51,11 +51,11 @@ figures: $(STAMP)
 	$(VPY) figures/build.py $(FIGURES_ARGS)
 
 assignments: $(STAMP)
-	$(VPY) -m crossvit.exercises assignments --course course
+	$(VPY) -m crossvit.exercises assignments --course course $(if $(OVERWRITE),--overwrite)
 
 SUBMISSIONS ?= submissions
 grade: $(STAMP)
-	$(VPY) -m crossvit.exercises grade $(SUBMISSIONS) --course course --csv grades.csv
+	$(VPY) -m crossvit.exercises grade $(SUBMISSIONS) --course course --csv grades.csv $(if $(OVERWRITE),--overwrite)
 
 lab: $(STAMP)
 	CROSSVIT_FIGURES_DIR="$(CURDIR)/figures" $(VENV)/bin/jupyter lab --ip=127.0.0.1 notebooks/

@@ -111,3 +111,23 @@ def test_a_relative_course_folder_works(tmp_path, monkeypatch):
     released = grading.build_assignments("course", [NOTEBOOK])
     assert released[0].is_file() and released[0].is_absolute()
     assert (tmp_path / "course" / "gradebook.db").is_file()
+
+
+def test_a_course_edited_by_hand_or_an_earlier_csv_is_never_overwritten(tmp_path):
+    course = tmp_path / "course"
+    grading.build_assignments(course, [NOTEBOOK])
+    grading.build_assignments(course, [NOTEBOOK])  # rebuilding an unchanged course is fine
+    source = course / "source" / NOTEBOOK.stem / NOTEBOOK.name
+    edited = source.read_text(encoding="utf-8").replace("Patch embedding", "Patch embedding (our version)", 1)
+    source.write_text(edited, encoding="utf-8")
+    with pytest.raises(FileExistsError, match="differs from the course notebook"):
+        grading.build_assignments(course, [NOTEBOOK])
+    assert source.read_text(encoding="utf-8") == edited  # untouched
+    grading.build_assignments(course, [NOTEBOOK], overwrite=True)
+    assert source.read_text(encoding="utf-8") != edited
+    grades = tmp_path / "grades.csv"
+    grades.write_text("mine\n")
+    (tmp_path / "submissions").mkdir()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        grading.grade_submissions(course, tmp_path / "submissions", grades)
+    assert grades.read_text() == "mine\n"

@@ -27,23 +27,34 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--course", type=Path, default=Path("course"), help="course directory (default: ./course)")
     build.add_argument("--notebooks", type=Path, nargs="*", default=None,
                        help="notebooks to include (default: notebooks/[0-9][0-9]_*.ipynb)")
+    build.add_argument("--overwrite", action="store_true",
+                       help="replace source notebooks of an earlier course that were edited by hand")
     grade = commands.add_parser("grade", help="autograde SUBMISSIONS/<student>/<notebook>.ipynb; one CSV row per "
                                               "student and exercise or question")
     grade.add_argument("submissions", type=Path)
     grade.add_argument("--course", type=Path, default=Path("course"), help="the course built by `assignments`")
     grade.add_argument("--csv", type=Path, default=Path("grades.csv"), help="output CSV (default: ./grades.csv)")
+    grade.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
     args = parser.parse_args(argv)
     if args.command == "assignments":
         from .grading import build_assignments
 
-        released = build_assignments(args.course, args.notebooks)
+        try:
+            released = build_assignments(args.course, args.notebooks, overwrite=args.overwrite)
+        except FileExistsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         print(f"{len(released)} assignment(s): sources in {args.course / 'source'}, student versions in "
               f"{args.course / 'release'}")
         return 0
     if args.command == "grade":
         from .grading import describe, grade_submissions
 
-        rows = grade_submissions(args.course, args.submissions, args.csv)
+        try:
+            rows = grade_submissions(args.course, args.submissions, args.csv, overwrite=args.overwrite)
+        except FileExistsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         print(describe(rows))
         print(f"{len(rows)} row(s) in {args.csv}")
         return 0

@@ -112,31 +112,40 @@ def _config(course: Path) -> Any:
     return config
 
 
-def build_assignments(course: str | os.PathLike, notebooks: list[Path] | None = None) -> list[Path]:
+def build_assignments(course: str | os.PathLike, notebooks: list[Path] | None = None, *,
+                      overwrite: bool = False) -> list[Path]:
     """Write the nbgrader course in ``course`` (source and release versions of every course notebook, and an
-    ``nbgrader_config.py``); returns the release notebooks."""
+    ``nbgrader_config.py``); returns the release notebooks. A file of an earlier course that differs from what
+    would be written now (a teacher's edit of a source notebook, say) is refused with a FileExistsError unless
+    ``overwrite=True``; rebuilding an unchanged course is fine."""
     import nbformat
 
     course = Path(course).resolve()  # nbgrader works from the course root: every path it gets is absolute
     notebooks = notebooks or sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
     api_class = _nbgrader()
+    config_text = ("c = get_config()  # noqa: F821\n"
+                   f"c.CourseDirectory.db_url = 'sqlite:///{course / 'gradebook.db'}'\n"
+                   f"c.Execute.timeout = {CELL_TIMEOUT_S}\n")
+    sources = {course / "source" / nb.stem / nb.name: nbformat.writes(source_notebook(nb)) for nb in notebooks}
+    planned = {course / "nbgrader_config.py": config_text, **sources}
+    changed = [path for path, text in planned.items()
+               if path.exists() and path.read_text(encoding="utf-8") != text]
+    if changed and not overwrite:
+        raise FileExistsError(f"{changed[0]} differs from the course notebook it would be rebuilt from (edited by "
+                              "hand?); move it away, or rebuild with --overwrite (overwrite=True) to replace it")
     course.mkdir(parents=True, exist_ok=True)
-    (course / "nbgrader_config.py").write_text(
-        "c = get_config()  # noqa: F821\n"
-        f"c.CourseDirectory.db_url = 'sqlite:///{(course / 'gradebook.db').resolve()}'\n"
-        f"c.Execute.timeout = {CELL_TIMEOUT_S}\n", encoding="utf-8")
-    api = api_class(config=_config(course))
     released = []
+    for path, text in planned.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    api = api_class(config=_config(course))
     for notebook in notebooks:
-        stem = notebook.stem
-        target = course / "source" / stem / notebook.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(source_notebook(notebook), target)
         with _environment(PATH=_tools_path()):
-            result = api.generate_assignment(stem, force=True, create=True)
+            result = api.generate_assignment(notebook.stem, force=True, create=True)
         if not result["success"]:
-            raise RuntimeError(f"nbgrader generate_assignment {stem} failed:\n{result['log']}\n{result['error']}")
-        released.append(course / "release" / stem / notebook.name)
+            raise RuntimeError(f"nbgrader generate_assignment {notebook.stem} failed:\n{result['log']}\n"
+                               f"{result['error']}")
+        released.append(course / "release" / notebook.stem / notebook.name)
     return released
 
 
@@ -162,11 +171,15 @@ def _tools_path() -> str:
 
 
 def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
-                      csv_path: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+                      csv_path: str | os.PathLike | None = None, *, overwrite: bool = False) -> list[dict[str, Any]]:
     """Autograde ``submissions/<student>/<stem>.ipynb`` against the course built by :func:`build_assignments`;
     returns (and writes to ``csv_path``) one row per student and graded item: student, notebook, item, kind,
-    score, max_score, status."""
+    score, max_score, status. An existing ``csv_path`` is refused (FileExistsError, before any grading) unless
+    ``overwrite=True``."""
     from nbgrader.api import Gradebook
+
+    if csv_path is not None and Path(csv_path).exists() and not overwrite:
+        raise FileExistsError(f"{csv_path} exists; choose another --csv, or pass --overwrite to replace it")
 
     course, submissions = Path(course).resolve(), Path(submissions).resolve()
     if not (course / "source").is_dir():
