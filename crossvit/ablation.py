@@ -24,7 +24,7 @@ from .config import Architecture
 from .layers import TransformerBlock
 from .model import BranchEmbedding, ClassifierHead, CrossViT
 from .train import evaluate  # the trainer's held-out scoring, which scores each head too
-from .utils import BRANCHES, check_choice, renamed_keywords
+from .utils import BRANCHES, check_choice, renamed_argument
 
 
 def _check_model(model: object) -> CrossViT:
@@ -39,11 +39,7 @@ def zero_cross_attention(model: CrossViT, query: str | Sequence[str] = "both", *
     sequence of branch names) adds nothing read from the other branch: its cross-attention output is replaced by
     zeros (forward hooks, removed on exit). (``queries=`` is the deprecated name of ``query``.)"""
     _check_model(model)
-    renamed = renamed_keywords("zero_cross_attention", deprecated, {"queries": "query"})
-    if set(renamed) - {"query"}:
-        raise TypeError(f"zero_cross_attention got unexpected keyword argument(s) {sorted(set(renamed) - {'query'})}")
-    if "query" in renamed:
-        query = renamed["query"]
+    query = renamed_argument("zero_cross_attention", deprecated, "queries", "query", query, "both")
     if query == "both":
         queries: Sequence[str] = BRANCHES
     elif isinstance(query, str):

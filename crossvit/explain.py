@@ -67,7 +67,16 @@ from .rollout import (
     gradient_rollout,
     joint_rollout,
 )
-from .utils import BRANCHES, check_choice, check_int, check_number, class_indices, eval_mode, other_branch
+from .utils import (
+    BRANCHES,
+    check_choice,
+    check_int,
+    check_number,
+    class_indices,
+    eval_mode,
+    other_branch,
+    renamed_keywords,
+)
 
 QUERIES: tuple[str, ...] = ("small", "large", "both")
 """Values of the ``query`` option: whose CLS token asks (both: the mean of the two maps)."""
@@ -80,10 +89,6 @@ SEED_RANGE = (0, 2**64 - 1)
 # the registry
 
 
-def _query(model: CrossViT, value: object) -> str:
-    return check_choice("query", value, QUERIES)
-
-
 OPTION_CHECKS: dict[str, Callable[[CrossViT, object], object]] = {
     "start_block": check_start_block,
     "head_fusion": lambda model, v: check_choice("head_fusion", v, HEAD_FUSIONS),
@@ -91,7 +96,7 @@ OPTION_CHECKS: dict[str, Callable[[CrossViT, object], object]] = {
     "block": lambda model, v: check_int("block", v),
     "layer": lambda model, v: check_int("layer", v),
     "fusion": lambda model, v: check_int("fusion", v),
-    "query": _query,
+    "query": lambda model, v: check_choice("query", v, QUERIES),
     "seed": lambda model, v: check_int("seed", v, *SEED_RANGE),
     "n_steps": lambda model, v: check_int("n_steps", v, 1),
     "internal_batch_size": lambda model, v: check_int("internal_batch_size", v, 1),
@@ -128,21 +133,11 @@ class Method:
     aliases: tuple[str, ...] = field(default=())  # deprecated names
     own_prediction: bool = False  # with target None, the function explains the prediction of its own forward
 
-    @property
-    def options(self) -> tuple[str, ...]:
-        return tuple(self.defaults)
-
     def resolve(self, model: CrossViT, given: Mapping[str, object]) -> dict[str, object]:
         """The options the function gets: defaults overridden by ``given`` (own or shared options), each checked;
         an unknown option is a TypeError that lists the method's options."""
-        given = dict(given)
-        for old, new in _OPTION_RENAMES.items():
-            if old in given and (new in self.defaults or new in SHARED_OPTIONS):
-                if new in given:
-                    raise TypeError(f"method {self.name!r} got both {old!r} and its new name {new!r}")
-                warnings.warn(f"explain: option {old!r} is deprecated and will be removed in the next release; "
-                              f"use {new!r}", FutureWarning, stacklevel=3)
-                given[new] = given.pop(old)
+        renames = {old: new for old, new in _OPTION_RENAMES.items() if new in self.defaults or new in SHARED_OPTIONS}
+        given = renamed_keywords(f"explain({self.name!r})", dict(given), renames, stacklevel=4)
         unknown = sorted(set(given) - set(self.defaults) - set(SHARED_OPTIONS))
         if unknown:
             valid = ", ".join(self.defaults) or "none"

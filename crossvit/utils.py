@@ -92,18 +92,40 @@ def resolve_device(device: str | torch.device, what: str = "device") -> torch.de
     return out
 
 
-def renamed_keywords(where: str, kwargs: dict[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
+def _warn_renamed(where: str, old: str, new: str, stacklevel: int) -> None:
+    warnings.warn(f"{where}: {old!r} is deprecated and will be removed in the next release; use {new!r}",
+                  FutureWarning, stacklevel=stacklevel + 1)
+
+
+def renamed_keywords(where: str, kwargs: dict[str, Any], renames: Mapping[str, str], stacklevel: int = 3
+                     ) -> dict[str, Any]:
     """``kwargs`` with every deprecated keyword of ``renames`` (old -> new) renamed, with a FutureWarning per old
-    name; a TypeError when both the old and the new name are given."""
+    name (``stacklevel`` as ``warnings.warn`` counts it from the caller); a TypeError when both the old and the
+    new name are given."""
     out = dict(kwargs)
     for old, new in renames.items():
         if old in out:
             if new in out:
                 raise TypeError(f"{where} got both {old!r} and its new name {new!r}; pass {new!r} only")
-            warnings.warn(f"{where}: {old!r} is deprecated and will be removed in the next release; use {new!r}",
-                          FutureWarning, stacklevel=3)
+            _warn_renamed(where, old, new, stacklevel)
             out[new] = out.pop(old)
     return out
+
+
+def renamed_argument(where: str, deprecated: Mapping[str, Any], old: str, new: str, value: Any, default: Any
+                     ) -> Any:
+    """The value of the argument ``new`` of function ``where``, which also takes the deprecated name ``old``
+    through ``**deprecated``: ``value`` as passed, or ``deprecated[old]`` (with a FutureWarning). Any other
+    keyword in ``deprecated`` is a TypeError, and so is passing both names (``value`` not its ``default``)."""
+    unknown = sorted(set(deprecated) - {old})
+    if unknown:
+        raise TypeError(f"{where} got unexpected keyword argument(s) {unknown}")
+    if old not in deprecated:
+        return value
+    if value is not default:
+        raise TypeError(f"{where} got both {old!r} and its new name {new!r}; pass {new!r} only")
+    _warn_renamed(where, old, new, stacklevel=3)
+    return deprecated[old]
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:

@@ -43,3 +43,22 @@ def bundled() -> crossvit.CrossViT:
 def shapes() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Four held-out shapes images (4, 3, 96, 96), their labels and object masks."""
     return crossvit.data.make_shapes(4, HELD_OUT_TEST_SEED, 96)
+
+
+@pytest.fixture(scope="session")
+def save_timm_model(tmp_path_factory):
+    """``save(name, seed=None, **kwargs) -> (model, path)``: a timm CrossViT of random weights (``torch.manual_seed
+    (seed)`` first unless None; ``kwargs`` go to ``timm.create_model``), eval mode, its state dict written as a
+    .safetensors file in a fresh folder. Skips the test without timm."""
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    def save(name: str, seed: int | None = None, **kwargs):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = timm.create_model(name, **kwargs).eval()
+        path = tmp_path_factory.mktemp("timm_weights") / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+        return model, path
+
+    return save

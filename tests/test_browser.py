@@ -118,6 +118,18 @@ def jupyterlab(tmp_path):
         log.close()
 
 
+def _open_and_run_all(browser, url: str):
+    """A new page with the notebook at ``url`` open, its kernel idle, and Run All Cells clicked once in the Run
+    menu (the notebook carries a kernelspec, so no "Select Kernel" dialog comes first)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.locator(".jp-Notebook").first.wait_for(timeout=RUN_TIMEOUT_MS)
+    page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for(timeout=RUN_TIMEOUT_MS)
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    return page
+
+
 def test_attention_explorer_slider_and_click_in_jupyterlab(jupyterlab, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     base, token, root = jupyterlab
@@ -125,13 +137,7 @@ def test_attention_explorer_slider_and_click_in_jupyterlab(jupyterlab, tmp_path)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{base}/lab/tree/explorer.ipynb?token={token}")
-            page.locator(".jp-Notebook").first.wait_for(timeout=RUN_TIMEOUT_MS)
-            # the notebook carries a kernelspec, so no "Select Kernel" dialog; run everything from the Run menu
-            page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for(timeout=RUN_TIMEOUT_MS)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            page = _open_and_run_all(browser, f"{base}/lab/tree/explorer.ipynb?token={token}")
 
             picture = page.locator(".jp-OutputArea-output .widget-image").first
             picture.wait_for(timeout=RUN_TIMEOUT_MS)
@@ -182,13 +188,8 @@ def test_run_all_reaches_the_end_of_the_course_notebooks(jupyterlab, tmp_path, n
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{base}/lab/tree/{name}?token={token}")
-            page.locator(".jp-Notebook").first.wait_for(timeout=RUN_TIMEOUT_MS)
-            page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for(timeout=RUN_TIMEOUT_MS)
+            page = _open_and_run_all(browser, f"{base}/lab/tree/{name}?token={token}")  # one click on Run All
             code_cells = page.locator(".jp-Notebook .jp-CodeCell").count()
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()  # once
             try:  # finished: every code cell has an execution number, none is waiting or running ("[*]")
                 page.wait_for_function(
                     r"""n => { const p = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')]

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 import crossvit
 from crossvit import cli, data, photos
@@ -25,12 +24,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def timm_model_and_file(tmp_path_factory):
-    torch.manual_seed(1)
-    model = timm.create_model(NAME).eval()
-    path = tmp_path_factory.mktemp("weights") / "tiny_random.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return model, path
+def timm_model_and_file(save_timm_model):
+    return save_timm_model(NAME, seed=1)
 
 
 @pytest.fixture(scope="module")

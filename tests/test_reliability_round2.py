@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 import crossvit
 from crossvit import cli, exercises, photos
@@ -32,13 +31,9 @@ NAME = "crossvit_tiny_240"
 
 
 @pytest.fixture(scope="module")
-def tiny10_file(tmp_path_factory):
+def tiny10_file(save_timm_model):
     """A 'fine-tuned' 10-class timm state dict (random weights)."""
-    torch.manual_seed(2)
-    model = timm.create_model(NAME, num_classes=10).eval()
-    path = tmp_path_factory.mktemp("tiny10") / "tiny10.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return model, path
+    return save_timm_model(NAME, seed=2, num_classes=10)
 
 
 @pytest.fixture(scope="module")

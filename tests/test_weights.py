@@ -98,10 +98,10 @@ def test_bad_files_are_named(tmp_path, random_timm_file, make, error, words):
         crossvit.create_model(NAME, checkpoint_path=make(tmp_path, random_timm_file))
 
 
-def test_weights_of_another_variant_or_model_are_refused(random_timm_file, tmp_path):
+def test_weights_of_another_variant_or_model_are_refused(random_timm_file, save_timm_model, tmp_path):
     with pytest.raises(ValueError, match="do not fit"):
         crossvit.create_model("crossvit_15_240", checkpoint_path=random_timm_file)
-    deeper = _save_timm(tmp_path, NAME, depth=[[1, 4, 0]] * 3)  # one more large-branch layer per block
+    _, deeper = save_timm_model(NAME, depth=[[1, 4, 0]] * 3)  # one more large-branch layer per block
     with pytest.raises(ValueError, match=r"do not fit.* 0 with another shape.* 3\d unused"):
         crossvit.create_model(NAME, checkpoint_path=deeper)
     other = tmp_path / "linear.safetensors"
@@ -113,16 +113,12 @@ def test_weights_of_another_variant_or_model_are_refused(random_timm_file, tmp_p
                               lg_dim=8)
 
 
-def _save_timm(tmp_path, name, **kwargs):
-    model = timm.create_model(name, **kwargs)
-    path = tmp_path / f"{name}.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
 
 
-def test_own_weights_with_another_number_of_classes_are_refused(random_timm_file, tmp_path):
+
+def test_own_weights_with_another_number_of_classes_are_refused(save_timm_model):
     # a fine-tuned 10-class file loaded into a 1000-class model: timm's checkpoint_path refuses (size mismatch)
-    tiny10 = _save_timm(tmp_path, NAME, num_classes=10)
+    _, tiny10 = save_timm_model(NAME, num_classes=10)
     with pytest.raises(RuntimeError, match="size mismatch"):
         timm.create_model(NAME, checkpoint_path=str(tiny10))
     with pytest.raises(ValueError, match="classifier has 10 classes but the model has 1000; build the model with "

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ..model import CrossViT
-from ..utils import renamed_keywords
+from ..utils import renamed_argument
 from .base import (
     MAX_COLUMNS,
     ArrayLike,
@@ -159,13 +159,7 @@ def plot_cross_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike
     The figure title names the direction, e.g. ``"large CLS -> small patches (8x8 grid)"``, under ``title``.
     (``query_branch=`` is the deprecated name of ``query``.)
     """
-    renamed = renamed_keywords("plot_cross_attention", deprecated, {"query_branch": "query"})
-    if set(renamed) - {"query"}:
-        raise TypeError(f"plot_cross_attention got unexpected keyword argument(s) {sorted(set(renamed) - {'query'})}")
-    if "query" in renamed:
-        if query is not None:
-            raise TypeError("plot_cross_attention got both 'query' and its old name 'query_branch'")
-        query = renamed["query"]
+    query = renamed_argument("plot_cross_attention", deprecated, "query_branch", "query", query, None)
     if query is None:
         raise TypeError("plot_cross_attention needs query: the branch whose CLS reads ('small' or 'large')")
     query_branch = query
@@ -192,11 +186,7 @@ def plot_attention_by_block(model: CrossViT, image: ArrayLike, maps: Mapping[str
     than ``max_columns`` columns the columns wrap: a second band of rows holds the rest. One colour bar
     (``scale`` as in :func:`plot_cls_attention`).
     """
-    renamed = renamed_keywords("plot_attention_by_block", deprecated, {"head": "head_fusion"})
-    if set(renamed) - {"head_fusion"}:
-        raise TypeError(f"plot_attention_by_block got unexpected keyword argument(s) "
-                        f"{sorted(set(renamed) - {'head_fusion'})}")
-    head = renamed.get("head_fusion", head_fusion)
+    head = renamed_argument("plot_attention_by_block", deprecated, "head", "head_fusion", head_fusion, "mean")
     if kind not in ("self", "cross"):
         raise ValueError(f"kind must be 'self' or 'cross', got {kind!r}")
     sites = []
