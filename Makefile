@@ -8,9 +8,10 @@ VENV        ?= .venv
 # Installed first, on its own, so pip takes the pinned local wheels; override to use another build,
 # e.g.  make venv TORCH_SPEC='torch torchvision --index-url https://download.pytorch.org/whl/cpu'
 TORCH_SPEC  ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS      ?= test,pretrained,dev,teach
+EXTRAS      ?= test,pretrained,dev,teach,site
 PYTEST_ARGS ?=
 FIGURES_ARGS ?=
+LAB_ARGS    ?=
 
 VPY   := $(VENV)/bin/python
 STAMP := $(VENV)/.crossvit-lab-installed
@@ -19,13 +20,16 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test test-fast figures lab lint assignments grade clean-venv
+.PHONY: help venv test test-fast figures site slides kit lab lint assignments grade clean-venv
 
 help:
 	@echo "make figures   execute notebooks/[0-9][0-9]_*.ipynb and write figures/ (FIGURES_ARGS='--only 02')"
 	@echo "make test      run the whole test suite (what CI runs)"
 	@echo "make test-fast the tests not marked slow (no notebook runs, no browser): the edit-test loop"
-	@echo "make lab       JupyterLab on 127.0.0.1, rooted at notebooks/"
+	@echo "make site      the course executed, as a static HTML site: site/html/index.html (offline, ~5 min)"
+	@echo "make slides    reveal.js lecture decks from the executed notebooks: site/slides/ (builds the site if needed)"
+	@echo "make kit       dist/crossvit-lab-course.zip: the wheel and the notebooks, for hosted notebook services"
+	@echo "make lab       JupyterLab on 127.0.0.1, at the repository root, opening notebooks/"
 	@echo "make assignments  an nbgrader course in course/: source/ and release/ (student) notebooks"
 	@echo "make grade SUBMISSIONS=DIR  autograde DIR/<student>/<notebook>.ipynb into grades.csv (OVERWRITE=1 replaces)"
 	@echo "make lint      ruff check"
@@ -57,8 +61,27 @@ SUBMISSIONS ?= submissions
 grade: $(STAMP)
 	$(VPY) -m crossvit.exercises grade $(SUBMISSIONS) --course course --csv grades.csv $(if $(OVERWRITE),--overwrite)
 
+# Sphinx + myst-nb + furo (the `site` extra). The notebooks run in notebooks/, their figures go to a temporary
+# folder; -W turns every warning (a broken link, an unknown reference) into a failed build.
+SITE_DIR ?= site
+site: $(STAMP)
+	$(VPY) -m sphinx -W --keep-going -q -b html -c docs -d $(SITE_DIR)/doctrees . $(SITE_DIR)/html
+	@echo "site: $(SITE_DIR)/html/index.html"
+
+$(SITE_DIR)/html/index.html:
+	$(MAKE) site
+
+slides: $(STAMP) $(SITE_DIR)/html/index.html
+	$(VPY) docs/course_kit.py slides --executed $(SITE_DIR)/jupyter_execute --out $(SITE_DIR)/slides
+
+kit: $(STAMP)
+	$(VPY) docs/course_kit.py bundle --out dist
+
+# Rooted at the repository so that the notebooks' links to ../docs open; etc/jupyterlab/overrides.json opens
+# Markdown files rendered (so README.md#terms scrolls to its section) and leaves the user's own settings alone.
 lab: $(STAMP)
-	CROSSVIT_FIGURES_DIR="$(CURDIR)/figures" $(VENV)/bin/jupyter lab --ip=127.0.0.1 notebooks/
+	CROSSVIT_FIGURES_DIR="$(CURDIR)/figures" $(VENV)/bin/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)" \
+		--LabApp.app_settings_dir="$(CURDIR)/etc/jupyterlab" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

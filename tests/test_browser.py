@@ -1,6 +1,7 @@
 """Real-browser tests: JupyterLab runs a notebook with the attention explorer; moving its slider redraws it, and
-clicking a patch on its picture (through ipyevents) makes that patch the query token. And one click on Run All
-runs the committed course notebooks with explorers (exercises unsolved) to the end, every explorer rendered.
+clicking a patch on its picture (through ipyevents) makes that patch the query token. One click on Run All
+runs the committed course notebooks with explorers (exercises unsolved) to the end, every explorer rendered. And
+every link of every course notebook, followed in JupyterLab as `make lab` starts it, opens its target.
 
 Drives Debian's ``chromium`` (never a browser Playwright downloads) through Playwright against a JupyterLab
 server bound to 127.0.0.1 with a random token. Skipped when chromium or Playwright is missing; ``.ci/run``
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +28,9 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/ch
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SERVER_START_TIMEOUT_S = 120
 RUN_TIMEOUT_MS = 240_000
+LINK_TIMEOUT_MS = 30_000
+ROOT = Path(__file__).resolve().parent.parent
+LAB_SETTINGS = ROOT / "etc" / "jupyterlab"  # the settings `make lab` starts JupyterLab with
 
 pytestmark = [
     pytest.mark.slow,  # a JupyterLab server and a real browser: `make test` runs it, `make test-fast` does not
@@ -94,7 +99,8 @@ def jupyterlab(tmp_path):
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
-         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         f"--LabApp.app_settings_dir={LAB_SETTINGS}"],  # as `make lab`: Markdown opens rendered
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
     )
     base = f"http://127.0.0.1:{port}"
@@ -208,3 +214,75 @@ def test_run_all_reaches_the_end_of_the_course_notebooks(jupyterlab, tmp_path, n
                                        timeout=RUN_TIMEOUT_MS)
         finally:
             browser.close()
+
+
+def _course_copy(root: Path) -> None:
+    """The course's notebooks and the pages they link to, laid out as in the repository, under ``root``."""
+    (root / "notebooks").mkdir()
+    (root / "docs").mkdir()
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")) + [ROOT / "notebooks" / "README.md"]:
+        shutil.copyfile(path, root / "notebooks" / path.name)
+    for path in sorted((ROOT / "docs").glob("*.md")):
+        shutil.copyfile(path, root / "docs" / path.name)
+
+
+def test_every_notebook_link_opens_its_target_in_jupyterlab(jupyterlab):
+    """Each link in each course notebook's text, clicked once: an anchor in the notebook exists; a link to a page
+    or notebook opens it in a new tab (Markdown rendered); a link with #section shows that section."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    base, token, root = jupyterlab
+    _course_copy(root)
+    followed = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            for notebook in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(f"{base}/lab/tree/notebooks/{notebook.name}?token={token}")
+                page.locator(".jp-Notebook .jp-RenderedMarkdown").first.wait_for(timeout=RUN_TIMEOUT_MS)
+                # the authors' links (JupyterLab adds its own heading permalinks: not counted)
+                hrefs = page.eval_on_selector_all(
+                    ".jp-Notebook .jp-RenderedMarkdown a[href]:not(.jp-InternalAnchorLink)",
+                    "els => els.map(e => e.getAttribute('href'))")
+                for index, href in enumerate(hrefs):
+                    if href.startswith(("http://127.0.0.1", "/")) or not href.startswith(("http:", "https:", "#")):
+                        followed.append((notebook.name, href))
+                        _follow_lab_link(page, index, href)
+                    elif href.startswith("#"):
+                        assert page.locator(_anchor(urllib.parse.unquote(href[1:]))).count(), (notebook.name, href)
+                page.close()
+        finally:
+            browser.close()
+    assert len(followed) >= 2 * 7, followed  # every notebook links to the teacher's page and to the next one
+
+
+def _anchor(name: str) -> str:
+    """CSS for the element a ``#name`` fragment points at (JupyterLab renders ``id`` as ``data-jupyter-id``)."""
+    return f"[id='{name}'], [data-jupyter-id='{name}']"
+
+
+def _follow_lab_link(page, index: int, href: str) -> None:
+    """Click the ``index``-th author link on ``page``; its target must become the current tab, scrolled to the
+    fragment when there is one."""
+    target = urllib.parse.urlsplit(href)
+    name = urllib.parse.unquote(target.path.rsplit("/", 1)[-1])
+    link = page.locator(".jp-Notebook .jp-RenderedMarkdown a[href]:not(.jp-InternalAnchorLink)").nth(index)
+    link.scroll_into_view_if_needed()
+    link.click()
+    current = page.locator(".jp-RenderedMarkdown:visible, .jp-Notebook:visible")
+    tab = page.locator("#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current")
+    page.wait_for_function("name => [...document.querySelectorAll('#jp-main-dock-panel .lm-TabBar-tab.lm-mod-current')]"
+                           ".some(t => t.innerText.trim() === name)", arg=name, timeout=LINK_TIMEOUT_MS)
+    assert tab.count() >= 1
+    if name.endswith(".md"):  # opened rendered (Markdown Preview), not as source text
+        viewer = page.locator(".jp-MarkdownViewer .jp-RenderedMarkdown:visible").first
+        viewer.wait_for(timeout=LINK_TIMEOUT_MS)
+        if target.fragment:
+            anchor = viewer.locator(_anchor(urllib.parse.unquote(target.fragment))).first
+            anchor.wait_for(state="attached", timeout=LINK_TIMEOUT_MS)
+            page.wait_for_function(
+                "el => { const r = el.getBoundingClientRect(); return r.top >= 0 && r.top < innerHeight; }",
+                arg=anchor.element_handle(), timeout=LINK_TIMEOUT_MS)
+    assert current.count() >= 1
+    # back to the notebook for the next link
+    page.locator("#jp-main-dock-panel .lm-TabBar-tab").first.click()

@@ -124,7 +124,7 @@ def _input_gradient(model: CrossViT, images: torch.Tensor, target: torch.Tensor,
 
 @checker_for("saliency_map")
 def check_saliency_map(function: object, model: CrossViT, images: torch.Tensor, target: object) -> None:
-    """Exercise 5.2: ``function(model, images, target)`` = |d logit[target] / d pixel|, the largest over the colour
+    """Exercise 5.2: ``function(model, images, target)`` = ``|d logit[target] / d pixel|``, the largest over the colour
     channels, (B, H, W). Reference: ``crossvit.explain(model, images, "saliency", target)`` (captum's Saliency);
     the function may use neither."""
     name, checker = "saliency_map", "check_saliency_map"

@@ -1,0 +1,107 @@
+"""The teacher's kit (docs/course_kit.py): slide marks on executed notebooks, and the bundle for hosted notebook
+services, installed from its wheel into a fresh environment without the repository."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("course_kit", ROOT / "docs" / "course_kit.py")
+course_kit = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(course_kit)
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+def _executed_notebook():
+    v4 = nbformat.v4
+    figure = v4.new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"})
+    text = v4.new_output("stream", name="stdout", text="accuracy 0.97\n")
+    cells = [
+        v4.new_markdown_cell("# 01 · Title\n\nObjectives."),
+        v4.new_code_cell("import crossvit"),                                   # no output: left out
+        v4.new_markdown_cell("## A section\n\nText before the figure."),
+        v4.new_code_cell("plot()", outputs=[figure]),                          # a figure: its own sub-slide
+        v4.new_code_cell("print(acc)", outputs=[text]),                        # text output: on the same slide
+        v4.new_markdown_cell("### A sub-heading\n\nMore text."),
+        v4.new_code_cell("def f():\n    raise NotImplementedError", metadata={"tags": ["exercise"]},
+                         outputs=[text]),                                      # an exercise stub: left out
+        v4.new_markdown_cell("   "),
+    ]
+    return v4.new_notebook(cells=cells)
+
+
+def test_slide_marks_follow_the_headings_and_hide_the_code():
+    nb = course_kit.mark_slides(_executed_notebook())
+    kinds = [cell.metadata["slideshow"]["slide_type"] for cell in nb.cells]
+    assert kinds == ["slide", "skip", "slide", "subslide", "-", "subslide", "skip", "skip"]
+    assert all(cell.metadata.get("jupyter", {}).get("source_hidden") for cell in nb.cells
+               if cell.cell_type == "code" and cell.metadata["slideshow"]["slide_type"] != "skip")
+
+
+def test_slides_are_built_from_executed_notebooks_without_their_code(tmp_path):
+    executed = tmp_path / "jupyter_execute" / "notebooks"
+    executed.mkdir(parents=True)
+    nbformat.write(_executed_notebook(), executed / "01_title.ipynb")
+    (deck,) = course_kit.build_slides(tmp_path / "jupyter_execute", tmp_path / "slides")
+    html = deck.read_text(encoding="utf-8")
+    assert deck.name == "01_title.slides.html"
+    assert "Text before the figure." in html and "accuracy 0.97" in html and "data:image/png;base64" in html
+    assert "NotImplementedError" not in html and "print(acc)" not in html  # code and stubs stay out
+    assert html.count("<section") >= 4  # two slides, each a vertical stack of sub-slides
+
+
+def test_slides_say_what_to_do_when_there_is_no_executed_course(tmp_path):
+    with pytest.raises(SystemExit, match="make site"):
+        course_kit.build_slides(tmp_path, tmp_path / "slides")
+
+
+@pytest.mark.slow  # builds a wheel and a virtual environment
+def test_the_bundle_installs_from_its_wheel_in_a_fresh_environment(tmp_path):
+    """What a hosted notebook service does with the zip: unzip, install the wheel without dependencies (the
+    service has them; here a fresh venv borrows this environment's packages but not its editable crossvit),
+    then run a course notebook's first steps from the unpacked notebooks folder."""
+    bundle = course_kit.build_bundle(tmp_path / "dist")
+    with zipfile.ZipFile(bundle) as archive:
+        names = archive.namelist()
+        archive.extractall(tmp_path / "upload")
+    course = tmp_path / "upload" / course_kit.BUNDLE_NAME
+    assert {f"{course_kit.BUNDLE_NAME}/notebooks/{p.name}" for p in (ROOT / "notebooks").glob("0*.ipynb")} <= set(names)
+    assert any(n.startswith(f"{course_kit.BUNDLE_NAME}/notebooks/solutions/") for n in names)
+    (wheel,) = course.glob("crossvit_lab-*.whl")
+
+    fresh = tmp_path / "fresh"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(fresh)], check=True)
+    python = fresh / "bin" / "python"
+    fresh_site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                     check=True, capture_output=True, text=True).stdout.strip())
+    # the dependencies a hosted service already has (torch, ...): this environment's packages, appended after the
+    # fresh venv's own site-packages, whose .pth files (the editable install of the checkout) are not read
+    (fresh_site / "provided.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+                    "--no-index", str(wheel)], check=True)
+    script = (
+        "import crossvit, torch\n"
+        "from pathlib import Path\n"
+        f"assert Path(crossvit.__file__).is_relative_to({str(fresh)!r}), crossvit.__file__\n"
+        "model = crossvit.create_model('shapes_tiny', pretrained=True)\n"
+        "images, labels, masks = crossvit.data.make_shapes(4, seed=crossvit.data.HELD_OUT_SEED_BASE + 7,"
+        " image_size=model.image_size)\n"
+        "acc = (model(images).argmax(-1) == labels).float().mean().item()\n"
+        "maps = crossvit.explain(model, images, 'gradient_rollout')\n"
+        "print('ok', acc, tuple(maps.shape), Path('solutions/01_patch_embedding.py').is_file())\n"
+    )
+    result = subprocess.run([str(python), "-c", script], cwd=course / "notebooks", capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    ok, accuracy, *_ = result.stdout.split()
+    assert ok == "ok" and float(accuracy) >= 0.75
+    assert result.stdout.strip().endswith("True")
