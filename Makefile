@@ -8,7 +8,7 @@ VENV        ?= .venv
 # Installed first, on its own, so pip takes the pinned local wheels; override to use another build,
 # e.g.  make venv TORCH_SPEC='torch torchvision --index-url https://download.pytorch.org/whl/cpu'
 TORCH_SPEC  ?= torch==2.14.1 torchvision==0.29.1
-EXTRAS      ?= test,pretrained,dev,teach,site
+EXTRAS      ?= test,pretrained,dev,teach,site,bench
 PYTEST_ARGS ?=
 FIGURES_ARGS ?=
 LAB_ARGS    ?=

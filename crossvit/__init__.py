@@ -1,6 +1,6 @@
 """CrossViT Lab: a readable CrossViT (both published flavours) and the tools to look inside it."""
 
-from . import data, metrics, photos, weights
+from . import data, metrics, photos, scenes, weights
 from .checkpoint import load_checkpoint, load_pretrained, save_checkpoint
 from .classes import class_names, top_classes
 from .config import Architecture, BranchSpec, PaperConfig, SeedConfig, config_from_dict
@@ -61,6 +61,7 @@ __all__ = [
     "sample_photo",
     "sample_photos",
     "save_checkpoint",
+    "scenes",
     "top_classes",
     "weights",
 ]

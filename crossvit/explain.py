@@ -19,6 +19,9 @@ checked in one place (:data:`OPTION_CHECKS`) before the method runs.
 ``large_rollout``          ``discard_ratio``)
 ``joint_rollout``          both branches through the fusion layers (``start_block``, ``head_fusion``)
 ``gradient_rollout``       the class-specific joint rollout of Chefer et al. (``start_block``)
+``coattention_relevancy``  Chefer et al.'s relevancy rules for co-attention (ICCV 2021), the fusion layers taken as
+                           cross-attention between the branches (``start_block``, ``normalize_self``,
+                           ``self_in_cross``; see :mod:`crossvit.relevancy`)
 ``cls_attention``          the raw CLS -> patch row of one self-attention layer, heads averaged (``block``,
                            ``layer``, ``query``: whose CLS asks, "small", "large" or "both")
 ``cross_attention``        one fusion layer's cross-attention row of a CLS token over the *other* branch's patches,
@@ -59,6 +62,7 @@ import torch.nn.functional as F
 
 from .model import CrossViT, check_images
 from .recording import attention_sites, record_attention, release_attention_memory
+from .relevancy import coattention_relevancy
 from .rollout import (
     HEAD_FUSIONS,
     attention_rollout,
@@ -89,6 +93,12 @@ SEED_RANGE = (0, 2**64 - 1)
 # the registry
 
 
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 OPTION_CHECKS: dict[str, Callable[[CrossViT, object], object]] = {
     "start_block": check_start_block,
     "head_fusion": lambda model, v: check_choice("head_fusion", v, HEAD_FUSIONS),
@@ -100,6 +110,8 @@ OPTION_CHECKS: dict[str, Callable[[CrossViT, object], object]] = {
     "seed": lambda model, v: check_int("seed", v, *SEED_RANGE),
     "n_steps": lambda model, v: check_int("n_steps", v, 1),
     "internal_batch_size": lambda model, v: check_int("internal_batch_size", v, 1),
+    "normalize_self": lambda model, v: _check_bool("normalize_self", v),
+    "self_in_cross": lambda model, v: _check_bool("self_in_cross", v),
 }
 """How each option's value is checked (and normalised, e.g. a numpy integer to an int), by option name: a
 TypeError or ValueError that names the option, raised before the model runs."""
@@ -280,11 +292,9 @@ def joint_rollout_map(model: CrossViT, images: torch.Tensor, target: torch.Tenso
     return joint_rollout_pixels(model, joint_rollout(rec, head_fusion, start_block=start_block))
 
 
-@register_method("gradient_rollout", summary="class-specific joint rollout of gradient-weighted attention "
-                 "(Chefer et al. 2021)", class_specific=True, needs_gradients=True, aliases=("grad_rollout",),
-                 own_prediction=True)
-def gradient_rollout_map(model: CrossViT, images: torch.Tensor, target: torch.Tensor | None, *,
-                         start_block: int = 0) -> torch.Tensor:
+def _backward_to_maps(model: CrossViT, images: torch.Tensor, target: torch.Tensor | None):
+    """A forward that records every attention map and a backward from the target logits (the predicted class of
+    this forward where ``target`` is None) to the maps only; returns the recorder (maps and their gradients)."""
     # input that requires grad, so that the maps do too when no parameter does (a frozen model)
     images = images.detach().clone().requires_grad_(True)  # clone: an inference-mode tensor cannot require grad
     with record_attention(model, grads=True) as rec, torch.enable_grad():
@@ -294,8 +304,30 @@ def gradient_rollout_map(model: CrossViT, images: torch.Tensor, target: torch.Te
         score = logits.gather(1, target[:, None]).sum()
         maps = list(rec.sites.values())
         score.backward(inputs=maps)  # gradients reach the maps only, never the model's parameters
+    return rec
+
+
+@register_method("gradient_rollout", summary="class-specific joint rollout of gradient-weighted attention "
+                 "(Chefer et al. 2021)", class_specific=True, needs_gradients=True, aliases=("grad_rollout",),
+                 own_prediction=True)
+def gradient_rollout_map(model: CrossViT, images: torch.Tensor, target: torch.Tensor | None, *,
+                         start_block: int = 0) -> torch.Tensor:
+    rec = _backward_to_maps(model, images, target)
     rows = gradient_rollout(rec, start_block=start_block)
     rec.clear()  # the maps and their graph go now, not when the recorder is collected
+    return joint_rollout_pixels(model, rows)
+
+
+@register_method("coattention_relevancy", summary="Chefer et al.'s ICCV 2021 relevancy rules for co-attention, "
+                 "with the fusion layers as cross-attention between the branches", class_specific=True,
+                 needs_gradients=True, own_prediction=True)
+def coattention_relevancy_map(model: CrossViT, images: torch.Tensor, target: torch.Tensor | None, *,
+                              start_block: int = 0, normalize_self: bool = True,
+                              self_in_cross: bool = True) -> torch.Tensor:
+    rec = _backward_to_maps(model, images, target)
+    rows = coattention_relevancy(rec, normalize_self=normalize_self, self_in_cross=self_in_cross,
+                                 start_block=start_block)
+    rec.clear()
     return joint_rollout_pixels(model, rows)
 
 

@@ -236,14 +236,12 @@ def test_every_notebook_link_opens_its_target_in_jupyterlab(jupyterlab):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         try:
-            for notebook in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+            for number, notebook in enumerate(sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))):
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(f"{base}/lab/tree/notebooks/{notebook.name}?token={token}")
-                page.locator(".jp-Notebook .jp-RenderedMarkdown").first.wait_for(timeout=RUN_TIMEOUT_MS)
-                # the authors' links (JupyterLab adds its own heading permalinks: not counted)
-                hrefs = page.eval_on_selector_all(
-                    ".jp-Notebook .jp-RenderedMarkdown a[href]:not(.jp-InternalAnchorLink)",
-                    "els => els.map(e => e.getAttribute('href'))")
+                # a fresh workspace per notebook: only this notebook is open, not the tabs a previous one opened
+                page.goto(f"{base}/lab/workspaces/links{number}/tree/notebooks/{notebook.name}?token={token}&reset")
+                page.locator(f"{CURRENT_NOTEBOOK} .jp-RenderedMarkdown").first.wait_for(timeout=RUN_TIMEOUT_MS)
+                hrefs = page.eval_on_selector_all(AUTHOR_LINKS, "els => els.map(e => e.getAttribute('href'))")
                 for index, href in enumerate(hrefs):
                     if href.startswith(("http://127.0.0.1", "/")) or not href.startswith(("http:", "https:", "#")):
                         followed.append((notebook.name, href))
@@ -256,6 +254,11 @@ def test_every_notebook_link_opens_its_target_in_jupyterlab(jupyterlab):
     assert len(followed) >= 2 * 7, followed  # every notebook links to the teacher's page and to the next one
 
 
+CURRENT_NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
+# the authors' links in the notebook shown (JupyterLab adds its own heading permalinks: not counted)
+AUTHOR_LINKS = f"{CURRENT_NOTEBOOK} .jp-RenderedMarkdown a[href]:not(.jp-InternalAnchorLink)"
+
+
 def _anchor(name: str) -> str:
     """CSS for the element a ``#name`` fragment points at (JupyterLab renders ``id`` as ``data-jupyter-id``)."""
     return f"[id='{name}'], [data-jupyter-id='{name}']"
@@ -266,7 +269,7 @@ def _follow_lab_link(page, index: int, href: str) -> None:
     fragment when there is one."""
     target = urllib.parse.urlsplit(href)
     name = urllib.parse.unquote(target.path.rsplit("/", 1)[-1])
-    link = page.locator(".jp-Notebook .jp-RenderedMarkdown a[href]:not(.jp-InternalAnchorLink)").nth(index)
+    link = page.locator(AUTHOR_LINKS).nth(index)
     link.scroll_into_view_if_needed()
     link.click()
     current = page.locator(".jp-RenderedMarkdown:visible, .jp-Notebook:visible")

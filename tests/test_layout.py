@@ -10,10 +10,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "crossvit"
 
 LAYERS: list[set[str]] = [
-    {"utils", "config", "layers", "data", "photos"},
+    {"utils", "config", "layers", "data", "scenes", "photos"},
     {"model", "preprocessing", "convert", "recording", "classes"},
     {"weights", "checkpoint", "presets"},
-    {"rollout", "explain", "metrics"},
+    {"rollout", "relevancy", "explain", "metrics"},
     {"train", "ablation"},
     {"plotting", "widgets", "cli", "__main__", "__init__"},
     {"exercises"},

@@ -167,6 +167,23 @@ def test_rollout_explorer_target_class(model, batch):
         explorer.gradient_maps(model.num_classes)
 
 
+def test_rollout_explorer_shows_the_coattention_relevancy_of_the_chosen_class(model, batch):
+    images, _, masks = batch
+    explorer = rollout_explorer(model, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+    c = explorer.controls
+    c["method"].value = "coattention_relevancy"
+    assert not c["target"].disabled and c["head_fusion"].disabled
+    for target in (1, 2):
+        c["target"].value = target
+        c["image"].value = 2
+        expected = crossvit.explain(model, images, "coattention_relevancy", target=torch.full((len(images),), target))
+        np.testing.assert_allclose(explorer.last_map, expected[2].numpy(), rtol=1e-5, atol=1e-9)
+        # not the gradient rollout's map: each class-specific method has its own results
+        assert not np.allclose(explorer.last_map, explorer.gradient_maps(target, c["start_block"].value)[2].numpy())
+    with pytest.raises(ValueError, match="class-specific rollout"):
+        explorer.class_maps("joint_rollout", 0)
+
+
 def test_rollout_explorer_verdict_is_the_majority_pointing_game(model, batch):
     images, _, masks = batch
     explorer = rollout_explorer(model, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)

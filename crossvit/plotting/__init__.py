@@ -68,6 +68,7 @@ from .base import (  # noqa: F401
 )
 from .explanations import (  # noqa: F401
     markdown_table,
+    plot_class_maps,
     plot_deletion_insertion,
     plot_joint_rollout,
     plot_method_grid,

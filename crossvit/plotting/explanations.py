@@ -127,6 +127,50 @@ def plot_method_grid(images: ArrayLike, maps_by_method: Mapping[str, ArrayLike],
     return fig
 
 
+def plot_class_maps(image: ArrayLike, maps_by_method: Mapping[str, ArrayLike], masks: ArrayLike,
+                    class_names: Sequence[str], *, hits: Mapping[str, Sequence[bool]] | None = None,
+                    alpha: float = 0.6, size: float = 1.9) -> Figure:
+    """"Why this class?" on one image holding several objects: one row per object's class, one column per method.
+
+    ``maps_by_method``: method -> (K, H, W), the method's map of ``image`` for each of the K classes in turn;
+    ``masks`` (K, H, W): object k's mask (k's class is ``class_names[k]``); ``hits``: method -> K bools, whether
+    the map for class k points at object k (shown in the title). In row k, object k is outlined solid and the other
+    objects dashed; each panel is min-max scaled on its own (signed maps by their magnitude).
+    """
+    methods = list(maps_by_method)
+    masks = to_numpy(masks).astype(bool)
+    k_count = len(masks)
+    if not methods:
+        raise ValueError("maps_by_method is empty: give at least one method's maps")
+    if len(class_names) != k_count:
+        raise ValueError(f"class_names must name the {k_count} objects of masks, got {len(class_names)}")
+    arrays = {m: to_numpy(maps_by_method[m]) for m in methods}
+    for m, array in arrays.items():
+        if array.shape != masks.shape:
+            raise ValueError(f"maps of {m!r} must be (K, H, W) = {masks.shape}, one per object's class, "
+                             f"got {array.shape}")
+    fig, axes = plt.subplots(k_count, len(methods) + 1, figsize=(size * (len(methods) + 1) + 1.0,
+                                                                size * k_count + 0.5),
+                             squeeze=False, layout="constrained")
+    for k in range(k_count):
+        show_image(axes[k, 0], image, f"explain: {class_names[k]}")
+        axes[k, 0].title.set_fontsize(8)
+        for j, method in enumerate(methods, start=1):
+            heat = np.abs(arrays[method][k])  # the magnitude: where the map says most, whatever its sign
+            verdict = ""
+            if hits is not None:
+                verdict = "\npoints at it" if hits[method][k] else "\nmisses it"
+            overlay_heatmap(axes[k, j], image, heat, alpha=alpha, title=(method if k == 0 else "") + verdict)
+            axes[k, j].title.set_fontsize(8)
+        for ax in axes[k]:
+            for other in range(k_count):
+                ax.contour(masks[other].astype(float), levels=[0.5], colors=["#00e5ff" if other == k else "white"],
+                           linewidths=1.4 if other == k else 0.9, linestyles="solid" if other == k else "dashed")
+    add_colorbar(fig, list(axes.flat), "each panel min-max scaled\n(signed maps: |value|)", cmap=HEAT_CMAP,
+                 ticks=[0.0, 1.0], ticklabels=["min", "max"], shrink=0.6)
+    return fig
+
+
 def plot_deletion_insertion(result_by_method: Mapping[str, Any], size: tuple[float, float] = (10.0, 3.8)
                             ) -> Figure:
     """Mean deletion and insertion curves (Petsiuk et al. 2018) per method, AUC in the legend.

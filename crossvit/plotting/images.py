@@ -98,15 +98,18 @@ def plot_position_similarity(model: CrossViT, branch: str, size: float = 4.0) ->
     of its position embedding with every other patch's, laid out on the grid."""
     rows, cols = model.patch_grid(branch)
     sim = position_similarity(model.embed[branch].pos_embed, (rows, cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(size, size + 0.3), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(size + 0.9, size + 0.3), squeeze=False)
     for i in range(rows):
         for j in range(cols):
             ax = axes[i, j]
-            ax.imshow(sim[i, j], cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
+            shown = ax.imshow(sim[i, j], cmap="viridis", vmin=-1, vmax=1, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(f"{branch} branch: cosine similarity of position embeddings ({rows}x{cols} grid)", fontsize=10)
-    fig.subplots_adjust(wspace=0.08, hspace=0.08, top=0.93)
+    fig.subplots_adjust(wspace=0.08, hspace=0.08, top=0.93, right=0.8)
+    bar = fig.colorbar(shown, cax=fig.add_axes((0.84, 0.15, 0.03, 0.7)), ticks=[-1, 0, 1])
+    bar.set_label("cosine similarity", fontsize=8)
+    bar.ax.tick_params(labelsize=8)
     return fig
 
 

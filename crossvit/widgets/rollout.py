@@ -38,8 +38,8 @@ class RolloutExplorer(_Explorer):
     PREDICTED = -1
     """Value of the ``target`` control that explains each image's predicted class."""
     GRADIENT_CACHE = 8
-    """How many gradient-rollout results (one per (target class, start block), each (B, H, W) float32) the explorer
-    keeps; older ones are recomputed (one backward pass) when shown again."""
+    """How many class-specific results (one per (method, target class, start block), each (B, H, W) float32) the
+    explorer keeps; older ones are recomputed (one backward pass) when shown again."""
 
     def __init__(self, model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
                  class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None) -> None:
@@ -51,7 +51,7 @@ class RolloutExplorer(_Explorer):
         # (head fusion, start) -> (B, H, W), on first use; at most every combination
         self._joint = _BoundedCache(len(HEAD_FUSIONS) * model.arch.num_blocks)
         # class-specific, so it needs a backward pass: kept for the GRADIENT_CACHE most recent (target, start block)
-        self._grad = _BoundedCache(self.GRADIENT_CACHE)  # (class or PREDICTED, start) -> (B, H, W)
+        self._grad = _BoundedCache(self.GRADIENT_CACHE)  # (method, class or PREDICTED, start) -> (B, H, W)
         last_block = model.arch.num_blocks - 1
         first = self.METHODS[0]
         self.grad_maps = self.gradient_maps(self.PREDICTED, self._default_start("gradient_rollout"))
@@ -107,18 +107,27 @@ class RolloutExplorer(_Explorer):
 
     def gradient_maps(self, target: int, start_block: int = 0) -> torch.Tensor:
         """Gradient rollout maps (B, H, W) of every image for class ``target`` (:data:`PREDICTED`: each image's
-        predicted class), as ``explain(..., "gradient_rollout", target=..., start_block=...)`` computes them; one
-        backward per (target, start block), the :data:`GRADIENT_CACHE` most recent kept for later."""
+        predicted class), as ``explain(..., "gradient_rollout", target=..., start_block=...)`` computes them."""
+        return self.class_maps("gradient_rollout", target, start_block)
+
+    def class_maps(self, method: str, target: int, start_block: int = 0) -> torch.Tensor:
+        """The maps (B, H, W) of a class-specific rollout ``method`` (``gradient_rollout`` or
+        ``coattention_relevancy``) for class ``target`` (:data:`PREDICTED`: each image's predicted class), as
+        ``explain(..., method, target=..., start_block=...)`` computes them; one backward per (method, target,
+        start block), the :data:`GRADIENT_CACHE` most recent kept for later."""
         if target != self.PREDICTED and not 0 <= target < self.model.num_classes:
             raise ValueError(f"target must be RolloutExplorer.PREDICTED or a class in [0, "
                              f"{self.model.num_classes}), got {target}")
+        if method not in self.METHODS or not REGISTRY[method].class_specific:
+            raise ValueError(f"method must be a class-specific rollout of {self.METHODS}, got {method!r}")
+
         def compute() -> torch.Tensor:
             images = self.images.to(_model_device(self.model))
             classes = self.predictions if target == self.PREDICTED else torch.full_like(self.predictions, target)
-            return explain(self.model, images, "gradient_rollout", target=classes.to(images.device),
+            return explain(self.model, images, method, target=classes.to(images.device),
                            start_block=start_block).cpu()
 
-        return self._grad.get_or_compute((target, start_block), compute)
+        return self._grad.get_or_compute((method, target, start_block), compute)
 
     def _joint_pixels(self, head_fusion: str, start_block: int) -> torch.Tensor:
         """The model-level joint rollout map (B, H, W) as ``explain(..., "joint_rollout")`` defines it: per query
@@ -140,7 +149,7 @@ class RolloutExplorer(_Explorer):
             return patch_map_to_pixels(self.model, branch, patches)[0].numpy()
         if method == "joint_rollout":
             return self._joint_pixels(c["head_fusion"].value, start)[i].numpy()
-        return self.gradient_maps(c["target"].value, start)[i].numpy()
+        return self.class_maps(method, c["target"].value, start)[i].numpy()
 
     def redraw(self) -> None:
         """Recompute the selected map from the recorded attention and redraw the picture."""
