@@ -232,8 +232,7 @@ def main() -> None:
     area = masks.float().mean().item()
     header = (f"{args.images} held-out shapes images (data seed {args.seed}), model accuracy {accuracy:.3f}, "
               f"object area {area:.3f} of the image (the mass share of an even map), "
-              f"target = true class, {args.steps} deletion/insertion steps; command: "
-              f"`python benchmarks/explanations.py --images {args.images} --seed {args.seed} --steps {args.steps}`")
+              f"target = true class, {args.steps} deletion/insertion steps (the command is at the end).")
     scenes, pairs, scene_masks = make_two_object_shapes(args.scenes, args.scene_seed, model.image_size)
     scene_rows, sees_both = class_specific(model, scenes, pairs, scene_masks, args.batch)
     scene_header = (f"{args.scenes} held-out two-object scenes (data seed {args.scene_seed}), each class of the "
@@ -244,7 +243,7 @@ def main() -> None:
     quantus_header = (f"The first {q} single-object images above, target = true class; Quantus "
                       f"{_quantus_version()}, ROAD over removal percentages 10, 30, 50, 70 and 90 %.")
     extra = scenes_table(scene_rows, scene_header) + quantus_table(quantus_rows, quantus_header)
-    command = (f" Command: `python benchmarks/explanations.py --images {args.images} --seed {args.seed} --steps "
+    command = (f"\nCommand: `python benchmarks/explanations.py --images {args.images} --seed {args.seed} --steps "
                f"{args.steps} --scenes {args.scenes} --scene-seed {args.scene_seed} --quantus-images {q}`.\n")
     print(write_table(rows, out / "explanation_faithfulness.md", header, extra + command))
     plot(rows, out / "explanation_faithfulness.png")
