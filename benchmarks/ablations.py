@@ -1,6 +1,7 @@
 """Why does CrossViT have two branches? Ablations of the bundled model, on held-out shapes images.
 
     .venv/bin/python benchmarks/ablations.py [--images 2000] [--steps N] [--skip-training] [--threads 2]
+    .venv/bin/python benchmarks/ablations.py --replot     # redraw the figure from figures/ablations.json
 
 1. **Inference ablations of the bundled model** (no retraining): accuracy of the model's logits, of each branch head
    alone, and with the cross-attention output of the fusion layers zeroed (all fusion layers, or only the direction
@@ -96,7 +97,14 @@ def write_outputs(inference: list[dict], trained: list[dict], out: Path, header:
     (out / "ablations.md").write_text(text)
     (out / "ablations.json").write_text(json.dumps({"inference": inference, "trained": trained}, indent=1) + "\n")
 
-    fig, axes = plt.subplots(1, 3 if trained else 1, figsize=(17 if trained else 7, 4.2), squeeze=False)
+    plot(inference, trained, out / "ablations.png")
+    return text
+
+
+def plot(inference: list[dict], trained: list[dict], path: Path) -> None:
+    """The figure of the two tables (constrained layout: the long ablation names are never clipped)."""
+    fig, axes = plt.subplots(1, 3 if trained else 1, figsize=(18 if trained else 8, 4.6), squeeze=False,
+                             layout="constrained", width_ratios=[1.6, 1, 1] if trained else None)
     ax = axes[0, 0]
     names = [r["ablation"] for r in inference]
     ax.barh(names, [r["accuracy"] for r in inference], color=["tab:blue" if "bundled" in n else "tab:orange"
@@ -118,10 +126,8 @@ def write_outputs(inference: list[dict], trained: list[dict], out: Path, header:
             ax.set_title("same data, schedule and steps", fontsize=10)
             ax.legend(fontsize=8)
         axes[0, 2].set_yscale("log")
-    fig.tight_layout()
-    fig.savefig(out / "ablations.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return text
 
 
 def main() -> None:
@@ -133,7 +139,13 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true", help="only the inference ablations")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--out", default=os.environ.get("CROSSVIT_FIGURES_DIR", "figures"))
+    parser.add_argument("--replot", action="store_true", help="redraw ablations.png from the ablations.json in --out "
+                        "(nothing is measured)")
     args = parser.parse_args()
+    if args.replot:
+        recorded = json.loads((Path(args.out) / "ablations.json").read_text())
+        plot(recorded["inference"], recorded["trained"], Path(args.out) / "ablations.png")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     model = crossvit.load_pretrained()
