@@ -194,3 +194,43 @@ def test_rollout_explorer_verdict_is_the_majority_pointing_game(model, batch):
         share = (maximal & masks[i]).sum().item() / maximal.sum().item()  # share of maximal pixels on the object
         assert f"{share:.0%} of the maximal pixels" in explorer.caption.value
         assert ("counts a hit" if share > 0.5 else "counts a miss") in explorer.caption.value
+
+
+def test_rollout_explorer_controls_say_when_they_do_nothing(bundled):
+    """Disabled controls carry a one-line reason; a discard ratio that leaves the map as it is is called out in
+    the caption exactly when the rollout without discarding gives the same map; the title names the target class."""
+    images, _, masks = crossvit.data.make_shapes(3, 2**40 + 2**33 + 307)
+    explorer = rollout_explorer(bundled, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+    c = explorer.controls
+    c["method"].value = "joint_rollout"
+    assert c["target"].disabled and "class-specific" in c["target"].tooltip
+    assert c["discard_ratio"].disabled and "per-branch" in c["discard_ratio"].tooltip
+    c["method"].value = "small_rollout"
+    assert not c["discard_ratio"].disabled and c["discard_ratio"].tooltip == ""
+    seen = set()
+    for start in (0, bundled.arch.num_blocks - 1):
+        c["start_block"].value = start
+        for ratio in (0.05, 0.5, 0.95):
+            c["discard_ratio"].value = ratio
+            maps = [m for block, m in explorer.self_maps["small"] if block >= start]
+            with_ratio = crossvit.rollout.rollout_from_maps([m[:1] for m in maps], "mean", ratio)
+            without = crossvit.rollout.rollout_from_maps([m[:1] for m in maps], "mean", 0.0)
+            same = bool(torch.allclose(with_ratio, without, rtol=1e-4, atol=1e-7))
+            seen.add(same)
+            assert ("leaves this map as it is" in explorer.caption.value) == same, (start, ratio)
+    assert seen == {True, False}  # both cases occur on this model, so both branches of the rule are exercised
+    c["method"].value = "gradient_rollout"
+    c["target"].value = 2
+    assert c["target"].tooltip == ""
+    fig_title = f"for class {crossvit.data.CLASS_NAMES[2]}"
+    assert fig_title in explorer.last_title
+
+
+def test_attention_explorer_layer_slider_is_disabled_where_there_is_one_layer(bundled):
+    images, _, _ = crossvit.data.make_shapes(2, 2**40 + 2**33 + 308)
+    explorer = attention_explorer(bundled, images)
+    c = explorer.controls
+    c["kind"].value = "cross"
+    assert bundled.arch.fusion_layers == 1 and c["layer"].disabled and "single layer" in c["layer"].tooltip
+    c["kind"].value = "self"
+    assert not c["layer"].disabled and c["layer"].max == bundled.arch.branch(c["branch"].value).depth[0] - 1

@@ -181,6 +181,8 @@ class AttentionExplorer(_Explorer):
         try:
             c["layer"].max = max(0, layers - 1)
             c["layer"].value = min(c["layer"].value, layers - 1)
+            c["layer"].disabled = layers <= 1  # one layer here: nothing to choose
+            c["layer"].tooltip = f"this {c['kind'].value}-attention site has a single layer" if layers <= 1 else ""
             options = [("mean of heads", "mean"), ("max of heads", "max"), ("min of heads", "min")]
             options += [(f"head {h}", h) for h in range(heads)]
             current = c["head"].value

@@ -14,6 +14,7 @@ from ..metrics import pointing_game
 from ..model import CrossViT
 from ..plotting import (
     GRID_COLORS,
+    add_colorbar,
     draw_mask_contour,
     draw_patch_grid,
     overlay_heatmap,
@@ -21,6 +22,9 @@ from ..plotting import (
 )
 from ..rollout import HEAD_FUSIONS, joint_rollout, rollout_from_maps
 from .base import _STYLE, _BoundedCache, _class_label, _Explorer, _model_device, _render
+
+TARGET_HINT = "only the class-specific methods (gradient_rollout, coattention_relevancy) use a target class"
+DISCARD_HINT = "only the per-branch rollouts (small_rollout, large_rollout) discard entries"
 
 
 class RolloutExplorer(_Explorer):
@@ -30,7 +34,9 @@ class RolloutExplorer(_Explorer):
     multi-scale block whose attention enters the product; the last block by default, as ``explain``'s rollouts)
     and ``target`` (the class whose score the gradient rollout back-propagates: :data:`PREDICTED`, each image's
     predicted class, or a class index). After each redraw ``last_map`` is the (H, W) pixel map shown (before
-    display scaling).
+    display scaling) and ``last_title`` its title (the method, and the target class for a class-specific one).
+    A control that cannot change the picture says why: disabled ones in their tooltip, a discard ratio that leaves
+    the map as it is in the caption.
     """
 
     METHODS: tuple[str, ...] = tuple(name for name, m in REGISTRY.items() if "start_block" in m.defaults)
@@ -57,6 +63,7 @@ class RolloutExplorer(_Explorer):
         self.grad_maps = self.gradient_maps(self.PREDICTED, self._default_start("gradient_rollout"))
         self._start_chosen = False  # set once the reader picks a start block; until then each method's default
         self.last_map: np.ndarray | None = None
+        self.last_title = ""
 
         self.controls = {
             "image": image_slider,
@@ -151,6 +158,14 @@ class RolloutExplorer(_Explorer):
             return self._joint_pixels(c["head_fusion"].value, start)[i].numpy()
         return self.class_maps(method, c["target"].value, start)[i].numpy()
 
+    def _discard_changes_nothing(self) -> bool:
+        """Whether the per-branch map shown equals the same rollout without discarding (to display precision)."""
+        c = self.controls
+        i, branch, start = c["image"].value, REGISTRY[c["method"].value].branch, c["start_block"].value
+        maps = [m[i:i + 1] for block, m in self.self_maps[branch] if block >= start]
+        plain = patch_map_to_pixels(self.model, branch, rollout_from_maps(maps, c["head_fusion"].value, 0.0))[0]
+        return bool(np.allclose(plain.numpy(), self.last_map, rtol=1e-4, atol=1e-7))
+
     def redraw(self) -> None:
         """Recompute the selected map from the recorded attention and redraw the picture."""
         c = self.controls
@@ -160,12 +175,24 @@ class RolloutExplorer(_Explorer):
         c["head_fusion"].disabled = "head_fusion" not in record.defaults
         c["discard_ratio"].disabled = "discard_ratio" not in record.defaults
         c["target"].disabled = not record.class_specific
+        c["target"].tooltip = "" if record.class_specific else TARGET_HINT
+        c["discard_ratio"].tooltip = "" if per_branch else DISCARD_HINT
         self.last_map = self.current_map()
+        target_label = None
+        if record.class_specific:
+            target = c["target"].value
+            target_label = _class_label(self.class_names, int(self.predictions[i]) if target == self.PREDICTED
+                                        else target)
 
         fig = Figure(figsize=(6.4, 3.4), layout="constrained")
         ax_image, ax_map = fig.subplots(1, 2)
         show_image(ax_image, self.images[i], "input")
-        overlay_heatmap(ax_map, self.images[i], self.last_map, alpha=0.6, title=method)
+        title = method if target_label is None else f"{method}\nfor class {target_label}"
+        self.last_title = title
+        overlay_heatmap(ax_map, self.images[i], self.last_map, alpha=0.6, title=title)
+        ax_map.title.set_fontsize(9)
+        add_colorbar(fig, ax_map, "min-max scaled\nper map", ticks=[0.0, 1.0], ticklabels=["min", "max"],
+                     shrink=0.7)
         if per_branch:
             branch = record.branch
             draw_patch_grid(ax_map, self.model, branch, color=GRID_COLORS[branch], linewidth=0.4, alpha=0.5)
@@ -186,8 +213,12 @@ class RolloutExplorer(_Explorer):
         settings = []
         if not c["head_fusion"].disabled:
             settings.append(f"head fusion {c['head_fusion'].value}")
+        unchanged = ""
         if per_branch:
             settings.append(f"discard ratio {c['discard_ratio'].value:.2f}")
+            if c["discard_ratio"].value > 0 and self._discard_changes_nothing():
+                unchanged = (" The discard ratio leaves this map as it is: the entries it zeroes are too small to "
+                             "move the rolled-out CLS row.")
         settings.append(f"from block {c['start_block'].value}")
         predicted = _class_label(self.class_names, int(self.predictions[i]))
         if record.class_specific:
@@ -195,7 +226,7 @@ class RolloutExplorer(_Explorer):
             settings.append(f"gradients of the predicted class, {predicted}" if target == self.PREDICTED else
                             f"gradients of class {_class_label(self.class_names, target)}")
         self.caption.value = f"<b>image {i}</b> (predicted: {predicted}); {method}" + \
-                             (f" ({', '.join(settings)})" if settings else "") + "." + verdict
+                             (f" ({', '.join(settings)})" if settings else "") + "." + verdict + unchanged
 
 
 def rollout_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
