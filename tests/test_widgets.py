@@ -84,12 +84,23 @@ def test_patch_query_has_no_cross_attention_row(explorer, recording):
 
 def test_clicking_a_patch_on_the_image_selects_it(explorer, recording, model):
     c = explorer.controls
-    c["kind"].value = "cross"  # a click asks for a patch's row, which only self-attention has
+    c["kind"].value = "cross"  # the picture shows the small CLS reading the large grid
     ax_image = explorer.figure.axes[0]
-    # the centre of small patch (row 2, column 5) in input pixels: patches are 12 px, imshow centres pixel i on i
+    # the centre of small patch (row 2, column 5) in input pixels (12 px patches; imshow centres pixel i on i) lies
+    # in large cell (row 1, column 3) (19.2 px cells): in cross mode the click picks the cell the picture shows there,
+    # and as a patch has no cross-attention row it shows that large patch's self-attention, saying so
     x, y = _picture_point(ax_image, 5 * 12 + 5.5, 2 * 12 + 5.5, explorer.figure)
+    assert explorer.select_point(x, y) == (1, 3)
+    assert (c["branch"].value, c["query"].value, c["kind"].value, c["patch_row"].value, c["patch_col"].value) == (
+        "large", "patch", "self", 1, 3)
+    assert "kind cross -> self" in explorer.caption.value and "branch small -> large" in explorer.caption.value
+    expected = recording.sites["blocks.0.large.self.0"][0].mean(dim=0)[1 + 1 * 5 + 3, 1:].reshape(5, 5)
+    np.testing.assert_allclose(explorer.last_map, expected.numpy(), rtol=1e-5, atol=1e-7)
+    # in self mode a click picks a patch of the grid shown, the branch's own, and changes nothing else
+    c["branch"].value = "small"
+    x, y = _picture_point(explorer.figure.axes[0], 5 * 12 + 5.5, 2 * 12 + 5.5, explorer.figure)
     assert explorer.select_point(x, y) == (2, 5)
-    assert (c["query"].value, c["kind"].value, c["patch_row"].value, c["patch_col"].value) == ("patch", "self", 2, 5)
+    assert (c["branch"].value, c["kind"].value) == ("small", "self") and "You picked" not in explorer.caption.value
     expected = recording.sites["blocks.0.small.self.0"][0].mean(dim=0)[1 + 2 * 8 + 5, 1:].reshape(8, 8)
     np.testing.assert_allclose(explorer.last_map, expected.numpy(), rtol=1e-5, atol=1e-7)
 

@@ -48,6 +48,7 @@ class AttentionExplorer(_Explorer):
         self.last_map: np.ndarray | None = None
         self.figure: Figure | None = None  # the figure of the picture, with its layout (for clicks)
         self._syncing = False
+        self._notice = ""  # one sentence for the next caption: what a click changed besides the query
 
         arch = model.arch
         first_grid = model.patch_grid(model.branch_names[0])
@@ -123,29 +124,39 @@ class AttentionExplorer(_Explorer):
             return f"{c['branch'].value} CLS"
         return f"{c['branch'].value} patch ({c['patch_row'].value}, {c['patch_col'].value})"
 
-    def select_patch(self, row: int, col: int) -> None:
-        """Make patch (``row``, ``col``) of the current branch's grid the query and show its self-attention row
-        (a patch has no cross-attention row). Redraws once."""
-        rows, cols = self.model.patch_grid(self.controls["branch"].value)
-        if not (0 <= row < rows and 0 <= col < cols):
-            raise ValueError(f"the {self.controls['branch'].value} branch has a {rows}x{cols} grid; patch ({row}, "
-                             f"{col}) is outside it")
+    def select_patch(self, row: int, col: int, branch: str | None = None) -> None:
+        """Make patch (``row``, ``col``) of ``branch``'s grid (default: the current branch) the query and show its
+        self-attention row (a patch has no cross-attention row). Redraws once; when this changes the kind or the
+        branch, the caption says so."""
         c = self.controls
+        branch = c["branch"].value if branch is None else branch
+        if branch not in self.model.branch_names:
+            raise ValueError(f"branch must be one of {self.model.branch_names}, got {branch!r}")
+        rows, cols = self.model.patch_grid(branch)
+        if not (0 <= row < rows and 0 <= col < cols):
+            raise ValueError(f"the {branch} branch has a {rows}x{cols} grid; patch ({row}, {col}) is outside it")
+        changed = [f"kind {c['kind'].value} -> self"] if c["kind"].value != "self" else []
+        if branch != c["branch"].value:
+            changed.append(f"branch {c['branch'].value} -> {branch}")
         self._syncing = True
         try:
+            c["branch"].value = branch
             c["query"].value, c["kind"].value = "patch", "self"
             c["patch_row"].value, c["patch_col"].value = row, col
             self._sync_ranges()
         finally:
             self._syncing = False
+        self._notice = (f"You picked {branch} patch ({row}, {col}); a patch has no cross-attention row, so this "
+                        f"is its self-attention ({', '.join(changed)}). " if changed else "")
         self.redraw()
 
     def point_to_patch(self, x: float, y: float) -> tuple[int, int] | None:
-        """The patch of the current branch under pixel (``x``, ``y``) of the picture (PNG pixels, from the top
-        left), on the image panel or on the grid panel when it shows that branch's grid; None elsewhere."""
+        """The patch under pixel (``x``, ``y``) of the picture (PNG pixels, from the top left), on the grid the
+        picture shows (:meth:`shown_grid`: the current branch's for self-attention, the other branch's for
+        cross-attention), on the image panel or the grid panel; None elsewhere."""
         if self.figure is None:
             return None
-        branch = self.controls["branch"].value
+        branch = self.shown_grid()
         rows, cols = self.model.patch_grid(branch)
         display = (x, self.figure.bbox.height - y)  # PNG rows go down, matplotlib's display y goes up
         ax_image, ax_grid = self.figure.axes[:2]
@@ -153,19 +164,27 @@ class AttentionExplorer(_Explorer):
             px, py = ax_image.transData.inverted().transform(display)  # input-image pixel coordinates
             edges = grid_edges(self.model, branch) - 0.5
             col, row = (int(np.searchsorted(edges, v, side="right")) - 1 for v in (px, py))
-        elif ax_grid.bbox.contains(*display) and self._grid_branch() == branch:
+        elif ax_grid.bbox.contains(*display) and ax_grid.images:  # the grid panel, when it shows a grid
             gx, gy = ax_grid.transData.inverted().transform(display)  # cell (i, j) is centred on (j, i)
             col, row = int(round(gx)), int(round(gy))
         else:
             return None
         return (row, col) if 0 <= row < rows and 0 <= col < cols else None
 
+    def shown_grid(self) -> str:
+        """The branch whose patch grid the picture shows: the keys' grid, or the query's own when a patch is the
+        query of a cross-attention site (which has no row: the picture shows the query on its own grid)."""
+        c = self.controls
+        if c["kind"].value == "cross" and c["query"].value != "CLS":
+            return c["branch"].value
+        return self._grid_branch()
+
     def select_point(self, x: float, y: float) -> tuple[int, int] | None:
         """A click at pixel (``x``, ``y``) of the picture: select the patch there (see :meth:`point_to_patch`);
         returns it, or None (and changes nothing) when the point is on no patch of the current branch."""
         patch = self.point_to_patch(x, y)
         if patch is not None:
-            self.select_patch(*patch)
+            self.select_patch(*patch, branch=self.shown_grid())
         return patch
 
     # -- state ----------------------------------------------------------------------------------------------
@@ -292,8 +311,9 @@ class AttentionExplorer(_Explorer):
         fig.colorbar(shown, ax=ax_grid, shrink=0.85, label="attention weight")
         fig.suptitle(f"{name} ({head_text}): {query} -> {grid_branch} patches", fontsize=10)
         self._show(fig)
-        self.caption.value = f"<b>image {i}</b> (predicted: {predicted}). {what}. Patch weights sum to " \
-                             f"{row[1:].sum():.3f}."
+        self.caption.value = f"{self._notice}<b>image {i}</b> (predicted: {predicted}). {what}. Patch weights " \
+                             f"sum to {row[1:].sum():.3f}."
+        self._notice = ""
 
     def _show(self, fig: Figure) -> None:
         """Render ``fig`` into the picture and keep it, so that clicks can be mapped onto its panels."""
