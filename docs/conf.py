@@ -85,8 +85,9 @@ def _methods_table() -> str:
     rows = ["| method | what it computes | class-specific | signed | needs gradients | options |", "|---|---|---|---|---|---|"]
     for name, record in REGISTRY.items():
         options = ", ".join(f"`{key}={value!r}`" for key, value in record.defaults.items()) or "none"
+        summary = record.summary.replace("|", "\\|")  # a literal | would end the table cell
         rows.append(
-            f"| `{name}` | {record.summary} | {'yes' if record.class_specific else 'no'} | "
+            f"| `{name}` | {summary} | {'yes' if record.class_specific else 'no'} | "
             f"{'yes' if record.signed else 'no'} | {'yes' if record.needs_gradients else 'no'} | {options} |"
         )
     return "\n".join(rows)
