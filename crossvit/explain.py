@@ -73,6 +73,7 @@ from .rollout import (
 )
 from .utils import (
     BRANCHES,
+    check_bool,
     check_choice,
     check_int,
     check_number,
@@ -93,12 +94,6 @@ SEED_RANGE = (0, 2**64 - 1)
 # the registry
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
 OPTION_CHECKS: dict[str, Callable[[CrossViT, object], object]] = {
     "start_block": check_start_block,
     "head_fusion": lambda model, v: check_choice("head_fusion", v, HEAD_FUSIONS),
@@ -110,8 +105,8 @@ OPTION_CHECKS: dict[str, Callable[[CrossViT, object], object]] = {
     "seed": lambda model, v: check_int("seed", v, *SEED_RANGE),
     "n_steps": lambda model, v: check_int("n_steps", v, 1),
     "internal_batch_size": lambda model, v: check_int("internal_batch_size", v, 1),
-    "normalize_self": lambda model, v: _check_bool("normalize_self", v),
-    "self_in_cross": lambda model, v: _check_bool("self_in_cross", v),
+    "normalize_self": lambda model, v: check_bool("normalize_self", v),
+    "self_in_cross": lambda model, v: check_bool("self_in_cross", v),
 }
 """How each option's value is checked (and normalised, e.g. a numpy integer to an int), by option name: a
 TypeError or ValueError that names the option, raised before the model runs."""

@@ -38,7 +38,7 @@ import torch
 
 from .recording import AttentionRecorder, attention_sites
 from .rollout import accumulation_dtype, check_start_block, gradient_weighted
-from .utils import other_branch
+from .utils import check_bool, other_branch
 
 
 def normalize_self_relevancy(relevancy: torch.Tensor) -> torch.Tensor:
@@ -60,9 +60,8 @@ def coattention_relevancy(rec: AttentionRecorder, normalize_self: bool = True, s
     ``include_cls=True`` (B, 1 + N_patches) starting with the patch branch's CLS column. Needs
     ``record_attention(model, grads=True)`` and a backward pass from the class score to explain, as
     :func:`crossvit.rollout.gradient_rollout`; only the layers of blocks ``start_block`` and later enter."""
-    for name, value in (("normalize_self", normalize_self), ("self_in_cross", self_in_cross)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False, got {value!r}")
+    check_bool("normalize_self", normalize_self)
+    check_bool("self_in_cross", self_in_cross)
     model = rec.model
     start = check_start_block(model, start_block)
     maps, grads = rec.sites, rec.gradients

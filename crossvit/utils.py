@@ -68,6 +68,13 @@ def check_number(name: str, value: object, low: float, high: float, *, high_open
     return value
 
 
+def check_bool(name: str, value: object) -> bool:
+    """``value`` if it is True or False (not 0, 1 or another truthy object); a TypeError naming ``name`` otherwise."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     """``value`` when it is one of ``choices``; otherwise a ValueError that lists them."""
     if not isinstance(value, str) or value not in choices:
