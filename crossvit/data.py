@@ -293,15 +293,14 @@ def _distractor_weight(
 
 
 def _place(
-    g: torch.Generator, b: int, extent: torch.Tensor, image_size: int, avoid: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-    gap: float = 0.0,
+    g: torch.Generator, b: int, extent: torch.Tensor, image_size: int,
+    avoid: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] | None = None, gap: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random centres for B shapes with bounding radius ``extent`` that lie fully inside the image.
 
-    If ``avoid = (cx, cy, radius)`` is given, the bounding circles must keep at
-    least ``gap`` px away from that circle; ``_PLACEMENT_TRIES`` candidates are
-    drawn and the first valid one is used.  Returns ``(cx, cy, ok)`` where
-    ``ok`` is False where no valid candidate was found.
+    If ``avoid`` is given (a list of circles ``(cx, cy, radius)``, possibly empty), the bounding circles must keep
+    at least ``gap`` px away from every one of them; ``_PLACEMENT_TRIES`` candidates are drawn and the first valid
+    one is used.  Returns ``(cx, cy, ok)`` where ``ok`` is False where no valid candidate was found.
     """
     tries = 1 if avoid is None else _PLACEMENT_TRIES
     u = torch.rand((b, tries, 2), generator=g)
@@ -310,8 +309,9 @@ def _place(
     cy = extent[:, None] + u[..., 1] * span
     if avoid is None:
         return cx[:, 0], cy[:, 0], torch.ones(b, dtype=torch.bool)
-    ax, ay, ar = avoid
-    valid = torch.hypot(cx - ax[:, None], cy - ay[:, None]) >= ar[:, None] + extent[:, None] + gap
+    valid = torch.ones_like(cx, dtype=torch.bool)
+    for ax, ay, ar in avoid:
+        valid &= torch.hypot(cx - ax[:, None], cy - ay[:, None]) >= ar[:, None] + extent[:, None] + gap
     first = valid.to(torch.uint8).argmax(dim=1)  # index of the first valid try (0 if none)
     rows = torch.arange(b)
     return cx[rows, first], cy[rows, first], valid.any(dim=1)
@@ -373,33 +373,43 @@ def _paste(img: torch.Tensor, idx: torch.Tensor, xs: torch.Tensor, ys: torch.Ten
     return sel - (sel // (3 * h * w)) * (2 * h * w)  # idx * h * w + y * w + x
 
 
-def _render_chunk(
-    g: torch.Generator, labels: torch.Tensor, image_size: int, num_distractors: tuple[int, int], noise_bank: torch.Tensor | None,
-    img: torch.Tensor, masks: torch.Tensor,
-) -> None:
-    """Render one batch of images for the given labels into ``img`` ``(b, 3, H, W)`` (contiguous) and
-    ``masks`` ``(b, H, W)`` (contiguous, all False on entry)."""
-    b = labels.shape[0]
-    size = image_size
-    s = size / _REF_SIZE
-    ext_table = torch.tensor(_EXTENT)
-    rows = torch.arange(b)
+def _chunk_size(image_size: int) -> int:
+    """Images rendered per vectorised batch: _CHUNK at <= 96 px, fewer for larger images (same pixel count)."""
+    return max(1, min(_CHUNK, (_CHUNK * _REF_SIZE**2) // image_size**2))
 
-    # Background: smooth low-frequency colour field (pixel noise is added at the end): a cubic
-    # B-spline surface through a random 6x6 control grid, as two small matmuls, basis @ low @ basis^T.
+
+def _chunk_ranges(n: int, chunk: int, progress: bool, desc: str):
+    """``(start, stop)`` of each chunk of ``n`` images, with a tqdm bar over the chunks when ``progress``."""
+    starts = range(0, n, chunk)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, total=math.ceil(n / chunk), desc=desc, unit="chunk")
+    return ((i, min(i + chunk, n)) for i in starts)
+
+
+def _draw_background(g: torch.Generator, size: int, img: torch.Tensor) -> None:
+    """The smooth low-frequency colour field into ``img`` (b, 3, H, W) (pixel noise comes at the end): a cubic
+    B-spline surface through a random 6x6 control grid, as two small matmuls, basis @ low @ basis^T."""
+    b = img.shape[0]
     grey = _uniform(g, (b, 1, _BG_GRID, _BG_GRID), _BG_GREY[0], _BG_GREY[1])
     low = grey + _uniform(g, (b, 3, _BG_GRID, _BG_GRID), -_BG_TINT, _BG_TINT)
     basis = _bspline_matrix(size, _BG_GRID)
     torch.matmul(torch.matmul(basis, low), basis.t(), out=img)
 
-    # Object parameters (drawn first so that they do not depend on the distractors).
+
+def _tint_and_shade(g: torch.Generator, b: int, colour: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two colours of a textured shape: a light tint and a dark shade of one vivid colour (of family
+    ``colour`` when given), each (b, 3)."""
+    vivid = _vivid(g, b, colour)
+    return 0.65 + 0.35 * vivid, vivid * _uniform(g, (b, 1), _SHADE[0], _SHADE[1])
+
+
+def _draw_class_texture(g: torch.Generator, labels: torch.Tensor, s: float) -> dict[str, torch.Tensor]:
+    """The class texture of objects of class ``labels`` (b,): texture kind, orientation, phase, period and its
+    two colours (see the module docstring), as the keyword arguments of :func:`_paint_object`."""
+    b = labels.shape[0]
     texture = labels % len(TEXTURES)
-    colour = labels // len(TEXTURES)  # index into COLOURS
-    shape = torch.randint(0, len(SHAPES), (b,), generator=g)  # the outline is a nuisance, not the class
-    r = _uniform(g, (b,), _OBJ_SIZE[0] * s, _OBJ_SIZE[1] * s)
-    ext = ext_table[shape] * r
-    ocx, ocy, _ = _place(g, b, ext, size)
-    oangle = _uniform(g, (b,), 0.0, 2.0 * math.pi)
     # Texture orientation: stripes run along one of the image axes (which one is random), checker cells are
     # axis-aligned; both are jittered by up to _TEXTURE_JITTER.  So stripes put their energy near the axes of the
     # 2-D spectrum and checkers (a sum of two diagonal waves) near the diagonals; the 8 flips/transposes keep this.
@@ -413,9 +423,65 @@ def _render_chunk(
     )
     # Texture colours: a light tint and a dark shade of one colour of the class's family, so the texture has
     # strong contrast in every channel (what a small ViT picks up first) and its mean still reads warm or cool.
-    vivid = _vivid(g, b, colour)
-    col_a = 0.65 + 0.35 * vivid
-    col_b = vivid * _uniform(g, (b, 1), _SHADE[0], _SHADE[1])
+    col_a, col_b = _tint_and_shade(g, b, labels // len(TEXTURES))
+    return {"texture": texture, "tangle": tangle, "tphase": tphase, "period": period, "col_a": col_a,
+            "col_b": col_b}
+
+
+def _paint_object(img: torch.Tensor, shape: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, r: torch.Tensor,
+                  angle: torch.Tensor, max_extent: float, *, texture: torch.Tensor, tangle: torch.Tensor,
+                  tphase: torch.Tensor, period: torch.Tensor, col_a: torch.Tensor, col_b: torch.Tensor
+                  ) -> torch.Tensor:
+    """Paint one textured object on every image of ``img``; returns the flat pixel indices written (see
+    :func:`_paste`): exactly the object's pixels."""
+    xs, ys = _window(cx, cy, max_extent, img.shape[-1])
+    m = _shape_mask(xs, ys, shape, cx, cy, r, angle)
+    w = _texture_weight(xs, ys, texture, cx, cy, period, tangle, tphase)[..., None]
+    fill = col_b[:, None, None, :] + (col_a - col_b)[:, None, None, :] * w
+    return _paste(img, torch.arange(img.shape[0]), xs, ys, m, fill)
+
+
+def _draw_distractor(g: torch.Generator, img: torch.Tensor, shown: torch.Tensor, shape: torch.Tensor,
+                     cx: torch.Tensor, cy: torch.Tensor, r: torch.Tensor, colour: torch.Tensor | None,
+                     max_extent: float, s: float) -> None:
+    """Draw the look of one distractor per image (rotation, colours of family ``colour`` or any hue, fill, its
+    scale, angle and phase) and paint it on the images ``shown`` (indices; the draws are made for every image)."""
+    b = img.shape[0]
+    angle = _uniform(g, (b,), 0.0, 2.0 * math.pi)
+    col_a, col_b = _tint_and_shade(g, b, colour)
+    pattern = torch.randint(0, len(DISTRACTOR_TEXTURES), (b,), generator=g)
+    pscale = _uniform(g, (b,), 0.0, 1.0)
+    pangle = _uniform(g, (b,), 0.0, math.pi)
+    pphase = _uniform(g, (b, 2), 0.0, 2.0 * math.pi)
+    if shown.numel() == 0:
+        return
+    xs, ys = _window(cx[shown], cy[shown], max_extent, img.shape[-1])
+    m = _shape_mask(xs, ys, shape[shown], cx[shown], cy[shown], r[shown], angle[shown])
+    w = _distractor_weight(xs, ys, pattern[shown], cx[shown], cy[shown], pscale[shown], pangle[shown],
+                           pphase[shown], s)[..., None]
+    _paste(img, shown, xs, ys, m, col_b[shown, None, None, :] + (col_a - col_b)[shown, None, None, :] * w)
+
+
+def _render_chunk(
+    g: torch.Generator, labels: torch.Tensor, image_size: int, num_distractors: tuple[int, int], noise_bank: torch.Tensor | None,
+    img: torch.Tensor, masks: torch.Tensor,
+) -> None:
+    """Render one batch of images for the given labels into ``img`` ``(b, 3, H, W)`` (contiguous) and
+    ``masks`` ``(b, H, W)`` (contiguous, all False on entry)."""
+    b = labels.shape[0]
+    size = image_size
+    s = size / _REF_SIZE
+    ext_table = torch.tensor(_EXTENT)
+    _draw_background(g, size, img)
+
+    # Object parameters (drawn first so that they do not depend on the distractors).
+    colour = labels // len(TEXTURES)  # index into COLOURS
+    shape = torch.randint(0, len(SHAPES), (b,), generator=g)  # the outline is a nuisance, not the class
+    r = _uniform(g, (b,), _OBJ_SIZE[0] * s, _OBJ_SIZE[1] * s)
+    ext = ext_table[shape] * r
+    ocx, ocy, _ = _place(g, b, ext, size)
+    oangle = _uniform(g, (b,), 0.0, 2.0 * math.pi)
+    look = _draw_class_texture(g, labels, s)
 
     # Distractors: as vivid as the object, filled with a texture that is never the class texture (flat, coarse
     # stripes, coarse checker or dots), never overlapping the object's bounding circle.  The first one is the
@@ -431,36 +497,18 @@ def _render_chunk(
         if j == 0:  # the decoy
             dshape, dr = shape, r
         dext = ext_table[dshape] * dr
-        dcx, dcy, ok = _place(g, b, dext, size, avoid=(ocx, ocy, ext), gap=_GAP * s)
+        dcx, dcy, ok = _place(g, b, dext, size, avoid=[(ocx, ocy, ext)], gap=_GAP * s)
         if j == 0:  # where a decoy as large as the object finds no room, try one at _DECOY_SHRINK of its size
             small_r = dr * _DECOY_SHRINK
-            scx, scy, sok = _place(g, b, ext_table[dshape] * small_r, size, avoid=(ocx, ocy, ext), gap=_GAP * s)
+            scx, scy, sok = _place(g, b, ext_table[dshape] * small_r, size, avoid=[(ocx, ocy, ext)],
+                                   gap=_GAP * s)
             dr, dcx, dcy = torch.where(ok, dr, small_r), torch.where(ok, dcx, scx), torch.where(ok, dcy, scy)
             ok = ok | sok
-        dangle = _uniform(g, (b,), 0.0, 2.0 * math.pi)
-        dvivid = _vivid(g, b, (1 - colour) if j == 0 else None)
-        dcol_a = 0.65 + 0.35 * dvivid
-        dcol_b = dvivid * _uniform(g, (b, 1), _SHADE[0], _SHADE[1])
-        pattern = torch.randint(0, len(DISTRACTOR_TEXTURES), (b,), generator=g)
-        pscale = _uniform(g, (b,), 0.0, 1.0)
-        pangle = _uniform(g, (b,), 0.0, math.pi)
-        pphase = _uniform(g, (b, 2), 0.0, 2.0 * math.pi)
-        idx = (ok & (j < count)).nonzero().squeeze(1)
-        if idx.numel() == 0:
-            continue
-        xs, ys = _window(dcx[idx], dcy[idx], dmax_ext, size)
-        m = _shape_mask(xs, ys, dshape[idx], dcx[idx], dcy[idx], dr[idx], dangle[idx])
-        w = _distractor_weight(xs, ys, pattern[idx], dcx[idx], dcy[idx], pscale[idx], pangle[idx], pphase[idx],
-                               s)[..., None]
-        fill = dcol_b[idx, None, None, :] + (dcol_a - dcol_b)[idx, None, None, :] * w
-        _paste(img, idx, xs, ys, m, fill)
+        shown = (ok & (j < count)).nonzero().squeeze(1)
+        _draw_distractor(g, img, shown, dshape, dcx, dcy, dr, (1 - colour) if j == 0 else None, dmax_ext, s)
 
     # The object, drawn last (on top): masks are exactly its pixels.
-    xs, ys = _window(ocx, ocy, max(_EXTENT) * _OBJ_SIZE[1] * s, size)
-    m = _shape_mask(xs, ys, shape, ocx, ocy, r, oangle)
-    w = _texture_weight(xs, ys, texture, ocx, ocy, period, tangle, tphase)[..., None]
-    fill = col_b[:, None, None, :] + (col_a - col_b)[:, None, None, :] * w
-    masks.view(-1)[_paste(img, rows, xs, ys, m, fill)] = True
+    masks.view(-1)[_paint_object(img, shape, ocx, ocy, r, oangle, max(_EXTENT) * _OBJ_SIZE[1] * s, **look)] = True
 
     if noise_bank is not None:
         # Pixel noise: consecutive fields of the per-call bank from a random offset (a cheap contiguous slice).
@@ -508,19 +556,13 @@ def make_shapes(
     g.manual_seed(seed)
     labels = (torch.arange(n) % NUM_CLASSES)[torch.randperm(n, generator=g)]
     # Chunks of about 256 * 96 * 96 pixels; the noise bank holds two chunks' worth of fields.
-    chunk = max(1, min(_CHUNK, (_CHUNK * _REF_SIZE**2) // image_size**2))
+    chunk = _chunk_size(image_size)
     noise_bank = None
     if noise > 0:
         noise_bank = torch.randn((min(n, 2 * chunk), 3, image_size, image_size), generator=g).mul_(noise)
     images = torch.empty((n, 3, image_size, image_size), dtype=torch.float32)
     masks = torch.zeros((n, image_size, image_size), dtype=torch.bool)
-    starts = range(0, n, chunk)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, total=math.ceil(n / chunk), desc="shapes", unit="chunk")
-    for i in starts:
-        j = min(i + chunk, n)
+    for i, j in _chunk_ranges(n, chunk, progress, "shapes"):
         _render_chunk(g, labels[i:j], image_size, num_distractors, noise_bank, images[i:j], masks[i:j])
     return images, labels, masks
 

@@ -31,25 +31,17 @@ import torch
 
 from . import data
 from .data import (
-    _BG_GREY,
-    _BG_GRID,
-    _BG_TINT,
-    _CHECKER_CELL,
     _DIS_SIZE,
     _EXTENT,
-    _PLACEMENT_TRIES,
     _REF_SIZE,
-    _SHADE,
-    _STRIPE_PERIOD,
-    _TEXTURE_JITTER,
-    _bspline_matrix,
-    _distractor_weight,
-    _paste,
-    _shape_mask,
-    _texture_weight,
+    _chunk_ranges,
+    _chunk_size,
+    _draw_background,
+    _draw_class_texture,
+    _draw_distractor,
+    _paint_object,
+    _place,
     _uniform,
-    _vivid,
-    _window,
 )
 
 __all__ = ["OBJECTS", "PAIRS", "make_two_object_shapes"]
@@ -66,23 +58,6 @@ _OBJECT_GAP = 4.0  # min free space between the two objects' bounding circles (p
 _DISTRACTOR_GAP = 2.0
 
 
-def _place_apart(g: torch.Generator, extent: torch.Tensor, image_size: int, circles: list, gap: float):
-    """Centres for B shapes of bounding radius ``extent`` inside the image, keeping ``gap`` px from every circle
-    ``(cx, cy, radius)`` in ``circles``: the first of ``_PLACEMENT_TRIES`` random candidates that fits.
-    Returns ``(cx, cy, ok)``; ``ok`` is False where none fits."""
-    b = extent.shape[0]
-    u = torch.rand((b, _PLACEMENT_TRIES, 2), generator=g)
-    span = ((image_size - 1) - 2.0 * extent).clamp(min=0.0)[:, None]
-    cx = extent[:, None] + u[..., 0] * span
-    cy = extent[:, None] + u[..., 1] * span
-    valid = torch.ones_like(cx, dtype=torch.bool)
-    for ax, ay, ar in circles:
-        valid &= torch.hypot(cx - ax[:, None], cy - ay[:, None]) >= ar[:, None] + extent[:, None] + gap
-    first = valid.to(torch.uint8).argmax(dim=1)
-    rows = torch.arange(b)
-    return cx[rows, first], cy[rows, first], valid.any(dim=1)
-
-
 def _objects(g: torch.Generator, b: int, size: int, s: float):
     """Outline, radius, bounding radius and centre of both objects of ``b`` scenes; the second object is redrawn
     (size and place) until it keeps clear of the first."""
@@ -90,13 +65,14 @@ def _objects(g: torch.Generator, b: int, size: int, s: float):
     shape = torch.randint(0, len(data.SHAPES), (b, OBJECTS), generator=g)
     r = _uniform(g, (b, OBJECTS), _SCENE_OBJ_SIZE[0] * s, _SCENE_OBJ_SIZE[1] * s)
     ext = ext_table[shape] * r
-    cx0, cy0, _ = _place_apart(g, ext[:, 0], size, [], 0.0)
-    cx1, cy1, ok = _place_apart(g, ext[:, 1], size, [(cx0, cy0, ext[:, 0])], _OBJECT_GAP * s)
+    cx0, cy0, _ = _place(g, b, ext[:, 0], size, avoid=[])
+    cx1, cy1, ok = _place(g, b, ext[:, 1], size, avoid=[(cx0, cy0, ext[:, 0])], gap=_OBJECT_GAP * s)
     while not bool(ok.all()):  # rare: redraw the second object smaller where it found no room
         redo = (~ok).nonzero().squeeze(1)
         r[redo, 1] = _uniform(g, (redo.numel(),), _SCENE_OBJ_SIZE[0] * s, _SCENE_OBJ_SIZE[0] * s * 1.2)
         ext[redo, 1] = ext_table[shape[redo, 1]] * r[redo, 1]
-        x, y, ok_redo = _place_apart(g, ext[redo, 1], size, [(cx0[redo], cy0[redo], ext[redo, 0])], _OBJECT_GAP * s)
+        x, y, ok_redo = _place(g, redo.numel(), ext[redo, 1], size, avoid=[(cx0[redo], cy0[redo], ext[redo, 0])],
+                                  gap=_OBJECT_GAP * s)
         cx1[redo], cy1[redo], ok[redo] = x, y, ok_redo
     return shape, r, ext, torch.stack([cx0, cx1], 1), torch.stack([cy0, cy1], 1)
 
@@ -106,11 +82,7 @@ def _render(g: torch.Generator, labels: torch.Tensor, size: int, num_distractors
     """Render ``b`` scenes for ``labels`` ``(b, 2)`` into ``images`` ``(b, 3, H, W)`` and ``masks`` ``(b, 2, H, W)``."""
     b = labels.shape[0]
     s = size / _REF_SIZE
-    rows = torch.arange(b)
-    grey = _uniform(g, (b, 1, _BG_GRID, _BG_GRID), _BG_GREY[0], _BG_GREY[1])
-    low = grey + _uniform(g, (b, 3, _BG_GRID, _BG_GRID), -_BG_TINT, _BG_TINT)
-    basis = _bspline_matrix(size, _BG_GRID)
-    torch.matmul(torch.matmul(basis, low), basis.t(), out=images)
+    _draw_background(g, size, images)
 
     shape, r, ext, cx, cy = _objects(g, b, size, s)
     circles = [(cx[:, k], cy[:, k], ext[:, k]) for k in range(OBJECTS)]
@@ -123,40 +95,18 @@ def _render(g: torch.Generator, labels: torch.Tensor, size: int, num_distractors
     for j in range(hi):
         dshape = torch.randint(0, len(data.SHAPES), (b,), generator=g)
         dr = _uniform(g, (b,), _DIS_SIZE[0] * s * 0.8, _DIS_SIZE[1] * s * 0.8)
-        dcx, dcy, ok = _place_apart(g, ext_table[dshape] * dr, size, circles, _DISTRACTOR_GAP * s)
-        dangle = _uniform(g, (b,), 0.0, 2.0 * math.pi)
-        dvivid = _vivid(g, b)
-        dcol_a, dcol_b = 0.65 + 0.35 * dvivid, dvivid * _uniform(g, (b, 1), _SHADE[0], _SHADE[1])
-        pattern = torch.randint(0, len(data.DISTRACTOR_TEXTURES), (b,), generator=g)
-        pscale, pangle = _uniform(g, (b,), 0.0, 1.0), _uniform(g, (b,), 0.0, math.pi)
-        pphase = _uniform(g, (b, 2), 0.0, 2.0 * math.pi)
-        idx = (ok & (j < count)).nonzero().squeeze(1)
-        if idx.numel() == 0:
-            continue
-        xs, ys = _window(dcx[idx], dcy[idx], dmax_ext, size)
-        m = _shape_mask(xs, ys, dshape[idx], dcx[idx], dcy[idx], dr[idx], dangle[idx])
-        w = _distractor_weight(xs, ys, pattern[idx], dcx[idx], dcy[idx], pscale[idx], pangle[idx], pphase[idx],
-                               s)[..., None]
-        _paste(images, idx, xs, ys, m, dcol_b[idx, None, None, :] + (dcol_a - dcol_b)[idx, None, None, :] * w)
+        dcx, dcy, ok = _place(g, b, ext_table[dshape] * dr, size, avoid=circles, gap=_DISTRACTOR_GAP * s)
+        shown = (ok & (j < count)).nonzero().squeeze(1)
+        _draw_distractor(g, images, shown, dshape, dcx, dcy, dr, None, dmax_ext, s)
 
     # the two objects, each with its class's texture and colour family
     flat_masks = masks.view(b * OBJECTS, -1)
+    pixels = size * size
     for k in range(OBJECTS):
-        texture = labels[:, k] % len(data.TEXTURES)
-        colour = labels[:, k] // len(data.TEXTURES)
         angle = _uniform(g, (b,), 0.0, 2.0 * math.pi)
-        tangle = (torch.randint(0, 2, (b,), generator=g) * (math.pi / 2)) * (texture == 0)
-        tangle = tangle + _uniform(g, (b,), -_TEXTURE_JITTER, _TEXTURE_JITTER)
-        tphase = _uniform(g, (b, 2), 0.0, 2.0 * math.pi)
-        period = torch.where(texture == 0, _uniform(g, (b,), _STRIPE_PERIOD[0] * s, _STRIPE_PERIOD[1] * s),
-                             _uniform(g, (b,), _CHECKER_CELL[0] * s, _CHECKER_CELL[1] * s))
-        vivid = _vivid(g, b, colour)
-        col_a, col_b = 0.65 + 0.35 * vivid, vivid * _uniform(g, (b, 1), _SHADE[0], _SHADE[1])
-        xs, ys = _window(cx[:, k], cy[:, k], max(_EXTENT) * _SCENE_OBJ_SIZE[1] * s, size)
-        m = _shape_mask(xs, ys, shape[:, k], cx[:, k], cy[:, k], r[:, k], angle)
-        w = _texture_weight(xs, ys, texture, cx[:, k], cy[:, k], period, tangle, tphase)[..., None]
-        written = _paste(images, rows, xs, ys, m, col_b[:, None, None, :] + (col_a - col_b)[:, None, None, :] * w)
-        pixels = size * size
+        look = _draw_class_texture(g, labels[:, k], s)
+        written = _paint_object(images, shape[:, k], cx[:, k], cy[:, k], r[:, k], angle,
+                                max(_EXTENT) * _SCENE_OBJ_SIZE[1] * s, **look)
         flat_masks[(written // pixels) * OBJECTS + k, written % pixels] = True
 
     if noise > 0:
@@ -196,13 +146,6 @@ def make_two_object_shapes(
     labels = pairs[torch.arange(n) % len(PAIRS)][torch.randperm(n, generator=g)]
     images = torch.empty((n, 3, image_size, image_size), dtype=torch.float32)
     masks = torch.zeros((n, OBJECTS, image_size, image_size), dtype=torch.bool)
-    chunk = max(1, (256 * _REF_SIZE**2) // image_size**2)
-    starts = range(0, n, chunk)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, total=math.ceil(n / chunk), desc="scenes", unit="chunk")
-    for i in starts:
-        j = min(i + chunk, n)
+    for i, j in _chunk_ranges(n, _chunk_size(image_size), progress, "scenes"):
         _render(g, labels[i:j], image_size, num_distractors, noise, images[i:j], masks[i:j])
     return images, labels, masks
