@@ -56,12 +56,16 @@ def variants() -> list[tuple[str, str, dict]]:
     return rows
 
 
+def explain_batched(model, images, method, target, batch: int, **options) -> torch.Tensor:
+    return torch.cat([crossvit.explain(model, images[i:i + batch], method, target=target[i:i + batch], **options)
+                      for i in range(0, len(images), batch)])
+
+
 def evaluate(model, images, labels, masks, steps: int, batch: int) -> list[dict]:
     rows = []
     for name, method, options in tqdm(variants(), desc="methods"):
         start = time.perf_counter()
-        maps = torch.cat([crossvit.explain(model, images[i:i + batch], method, target=labels[i:i + batch],
-                                           **options) for i in range(0, len(images), batch)])
+        maps = explain_batched(model, images, method, labels, batch, **options)
         seconds = time.perf_counter() - start
         pointing = metrics.pointing_game(maps, masks)
         curves = metrics.deletion_insertion(model, images, maps, labels, steps=steps)
@@ -72,11 +76,6 @@ def evaluate(model, images, labels, masks, steps: int, batch: int) -> list[dict]
             "seconds_per_image": seconds / len(images),
         })
     return rows
-
-
-def explain_batched(model, images, method, target, batch: int, **options) -> torch.Tensor:
-    return torch.cat([crossvit.explain(model, images[i:i + batch], method, target=target[i:i + batch], **options)
-                      for i in range(0, len(images), batch)])
 
 
 def class_specific(model, scenes, pairs, masks, batch: int) -> tuple[list[dict], float]:

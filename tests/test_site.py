@@ -9,7 +9,6 @@ from __future__ import annotations
 import html.parser
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -17,13 +16,12 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from test_browser import CHROMIUM, CHROMIUM_FLAGS  # the one place that finds Debian's chromium
 
 import crossvit
 from crossvit.explain import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 COURSE = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 pytestmark = pytest.mark.slow  # executes the whole course: `make test` runs it, `make test-fast` does not
