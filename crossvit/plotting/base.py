@@ -261,9 +261,10 @@ def add_colorbar(fig: Figure, axes: Sequence[Axes] | Axes, label: str, *, vmin: 
     return bar
 
 
-def draw_mask_contour(ax: Axes, mask: ArrayLike, color: str = MASK_COLOR, linewidth: float = 1.2) -> None:
-    """Outline a boolean mask (H, W) on ``ax`` (the ground-truth object of a shapes image)."""
-    ax.contour(to_numpy(mask), levels=[0.5], colors=[color], linewidths=linewidth)
+def draw_mask_contour(ax: Axes, mask: ArrayLike, color: str = MASK_COLOR, linewidth: float = 1.2) -> Any:
+    """Outline a boolean mask (H, W) on ``ax`` (the ground-truth object of a shapes image); returns the
+    ContourSet."""
+    return ax.contour(to_numpy(mask), levels=[0.5], colors=[color], linewidths=linewidth)
 
 
 def grid_edges(model: CrossViT, branch: str) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FormatStrFormatter
 
 from ..explain import patch_map_to_pixels
 from ..model import CrossViT
@@ -20,10 +21,10 @@ from ..plotting import (
     fuse,
     grid_edges,
     overlay_heatmap,
-    show_image,
+    to_hwc,
     to_numpy,
 )
-from .base import _DPI, _STYLE, QUERY_COLOR, _class_label, _Explorer, _render
+from .base import _STYLE, QUERY_COLOR, _class_label, _Explorer, _new_figure, _render
 
 
 class AttentionExplorer(_Explorer):
@@ -164,7 +165,7 @@ class AttentionExplorer(_Explorer):
             px, py = ax_image.transData.inverted().transform(display)  # input-image pixel coordinates
             edges = grid_edges(self.model, branch) - 0.5
             col, row = (int(np.searchsorted(edges, v, side="right")) - 1 for v in (px, py))
-        elif ax_grid.bbox.contains(*display) and ax_grid.images:  # the grid panel, when it shows a grid
+        elif ax_grid.bbox.contains(*display) and self.last_row is not None:  # the grid panel, when it shows a grid
             gx, gy = ax_grid.transData.inverted().transform(display)  # cell (i, j) is centred on (j, i)
             col, row = int(round(gx)), int(round(gy))
         else:
@@ -237,18 +238,69 @@ class AttentionExplorer(_Explorer):
         return next(b for b in self.model.branch_names if b != branch)
 
     # -- drawing --------------------------------------------------------------------------------------------
-    def _mark_query(self, ax_image: object, ax_grid: object | None) -> None:
-        """Outline the query patch on the image (and on its grid, when shown)."""
-        c = self.controls
-        if c["query"].value == "CLS":
-            return
-        r, col = c["patch_row"].value, c["patch_col"].value
-        edges = grid_edges(self.model, c["branch"].value) - 0.5
-        ax_image.add_patch(Rectangle((edges[col], edges[r]), edges[col + 1] - edges[col], edges[r + 1] - edges[r],
-                                     fill=False, edgecolor=QUERY_COLOR, linewidth=2.0))
-        if ax_grid is not None:
-            ax_grid.add_patch(Rectangle((col - 0.5, r - 0.5), 1, 1, fill=False, edgecolor=QUERY_COLOR,
-                                        linewidth=2.0))
+    def _build_picture(self) -> None:
+        """Draw the picture's figure once: the image with its heat overlay, each branch's patch grid, the grid
+        panel with its colour bar, the query outlines and the note shown for a patch query in cross mode. A redraw
+        only changes their data, titles and visibility."""
+        fig = _new_figure((7.6, 3.6))
+        ax_image, ax_grid = fig.subplots(1, 2)
+        h, w = self.images.shape[-2:]
+        heat = overlay_heatmap(ax_image, self.images[0], np.zeros((h, w)), alpha=0.6, normalize=False, vmin=0.0,
+                               vmax=1.0, title=" ")
+        grid = ax_grid.imshow(np.zeros((1, 1)), cmap=HEAT_CMAP, interpolation="nearest", vmin=0.0, vmax=1.0)
+        ax_grid.set_title(" ", fontsize=9)
+        ax_grid.set_xticks([])
+        ax_grid.set_yticks([])
+        colorbar = fig.colorbar(grid, ax=ax_grid, shrink=0.85, label="attention weight",
+                                format=FormatStrFormatter("%.3f"))  # fixed width: the layout is kept
+        outline = {"edgecolor": QUERY_COLOR, "linewidth": 2.0, "fill": False, "visible": False}
+        self._view = {
+            "image": ax_image.images[0], "heat": heat, "grid": grid, "colorbar": colorbar,
+            "lines": {b: draw_patch_grid(ax_image, self.model, b, linewidth=0.5, alpha=0.6)
+                      for b in self.model.branch_names},
+            "contours": {},  # image index -> its mask outline, drawn when first shown
+            "query": ax_image.add_patch(Rectangle((0, 0), 1, 1, **outline)),
+            "query_cell": ax_grid.add_patch(Rectangle((0, 0), 1, 1, **outline)),
+            "note": ax_grid.text(0.5, 0.5, "A patch token has no cross-attention row:\nonly the two CLS tokens "
+                                 "are fusion\nqueries (each reads the other branch's\npatches). Pick query CLS, or "
+                                 "kind self.", ha="center", va="center", fontsize=9, transform=ax_grid.transAxes,
+                                 visible=False),
+            "title": fig.suptitle(" ", fontsize=10),
+        }
+        self.figure = fig
+
+    def _show_base(self, i: int, grid_branch: str | None) -> None:
+        """The image, its mask outline and ``grid_branch``'s patch lines (none when None) on the image panel."""
+        v = self._view
+        v["image"].set_data(to_hwc(self.images[i]))
+        if self.masks is not None and i not in v["contours"]:
+            v["contours"][i] = draw_mask_contour(self.figure.axes[0], self.masks[i])
+        for k, contour in v["contours"].items():
+            contour.set_visible(k == i)
+        for b, lines in v["lines"].items():
+            for line in lines:
+                line.set_visible(b == grid_branch)
+
+    def _mark_query(self, on_grid: bool) -> None:
+        """Outline the query patch on the image (and on its grid panel when ``on_grid``); hide both for a CLS."""
+        c, v = self.controls, self._view
+        patch = c["query"].value != "CLS"
+        v["query"].set_visible(patch)
+        v["query_cell"].set_visible(patch and on_grid)
+        if patch:
+            r, col = c["patch_row"].value, c["patch_col"].value
+            edges = grid_edges(self.model, c["branch"].value) - 0.5
+            v["query"].set_bounds(edges[col], edges[r], edges[col + 1] - edges[col], edges[r + 1] - edges[r])
+            v["query_cell"].set_bounds(col - 0.5, r - 0.5, 1, 1)
+
+    def _show_panel(self, visible: bool) -> None:
+        """Show the grid panel and its colour bar (or, when not ``visible``, the note in their place)."""
+        v = self._view
+        ax_grid = self.figure.axes[1]
+        ax_grid.set_axis_on() if visible else ax_grid.set_axis_off()
+        for artist in (v["grid"], v["heat"], v["colorbar"].ax, ax_grid.title):
+            artist.set_visible(visible)
+        v["note"].set_visible(not visible)
 
     def redraw(self) -> None:
         """Slice the recorded map the controls select and redraw the picture."""
@@ -258,25 +310,20 @@ class AttentionExplorer(_Explorer):
         attention = self.maps[name]
         token, query = self.query_token(), self.query_label()
         grid_branch = self._grid_branch()
-        label = "mean" if head == "mean" else head
-        head_text = label if isinstance(label, str) else f"head {label}"
-        fig = Figure(figsize=(7.6, 3.6), dpi=_DPI, layout="constrained")
-        ax_image, ax_grid = fig.subplots(1, 2)
+        head_text = head if isinstance(head, str) else f"head {head}"
+        if self.figure is None:
+            self._build_picture()
+        v, (ax_image, ax_grid) = self._view, self.figure.axes[:2]
         predicted = _class_label(self.class_names, int(self.predictions[i]))
 
         if kind == "cross" and token != 0:  # only the CLS tokens are fusion queries
             self.last_site, self.last_row, self.last_map = name, None, None
-            show_image(ax_image, self.images[i], f"query: {query}")
-            draw_patch_grid(ax_image, self.model, branch, linewidth=0.5, alpha=0.6)
-            if self.masks is not None:
-                draw_mask_contour(ax_image, self.masks[i])
-            self._mark_query(ax_image, None)
-            ax_grid.axis("off")
-            ax_grid.text(0.5, 0.5, "A patch token has no cross-attention row:\nonly the two CLS tokens are fusion\n"
-                                   "queries (each reads the other branch's\npatches). Pick query CLS, or kind self.",
-                         ha="center", va="center", fontsize=9, transform=ax_grid.transAxes)
-            fig.suptitle(f"{name}: {query} has no cross-attention row", fontsize=10)
-            self._show(fig)
+            self._show_base(i, branch)
+            self._show_panel(False)
+            ax_image.set_title(f"query: {query}", fontsize=9)
+            self._mark_query(on_grid=False)
+            v["title"].set_text(f"{name}: {query} has no cross-attention row")
+            self._show()
             self.caption.value = f"<b>image {i}</b> (predicted: {predicted}). <b>{query}</b> is a patch token: a " \
                                  f"patch has no cross-attention row, because only the CLS tokens attend to the " \
                                  f"other branch in a fusion layer. Choose query <i>CLS</i> to see what the " \
@@ -298,27 +345,28 @@ class AttentionExplorer(_Explorer):
 
         top = float(row[1:].max()) if row[1:].max() > 0 else 1.0  # one scale for both panels: the colour bar's
         pixels = patch_map_to_pixels(self.model, grid_branch, torch.as_tensor(row[1:])[None])[0]
-        overlay_heatmap(ax_image, self.images[i], pixels, alpha=0.6, normalize=False, vmin=0.0, vmax=top,
-                        title=f"{query} -> {grid_branch} patches")
-        draw_patch_grid(ax_image, self.model, grid_branch, linewidth=0.5, alpha=0.6)
-        if self.masks is not None:
-            draw_mask_contour(ax_image, self.masks[i])
-        shown = ax_grid.imshow(self.last_map, cmap=HEAT_CMAP, interpolation="nearest", vmin=0.0, vmax=top)
+        self._show_base(i, grid_branch)
+        self._show_panel(True)
+        v["heat"].set_data(to_numpy(pixels))
+        v["grid"].set_data(self.last_map)
+        v["grid"].set_extent((-0.5, cols - 0.5, rows - 0.5, -0.5))
+        ax_grid.set_xlim(-0.5, cols - 0.5)
+        ax_grid.set_ylim(rows - 0.5, -0.5)
+        for shown in (v["heat"], v["grid"]):
+            shown.set_clim(0.0, top)
+        ax_image.set_title(f"{query} -> {grid_branch} patches", fontsize=9)
         ax_grid.set_title(f"attention weights on the {rows}x{cols} {grid_branch} grid", fontsize=9)
-        ax_grid.set_xticks([])
-        ax_grid.set_yticks([])
-        self._mark_query(ax_image, ax_grid if grid_branch == branch else None)
-        fig.colorbar(shown, ax=ax_grid, shrink=0.85, label="attention weight")
-        fig.suptitle(f"{name} ({head_text}): {query} -> {grid_branch} patches", fontsize=10)
-        self._show(fig)
+        self._mark_query(on_grid=grid_branch == branch)
+        v["title"].set_text(f"{name} ({head_text}): {query} -> {grid_branch} patches")
+        self._show()
         self.caption.value = f"{self._notice}<b>image {i}</b> (predicted: {predicted}). {what}. Patch weights " \
                              f"sum to {row[1:].sum():.3f}."
         self._notice = ""
 
-    def _show(self, fig: Figure) -> None:
-        """Render ``fig`` into the picture and keep it, so that clicks can be mapped onto its panels."""
-        self.picture.value = _render(fig)
-        self.figure = fig
+    def _show(self) -> None:
+        """Render the figure into the picture (:attr:`figure` keeps its layout, so that clicks can be mapped onto
+        its panels)."""
+        self.picture.value = _render(self.figure)
 
 
 def attention_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,

@@ -1,5 +1,5 @@
-"""What both explorers share: rendering a figure to PNG bytes, one recorded forward, a bounded cache, the
-memory an explorer holds, and the image slider."""
+"""What both explorers share: a picture drawn once and updated in place, rendered to PNG bytes; one recorded
+forward, a bounded cache, the memory an explorer holds, and the image slider."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 
 import ipywidgets as widgets
+import numpy as np
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 from ..model import CrossViT
 from ..recording import AttentionRecorder, attention_sites, record_attention, release_attention_memory
@@ -20,11 +23,25 @@ QUERY_COLOR = "#00ff66"  # outline of the query patch
 _STYLE = {"description_width": "90px"}
 
 
+def _new_figure(size: tuple[float, float]) -> Figure:
+    """An explorer's picture: a figure at :data:`_DPI` on its own Agg canvas (no pyplot state), laid out by the
+    constrained layout engine on its first render (:func:`_render`) and fixed from then on."""
+    fig = Figure(figsize=size, dpi=_DPI, layout="constrained", facecolor="white")
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _render(fig: Figure) -> bytes:
-    """PNG bytes of ``fig`` at :data:`_DPI`, the whole figure (no tight crop), so that a pixel of the PNG maps
-    back onto the figure's own layout."""
+    """PNG bytes of ``fig``, the whole figure (no tight crop), so that a pixel of the PNG maps back onto the
+    figure's own layout. The first render runs the figure's layout engine, then the layout is kept: an explorer
+    changes the data, titles and visibility of the artists it drew once, which is what makes a redraw cheap (a
+    new layout per control change cost more than the drawing itself)."""
+    fig.canvas.draw()
+    if fig.get_layout_engine() is not None:
+        fig.set_layout_engine("none")  # the axes keep the positions the layout gave them
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3]
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI, facecolor="white")
+    Image.fromarray(pixels).save(buffer, format="png", compress_level=1)  # fast; about 1.5x zlib's default size
     return buffer.getvalue()
 
 

@@ -17,11 +17,13 @@ from ..plotting import (
     add_colorbar,
     draw_mask_contour,
     draw_patch_grid,
+    normalize_map,
     overlay_heatmap,
     show_image,
+    to_hwc,
 )
 from ..rollout import HEAD_FUSIONS, joint_rollout, rollout_from_maps
-from .base import _STYLE, _BoundedCache, _class_label, _Explorer, _model_device, _render
+from .base import _STYLE, _BoundedCache, _class_label, _Explorer, _model_device, _new_figure, _render
 
 TARGET_HINT = "only the class-specific methods (gradient_rollout, coattention_relevancy) use a target class"
 DISCARD_HINT = "only the per-branch rollouts (small_rollout, large_rollout) discard entries"
@@ -64,6 +66,7 @@ class RolloutExplorer(_Explorer):
         self._start_chosen = False  # set once the reader picks a start block; until then each method's default
         self.last_map: np.ndarray | None = None
         self.last_title = ""
+        self.figure: Figure | None = None  # the picture's figure, drawn on the first redraw
 
         self.controls = {
             "image": image_slider,
@@ -166,6 +169,26 @@ class RolloutExplorer(_Explorer):
         plain = patch_map_to_pixels(self.model, branch, rollout_from_maps(maps, c["head_fusion"].value, 0.0))[0]
         return bool(np.allclose(plain.numpy(), self.last_map, rtol=1e-4, atol=1e-7))
 
+    def _build_picture(self) -> None:
+        """Draw the picture's figure once: the input, the map over the input with its colour bar, each branch's
+        patch grid and the marker of the maximum. A redraw changes their data, titles and visibility."""
+        fig = _new_figure((6.4, 3.4))
+        ax_image, ax_map = fig.subplots(1, 2)
+        h, w = self.images.shape[-2:]
+        image = show_image(ax_image, self.images[0], "input")
+        heat = overlay_heatmap(ax_map, self.images[0], np.zeros((h, w)), alpha=0.6, title="two-line\ntitle")
+        ax_map.title.set_fontsize(9)  # the layout leaves room for a two-line title (method, target class)
+        add_colorbar(fig, ax_map, "min-max scaled\nper map", ticks=[0.0, 1.0], ticklabels=["min", "max"],
+                     shrink=0.7)
+        self._view = {
+            "image": image, "map_image": ax_map.images[0], "heat": heat,
+            "lines": {b: draw_patch_grid(ax_map, self.model, b, color=GRID_COLORS[b], linewidth=0.4, alpha=0.5)
+                      for b in self.model.branch_names},
+            "centre": ax_map.plot([0], [0], marker="+", color="#00ff66", markersize=14, markeredgewidth=2.5)[0],
+            "contours": {},  # image index -> its mask outlines on both panels, drawn when first shown
+        }
+        self.figure = fig
+
     def redraw(self) -> None:
         """Recompute the selected map from the recorded attention and redraw the picture."""
         c = self.controls
@@ -184,32 +207,35 @@ class RolloutExplorer(_Explorer):
             target_label = _class_label(self.class_names, int(self.predictions[i]) if target == self.PREDICTED
                                         else target)
 
-        fig = Figure(figsize=(6.4, 3.4), layout="constrained")
-        ax_image, ax_map = fig.subplots(1, 2)
-        show_image(ax_image, self.images[i], "input")
+        if self.figure is None:
+            self._build_picture()
+        v, (ax_image, ax_map) = self._view, self.figure.axes[:2]
+        v["image"].set_data(to_hwc(self.images[i]))
+        v["map_image"].set_data(to_hwc(self.images[i]))
         title = method if target_label is None else f"{method}\nfor class {target_label}"
         self.last_title = title
-        overlay_heatmap(ax_map, self.images[i], self.last_map, alpha=0.6, title=title)
-        ax_map.title.set_fontsize(9)
-        add_colorbar(fig, ax_map, "min-max scaled\nper map", ticks=[0.0, 1.0], ticklabels=["min", "max"],
-                     shrink=0.7)
-        if per_branch:
-            branch = record.branch
-            draw_patch_grid(ax_map, self.model, branch, color=GRID_COLORS[branch], linewidth=0.4, alpha=0.5)
+        v["heat"].set_data(normalize_map(self.last_map))  # min-max scaled, as overlay_heatmap draws it
+        ax_map.set_title(title, fontsize=9)
+        for b, lines in v["lines"].items():
+            for line in lines:
+                line.set_visible(per_branch and b == record.branch)
         heat = torch.as_tensor(self.last_map, dtype=torch.float64)
         top = heat.max()
         maximal = (heat >= top - 1e-6 * top.abs()).nonzero().double()  # the maximal pixels (a patch, or a part of one)
         centre = maximal.mean(dim=0).tolist()
-        ax_map.plot(centre[1], centre[0], marker="+", color="#00ff66", markersize=14, markeredgewidth=2.5)
+        v["centre"].set_data([centre[1]], [centre[0]])
         verdict = ""
         if self.masks is not None:
-            for ax in (ax_image, ax_map):
-                draw_mask_contour(ax, self.masks[i])
+            if i not in v["contours"]:
+                v["contours"][i] = [draw_mask_contour(ax, self.masks[i]) for ax in (ax_image, ax_map)]
+            for k, contours in v["contours"].items():
+                for contour in contours:
+                    contour.set_visible(k == i)
             game = pointing_game(heat[None].float(), self.masks[i][None])  # the default ("majority") rule
             share = float(game.inside_share[0])
             verdict = (f" {share:.0%} of the maximal pixels (+ marks their centre) lie on the object: the pointing "
                        f"game counts a {'hit' if bool(game.hits[0]) else 'miss'}.")
-        self.picture.value = _render(fig)
+        self.picture.value = _render(self.figure)
         settings = []
         if not c["head_fusion"].disabled:
             settings.append(f"head fusion {c['head_fusion'].value}")
