@@ -4,9 +4,12 @@ rollout. Each shown map is checked against the recorded maps sliced by hand, or 
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import crossvit
 from crossvit.explain import joint_rollout_pixels
@@ -245,3 +248,48 @@ def test_attention_explorer_layer_slider_is_disabled_where_there_is_one_layer(bu
     assert bundled.arch.fusion_layers == 1 and c["layer"].disabled and "single layer" in c["layer"].tooltip
     c["kind"].value = "self"
     assert not c["layer"].disabled and c["layer"].max == bundled.arch.branch(c["branch"].value).depth[0] - 1
+
+
+def _pixels(png: bytes | memoryview) -> np.ndarray:
+    png = bytes(png)
+    assert png.startswith(PNG_SIGNATURE)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+@pytest.mark.parametrize("kind", ["attention", "rollout"])
+def test_a_picture_updated_in_place_is_the_picture_a_fresh_explorer_draws(bundled, kind):
+    """The explorers draw their figure once and then change its artists. After a long random walk over every
+    control (patch clicks included), the picture must be pixel for pixel the one a fresh explorer draws when set
+    straight to the final state: nothing left over from an earlier state (an outline, a grid, a contour, a
+    title, a colour scale)."""
+    images, _, masks = crossvit.data.make_shapes(4, 2**40 + 2**33 + 309)
+    build = attention_explorer if kind == "attention" else rollout_explorer
+    walker = build(bundled, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+    c = walker.controls
+    rng = np.random.default_rng(5)
+    choices = {name: ([o[1] if isinstance(o, tuple) else o for o in w.options] if hasattr(w, "options")
+                      else list(np.arange(w.min, w.max + 1e-9, getattr(w, "step", 1))))
+               for name, w in c.items() if not name.startswith("patch_")}
+    order = ["image", "method", "branch", "kind", "query", "block", "layer", "head", "patch_row", "patch_col",
+             "head_fusion", "discard_ratio", "start_block", "target"]
+
+    def check_against_a_fresh_explorer() -> None:
+        fresh = build(bundled, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+        for name in order:
+            if name in c and fresh.controls[name].value != c[name].value:
+                fresh.controls[name].value = c[name].value
+        assert walker.caption.value.endswith(fresh.caption.value)  # after what a click changed, if it did
+        assert np.array_equal(_pixels(fresh.picture.value), _pixels(walker.picture.value)), walker.caption.value
+
+    for step in range(60):
+        if kind == "attention" and step % 4 == 3:  # a click on a patch of the grid the picture shows
+            branch = walker.shown_grid()
+            rows, cols = bundled.patch_grid(branch)
+            walker.select_patch(int(rng.integers(rows)), int(rng.integers(cols)), branch=branch)
+        else:
+            name = list(choices)[int(rng.integers(len(choices)))]
+            if not c[name].disabled:
+                value = choices[name][int(rng.integers(len(choices[name])))]
+                c[name].value = value.item() if isinstance(value, np.generic) else value
+        if step % 3 == 2:
+            check_against_a_fresh_explorer()
