@@ -243,7 +243,8 @@ def main() -> None:
                       f"{_quantus_version()}, ROAD over removal percentages 10, 30, 50, 70 and 90 %.")
     extra = scenes_table(scene_rows, scene_header) + quantus_table(quantus_rows, quantus_header)
     command = (f"\nCommand: `python benchmarks/explanations.py --images {args.images} --seed {args.seed} --steps "
-               f"{args.steps} --scenes {args.scenes} --scene-seed {args.scene_seed} --quantus-images {q}`.\n")
+               f"{args.steps} --scenes {args.scenes} --scene-seed {args.scene_seed} --quantus-images {q}"
+               + (f" --checkpoint {Path(args.checkpoint).name}" if args.checkpoint else "") + "`.\n")
     print(write_table(rows, out / "explanation_faithfulness.md", header, extra + command))
     plot(rows, out / "explanation_faithfulness.png")
 

@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 DEFAULT_BLUR_SIGMA: float = 5.0
+SCORES: tuple[str, ...] = ("probability", "logit")
+"""What :func:`deletion_insertion`'s curves can record: the class's softmax probability, or its logit."""
 """Standard deviation, in pixels, of the Gaussian blur that makes the insertion substrate.
 
 At 96 px the class texture of the synthetic data has a period of about 4-7 px; the (31-tap, truncated at
@@ -293,9 +295,9 @@ class DeletionInsertionResult:
 
     All tensors are on the images' device. ``counts`` (steps+1,) long: pixels changed at each step;
     ``fractions`` (steps+1,) = counts / (H*W), from 0 to 1, the x-axis; ``deletion`` and ``insertion``
-    (B, steps+1): softmax probability of the target class at each step; ``deletion_auc`` and
-    ``insertion_auc`` (B,): trapezoid-rule area under each curve over ``fractions``, in [0, 1].
-    Lower deletion AUC and higher insertion AUC = more faithful map.
+    (B, steps+1): the ``score`` of the target class at each step (``"probability"``: softmax, or ``"logit"``);
+    ``deletion_auc`` and ``insertion_auc`` (B,): trapezoid-rule area under each curve over ``fractions`` (in
+    [0, 1] for probabilities). Lower deletion AUC and higher insertion AUC = more faithful map.
     """
 
     counts: torch.Tensor         # (steps+1,) long
@@ -304,6 +306,7 @@ class DeletionInsertionResult:
     insertion: torch.Tensor      # (B, steps+1)
     deletion_auc: torch.Tensor   # (B,)
     insertion_auc: torch.Tensor  # (B,)
+    score: str = "probability"   # what the curves record: "probability" or "logit"
 
     @property
     def mean_deletion_auc(self) -> float:
@@ -356,6 +359,7 @@ def deletion_insertion(
     steps: int = 32,
     batch_size: int = 64,
     blur_sigma: float = DEFAULT_BLUR_SIGMA,
+    score: str = "probability",
     progress: bool = False,
 ) -> DeletionInsertionResult:
     """Deletion and insertion curves and their AUCs (Petsiuk et al. 2018, "RISE").
@@ -369,8 +373,10 @@ def deletion_insertion(
     * **insertion** starts from the insertion substrate, :func:`gaussian_blur` of the image with sigma
       ``blur_sigma`` (pixels), and puts the changed pixels back to their original values.
 
-    Each curve is the model's softmax probability of class ``target[i]`` at each step; each AUC is
-    ``torch.trapezoid(curve, fractions)`` with ``fractions = n_s / (H*W)`` running from 0 to 1.
+    Each curve is the model's softmax probability of class ``target[i]`` at each step (``score="probability"``,
+    RISE's definition), or its logit for that class (``score="logit"``: a confident model's probability sits at
+    1 long before its logit stops growing, so logit curves still tell maps apart where probability curves are all
+    flat); each AUC is ``torch.trapezoid(curve, fractions)`` with ``fractions = n_s / (H*W)`` running from 0 to 1.
 
     The model is called in eval mode (its training flag is restored afterwards) under ``torch.no_grad``, on
     the images' device, on at most ``batch_size`` perturbed images at a time; only one chunk of perturbed
@@ -384,6 +390,7 @@ def deletion_insertion(
         steps: number of steps, >= 1; each curve has ``steps + 1`` points.
         batch_size: most images per model call, >= 1.
         blur_sigma: sigma of the insertion substrate's Gaussian blur, in pixels, >= 0.
+        score: ``"probability"`` (softmax, the default) or ``"logit"``: what the curves record.
         progress: show a tqdm progress bar over the model calls.
     """
     if not isinstance(model, nn.Module):
@@ -397,6 +404,8 @@ def deletion_insertion(
     maps = _check_maps(maps).to(images.device)
     steps = _check_int(steps, "steps", 1)
     batch_size = _check_int(batch_size, "batch_size", 1)
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     B, C, H, W = images.shape
     target = _check_target(target, B, images.device)                    # (B,)
     device = images.device
@@ -440,7 +449,7 @@ def deletion_insertion(
                         f"target must be in [0, {num_classes}) for this model with {num_classes} outputs, "
                         f"got {target[out_of_range].tolist()} for image(s) {out_of_range.tolist()}"
                     )
-                p = logits.float().softmax(dim=1)                       # (N, K)
+                p = logits.float().softmax(dim=1) if score == "probability" else logits.float()  # (N, K)
                 probs[items] = p.gather(1, target[b][:, None]).squeeze(1)
     finally:
         model.train(was_training)
@@ -454,4 +463,5 @@ def deletion_insertion(
         insertion=insertion,
         deletion_auc=torch.trapezoid(deletion, fractions, dim=1),
         insertion_auc=torch.trapezoid(insertion, fractions, dim=1),
+        score=score,
     )

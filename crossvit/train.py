@@ -43,6 +43,7 @@ from .data import HELD_OUT_SEED_BASE
 from .model import CrossViT, count_parameters
 from .presets import SHAPES_PRESETS
 from .recording import AttentionRecorder, record_attention
+from .scenes import make_two_object_shapes
 from .utils import resolve_device as _resolve_device
 
 TRAIN_PRESETS = SHAPES_PRESETS
@@ -77,6 +78,10 @@ class TrainConfig:
     # attention (patch tokens of the background learn to carry nothing), so attention maps say little about what
     # it uses; the penalty asks each CLS to read few patches and leaves which ones to the labels (no mask is used).
     attention_entropy_weight: float = 0.0
+    # share of the training set drawn as two-object scenes (crossvit.scenes.make_two_object_shapes), each with the
+    # soft target 0.5 on each of its two classes: a model that saw only one object per image need not give a second
+    # class any weight, and then no class-specific map can show that class's evidence
+    two_object_fraction: float = 0.0
     device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:1", ...
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU, which trains in float32)
 
@@ -129,7 +134,8 @@ def validate(config: TrainConfig) -> CrossViTConfig:
     if config.batch_size > config.train_images:
         raise ValueError(f"TrainConfig.batch_size ({config.batch_size}) is larger than train_images "
                          f"({config.train_images})")
-    for name in ("lr", "weight_decay", "label_smoothing", "head_loss_weight", "attention_entropy_weight"):
+    for name in ("lr", "weight_decay", "label_smoothing", "head_loss_weight", "attention_entropy_weight",
+                 "two_object_fraction"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
@@ -137,6 +143,8 @@ def validate(config: TrainConfig) -> CrossViTConfig:
         raise ValueError("TrainConfig.lr must be > 0")
     if config.label_smoothing >= 1:
         raise ValueError(f"TrainConfig.label_smoothing must be < 1, got {config.label_smoothing}")
+    if config.two_object_fraction > 1:
+        raise ValueError(f"TrainConfig.two_object_fraction must be <= 1, got {config.two_object_fraction}")
     resolve_device(config.device)
     return model_config_of(config)
 
@@ -149,25 +157,49 @@ def resolve_device(device: str) -> torch.device:
 # -- data -----------------------------------------------------------------------------------------------------
 
 
+def _split(config: TrainConfig) -> tuple[int, int]:
+    """(single-object images, two-object scenes) of the training set."""
+    scenes = round(config.train_images * config.two_object_fraction)
+    return config.train_images - scenes, scenes
+
+
 def training_data_seeds(config: TrainConfig) -> list[int]:
-    """Data seeds of the training chunks (``_CHUNK_IMAGES`` images each), drawn from ``[0, HELD_OUT_SEED_BASE)``."""
+    """Data seeds of the training chunks (``_CHUNK_IMAGES`` images each), drawn from ``[0, HELD_OUT_SEED_BASE)``:
+    the single-object chunks, then the two-object chunks (none unless ``two_object_fraction > 0``)."""
     g = torch.Generator().manual_seed(config.seed)
-    chunks = math.ceil(config.train_images / _CHUNK_IMAGES)
+    chunks = sum(math.ceil(n / _CHUNK_IMAGES) for n in _split(config))
     return [int(s) for s in torch.randint(0, HELD_OUT_SEED_BASE, (chunks,), generator=g, dtype=torch.int64)]
 
 
 def make_training_set(config: TrainConfig, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """``train_images`` images as uint8 (n, 3, H, W) (a quarter of float32's memory) and their labels (n,)."""
-    images, labels = [], []
-    remaining = config.train_images
-    for chunk_seed in tqdm(training_data_seeds(config), desc="training data", unit="chunk", disable=not progress,
-                           leave=False):
-        n = min(_CHUNK_IMAGES, remaining)
-        x, y, _ = data.make_shapes(n, chunk_seed, config.image_size)  # masks are not needed for training
-        images.append(x.mul_(255).round_().to(torch.uint8))
-        labels.append(y)
-        remaining -= n
-    return torch.cat(images), torch.cat(labels)
+    """``train_images`` images as uint8 (n, 3, H, W) (a quarter of float32's memory) and their targets: class
+    indices (n,) when every image holds one object (``two_object_fraction == 0``), else class probabilities
+    (n, classes): 1 on a single object's class, 0.5 on each class of a two-object scene (which come last).
+    ``F.cross_entropy`` takes either."""
+    images, targets = [], []
+    singles, scenes = _split(config)
+    seeds = iter(tqdm(training_data_seeds(config), desc="training data", unit="chunk", disable=not progress,
+                      leave=False))
+    for count, two_objects in ((singles, False), (scenes, True)):
+        remaining = count
+        while remaining > 0:
+            n = min(_CHUNK_IMAGES, remaining)
+            if two_objects:
+                x, pairs, _ = make_two_object_shapes(n, next(seeds), config.image_size, progress=False)
+                y = torch.zeros(n, data.NUM_CLASSES).scatter_(1, pairs, 0.5)
+            else:
+                x, y, _ = data.make_shapes(n, next(seeds), config.image_size)  # masks are not needed here
+                y = F.one_hot(y, data.NUM_CLASSES).float() if scenes else y
+            images.append(x.mul_(255).round_().to(torch.uint8))
+            targets.append(y)
+            remaining -= n
+    return torch.cat(images), torch.cat(targets)
+
+
+def _hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per image, whether the top class is a class of the image (the class, or either class of a scene)."""
+    top = logits.argmax(dim=1)
+    return top == target if target.ndim == 1 else target.gather(1, top[:, None])[:, 0] > 0
 
 
 def make_held_out_set(config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -350,7 +382,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         scheduler.step()
 
         losses.append(loss.item())
-        recent_correct.append((logits.argmax(dim=1) == y).float().mean().item())
+        recent_correct.append(_hits(logits, y).float().mean().item())
         bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}",
                         acc=f"{sum(recent_correct) / len(recent_correct):.3f}", refresh=False)
         last = step + 1 == config.steps
@@ -437,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of each branch head's own cross-entropy added to the loss (0: combined logits only)")
     p.add_argument("--attention-entropy-weight", type=float, default=defaults.attention_entropy_weight,
                    help="weight of the mean entropy of the CLS tokens' attention over the patches (0: off)")
+    p.add_argument("--two-object-fraction", type=float, default=defaults.two_object_fraction,
+                   help="share of the training set that are two-object scenes (soft target 0.5 on each class)")
     p.add_argument("--device", default=defaults.device, help="'auto' (CUDA if available), 'cpu', 'cuda', ...")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="disable bfloat16 autocast on CUDA")
     p.add_argument("--threads", type=int, default=None,
@@ -455,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         train_images=args.train_images, eval_images=args.eval_images, eval_every=args.eval_every,
         image_size=args.image_size, augment=args.augment, label_smoothing=args.label_smoothing,
         head_loss_weight=args.head_loss_weight, attention_entropy_weight=args.attention_entropy_weight,
-        device=args.device, amp=args.amp,
+        two_object_fraction=args.two_object_fraction, device=args.device, amp=args.amp,
     )
     if args.threads is not None:
         if args.threads < 1:

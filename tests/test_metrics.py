@@ -320,6 +320,25 @@ def test_insertion_with_the_right_map_beats_a_random_map():
     assert torch.allclose(right.insertion[:, -1], image_p, atol=1e-6)
 
 
+def test_logit_curves_are_the_class_logit_by_hand_and_order_maps_as_probability_curves_do():
+    """score="logit": each point is w . x of the changed image (LinearScore's logit for class 0), the logit of
+    the same images the probability curves are the sigmoid of; the AUC is the same trapezoid rule."""
+    weight, images, g = _setup(seed=3)
+    model = LinearScore(weight)
+    contribution = (images * weight).sum(dim=1)
+    probability = deletion_insertion(model, images, contribution, 0, steps=8)
+    logit = deletion_insertion(model, images, contribution, 0, steps=8, score="logit")
+    assert probability.score == "probability" and logit.score == "logit"
+    for curve in ("deletion", "insertion"):
+        assert torch.allclose(torch.sigmoid(getattr(logit, curve)), getattr(probability, curve), atol=1e-6)
+        assert torch.allclose(getattr(logit, f"{curve}_auc"),
+                              torch.trapezoid(getattr(logit, curve), logit.fractions, dim=1), atol=1e-6)
+    assert torch.allclose(logit.deletion[:, 0], (images * weight).sum(dim=(1, 2, 3)), atol=1e-5)
+    assert torch.allclose(logit.deletion[:, -1], torch.zeros(3), atol=1e-6)  # w . 0
+    with pytest.raises(ValueError, match="score must be one of"):
+        deletion_insertion(model, images, contribution, 0, score="softmax")
+
+
 def test_auc_is_the_trapezoid_rule_on_the_fractions():
     weight, images, g = _setup(h=5, w=7)                           # 35 pixels, 8 steps: uneven fractions
     maps = torch.randn(3, 5, 7, generator=g)

@@ -4,6 +4,7 @@ and explorers that redraw from the recorded maps when a control changes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -368,6 +369,19 @@ def test_plot_deletion_insertion_plots_mean_curves():
     np.testing.assert_allclose(ax_ins.lines[1].get_ydata(), insertion.mean(0).numpy())
     assert ax_del.lines[0].get_linestyle() == "--"  # the random baseline is dashed
     assert [t.get_text() for t in ax_ins.get_legend().get_texts()] == ["random (0.700)", "m (0.750)"]
+
+
+def test_plot_deletion_insertion_names_the_score_and_refuses_a_mix():
+    fractions = torch.linspace(0, 1, 3)
+    curve = torch.tensor([[6.0, 2.0, -1.0]])
+    logit = SimpleNamespace(fractions=fractions, deletion=curve, insertion=-curve, mean_deletion_auc=2.25,
+                            mean_insertion_auc=-2.25, score="logit")
+    fig = plotting.plot_deletion_insertion({"m": logit})
+    assert all(ax.get_ylabel() == "logit of the explained class" for ax in fig.axes)
+    assert fig.axes[0].get_ylim()[1] >= 6.0  # not clipped to a probability's [0, 1]
+    probability = SimpleNamespace(**{**vars(logit), "score": "probability", "deletion": curve / 6})
+    with pytest.raises(ValueError, match="mix curves of different scores"):
+        plotting.plot_deletion_insertion({"m": logit, "n": probability})
 
 
 def test_markdown_table():

@@ -214,3 +214,57 @@ def test_train_accepts_another_module_for_baselines(tmp_path):
         train(_tiny(steps=1), out_dir=tmp_path, model=baseline, progress=False)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         train(_tiny(steps=1), model="vit", progress=False)
+
+
+def test_two_object_scenes_in_training_come_with_soft_targets():
+    """With ``two_object_fraction``, the last share of the training set are the scenes of
+    ``crossvit.scenes.make_two_object_shapes`` for the recorded data seeds, each with 0.5 on each of its two
+    classes; the single-object images come first, one-hot; without it the set is what it always was."""
+    from crossvit.scenes import make_two_object_shapes
+    from crossvit.train import _CHUNK_IMAGES, make_training_set, training_data_seeds
+
+    config = _tiny(train_images=2 * _CHUNK_IMAGES + 40, two_object_fraction=0.01)  # 40 scenes, one chunk
+    images, targets = make_training_set(config, progress=False)
+    seeds = training_data_seeds(config)
+    assert len(seeds) == 3 and targets.shape == (2 * _CHUNK_IMAGES + 40, data.NUM_CLASSES)
+    scenes, pairs, _ = make_two_object_shapes(40, seeds[-1], 48, progress=False)
+    assert torch.equal(images[-40:], scenes.mul(255).round().to(torch.uint8))
+    expected = torch.zeros(40, data.NUM_CLASSES)
+    for i, (a, b) in enumerate(pairs.tolist()):
+        expected[i, a] = expected[i, b] = 0.5
+    assert torch.equal(targets[-40:], expected)
+    singles, labels, _ = data.make_shapes(_CHUNK_IMAGES, seeds[0], 48)
+    assert torch.equal(images[:_CHUNK_IMAGES], singles.mul(255).round().to(torch.uint8))
+    assert torch.equal(targets[:_CHUNK_IMAGES].argmax(1), labels) and torch.equal(targets[:-40].sum(1),
+                                                                                  torch.ones(2 * _CHUNK_IMAGES))
+    plain = _tiny(train_images=2 * _CHUNK_IMAGES + 40)  # no scenes: class indices, the same single-object chunks
+    _, plain_labels = make_training_set(plain, progress=False)
+    assert plain_labels.dtype == torch.int64 and training_data_seeds(plain)[:1] == seeds[:1]
+
+
+def test_first_step_loss_with_soft_targets_is_the_cross_entropy_written_out():
+    """Step 0 recomputed by hand on a set that is half scenes: -sum_c p_c log softmax(z)_c, averaged."""
+    from crossvit.train import make_training_set
+
+    config = _tiny(steps=1, eval_every=0, train_images=64, two_object_fraction=0.5, head_loss_weight=0.5)
+    _, record = train(config, progress=False)
+    torch.manual_seed(config.seed)
+    model = crossvit.CrossViT(TINY).train()
+    train_x, targets = make_training_set(config, progress=False)
+    order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(config.seed + 1))
+    x, p = train_x[order[:config.batch_size]].float() / 255, targets[order[:config.batch_size]]
+    assert (p == 0.5).any() and (p == 1.0).any()  # the first batch mixes scenes and single objects
+    tokens = model.forward_features(x)
+    small, large = model.heads["small"](tokens["small"]), model.heads["large"](tokens["large"])
+
+    def ce(z):
+        return -(p * torch.log_softmax(z, dim=1)).sum(dim=1).mean()
+
+    expected = ce((small + large) / 2) + 0.5 * (ce(small) + ce(large))
+    assert record["loss_history"][0] == pytest.approx(expected.item(), abs=2e-5)
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5, float("nan"), True])
+def test_a_bad_two_object_fraction_is_refused_by_name(fraction):
+    with pytest.raises(ValueError, match="two_object_fraction"):
+        train(_tiny(two_object_fraction=fraction), progress=False)

@@ -175,9 +175,13 @@ def plot_deletion_insertion(result_by_method: Mapping[str, Any], size: tuple[flo
                             ) -> Figure:
     """Mean deletion and insertion curves (Petsiuk et al. 2018) per method, AUC in the legend.
 
-    ``result_by_method``: method name -> :class:`crossvit.metrics.DeletionInsertionResult`. A method called
-    ``"random"`` is drawn as a dashed grey baseline.
+    ``result_by_method``: method name -> :class:`crossvit.metrics.DeletionInsertionResult` (all of one
+    ``score``: probability or logit curves). A method called ``"random"`` is drawn as a dashed grey baseline.
     """
+    scores = {getattr(result, "score", "probability") for result in result_by_method.values()}
+    if len(scores) != 1:
+        raise ValueError(f"the results mix curves of different scores: {sorted(scores)}")
+    score = scores.pop()
     fig, (ax_del, ax_ins) = plt.subplots(1, 2, figsize=size, layout="constrained")
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     k = 0
@@ -195,10 +199,11 @@ def plot_deletion_insertion(result_by_method: Mapping[str, Any], size: tuple[flo
     for ax, name, better in ((ax_del, "deletion", "lower"), (ax_ins, "insertion", "higher")):
         ax.set_xlabel("fraction of pixels " + ("removed (set to 0)" if name == "deletion" else
                                                "restored into the blurred image"))
-        ax.set_ylabel("probability of the explained class")
+        ax.set_ylabel(f"{score} of the explained class")
         ax.set_title(f"{name} (AUC in legend, {better} is better)", fontsize=10)
         ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.02)
+        if score == "probability":
+            ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return fig
