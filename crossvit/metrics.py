@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -289,6 +289,16 @@ def pixel_counts(num_pixels: int, steps: int) -> torch.Tensor:
     return (2 * i * num_pixels + steps) // (2 * steps)
 
 
+def _counts_at(fractions: Sequence[float] | torch.Tensor, num_pixels: int) -> torch.Tensor:
+    """Pixels changed at each of the given fractions, ``round(f * num_pixels)`` (halves up), as (points,) long."""
+    f = torch.as_tensor(fractions, dtype=torch.float64)
+    if f.ndim != 1 or len(f) < 2:
+        raise ValueError(f"fractions must be a 1-D sequence of at least 2 points, got shape {tuple(f.shape)}")
+    if not torch.isfinite(f).all() or f[0] != 0 or f[-1] != 1 or not (f[1:] > f[:-1]).all():
+        raise ValueError(f"fractions must increase strictly from 0 to 1, got {f.tolist()}")
+    return torch.floor(f * num_pixels + 0.5).long()
+
+
 @dataclass(frozen=True)
 class DeletionInsertionResult:
     """Deletion and insertion curves (Petsiuk et al. 2018) for a batch.
@@ -360,6 +370,7 @@ def deletion_insertion(
     batch_size: int = 64,
     blur_sigma: float = DEFAULT_BLUR_SIGMA,
     score: str = "probability",
+    fractions: Sequence[float] | torch.Tensor | None = None,
     progress: bool = False,
 ) -> DeletionInsertionResult:
     """Deletion and insertion curves and their AUCs (Petsiuk et al. 2018, "RISE").
@@ -391,6 +402,9 @@ def deletion_insertion(
         batch_size: most images per model call, >= 1.
         blur_sigma: sigma of the insertion substrate's Gaussian blur, in pixels, >= 0.
         score: ``"probability"`` (softmax, the default) or ``"logit"``: what the curves record.
+        fractions: the points of the curves as fractions of the pixels changed, increasing from 0 to 1 (e.g.
+            geometric, to look at the first few percent closely); then ``n_s = round(fractions[s] * H*W)`` and
+            ``steps`` is not used. Default: ``steps + 1`` evenly spaced points.
         progress: show a tqdm progress bar over the model calls.
     """
     if not isinstance(model, nn.Module):
@@ -410,7 +424,11 @@ def deletion_insertion(
     target = _check_target(target, B, images.device)                    # (B,)
     device = images.device
 
-    counts = pixel_counts(H * W, steps).to(device)                      # (steps+1,)
+    if fractions is None:
+        counts = pixel_counts(H * W, steps).to(device)                  # (steps+1,)
+    else:
+        counts = _counts_at(fractions, H * W).to(device)                # (points,)
+    steps = len(counts) - 1
     fractions = counts.to(torch.float32) / (H * W)                      # (steps+1,)
     # Rank of each pixel, 0 = most relevant; the stable descending sort keeps row-major order among ties.
     order = torch.sort(maps.reshape(B, H * W), dim=1, descending=True, stable=True).indices  # (B, H*W)

@@ -339,6 +339,23 @@ def test_logit_curves_are_the_class_logit_by_hand_and_order_maps_as_probability_
         deletion_insertion(model, images, contribution, 0, score="softmax")
 
 
+def test_curves_at_given_fractions_are_the_even_curves_at_those_points():
+    """fractions=[0, 1/8, 1/4, 1/2, 1] on 8 x 8 pixels changes 0, 8, 16, 32, 64 pixels: the points of the evenly
+    spaced 8-step curve at steps 0, 1, 2, 4, 8, and the AUC is the trapezoid rule on the uneven points."""
+    weight, images, g = _setup(seed=4)
+    model = LinearScore(weight)
+    maps = torch.rand(3, 8, 8, generator=g)
+    even = deletion_insertion(model, images, maps, 0, steps=8)
+    picked = deletion_insertion(model, images, maps, 0, fractions=[0, 1 / 8, 1 / 4, 1 / 2, 1])
+    assert picked.counts.tolist() == [0, 8, 16, 32, 64]
+    for curve in ("deletion", "insertion"):
+        assert torch.allclose(getattr(picked, curve), getattr(even, curve)[:, [0, 1, 2, 4, 8]], atol=1e-6)
+    assert torch.allclose(picked.deletion_auc, torch.trapezoid(picked.deletion, picked.fractions, dim=1))
+    for bad in ([0, 0.5], [0.1, 1], [0, 0.6, 0.5, 1], [0, float("nan"), 1], [[0, 1]]):
+        with pytest.raises(ValueError, match="fractions must"):
+            deletion_insertion(model, images, maps, 0, fractions=bad)
+
+
 def test_auc_is_the_trapezoid_rule_on_the_fractions():
     weight, images, g = _setup(h=5, w=7)                           # 35 pixels, 8 steps: uneven fractions
     maps = torch.randn(3, 5, 7, generator=g)

@@ -379,6 +379,10 @@ def test_plot_deletion_insertion_names_the_score_and_refuses_a_mix():
     fig = plotting.plot_deletion_insertion({"m": logit})
     assert all(ax.get_ylabel() == "logit of the explained class" for ax in fig.axes)
     assert fig.axes[0].get_ylim()[1] >= 6.0  # not clipped to a probability's [0, 1]
+    fig = plotting.plot_deletion_insertion({"m": SimpleNamespace(**{**vars(logit), "fractions": torch.tensor(
+        [0.0, 0.01, 1.0])})}, log_x=True)
+    assert fig.axes[1].get_xscale() == "symlog"
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["0", "1 %", "10 %", "100 %"]
     probability = SimpleNamespace(**{**vars(logit), "score": "probability", "deletion": curve / 6})
     with pytest.raises(ValueError, match="mix curves of different scores"):
         plotting.plot_deletion_insertion({"m": logit, "n": probability})

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from ..model import CrossViT
 from .attention import _attention_panel, _grid_colorbars, _grid_scales
@@ -171,19 +174,24 @@ def plot_class_maps(image: ArrayLike, maps_by_method: Mapping[str, ArrayLike], m
     return fig
 
 
-def plot_deletion_insertion(result_by_method: Mapping[str, Any], size: tuple[float, float] = (10.0, 3.8)
-                            ) -> Figure:
+def plot_deletion_insertion(result_by_method: Mapping[str, Any], size: tuple[float, float] = (10.0, 3.8),
+                            log_x: bool = False) -> Figure:
     """Mean deletion and insertion curves (Petsiuk et al. 2018) per method, AUC in the legend.
 
     ``result_by_method``: method name -> :class:`crossvit.metrics.DeletionInsertionResult` (all of one
     ``score``: probability or logit curves). A method called ``"random"`` is drawn as a dashed grey baseline.
+    ``log_x`` draws the fraction of pixels on a logarithmic axis (linear below the first non-zero point, so that
+    0 stays on it): for curves taken at geometric fractions, where the first few percent are what tells methods
+    apart.
     """
     scores = {getattr(result, "score", "probability") for result in result_by_method.values()}
     if len(scores) != 1:
         raise ValueError(f"the results mix curves of different scores: {sorted(scores)}")
     score = scores.pop()
     fig, (ax_del, ax_ins) = plt.subplots(1, 2, figsize=size, layout="constrained")
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # the dashed grey of the random baseline is for it alone: no method is drawn in grey
+    cycle = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"]
+             if to_hex(c) not in (to_hex("grey"), "#7f7f7f")] + ["black"]  # ten colours for the ten methods
     k = 0
     for method, result in result_by_method.items():
         fractions = to_numpy(result.fractions)
@@ -202,6 +210,13 @@ def plot_deletion_insertion(result_by_method: Mapping[str, Any], size: tuple[flo
         ax.set_ylabel(f"{score} of the explained class")
         ax.set_title(f"{name} (AUC in legend, {better} is better)", fontsize=10)
         ax.set_xlim(0, 1)
+        if log_x:
+            first = float(min(f for f in to_numpy(next(iter(result_by_method.values())).fractions) if f > 0))
+            ax.set_xscale("symlog", linthresh=first, linscale=0.5)
+            ax.set_xlim(0, 1)
+            ticks = [0.0] + [10.0 ** k for k in range(math.ceil(math.log10(first)), 1)]
+            ax.set_xticks(ticks, ["0"] + [f"{100 * t:g} %" for t in ticks[1:]])
+            ax.xaxis.set_minor_locator(NullLocator())
         if score == "probability":
             ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
