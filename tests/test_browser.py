@@ -421,7 +421,7 @@ def test_explorers_answer_every_control_and_report_click_to_picture_times(jupyte
                                                                                             ).select_option("small")
                     box.locator(".widget-toggle-buttons").filter(has_text="kind").first.get_by_role(
                         "button", name="self", exact=True).click()
-                if name == "rollout: discard ratio slider":
+                if name in ("rollout: head fusion menu", "rollout: discard ratio slider"):  # enabled for it
                     box.locator(".widget-dropdown").filter(has_text="method").first.locator("select"
                                                                                             ).select_option("small_rollout")
                 page.wait_for_timeout(300)
