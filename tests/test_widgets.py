@@ -281,6 +281,12 @@ def test_a_picture_updated_in_place_is_the_picture_a_fresh_explorer_draws(bundle
         assert walker.caption.value.endswith(fresh.caption.value)  # after what a click changed, if it did
         assert np.array_equal(_pixels(fresh.picture.value), _pixels(walker.picture.value)), walker.caption.value
 
+    if kind == "attention":  # every order of (kind, query) changes, each state checked: the rare ones included
+        for a, b in (("query", "kind"), ("kind", "query")):
+            for values in ({"kind": "cross", "query": "patch"}, {"kind": "self", "query": "CLS"}):
+                for name in (a, b):
+                    c[name].value = values[name]
+                    check_against_a_fresh_explorer()
     for step in range(60):
         if kind == "attention" and step % 4 == 3:  # a click on a patch of the grid the picture shows
             branch = walker.shown_grid()
