@@ -204,6 +204,9 @@ def plot_deletion_insertion(result_by_method: Mapping[str, Any], size: tuple[flo
                     label=f"{method} ({result.mean_deletion_auc:.3f})", **style)
         ax_ins.plot(fractions, to_numpy(result.insertion).mean(axis=0),
                     label=f"{method} ({result.mean_insertion_auc:.3f})", **style)
+    if log_x:  # the axis is linear below the first point after 0
+        first = float(min(f for f in to_numpy(next(iter(result_by_method.values())).fractions) if f > 0))
+        ticks = [0.0] + [10.0 ** k for k in range(math.ceil(math.log10(first)), 1)]
     for ax, name, better in ((ax_del, "deletion", "lower"), (ax_ins, "insertion", "higher")):
         ax.set_xlabel("fraction of pixels " + ("removed (set to 0)" if name == "deletion" else
                                                "restored into the blurred image"))
@@ -211,10 +214,8 @@ def plot_deletion_insertion(result_by_method: Mapping[str, Any], size: tuple[flo
         ax.set_title(f"{name} (AUC in legend, {better} is better)", fontsize=10)
         ax.set_xlim(0, 1)
         if log_x:
-            first = float(min(f for f in to_numpy(next(iter(result_by_method.values())).fractions) if f > 0))
             ax.set_xscale("symlog", linthresh=first, linscale=0.5)
             ax.set_xlim(0, 1)
-            ticks = [0.0] + [10.0 ** k for k in range(math.ceil(math.log10(first)), 1)]
             ax.set_xticks(ticks, ["0"] + [f"{100 * t:g} %" for t in ticks[1:]])
             ax.xaxis.set_minor_locator(NullLocator())
         if score == "probability":

@@ -16,7 +16,6 @@ from ..model import CrossViT
 from ..plotting import (
     HEAT_CMAP,
     cross_row,
-    draw_mask_contour,
     draw_patch_grid,
     fuse,
     grid_edges,
@@ -24,7 +23,7 @@ from ..plotting import (
     to_hwc,
     to_numpy,
 )
-from .base import _STYLE, QUERY_COLOR, _class_label, _Explorer, _new_figure, _render
+from .base import _STYLE, QUERY_COLOR, _class_label, _Explorer, _new_figure, _render, _show_only
 
 
 class AttentionExplorer(_Explorer):
@@ -258,7 +257,7 @@ class AttentionExplorer(_Explorer):
             "image": ax_image.images[0], "heat": heat, "grid": grid, "colorbar": colorbar,
             "lines": {b: draw_patch_grid(ax_image, self.model, b, linewidth=0.5, alpha=0.6)
                       for b in self.model.branch_names},
-            "contours": {},  # image index -> its mask outline, drawn when first shown
+            "contours": {},  # image index -> its mask outline (_show_mask)
             "query": ax_image.add_patch(Rectangle((0, 0), 1, 1, **outline)),
             "query_cell": ax_grid.add_patch(Rectangle((0, 0), 1, 1, **outline)),
             "note": ax_grid.text(0.5, 0.5, "A patch token has no cross-attention row:\nonly the two CLS tokens "
@@ -273,13 +272,8 @@ class AttentionExplorer(_Explorer):
         """The image, its mask outline and ``grid_branch``'s patch lines (none when None) on the image panel."""
         v = self._view
         v["image"].set_data(to_hwc(self.images[i]))
-        if self.masks is not None and i not in v["contours"]:
-            v["contours"][i] = draw_mask_contour(self.figure.axes[0], self.masks[i])
-        for k, contour in v["contours"].items():
-            contour.set_visible(k == i)
-        for b, lines in v["lines"].items():
-            for line in lines:
-                line.set_visible(b == grid_branch)
+        self._show_mask(i, self.figure.axes[:1])
+        _show_only(v["lines"], grid_branch)
 
     def _mark_query(self, on_grid: bool) -> None:
         """Outline the query patch on the image (and on its grid panel when ``on_grid``); hide both for a CLS."""

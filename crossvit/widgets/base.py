@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import io
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 
 import ipywidgets as widgets
 import numpy as np
 import torch
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
 from ..model import CrossViT
+from ..plotting import draw_mask_contour
 from ..recording import AttentionRecorder, attention_sites, record_attention, release_attention_memory
 from ..utils import check_int, eval_mode, other_branch
 
@@ -43,6 +46,14 @@ def _render(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="png", compress_level=1)  # fast; about 1.5x zlib's default size
     return buffer.getvalue()
+
+
+def _show_only(groups: Mapping[Hashable, Sequence[Artist]], key: Hashable | None) -> None:
+    """Make the artists of ``groups[key]`` visible and those of every other group invisible (``key`` None or
+    absent: none shown)."""
+    for k, artists in groups.items():
+        for artist in artists:
+            artist.set_visible(k == key)
 
 
 def _model_device(model: CrossViT) -> torch.device:
@@ -115,6 +126,17 @@ class _Explorer(widgets.VBox):
                 seen.add(t.untyped_storage().data_ptr())
                 total += t.untyped_storage().nbytes()
         return total
+
+    def _show_mask(self, i: int, axes: Sequence[Axes]) -> None:
+        """Outline image ``i``'s mask (when there are masks) on ``axes`` of the picture, and no other image's: each
+        image's outlines are drawn the first time it is shown (into ``self._view["contours"]``), then only shown
+        or hidden."""
+        if self.masks is None:
+            return
+        outlines = self._view["contours"]
+        if i not in outlines:
+            outlines[i] = [draw_mask_contour(ax, self.masks[i]) for ax in axes]
+        _show_only(outlines, i)
 
     def _take_inputs(self, model: CrossViT, images: torch.Tensor, masks: torch.Tensor | None,
                      class_names: Sequence[str] | None, index: int, max_images: int | None = None

@@ -15,7 +15,6 @@ from ..model import CrossViT
 from ..plotting import (
     GRID_COLORS,
     add_colorbar,
-    draw_mask_contour,
     draw_patch_grid,
     normalize_map,
     overlay_heatmap,
@@ -23,7 +22,16 @@ from ..plotting import (
     to_hwc,
 )
 from ..rollout import HEAD_FUSIONS, joint_rollout, rollout_from_maps
-from .base import _STYLE, _BoundedCache, _class_label, _Explorer, _model_device, _new_figure, _render
+from .base import (
+    _STYLE,
+    _BoundedCache,
+    _class_label,
+    _Explorer,
+    _model_device,
+    _new_figure,
+    _render,
+    _show_only,
+)
 
 TARGET_HINT = "only the class-specific methods (gradient_rollout, coattention_relevancy) use a target class"
 DISCARD_HINT = "only the per-branch rollouts (small_rollout, large_rollout) discard entries"
@@ -185,7 +193,7 @@ class RolloutExplorer(_Explorer):
             "lines": {b: draw_patch_grid(ax_map, self.model, b, color=GRID_COLORS[b], linewidth=0.4, alpha=0.5)
                       for b in self.model.branch_names},
             "centre": ax_map.plot([0], [0], marker="+", color="#00ff66", markersize=14, markeredgewidth=2.5)[0],
-            "contours": {},  # image index -> its mask outlines on both panels, drawn when first shown
+            "contours": {},  # image index -> its mask outlines on both panels (_show_mask)
         }
         self.figure = fig
 
@@ -216,9 +224,7 @@ class RolloutExplorer(_Explorer):
         self.last_title = title
         v["heat"].set_data(normalize_map(self.last_map))  # min-max scaled, as overlay_heatmap draws it
         ax_map.set_title(title, fontsize=9)
-        for b, lines in v["lines"].items():
-            for line in lines:
-                line.set_visible(per_branch and b == record.branch)
+        _show_only(v["lines"], record.branch)  # a per-branch rollout's grid; None (no grid) for the others
         heat = torch.as_tensor(self.last_map, dtype=torch.float64)
         top = heat.max()
         maximal = (heat >= top - 1e-6 * top.abs()).nonzero().double()  # the maximal pixels (a patch, or a part of one)
@@ -226,11 +232,7 @@ class RolloutExplorer(_Explorer):
         v["centre"].set_data([centre[1]], [centre[0]])
         verdict = ""
         if self.masks is not None:
-            if i not in v["contours"]:
-                v["contours"][i] = [draw_mask_contour(ax, self.masks[i]) for ax in (ax_image, ax_map)]
-            for k, contours in v["contours"].items():
-                for contour in contours:
-                    contour.set_visible(k == i)
+            self._show_mask(i, (ax_image, ax_map))
             game = pointing_game(heat[None].float(), self.masks[i][None])  # the default ("majority") rule
             share = float(game.inside_share[0])
             verdict = (f" {share:.0%} of the maximal pixels (+ marks their centre) lie on the object: the pointing "
