@@ -48,9 +48,10 @@ EXPLORER_CELLS = [
 ]
 
 
-def _patch_point_in_picture(row: int, col: int) -> tuple[float, float]:
-    """Where the centre of small patch (row, col) lies in the explorer's picture (PNG pixels from the top left),
-    from the same explorer built here, in this process: same model, images and controls as in the notebook."""
+def _patch_points_in_picture(cells: list[tuple[int, int]]) -> list[tuple[float, float]]:
+    """Where the centre of each small patch (row, col) of ``cells`` lies in the explorer's picture (PNG pixels
+    from the top left), from the same explorer built here, in this process: same model, images and controls as in
+    the notebook (the picture's layout is fixed on its first render, in the initial state)."""
     import crossvit
     from crossvit import data, widgets
     from crossvit.data import HELD_OUT_SEED_BASE
@@ -61,9 +62,12 @@ def _patch_point_in_picture(row: int, col: int) -> tuple[float, float]:
     figure, ax = explorer.figure, explorer.figure.axes[0]
     patch = model.image_size / model.patch_grid("small")[0]
     box, (x0, x1), (y0, y1) = ax.get_position(), ax.get_xlim(), ax.get_ylim()
-    fx = box.x0 + ((col + 0.5) * patch - 0.5 - x0) / (x1 - x0) * box.width
-    fy = box.y0 + ((row + 0.5) * patch - 0.5 - y0) / (y1 - y0) * box.height
-    return fx * figure.bbox.width, (1.0 - fy) * figure.bbox.height
+    points = []
+    for row, col in cells:
+        fx = box.x0 + ((col + 0.5) * patch - 0.5 - x0) / (x1 - x0) * box.width
+        fy = box.y0 + ((row + 0.5) * patch - 0.5 - y0) / (y1 - y0) * box.height
+        points.append((fx * figure.bbox.width, (1.0 - fy) * figure.bbox.height))
+    return points
 
 
 def _free_port() -> int:
@@ -163,7 +167,7 @@ def test_attention_explorer_slider_and_click_in_jupyterlab(jupyterlab, tmp_path)
             assert caption.inner_text() != before_caption
 
             # click the centre of small patch (row 2, column 5) on the picture: it becomes the query token
-            x, y = _patch_point_in_picture(row=2, col=5)
+            (x, y), = _patch_points_in_picture([(2, 5)])
             box = picture.bounding_box()
             natural = picture.evaluate("el => [el.naturalWidth, el.naturalHeight]")
             before_src = picture.get_attribute("src")
@@ -300,9 +304,8 @@ LATENCY_CELLS = [
     "attention = widgets.attention_explorer(model, images, masks=masks, class_names=data.CLASS_NAMES)\n"
     "attention",
     "rollout = widgets.rollout_explorer(model, images, masks=masks, class_names=data.CLASS_NAMES)\n"
-    "for method in rollout.METHODS:  # each method's first map is work, not a redraw: done before measuring\n"
-    "    rollout.class_maps(method, rollout.PREDICTED, rollout._default_start(method)) "
-    "if method in ('gradient_rollout', 'coattention_relevancy') else None\n"
+    "for method in rollout.METHODS:  # each method's first map is work, not a redraw: shown once before measuring\n"
+    "    rollout.controls['method'].value = method\n"
     "rollout",
 ]
 
@@ -389,10 +392,10 @@ def test_explorers_answer_every_control_and_report_click_to_picture_times(jupyte
 
             def click_patches(box):
                 picture = box.locator(".widget-image")
-                cells = [(1, 1), (2, 5), (6, 3), (4, 4), (0, 7), (7, 0), (3, 2)]
+                points = _patch_points_in_picture([(1, 1), (2, 5), (6, 3), (4, 4), (0, 7), (7, 0), (3, 2)])
 
                 def click(k: int) -> None:
-                    x, y = _patch_point_in_picture(*cells[k % len(cells)])
+                    x, y = points[k % len(points)]
                     bounds = picture.bounding_box()
                     natural = picture.evaluate("el => [el.naturalWidth, el.naturalHeight]")
                     page.mouse.click(bounds["x"] + x * bounds["width"] / natural[0],
