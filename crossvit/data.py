@@ -77,8 +77,10 @@ B-spline surface through a random 6x6 control grid of grey levels in
 
 Determinism
 -----------
-All randomness comes from a private ``torch.Generator`` seeded with ``seed``:
-the same ``(n, seed, image_size, kwargs)`` always gives bit-identical tensors,
+All randomness comes from a private ``torch.Generator`` seeded with ``seed``
+(:func:`crossvit.utils.seeded_generator`: every bit of a seed counts, so the
+seeds of :data:`crossvit.utils.SEED_RANGE` give distinct images): the same
+``(n, seed, image_size, kwargs)`` always gives bit-identical tensors,
 independent of the global RNG state.  Labels are exactly balanced
 (round-robin over the classes, then shuffled).
 """
@@ -90,6 +92,8 @@ import numbers
 
 import torch
 from torch.utils.data import Dataset
+
+from .utils import check_seed, seeded_generator
 
 __all__ = ["CLASS_NAMES", "NUM_CLASSES", "SHAPES", "COLOURS", "TEXTURES", "make_shapes", "ShapesDataset"]
 
@@ -109,8 +113,12 @@ CLASS_NAMES: tuple[str, ...] = tuple(f"{c} {t}" for c in COLOURS for t in TEXTUR
 """Human-readable class names, indexed by label."""
 
 HELD_OUT_SEED_BASE = 2**40
-"""Training data seeds lie in ``[0, HELD_OUT_SEED_BASE)``; evaluation uses ``HELD_OUT_SEED_BASE + seed``.
-Seeds at or above ``HELD_OUT_SEED_BASE + 2**32`` are never touched by the trainer (tests use them)."""
+"""Training data seeds lie in ``[0, 2**32)``, below ``HELD_OUT_SEED_BASE``; evaluation uses ``HELD_OUT_SEED_BASE +
+seed`` for a trainer seed in ``[0, 2**32)``. Seeds at or above ``UNUSED_SEED_BASE`` are never touched by the trainer:
+tests and benchmarks draw their images there."""
+
+UNUSED_SEED_BASE = HELD_OUT_SEED_BASE + 2**32
+"""The first data seed that no training run uses, for training or for evaluation."""
 
 NUM_CLASSES: int = len(CLASS_NAMES)
 
@@ -158,9 +166,7 @@ def _validate(n: object, seed: object, image_size: object, num_distractors: obje
     n = _check_int("n", n)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    seed = _check_int("seed", seed)
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be in [0, 2**63), got {seed}")
+    seed = check_seed("seed", seed)
     image_size = _check_int("image_size", image_size)
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
@@ -530,8 +536,10 @@ def make_shapes(
 
     Args:
         n: number of images (>= 1).
-        seed: int in ``[0, 2**63)``; the output is a deterministic function of
-            all arguments (except ``progress``) and ignores the global RNG.
+        seed: int in ``[0, 2**64)`` (:data:`crossvit.utils.SEED_RANGE`); the
+            output is a deterministic function of all arguments (except
+            ``progress``) and ignores the global RNG; distinct seeds give
+            distinct images.
         image_size: side length H = W in pixels (>= 32); all geometry scales
             with ``image_size / 96``.
         num_distractors: inclusive ``(min, max)`` number of distractor
@@ -552,8 +560,7 @@ def make_shapes(
         the object's pixels.
     """
     n, seed, image_size, num_distractors, noise = _validate(n, seed, image_size, num_distractors, noise)
-    g = torch.Generator(device="cpu")
-    g.manual_seed(seed)
+    g = seeded_generator(seed)
     labels = (torch.arange(n) % NUM_CLASSES)[torch.randperm(n, generator=g)]
     # Chunks of about 256 * 96 * 96 pixels; the noise bank holds two chunks' worth of fields.
     chunk = _chunk_size(image_size)

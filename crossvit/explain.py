@@ -77,17 +77,17 @@ from .utils import (
     check_choice,
     check_int,
     check_number,
+    check_seed,
     class_indices,
     eval_mode,
     other_branch,
     renamed_keywords,
+    seeded_generator,
 )
 
 QUERIES: tuple[str, ...] = ("small", "large", "both")
 """Values of the ``query`` option: whose CLS token asks (both: the mean of the two maps)."""
 
-SEED_RANGE = (0, 2**64 - 1)
-"""Seeds of the ``random`` baseline: any int in this range (``torch.Generator.manual_seed``'s)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -102,7 +102,7 @@ OPTION_CHECKS: dict[str, Callable[[CrossViT, object], object]] = {
     "layer": lambda model, v: check_int("layer", v),
     "fusion": lambda model, v: check_int("fusion", v),
     "query": lambda model, v: check_choice("query", v, QUERIES),
-    "seed": lambda model, v: check_int("seed", v, *SEED_RANGE),
+    "seed": lambda model, v: check_seed("seed", v),
     "n_steps": lambda model, v: check_int("n_steps", v, 1),
     "internal_batch_size": lambda model, v: check_int("internal_batch_size", v, 1),
     "normalize_self": lambda model, v: check_bool("normalize_self", v),
@@ -252,7 +252,7 @@ def joint_rollout_pixels(model: CrossViT, rollout: dict[str, dict[str, torch.Ten
 
 @register_method("random", summary="a seeded uniform-noise baseline")
 def random_map(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
+    generator = seeded_generator(seed)
     b, _, h, w = images.shape
     return torch.rand(b, h, w, generator=generator).to(images.device)
 

@@ -30,6 +30,7 @@ import math
 import torch
 
 from . import data
+from .utils import seeded_generator
 from .data import (
     _DIS_SIZE,
     _EXTENT,
@@ -127,7 +128,8 @@ def make_two_object_shapes(
 
     Args:
         n: number of images (>= 1).
-        seed: int in ``[0, 2**63)``; the output is a deterministic function of all arguments but ``progress``.
+        seed: int in ``[0, 2**64)``; the output is a deterministic function of all arguments but ``progress``,
+            and distinct seeds give distinct scenes.
         image_size: side length in pixels (>= 32); the geometry scales with ``image_size / 96``.
         num_distractors: inclusive ``(min, max)`` number of distractors per image (max <= 8); one that finds no
             room clear of both objects is left out.
@@ -140,8 +142,7 @@ def make_two_object_shapes(
         k's pixels.
     """
     n, seed, image_size, num_distractors, noise = data._validate(n, seed, image_size, num_distractors, noise)
-    g = torch.Generator(device="cpu")
-    g.manual_seed(seed)
+    g = seeded_generator(seed)
     pairs = torch.tensor(PAIRS)
     labels = pairs[torch.arange(n) % len(PAIRS)][torch.randperm(n, generator=g)]
     images = torch.empty((n, 3, image_size, image_size), dtype=torch.float32)

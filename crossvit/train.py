@@ -10,7 +10,7 @@ zero, cross-entropy on the model's logits plus ``head_loss_weight`` times the cr
 its own (so that both heads carry the decision, not just their combination), optionally plus
 ``attention_entropy_weight`` times the mean entropy of the CLS tokens' attention rows
 (:func:`cls_attention_entropy`; see ``TrainConfig``), random flips/transposes of the images (all 8 symmetries of
-the square keep the class of every shapes image). Training images are generated once from data seeds in ``[0, HELD_OUT_SEED_BASE)``; the
+the square keep the class of every shapes image). Training images are generated once from data seeds in ``[0, 2**32)``; the
 held-out images come from ``HELD_OUT_SEED_BASE + seed``, a seed range training never draws from. Runs are
 deterministic for a given config and device: the model, the data and the batches all come from ``seed``.
 """
@@ -164,11 +164,16 @@ def _split(config: TrainConfig) -> tuple[int, int]:
 
 
 def training_data_seeds(config: TrainConfig) -> list[int]:
-    """Data seeds of the training chunks (``_CHUNK_IMAGES`` images each), drawn from ``[0, HELD_OUT_SEED_BASE)``:
-    the single-object chunks, then the two-object chunks (none unless ``two_object_fraction > 0``)."""
+    """Data seeds of the training chunks (``_CHUNK_IMAGES`` images each), in ``[0, 2**32)``: the single-object
+    chunks, then the two-object chunks (none unless ``two_object_fraction > 0``).
+
+    Each is a draw from ``[0, 2**40)`` reduced to its low 32 bits. Before the data generators took every bit of a
+    seed, torch used only those 32 bits, so these are the seeds of the images every earlier run (the bundled model
+    included) was trained on; and they stay below the held-out seeds ``HELD_OUT_SEED_BASE + seed``."""
     g = torch.Generator().manual_seed(config.seed)
     chunks = sum(math.ceil(n / _CHUNK_IMAGES) for n in _split(config))
-    return [int(s) for s in torch.randint(0, HELD_OUT_SEED_BASE, (chunks,), generator=g, dtype=torch.int64)]
+    draws = torch.randint(0, 2**40, (chunks,), generator=g, dtype=torch.int64)
+    return [int(s) % 2**32 for s in draws]
 
 
 def make_training_set(config: TrainConfig, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,5 @@
 """Small helpers the rest of the package shares, each written once: eval-mode context, the other branch, integer
-and number validation, device names, and deprecated keyword aliases.
+and number validation, seeded random generators, device names, and deprecated keyword aliases.
 
 This module imports nothing from the package, so every other module may import it.
 """
@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 BRANCHES: tuple[str, str] = ("small", "large")
@@ -80,6 +81,43 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r:.60}")
     return value
+
+
+SEED_RANGE: tuple[int, int] = (0, 2**64 - 1)
+"""Every seed the package takes (data generators, the random baseline) is an int in this closed range."""
+
+_MT_WORDS = 624  # words of the Mersenne Twister state behind torch's CPU generator
+_MT_OFFSET = 24  # byte offset of those words (one uint64 each) in the generator's state tensor
+
+
+def check_seed(name: str, value: object) -> int:
+    """``value`` as an int in :data:`SEED_RANGE`; a TypeError / ValueError that names ``name`` otherwise."""
+    return check_int(name, value, *SEED_RANGE)
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` whose stream depends on every bit of ``seed`` (an int in :data:`SEED_RANGE`).
+
+    ``torch.Generator().manual_seed(seed)`` keeps only the low 32 bits of a seed on the CPU (seeds ``s`` and
+    ``s + 2**32`` give the same numbers). Here a seed below ``2**32`` gives exactly that generator, and a larger
+    seed gets the Mersenne Twister state that numpy's ``MT19937(seed)`` builds from it (``SeedSequence``: word 0 set
+    to ``0x80000000``, words 1..623 from the sequence), so distinct seeds give distinct streams over the whole range.
+    """
+    seed = check_seed("seed", seed)
+    generator = torch.Generator().manual_seed(seed % 2**32)
+    if seed < 2**32:
+        return generator
+    state = generator.get_state().clone()
+    end = _MT_OFFSET + 8 * _MT_WORDS
+    if state.numel() != 5056 or int(state[_MT_OFFSET:_MT_OFFSET + 8].view(torch.int64)) != seed % 2**32:
+        raise RuntimeError("this PyTorch lays out its CPU generator state differently from the one crossvit knows; "
+                           f"seeds >= 2**32 (got {seed}) cannot be honoured: use a seed below 2**32")
+    words = np.random.SeedSequence(seed).generate_state(_MT_WORDS, dtype=np.uint32).astype(np.uint64)
+    words[0] = 0x80000000
+    state[_MT_OFFSET:end] = torch.from_numpy(words.view(np.uint8).copy())
+    state[:8] = torch.from_numpy(np.array([seed], dtype=np.uint64).view(np.uint8).copy())  # initial_seed()
+    generator.set_state(state)
+    return generator
 
 
 def resolve_device(device: str | torch.device, what: str = "device") -> torch.device:

@@ -40,9 +40,9 @@ pytestmark = [
 EXPLORER_CELLS = [
     "import crossvit\n"
     "from crossvit import data, widgets\n"
-    "from crossvit.data import HELD_OUT_SEED_BASE",
+    "from crossvit.data import UNUSED_SEED_BASE",
     "model = crossvit.load_pretrained()\n"
-    "images, labels, masks = data.make_shapes(3, seed=HELD_OUT_SEED_BASE + 2**32, image_size=model.image_size)\n"
+    "images, labels, masks = data.make_shapes(3, seed=UNUSED_SEED_BASE, image_size=model.image_size)\n"
     "explorer = widgets.attention_explorer(model, images, masks=masks, class_names=data.CLASS_NAMES)\n"
     "explorer",
 ]
@@ -54,10 +54,10 @@ def _patch_points_in_picture(cells: list[tuple[int, int]]) -> list[tuple[float, 
     the notebook (the picture's layout is fixed on its first render, in the initial state)."""
     import crossvit
     from crossvit import data, widgets
-    from crossvit.data import HELD_OUT_SEED_BASE
+    from crossvit.data import UNUSED_SEED_BASE
 
     model = crossvit.load_pretrained()
-    images, _, masks = data.make_shapes(3, seed=HELD_OUT_SEED_BASE + 2**32, image_size=model.image_size)
+    images, _, masks = data.make_shapes(3, seed=UNUSED_SEED_BASE, image_size=model.image_size)
     explorer = widgets.attention_explorer(model, images, masks=masks, class_names=data.CLASS_NAMES, index=1)
     figure, ax = explorer.figure, explorer.figure.axes[0]
     patch = model.image_size / model.patch_grid("small")[0]
