@@ -30,7 +30,6 @@ import math
 import torch
 
 from . import data
-from .utils import seeded_generator
 from .data import (
     _DIS_SIZE,
     _EXTENT,
@@ -44,6 +43,7 @@ from .data import (
     _place,
     _uniform,
 )
+from .utils import seeded_generator
 
 __all__ = ["OBJECTS", "PAIRS", "make_two_object_shapes"]
 
