@@ -6,7 +6,8 @@ methods) or a plain forward + backward (gradient rollout), side by side in one p
 
 Every round runs each contender once, in a shuffled order; the medians of the per-round ratios are printed
 (``benchmarks/_timing.py``). Random weights (no download): the cost does not depend on them. Goals (issue 21):
-``joint_rollout`` and ``cross_attention`` <= 1.15x a forward, ``gradient_rollout`` <= 1.25x a forward + backward.
+``joint_rollout`` and ``cross_attention`` <= 1.15x a forward, ``gradient_rollout`` <= 1.25x a forward + backward;
+(issue 29) ``attnlrp`` <= 1.3x a forward + backward (``cp_lrp`` reported beside it).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def main() -> None:
         return run
 
     contenders = {"forward": forward, "forward+backward": forward_backward,
-                  **{m: method(m) for m in ("joint_rollout", "cross_attention", "small_rollout", "gradient_rollout")}}
+                  **{m: method(m) for m in ("joint_rollout", "cross_attention", "small_rollout", "gradient_rollout",
+                                             "attnlrp", "cp_lrp")}}
     times = interleaved_times(contenders, rounds=args.rounds, warmup=2)
     print(f"{args.model}, batch {args.batch}, {model.image_size} px, {args.device}, "
           f"{torch.get_num_threads()} threads, {args.rounds} rounds")
@@ -67,7 +69,8 @@ def main() -> None:
     print("|---|---:|---|---:|")
     for name, reference, goal in (("joint_rollout", "forward", 1.15), ("cross_attention", "forward", 1.15),
                                   ("small_rollout", "forward", None),
-                                  ("gradient_rollout", "forward+backward", 1.25)):
+                                  ("gradient_rollout", "forward+backward", 1.25),
+                                  ("attnlrp", "forward+backward", 1.3), ("cp_lrp", "forward+backward", None)):
         ratio = median_ratio(times, name, reference)
         print(f"| {name} | {ratio:.2f}x | {reference} | {'' if goal is None else f'<= {goal:.2f}x'} |")
 

@@ -18,6 +18,10 @@ object. A class-agnostic method gives the same map for both targets, so it point
 (pointing game <= 0.5, "both right" 0). Also reported on the scenes where the model's two largest logits are the two
 objects' classes (where it sees both), since a map cannot show evidence the model did not pick up.
 
+**Composites** (``crossvit.scenes.make_composites``): the object of one single-object image pasted into another whose
+object has another class, touching no object; scored as the scenes are. Every piece comes from the task the model was
+trained on.
+
 **Quantus** (the ``bench`` extra; skipped without it), on the first ``--quantus-images`` single-object images:
 PointingGame and RelevanceRankAccuracy (localisation), ROAD (Rong et al. 2022: the most relevant pixels replaced by
 noisy linear imputation, which leaks less of the removed shape than a blur; the mean accuracy over removal
@@ -44,7 +48,7 @@ from crossvit import data, metrics  # noqa: E402
 from crossvit.checkpoint import load_pretrained  # noqa: E402
 from crossvit.data import UNUSED_SEED_BASE  # noqa: E402
 from crossvit.explain import REGISTRY  # noqa: E402
-from crossvit.scenes import make_two_object_shapes  # noqa: E402
+from crossvit.scenes import make_composites, make_two_object_shapes  # noqa: E402
 
 
 def variants() -> list[tuple[str, str, dict]]:
@@ -53,6 +57,8 @@ def variants() -> list[tuple[str, str, dict]]:
     for method, defaults in crossvit.METHOD_OPTIONS.items():
         if defaults.get("start_block", 0) != 0:
             rows.append((f"{method} (textbook: start_block=0)", method, {"start_block": 0}))
+        if defaults.get("readout") == "tokens":
+            rows.append((f"{method} (read at the pixels)", method, {"readout": "pixels"}))
     return rows
 
 
@@ -69,10 +75,12 @@ def evaluate(model, images, labels, masks, steps: int, batch: int) -> list[dict]
         seconds = time.perf_counter() - start
         pointing = metrics.pointing_game(maps, masks)
         curves = metrics.deletion_insertion(model, images, maps, labels, steps=steps)
+        logit_curves = metrics.deletion_insertion(model, images, maps, labels, steps=steps, score="logit")
         rows.append({
             "method": name, "pointing_game": pointing.score,
             "mass_on_object": metrics.mass_inside_mask(maps, masks).mean().item(),
             "deletion_auc": curves.mean_deletion_auc, "insertion_auc": curves.mean_insertion_auc,
+            "deletion_auc_logit": logit_curves.mean_deletion_auc,
             "seconds_per_image": seconds / len(images),
         })
     return rows
@@ -156,17 +164,20 @@ def quantus_metrics(model, images, labels, masks, batch: int) -> list[dict] | No
 
 def write_table(rows: list[dict], path: Path, header: str, extra: str = "") -> str:
     lines = [header, "", "| method | pointing game | mass on object | deletion AUC (lower better) | "
-             "insertion AUC (higher better) | s / image |", "|---|---:|---:|---:|---:|---:|"]
+             "insertion AUC (higher better) | deletion AUC of the logit (lower better) | s / image |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['method']} | {r['pointing_game']:.3f} | {r['mass_on_object']:.3f} | "
-                     f"{r['deletion_auc']:.3f} | {r['insertion_auc']:.3f} | {r['seconds_per_image']:.3f} |")
+                     f"{r['deletion_auc']:.3f} | {r['insertion_auc']:.3f} | {r['deletion_auc_logit']:.3f} | "
+                     f"{r['seconds_per_image']:.3f} |")
     text = "\n".join(lines) + "\n" + extra
     path.write_text(text)
     return text
 
 
-def scenes_table(rows: list[dict], header: str) -> str:
-    lines = ["", "### Two-object scenes: does the map for a class point at that class's object?", "", header, "",
+def scenes_table(rows: list[dict], header: str,
+                 title: str = "Two-object scenes: does the map for a class point at that class's object?") -> str:
+    lines = ["", f"### {title}", "", header, "",
              "| method | class-specific | pointing game | both classes right | mass on the class's object | "
              "pointing, model sees both | both right, model sees both |", "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -218,6 +229,7 @@ def main() -> None:
     parser.add_argument("--out", default=os.environ.get("CROSSVIT_FIGURES_DIR", "figures"))
     parser.add_argument("--scenes", type=int, default=100, help="two-object scenes")
     parser.add_argument("--scene-seed", type=int, default=UNUSED_SEED_BASE + 3)
+    parser.add_argument("--composite-seed", type=int, default=UNUSED_SEED_BASE + 5)
     parser.add_argument("--quantus-images", type=int, default=20, help="single-object images Quantus measures")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -237,13 +249,23 @@ def main() -> None:
     scene_header = (f"{args.scenes} held-out two-object scenes (data seed {args.scene_seed}), each class of the "
                     f"scene explained in turn (target = that class); the model's two largest logits are the scene's "
                     f"two classes on {sees_both:.2f} of them; majority pointing rule.")
+    composites, composite_pairs, composite_masks = make_composites(args.scenes, args.composite_seed, model.image_size)
+    composite_rows, composite_sees_both = class_specific(model, composites, composite_pairs, composite_masks,
+                                                         args.batch)
+    composite_header = (f"{args.scenes} composites (data seed {args.composite_seed}): the object of one held-out "
+                        f"shapes image pasted into another shapes image whose object has a different class, touching "
+                        f"no object (crossvit.scenes.make_composites); each class explained in turn; the model's two "
+                        f"largest logits are the two classes on {composite_sees_both:.2f} of them.")
     q = args.quantus_images
     quantus_rows = quantus_metrics(model, images[:q], labels[:q], masks[:q], args.batch)
     quantus_header = (f"The first {q} single-object images above, target = true class; Quantus "
                       f"{_quantus_version()}, ROAD over removal percentages 10, 30, 50, 70 and 90 %.")
-    extra = scenes_table(scene_rows, scene_header) + quantus_table(quantus_rows, quantus_header)
+    extra = (scenes_table(scene_rows, scene_header)
+             + scenes_table(composite_rows, composite_header, "Composites: one shapes object pasted into another "
+                            "shapes image") + quantus_table(quantus_rows, quantus_header))
     command = (f"\nCommand: `python benchmarks/explanations.py --images {args.images} --seed {args.seed} --steps "
-               f"{args.steps} --scenes {args.scenes} --scene-seed {args.scene_seed} --quantus-images {q}"
+               f"{args.steps} --scenes {args.scenes} --scene-seed {args.scene_seed} --composite-seed {args.composite_seed} "
+               f"--quantus-images {q}"
                + (f" --checkpoint {Path(args.checkpoint).name}" if args.checkpoint else "") + "`.\n")
     print(write_table(rows, out / "explanation_faithfulness.md", header, extra + command))
     plot(rows, out / "explanation_faithfulness.png")

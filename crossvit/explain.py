@@ -22,6 +22,9 @@ checked in one place (:data:`OPTION_CHECKS`) before the method runs.
 ``coattention_relevancy``  Chefer et al.'s relevancy rules for co-attention (ICCV 2021), the fusion layers taken as
                            cross-attention between the branches (``start_block``, ``normalize_self``,
                            ``self_in_cross``; see :mod:`crossvit.relevancy`)
+``attnlrp`` / ``cp_lrp``    conserved relevance of the target logit (AttnLRP, Achtibat et al. 2024; CP-LRP, Ali
+                           et al. 2022; see :mod:`crossvit.lrp`), read at each branch's patch tokens or at the pixels
+                           (``readout``, ``epsilon``, ``gamma``)
 ``cls_attention``          the raw CLS -> patch row of one self-attention layer, heads averaged (``block``,
                            ``layer``, ``query``: whose CLS asks, "small", "large" or "both")
 ``cross_attention``        one fusion layer's cross-attention row of a CLS token over the *other* branch's patches,
@@ -60,6 +63,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .lrp import READOUTS, patch_relevance, pixel_relevance
 from .model import CrossViT, check_images
 from .recording import attention_sites, record_attention, release_attention_memory
 from .relevancy import coattention_relevancy
@@ -107,6 +111,9 @@ OPTION_CHECKS: dict[str, Callable[[CrossViT, object], object]] = {
     "internal_batch_size": lambda model, v: check_int("internal_batch_size", v, 1),
     "normalize_self": lambda model, v: check_bool("normalize_self", v),
     "self_in_cross": lambda model, v: check_bool("self_in_cross", v),
+    "readout": lambda model, v: check_choice("readout", v, READOUTS),
+    "epsilon": lambda model, v: check_number("epsilon", v, 0.0, float("inf"), high_open=True),
+    "gamma": lambda model, v: check_number("gamma", v, 0.0, float("inf"), high_open=True),
 }
 """How each option's value is checked (and normalised, e.g. a numpy integer to an int), by option name: a
 TypeError or ValueError that names the option, raised before the model runs."""
@@ -324,6 +331,30 @@ def coattention_relevancy_map(model: CrossViT, images: torch.Tensor, target: tor
                                  start_block=start_block)
     rec.clear()
     return joint_rollout_pixels(model, rows)
+
+
+def _lrp_map(model: CrossViT, images: torch.Tensor, target: torch.Tensor | None, rule: str, readout: str,
+             epsilon: float, gamma: float) -> torch.Tensor:
+    if readout == "pixels":
+        return pixel_relevance(model, images, target, rule, epsilon=epsilon, gamma=gamma)
+    rows = patch_relevance(model, images, target, rule, epsilon=epsilon, gamma=gamma)
+    # mass per pixel, so that the two grids' relevance adds up (and the map sums to the patch tokens' relevance)
+    return sum(patch_map_to_pixels(model, b, rows[b], density=True) for b in model.branch_names)
+
+
+@register_method("attnlrp", summary="AttnLRP (Achtibat et al. 2024): the target logit's conserved relevance, one "
+                 "modified backward pass read as gradient x input", signed=True, class_specific=True,
+                 needs_gradients=True, own_prediction=True)
+def attnlrp(model: CrossViT, images: torch.Tensor, target: torch.Tensor | None, *, readout: str = "tokens",
+            epsilon: float = 0.0, gamma: float = 0.0) -> torch.Tensor:
+    return _lrp_map(model, images, target, "attnlrp", readout, epsilon, gamma)
+
+
+@register_method("cp_lrp", summary="CP-LRP (Ali et al. 2022): conserved relevance with the attention weights held "
+                 "constant", signed=True, class_specific=True, needs_gradients=True, own_prediction=True)
+def cp_lrp(model: CrossViT, images: torch.Tensor, target: torch.Tensor | None, *, readout: str = "tokens",
+           epsilon: float = 0.0, gamma: float = 0.0) -> torch.Tensor:
+    return _lrp_map(model, images, target, "cp_lrp", readout, epsilon, gamma)
 
 
 def _queries(query: str) -> tuple[str, ...]:

@@ -61,6 +61,22 @@ def _only_owner(spare: torch.Tensor) -> bool:
     return _storage_references(spare) == _ALONE and _process_private(spare.untyped_storage())
 
 
+def strip_recording_hooks(module: nn.Module) -> None:
+    """Remove from ``module`` (not its children) every forward hook marked ``recording_hook``: the hooks that
+    :func:`crossvit.record_attention` and :func:`crossvit.lrp.lrp_rules` attach for the length of a ``with``
+    block, which a copy of the model must not carry."""
+    dropped = set()
+    for name in ("_forward_hooks", "_forward_pre_hooks"):
+        hooks = getattr(module, name)
+        for key in [key for key, hook in hooks.items() if getattr(hook, "recording_hook", False)]:
+            dropped.add(key)
+            del hooks[key]
+    for name in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs"):
+        extra = getattr(module, name, None)
+        for key in [key for key in (extra or {}) if key in dropped]:
+            del extra[key]
+
+
 def deepcopy_without_recording(module: nn.Module, memo: dict) -> nn.Module:
     """``copy.deepcopy`` of ``module`` minus what a live attention recording attached to it.
 
@@ -165,8 +181,22 @@ class AttentionMap(nn.Module):
         return f"kind={self.kind}, scale={self.scale:.4g}"
 
 
+class AttentionInputs(nn.Module):
+    """The query, key and value tensors of one attention, passed on unchanged: ``(q, k, v) -> (q, k, v)``.
+
+    A place to hook, as :class:`AttentionMap` is: a forward hook that returns new tensors changes what the
+    attention receives. The relevance rules of :mod:`crossvit.lrp` use it to change how gradients flow into q, k
+    and v (the forward values stay the same), on the fused path and the explicit one alike.
+    """
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return q, k, v
+
+
 class _MultiHeadAttention(nn.Module):
-    """What self- and cross-attention share: the attention map, dropout, and the output projection."""
+    """What self- and cross-attention share: the inputs' hook point, the attention map, dropout, and the output
+    projection."""
 
     def __init__(self, dim: int, heads: int, dim_head: int, attn_dropout: float, proj_dropout: float,
                  kind: str) -> None:
@@ -174,6 +204,7 @@ class _MultiHeadAttention(nn.Module):
         self.heads = heads
         self.dim_head = dim_head
         self.inner_dim = heads * dim_head
+        self.inputs = AttentionInputs()
         self.attention_map = AttentionMap(dim_head ** -0.5, kind)
         self.attn_drop = nn.Dropout(attn_dropout)
         self.to_out = nn.Linear(self.inner_dim, dim)
@@ -185,6 +216,7 @@ class _MultiHeadAttention(nn.Module):
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         # q (B, H, Nq, D), k and v (B, H, Nk, D) -> (B, Nq, H*D) projected to (B, Nq, dim)
+        q, k, v = self.inputs(q, k, v)
         if self.attention_map.observed:
             attn = self.attn_drop(self.attention_map(q, k))  # (B, H, Nq, Nk)
             out = attn @ v

@@ -25,7 +25,23 @@ from .layers import (
     LinearPatchEmbedding,
     TransformerBlock,
     deepcopy_without_recording,
+    strip_recording_hooks,
 )
+
+
+def branch_image(images: torch.Tensor, spec: BranchSpec, arch: Architecture) -> torch.Tensor:
+    """``images`` (B, C, H, W) as the branch ``spec`` sees them: unchanged at the branch's size, else centre-cropped
+    (``arch.resize == "crop"`` and the branch's image is smaller) or resized by bicubic interpolation, with an
+    anti-aliasing filter first where ``arch.resize == "antialias"`` (which only changes a downsampling)."""
+    size = spec.image_size
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    if arch.resize == "crop" and size <= images.shape[-1]:
+        top = int(round((images.shape[-2] - size) / 2.0))
+        left = int(round((images.shape[-1] - size) / 2.0))
+        return images[:, :, top:top + size, left:left + size]
+    return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False,
+                         antialias=arch.resize == "antialias")
 
 
 class BranchEmbedding(nn.Module):
@@ -183,9 +199,12 @@ class CrossViT(nn.Module):
         self._init_weights()
 
     def __deepcopy__(self, memo: dict) -> CrossViT:
-        """A copy made inside ``record_attention`` leaves the recording's hooks behind (they belong to the
-        original, whose recorder they fill); everything else is copied as ``copy.deepcopy`` copies any module."""
-        return deepcopy_without_recording(self, memo)
+        """A copy made inside ``record_attention`` (or :func:`crossvit.lrp.lrp_rules`) leaves their hooks behind
+        (they belong to the original); everything else is copied as ``copy.deepcopy`` copies any module."""
+        new = deepcopy_without_recording(self, memo)
+        for module in new.modules():  # hooks on modules of torch's own classes (LayerNorm, GELU) too
+            strip_recording_hooks(module)
+        return new
 
     # -- description ----------------------------------------------------------------------------------------
     @property
@@ -221,20 +240,9 @@ class CrossViT(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------------------
     def branch_images(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The image each branch sees: the input, resized (bicubic) or centre-cropped to the branch's size."""
-        out = {}
-        for spec in self.arch.branches:
-            size = spec.image_size
-            x = images
-            if x.shape[-1] != size or x.shape[-2] != size:
-                if self.arch.resize == "crop" and size <= x.shape[-1]:
-                    top = int(round((x.shape[-2] - size) / 2.0))
-                    left = int(round((x.shape[-1] - size) / 2.0))
-                    x = x[:, :, top:top + size, left:left + size]
-                else:
-                    x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
-            out[spec.name] = x
-        return out
+        """The image each branch sees: the input, resized (bicubic, anti-aliased where the config asks) or
+        centre-cropped to the branch's size (:func:`branch_image`)."""
+        return {spec.name: branch_image(images, spec, self.arch) for spec in self.arch.branches}
 
     def forward_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Final tokens of each branch, (B, 1 + N_branch, D_branch), before the heads' LayerNorm."""

@@ -43,9 +43,9 @@ from .data import (
     _place,
     _uniform,
 )
-from .utils import seeded_generator
+from .utils import check_int, seeded_generator
 
-__all__ = ["OBJECTS", "PAIRS", "make_two_object_shapes"]
+__all__ = ["OBJECTS", "PAIRS", "make_composites", "make_two_object_shapes"]
 
 OBJECTS = 2
 """Objects per scene."""
@@ -150,3 +150,57 @@ def make_two_object_shapes(
     for i, j in _chunk_ranges(n, _chunk_size(image_size), progress, "scenes"):
         _render(g, labels[i:j], image_size, num_distractors, noise, images[i:j], masks[i:j])
     return images, labels, masks
+
+
+def make_composites(n: int, seed: int, image_size: int = 96, *, gap: int = 2
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` composites: the object of one :func:`crossvit.data.make_shapes` image pasted into another shapes image
+    whose object has a different class, where it touches no object.
+
+    Unlike :func:`make_two_object_shapes`, every piece comes from the single-object task the bundled model was
+    trained on, so a composite differs from its training images only by holding a second object. The donor's object
+    (its pixels under its mask) is moved to a random place in the host image where it lies fully inside and keeps
+    at least ``gap`` px from the host's object (it may cover the host's decoy or distractors); a host for which no
+    such place exists is skipped, and the images come from a longer draw until ``n`` composites are made.
+
+    Returns ``images`` (n, 3, H, W); ``labels`` (n, 2), the host object's class and the pasted object's class
+    (always different); ``masks`` (n, 2, H, W), each object's pixels (they never overlap). Deterministic by
+    ``seed`` (every bit counts).
+    """
+    n, seed, image_size, _, _ = data._validate(n, seed, image_size, (0, 0), 0.0)
+    gap = check_int("gap", gap, 0)
+    g = seeded_generator(seed)
+    pool = 2 * n + 16  # hosts and donors
+    images, labels, masks = data.make_shapes(pool, int(torch.randint(0, 2**62, (1,), generator=g)), image_size)
+    grow = torch.nn.functional.max_pool2d(masks[:, None].float(), 2 * gap + 1, stride=1, padding=gap)[:, 0] > 0
+    out_images, out_labels, out_masks = [], [], []
+    donors = torch.randperm(pool, generator=g).tolist()
+    for host in range(pool):
+        if len(out_images) == n:
+            break
+        donor = next((d for d in donors if d != host and labels[d] != labels[host]), None)
+        if donor is None:
+            continue
+        ys, xs = masks[donor].nonzero(as_tuple=True)
+        top, left, height, width = int(ys.min()), int(xs.min()), int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1
+        shape = masks[donor, top:top + height, left:left + width]
+        free = None
+        for k in torch.randperm((image_size - height + 1) * (image_size - width + 1), generator=g).tolist():
+            y, x = divmod(k, image_size - width + 1)
+            if not (grow[host, y:y + height, x:x + width] & shape).any():
+                free = (y, x)
+                break
+        if free is None:
+            continue
+        donors.remove(donor)
+        y, x = free
+        image, pasted = images[host].clone(), torch.zeros_like(masks[host])
+        pasted[y:y + height, x:x + width] = shape
+        region = image[:, y:y + height, x:x + width]
+        region[:, shape] = images[donor, :, top:top + height, left:left + width][:, shape]
+        out_images.append(image)
+        out_labels.append(torch.stack([labels[host], labels[donor]]))
+        out_masks.append(torch.stack([masks[host], pasted]))
+    if len(out_images) < n:  # pragma: no cover - at these sizes a place is found for almost every host
+        raise RuntimeError(f"only {len(out_images)} of {n} composites found room; ask for fewer")
+    return torch.stack(out_images), torch.stack(out_labels), torch.stack(out_masks)

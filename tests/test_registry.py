@@ -49,9 +49,10 @@ def test_a_new_method_is_one_function_and_one_record(model, centre_method, tmp_p
 
 def test_records_describe_their_methods():
     assert {m for m, r in REGISTRY.items() if r.class_specific} == {
-        "gradient_rollout", "coattention_relevancy", "integrated_gradients", "saliency", "occlusion"}
+        "gradient_rollout", "coattention_relevancy", "attnlrp", "cp_lrp", "integrated_gradients", "saliency",
+        "occlusion"}
     assert {m for m, r in REGISTRY.items() if r.signed} == plotting.SIGNED_METHODS == {
-        "integrated_gradients", "occlusion"}
+        "attnlrp", "cp_lrp", "integrated_gradients", "occlusion"}
     assert {m for m, r in REGISTRY.items() if r.needs_captum} == {"integrated_gradients", "saliency", "occlusion"}
     assert {m: r.branch for m, r in REGISTRY.items() if r.branch} == {"small_rollout": "small",
                                                                        "large_rollout": "large"}
