@@ -1,6 +1,6 @@
 """CrossViT Lab: a readable CrossViT (both published flavours) and the tools to look inside it."""
 
-from . import data, metrics, photos, scenes, weights
+from . import data, lrp, metrics, photos, scenes, twoscale, weights
 from .checkpoint import load_checkpoint, load_pretrained, save_checkpoint
 from .classes import class_names, top_classes
 from .config import Architecture, BranchSpec, PaperConfig, SeedConfig, config_from_dict
@@ -13,6 +13,7 @@ from .explain import (
     patch_map_to_pixels,
     register_method,
 )
+from .lrp import lrp_rules, relevance_by_branch
 from .model import CrossViT, count_parameters
 from .photos import sample_photo, sample_photos
 from .preprocessing import data_config, display_images, preprocess
@@ -51,17 +52,21 @@ __all__ = [
     "list_models",
     "load_checkpoint",
     "load_pretrained",
+    "lrp",
+    "lrp_rules",
     "metrics",
     "patch_map_to_pixels",
     "photos",
     "preprocess",
     "record_attention",
     "register_method",
+    "relevance_by_branch",
     "release_attention_memory",
     "sample_photo",
     "sample_photos",
     "save_checkpoint",
     "scenes",
     "top_classes",
+    "twoscale",
     "weights",
 ]

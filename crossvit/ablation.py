@@ -17,12 +17,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import Architecture
 from .layers import TransformerBlock
-from .model import BranchEmbedding, ClassifierHead, CrossViT
+from .model import BranchEmbedding, ClassifierHead, CrossViT, branch_image
 from .train import evaluate  # the trainer's held-out scoring, which scores each head too
 from .utils import BRANCHES, check_choice, renamed_argument
 
@@ -109,7 +108,4 @@ class SingleBranchViT(nn.Module):
         """Images (B, C, H, W) at the CrossViT's input size -> logits (B, num_classes)."""
         if self.arch.input_norm is not None:
             images = (images - self.input_mean) / self.input_std
-        size = self.spec.image_size
-        if images.shape[-1] != size or images.shape[-2] != size:
-            images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
-        return self.head(self.layers(self.embed(images)))
+        return self.head(self.layers(self.embed(branch_image(images, self.spec, self.arch))))

@@ -90,6 +90,10 @@ class PaperConfig:
     # not in timm: per-channel (mean, std) applied to the input inside the model, so that a model trained from
     # scratch on [0, 1] images (the bundled one) takes [0, 1] images; None = the input is used as it is
     input_norm: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    # not in timm: where a branch's image is smaller than the input, low-pass filter before the bicubic resize
+    # (torch's antialias=True), so that detail finer than the branch's resolution is removed, not aliased into
+    # coarser patterns (the two-scale task's coarse branch must not see its fine texture)
+    resize_antialias: bool = False
 
     flavour: Flavour = field(default="paper", init=False, repr=False)
 
@@ -182,7 +186,7 @@ class Architecture:
     fusion_layers: int  # fusion layers per multi-scale block
     qkv_bias: bool
     norm_eps: float
-    resize: Literal["none", "bicubic", "crop"]  # how the input becomes each branch's image
+    resize: Literal["none", "bicubic", "antialias", "crop"]  # how the input becomes each branch's image
     encoder_norm: bool  # seed: a LayerNorm closes every branch encoder
     logit_reduction: Literal["sum", "mean"]
     global_pool: str
@@ -295,7 +299,7 @@ def paper_architecture(cfg: PaperConfig) -> Architecture:
     for name in ("img_scale", "mlp_ratio"):
         for value in getattr(cfg, name):
             _positive_number(name, value)
-    for name in ("multi_conv", "crop_scale", "qkv_bias"):
+    for name in ("multi_conv", "crop_scale", "qkv_bias", "resize_antialias"):
         _check_bool(name, getattr(cfg, name))
     _positive_number("norm_eps", cfg.norm_eps)
     if not cfg.depth or any(len(d) != 3 for d in cfg.depth):
@@ -351,7 +355,8 @@ def paper_architecture(cfg: PaperConfig) -> Architecture:
     return Architecture(
         flavour="paper", image_size=cfg.img_size, in_chans=cfg.in_chans, num_classes=cfg.num_classes,
         branches=(branch(0), branch(1)), fusion_layers=1, qkv_bias=cfg.qkv_bias, norm_eps=cfg.norm_eps,
-        resize="crop" if cfg.crop_scale else "bicubic", encoder_norm=False, logit_reduction="mean",
+        resize="crop" if cfg.crop_scale else "antialias" if cfg.resize_antialias else "bicubic", encoder_norm=False,
+        logit_reduction="mean",
         global_pool=cfg.global_pool, emb_dropout=cfg.pos_drop_rate, attn_dropout=cfg.attn_drop_rate,
         proj_dropout=cfg.proj_drop_rate, head_dropout=cfg.drop_rate, drop_path=tuple(drop_path),
         input_norm=cfg.input_norm,

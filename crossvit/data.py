@@ -93,7 +93,7 @@ import numbers
 import torch
 from torch.utils.data import Dataset
 
-from .utils import check_seed, seeded_generator
+from .utils import check_int, check_seed, seeded_generator
 
 __all__ = ["CLASS_NAMES", "NUM_CLASSES", "SHAPES", "COLOURS", "TEXTURES", "make_shapes", "ShapesDataset"]
 
@@ -154,26 +154,15 @@ _CHUNK = 256  # images rendered per vectorised batch at <= 96 px (fewer for larg
 _MAX_DISTRACTORS = 8
 
 
-def _check_int(name: str, value: object) -> int:
-    """Return ``value`` as int, raising TypeError for non-integers (and bools)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    return int(value)
-
-
 def _validate(n: object, seed: object, image_size: object, num_distractors: object, noise: object) -> tuple[int, int, int, tuple[int, int], float]:
     """Check the arguments of :func:`make_shapes`; raise TypeError/ValueError naming the problem."""
-    n = _check_int("n", n)
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    n = check_int("n", n, 1)
     seed = check_seed("seed", seed)
-    image_size = _check_int("image_size", image_size)
-    if image_size < 32:
-        raise ValueError(f"image_size must be >= 32, got {image_size}")
+    image_size = check_int("image_size", image_size, 32)
     if not isinstance(num_distractors, (tuple, list)) or len(num_distractors) != 2:
         raise TypeError(f"num_distractors must be a (min, max) pair of ints, got {num_distractors!r}")
-    lo = _check_int("num_distractors[0]", num_distractors[0])
-    hi = _check_int("num_distractors[1]", num_distractors[1])
+    lo = check_int("num_distractors[0]", num_distractors[0])
+    hi = check_int("num_distractors[1]", num_distractors[1])
     if not 0 <= lo <= hi <= _MAX_DISTRACTORS:
         raise ValueError(f"num_distractors must satisfy 0 <= min <= max <= {_MAX_DISTRACTORS}, got {(lo, hi)}")
     if isinstance(noise, bool) or not isinstance(noise, numbers.Real):
@@ -411,11 +400,19 @@ def _tint_and_shade(g: torch.Generator, b: int, colour: torch.Tensor | None) -> 
     return 0.65 + 0.35 * vivid, vivid * _uniform(g, (b, 1), _SHADE[0], _SHADE[1])
 
 
-def _draw_class_texture(g: torch.Generator, labels: torch.Tensor, s: float) -> dict[str, torch.Tensor]:
+def _draw_class_texture(g: torch.Generator, labels: torch.Tensor, s: float, *,
+                        texture: torch.Tensor | None = None, family: torch.Tensor | None = None,
+                        stripe_period: tuple[float, float] = _STRIPE_PERIOD,
+                        checker_cell: tuple[float, float] = _CHECKER_CELL) -> dict[str, torch.Tensor]:
     """The class texture of objects of class ``labels`` (b,): texture kind, orientation, phase, period and its
-    two colours (see the module docstring), as the keyword arguments of :func:`_paint_object`."""
+    two colours (see the module docstring), as the keyword arguments of :func:`_paint_object`.
+
+    By default the texture is ``labels % 2`` and the colour family ``labels // 2``, as :data:`CLASS_NAMES` says;
+    another task passes its own ``texture`` (and ``family``, or None for any hue) and its period ranges (px at 96).
+    """
     b = labels.shape[0]
-    texture = labels % len(TEXTURES)
+    if texture is None:
+        texture, family = labels % len(TEXTURES), labels // len(TEXTURES)
     # Texture orientation: stripes run along one of the image axes (which one is random), checker cells are
     # axis-aligned; both are jittered by up to _TEXTURE_JITTER.  So stripes put their energy near the axes of the
     # 2-D spectrum and checkers (a sum of two diagonal waves) near the diagonals; the 8 flips/transposes keep this.
@@ -424,12 +421,12 @@ def _draw_class_texture(g: torch.Generator, labels: torch.Tensor, s: float) -> d
     tphase = _uniform(g, (b, 2), 0.0, 2.0 * math.pi)
     period = torch.where(
         texture == 0,
-        _uniform(g, (b,), _STRIPE_PERIOD[0] * s, _STRIPE_PERIOD[1] * s),
-        _uniform(g, (b,), _CHECKER_CELL[0] * s, _CHECKER_CELL[1] * s),
+        _uniform(g, (b,), stripe_period[0] * s, stripe_period[1] * s),
+        _uniform(g, (b,), checker_cell[0] * s, checker_cell[1] * s),
     )
     # Texture colours: a light tint and a dark shade of one colour of the class's family, so the texture has
     # strong contrast in every channel (what a small ViT picks up first) and its mean still reads warm or cool.
-    col_a, col_b = _tint_and_shade(g, b, labels // len(TEXTURES))
+    col_a, col_b = _tint_and_shade(g, b, family)
     return {"texture": texture, "tangle": tangle, "tphase": tphase, "period": period, "col_a": col_a,
             "col_b": col_b}
 

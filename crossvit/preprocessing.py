@@ -36,9 +36,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from . import data
 from .model import CrossViT
 from .photos import read_image
+from .tasks import TASKS, get_task
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -78,11 +78,13 @@ def default_data_config(model: CrossViT) -> dict[str, Any]:
             "mean": (0.0,) * channels, "std": (1.0,) * channels, "num_classes": model.num_classes}
 
 
-def shapes_data_config(model: CrossViT) -> dict[str, Any]:
-    """What ``crossvit.train`` feeds a model: [0, 1] floats at its size, the shapes task's class names."""
-    config = {**default_data_config(model), "dataset": "shapes"}
-    if model.num_classes == data.NUM_CLASSES:
-        config["label_names"] = list(data.CLASS_NAMES)
+def shapes_data_config(model: CrossViT, task: str = "shapes") -> dict[str, Any]:
+    """What ``crossvit.train`` feeds a model: [0, 1] floats at its size, the class names of its synthetic ``task``
+    (:data:`crossvit.tasks.TASKS`)."""
+    config = {**default_data_config(model), "dataset": task}
+    names = get_task(task).class_names
+    if model.num_classes == len(names):
+        config["label_names"] = list(names)
     return config
 
 
@@ -114,8 +116,9 @@ def checkpoint_data_config(meta: Mapping[str, Any], model: CrossViT) -> dict[str
         config["input_size"] = _input_size(model)
         return config
     record = meta.get("record")
-    if isinstance(record, Mapping) and "train_config" in record:
-        return shapes_data_config(model)
+    if isinstance(record, Mapping) and isinstance(record.get("train_config"), Mapping):
+        task = record["train_config"].get("task", "shapes")  # records before the task field: the shapes task
+        return shapes_data_config(model, task if task in TASKS else "shapes")
     return default_data_config(model)
 
 

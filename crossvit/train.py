@@ -44,6 +44,8 @@ from .model import CrossViT, count_parameters
 from .presets import SHAPES_PRESETS
 from .recording import AttentionRecorder, record_attention
 from .scenes import make_two_object_shapes
+from .tasks import TASKS, get_task
+from .utils import atomic_write
 from .utils import resolve_device as _resolve_device
 
 TRAIN_PRESETS = SHAPES_PRESETS
@@ -58,6 +60,7 @@ class TrainConfig:
     """Everything a training run depends on (the record stores it, so a run can be repeated)."""
 
     preset: str | CrossViTConfig = "shapes_tiny"  # a TRAIN_PRESETS name, or a PaperConfig / SeedConfig
+    task: str = "shapes"  # the synthetic task (crossvit.tasks.TASKS): "shapes" or "two_scale"
     steps: int = 2000  # optimiser steps
     batch_size: int = 64  # images per step
     lr: float = 1e-3  # peak learning rate (after warm-up)
@@ -113,11 +116,12 @@ def model_config_of(config: TrainConfig) -> CrossViTConfig:
         raise TypeError(f"TrainConfig.preset must be a preset name or a PaperConfig/SeedConfig, "
                         f"got {type(preset).__name__}")
     size = model_config.img_size if isinstance(model_config, PaperConfig) else model_config.image_size
-    classes = model_config.num_classes
+    classes, task = model_config.num_classes, get_task(config.task)
     if size != config.image_size:
         raise ValueError(f"the model takes {size} px images but TrainConfig.image_size is {config.image_size}")
-    if classes != data.NUM_CLASSES:
-        raise ValueError(f"the shapes task has {data.NUM_CLASSES} classes but the model has num_classes={classes}")
+    if classes != task.num_classes:
+        raise ValueError(f"the {task.name} task has {task.num_classes} classes but the model has "
+                         f"num_classes={classes}")
     return model_config
 
 
@@ -145,6 +149,9 @@ def validate(config: TrainConfig) -> CrossViTConfig:
         raise ValueError(f"TrainConfig.label_smoothing must be < 1, got {config.label_smoothing}")
     if config.two_object_fraction > 1:
         raise ValueError(f"TrainConfig.two_object_fraction must be <= 1, got {config.two_object_fraction}")
+    if config.two_object_fraction > 0 and config.task != "shapes":
+        raise ValueError("TrainConfig.two_object_fraction mixes in two-object scenes of the shapes task; it needs "
+                         f"task='shapes', got task={config.task!r}")
     resolve_device(config.device)
     return model_config_of(config)
 
@@ -193,7 +200,7 @@ def make_training_set(config: TrainConfig, progress: bool = True) -> tuple[torch
                 x, pairs, _ = make_two_object_shapes(n, next(seeds), config.image_size, progress=False)
                 y = torch.zeros(n, data.NUM_CLASSES).scatter_(1, pairs, 0.5)
             else:
-                x, y, _ = data.make_shapes(n, next(seeds), config.image_size)  # masks are not needed here
+                x, y, _ = get_task(config.task).make(n, next(seeds), config.image_size)  # no masks needed here
                 y = F.one_hot(y, data.NUM_CLASSES).float() if scenes else y
             images.append(x.mul_(255).round_().to(torch.uint8))
             targets.append(y)
@@ -208,8 +215,9 @@ def _hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def make_held_out_set(config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """``eval_images`` float images (n, 3, H, W) and labels from the held-out seed ``HELD_OUT_SEED_BASE + seed``."""
-    x, y, _ = data.make_shapes(config.eval_images, HELD_OUT_SEED_BASE + config.seed, config.image_size)
+    """``eval_images`` float images (n, 3, H, W) and labels of the task, from the held-out seed
+    ``HELD_OUT_SEED_BASE + seed``."""
+    x, y, _ = get_task(config.task).make(config.eval_images, HELD_OUT_SEED_BASE + config.seed, config.image_size)
     return x, y
 
 
@@ -307,9 +315,29 @@ def check_output(out_dir: str | Path, name: str, overwrite: bool = False) -> Pat
     return out
 
 
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def _load_state(path: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The training state saved in ``path`` (None if there is none); a ValueError if it belongs to another run."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise ValueError(f"{path}: not a training state this trainer wrote ({err}); move it away to start afresh") \
+            from None
+    if state.get("config") != config.to_dict():
+        raise ValueError(f"{path} holds the state of a run with another TrainConfig; move it away or give that "
+                         "config")
+    return state
+
+
 def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool = True, *,
           name: str | None = None, command: str | None = None, model: nn.Module | None = None,
-          overwrite: bool = False) -> tuple[CrossViT, dict[str, Any]]:
+          overwrite: bool = False, state_file: str | Path | None = None, state_every: int = 100
+          ) -> tuple[CrossViT, dict[str, Any]]:
     """Train a CrossViT as ``config`` says; return it (eval mode) and a JSON-able record of the run.
 
     If ``out_dir`` is given, the model and record are saved there with :func:`crossvit.checkpoint.save_checkpoint`
@@ -320,8 +348,15 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     ``model`` trains a module you built instead of the preset's CrossViT, with the same data, batches and schedule
     (ablations use it for single-branch baselines); it must map (B, 3, H, W) images in [0, 1] to (B, 4) logits.
     A module that is not a CrossViT has no branch heads (no head loss) and cannot be saved with ``out_dir``.
+
+    ``state_file`` makes the run resumable: every ``state_every`` steps the whole training state (weights, optimiser,
+    schedule, batch order, random state, histories) is written there atomically; a run started with a state file
+    that exists continues from it (the same config, else a ValueError) and ends as the uninterrupted run would. The
+    file is left in place at the end (delete it to train afresh).
     """
     model_config = validate(config)
+    if isinstance(state_every, bool) or not isinstance(state_every, int) or state_every < 1:
+        raise ValueError(f"state_every must be an int >= 1, got {state_every!r}")
     default_name = config.preset if isinstance(config.preset, str) else "model"
     if out_dir is not None:  # fail now, not after the training
         check_output(out_dir, name or default_name, overwrite)
@@ -351,9 +386,20 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     recent_correct: deque[float] = deque(maxlen=50)
     eval_history: list[dict[str, float]] = []
     order = torch.randperm(len(train_y), generator=batches)
-    cursor = 0
+    cursor, first_step, earlier_s = 0, 0, 0.0
+    state_path = None if state_file is None else Path(state_file)
+    saved = None if state_path is None else _load_state(state_path, config)
+    if saved is not None:  # continue where the saved run stopped
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        batches.set_state(saved["generator"])
+        order, cursor, first_step, earlier_s = saved["order"], saved["cursor"], saved["step"], saved["elapsed"]
+        losses, entropies, eval_history = saved["losses"], saved["entropies"], saved["eval_history"]
+        recent_correct.extend(saved["recent"])
     model.train()
-    bar = tqdm(range(config.steps), desc="train", unit="step", disable=not progress)
+    bar = tqdm(range(first_step, config.steps), desc="train", unit="step", disable=not progress,
+               initial=first_step, total=config.steps)
     for step in bar:
         if cursor + config.batch_size > len(order):  # new epoch: reshuffle
             order, cursor = torch.randperm(len(train_y), generator=batches), 0
@@ -396,9 +442,16 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
             eval_history.append({"step": step + 1, **scores})
             heads = "".join(f", {k.split('_')[0]} head {v:.4f}" for k, v in scores.items() if k.endswith("_head_accuracy"))
             bar.write(f"step {step + 1}: held-out accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f}{heads}")
+        if state_path is not None and (last or (step + 1) % state_every == 0):
+            _save_state(state_path, {
+                "config": config.to_dict(), "step": step + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "generator": batches.get_state(), "order": order, "cursor": cursor, "losses": losses,
+                "entropies": entropies, "recent": list(recent_correct), "eval_history": eval_history,
+                "elapsed": earlier_s + time.perf_counter() - started})
     bar.close()
     model.eval()
-    wall = time.perf_counter() - started
+    wall = earlier_s + time.perf_counter() - started
 
     tail = losses[-50:]
     record: dict[str, Any] = {
@@ -442,11 +495,14 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     p = argparse.ArgumentParser(
         prog="python -m crossvit.train",
-        description="Train a CrossViT on the synthetic shapes task and save it as <out>/<name>.safetensors plus "
+        description="Train a CrossViT on a synthetic task (shapes, two_scale) and save it as <out>/<name>.safetensors plus "
                     "<name>.json (config, training record, sha256). Prints the held-out accuracy and the path.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--preset", default=defaults.preset, help=f"model preset, one of: {', '.join(TRAIN_PRESETS)}")
+    p.add_argument("--task", default=defaults.task, help=f"synthetic task, one of: {', '.join(TASKS)}")
+    p.add_argument("--state-file", type=Path, default=None, metavar="FILE",
+                   help="keep the training state in FILE (every 100 steps) and continue from it if it exists")
     p.add_argument("--steps", type=int, default=defaults.steps, help="optimiser steps")
     p.add_argument("--out", type=Path, default=None,
                    help="directory for the checkpoint (created if needed); omit to train without saving")
@@ -489,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     config = TrainConfig(
-        preset=args.preset, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        preset=args.preset, task=args.task, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, seed=args.seed,
         train_images=args.train_images, eval_images=args.eval_images, eval_every=args.eval_every,
         image_size=args.image_size, augment=args.augment, label_smoothing=args.label_smoothing,
@@ -506,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.name is not None:
             check_checkpoint_name(args.name)  # also without --out: a bad name is a mistake either way
         _, record = train(config, args.out, progress=not args.quiet, name=args.name, command=command,
-                          overwrite=args.overwrite)
+                          overwrite=args.overwrite, state_file=args.state_file)
     except (TypeError, ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -49,9 +49,10 @@ def _connected(mask: torch.Tensor) -> bool:
         reach = grown
 
 
-def _texture_spectrum(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+def _texture_spectrum(image: torch.Tensor, mask: torch.Tensor, band: tuple[float, float] = (0.15, 0.4)
+                      ) -> tuple[torch.Tensor, int, int]:
     """Power spectrum of the grey values inside the (eroded) object mask, and the grid index (ky, kx) of its
-    strongest frequency in the texture band (0.15 .. 0.4 cycles per pixel)."""
+    strongest frequency in the texture band (by default 0.15 .. 0.4 cycles per pixel)."""
     size = image.shape[-1]
     inner = _erode(mask[None], 2)[0]
     grey = image.mean(0)
@@ -59,8 +60,8 @@ def _texture_spectrum(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Te
     power = torch.fft.fft2(x.double()).abs() ** 2
     f = torch.fft.fftfreq(size, dtype=torch.float64)
     radius = torch.hypot(f[:, None], f[None, :])
-    band = (radius > 0.15) & (radius < 0.4)
-    peak = torch.where(band, power, torch.zeros(())).argmax()
+    inside = (radius > band[0]) & (radius < band[1])
+    peak = torch.where(inside, power, torch.zeros(())).argmax()
     return power, int(peak // size), int(peak % size)
 
 
@@ -72,14 +73,14 @@ def _peak_angle(image: torch.Tensor, mask: torch.Tensor) -> float:
     return math.degrees(math.atan2(fy, fx)) % 90.0
 
 
-def _is_checkered(image: torch.Tensor, mask: torch.Tensor) -> bool:
+def _is_checkered(image: torch.Tensor, mask: torch.Tensor, band: tuple[float, float] = (0.15, 0.4)) -> bool:
     """Spectral texture test: a checkerboard has two orthogonal dominant frequencies, stripes one.
 
     Finds the strongest spatial frequency p in the texture band and compares
     the power near the orthogonal frequency rot90(p) with the power at p.
     """
     size = image.shape[-1]
-    power, ky, kx = _texture_spectrum(image, mask)
+    power, ky, kx = _texture_spectrum(image, mask, band)
     qy, qx = (-kx) % size, ky % size  # rot90 of (ky, kx) on the frequency grid
     ys = [(qy + d) % size for d in (-1, 0, 1)]
     xs = [(qx + d) % size for d in (-1, 0, 1)]

@@ -10,10 +10,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "crossvit"
 
 LAYERS: list[set[str]] = [
-    {"utils", "config", "layers", "data", "scenes", "photos"},
-    {"model", "preprocessing", "convert", "recording", "classes"},
+    {"utils", "config", "layers", "data", "scenes", "twoscale", "tasks", "photos"},
+    {"model", "preprocessing", "convert", "recording", "classes", "flops"},
     {"weights", "checkpoint", "presets"},
-    {"rollout", "relevancy", "explain", "metrics"},
+    {"rollout", "relevancy", "lrp", "explain", "metrics"},
     {"train", "ablation"},
     {"plotting", "widgets", "cli", "__main__", "__init__"},
     {"exercises"},

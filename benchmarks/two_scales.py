@@ -1,0 +1,307 @@
+"""Why two branches: CrossViT against single-branch ViTs of the same FLOPs, on the two-scale task.
+
+    .venv/bin/python benchmarks/two_scales.py train [--sizes s m l] [--lrs 0.001 0.002] [--steps 1500] [--threads 1]
+    .venv/bin/python benchmarks/two_scales.py report            # table, figure and the CrossViT's analysis
+
+The task (``crossvit.twoscale``): the class is a fine texture (readable at full resolution only) times a large
+arrangement of three beads (spanning the image). Every model takes the 96 px image; where a model looks at the
+half-resolution copy, the resize is anti-aliased, so the copy holds no trace of the texture. Three families:
+
+* ``crossvit``: the paper's asymmetric design, three multi-scale blocks of a shallow, narrow *small* branch on 8 px
+  patches of the full image (12 x 12 = 144 tokens) and a deep, wide *large* branch on 8 px patches of the
+  half-resolution copy (6 x 6 = 36 tokens, each 16 px of the image), joined by cross-attention;
+* ``fine``: a ViT on the small branch's tokens alone (6 layers);
+* ``coarse``: a ViT on the large branch's tokens alone (9 layers).
+
+Each family comes in three sizes; a single-branch ViT's width is the one whose FLOPs (``crossvit.flops``, attention
+included) come closest to the CrossViT of that size (within 10 %). Every run is ``crossvit.train.train`` with the
+same data (task ``two_scale``, 20,000 training images), schedule (AdamW, warm-up, cosine decay), steps and batch,
+and the same small learning-rate sweep for every family; the CrossViT's loss adds each head's own cross-entropy and
+the attention-entropy term of the bundled model's recipe (``crossvit/assets/shapes_tiny.json``). The learning rate
+of each (family, size) is chosen on the trainer's held-out images (validation) and the accuracy reported on 2,000
+other images (``UNUSED_SEED_BASE + 2**35``, a seed no test uses).
+
+``train`` is resumable: each run keeps its state in ``runs/two_scales/<run>.state`` (every 100 steps) and appends its
+result to ``figures/two_scales.json`` when it ends; run it again after a stop and it skips finished runs and
+continues the unfinished one. ``report`` writes ``figures/two_scales.md`` and ``figures/two_scales.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from crossvit.ablation import SingleBranchViT  # noqa: E402
+from crossvit.config import PaperConfig, architecture_of  # noqa: E402
+from crossvit.data import UNUSED_SEED_BASE  # noqa: E402
+from crossvit.flops import count_flops  # noqa: E402
+from crossvit.model import CrossViT  # noqa: E402
+from crossvit.train import TrainConfig, evaluate, train  # noqa: E402
+from crossvit.twoscale import make_two_scale_shapes  # noqa: E402
+
+RESULTS = ROOT / "figures" / "two_scales.json"
+RUNS = ROOT / "runs" / "two_scales"
+TEST_SEED = UNUSED_SEED_BASE + 2**35
+TEST_IMAGES = 2000
+FAMILIES = ("crossvit", "fine", "coarse")
+SINGLE_DEPTH = {"fine": 6, "coarse": 9}
+# (small width, large width, large layers per block, small heads, large heads); the small branch has one layer per block
+CROSSVIT_SIZES = {"s": (24, 64, 2, 2, 4), "m": (32, 96, 3, 2, 4), "l": (48, 128, 3, 3, 4)}
+RECIPE = dict(task="two_scale", batch_size=64, weight_decay=0.05, train_images=20000, eval_images=2000,
+              head_loss_weight=0.5, attention_entropy_weight=0.05, seed=0)
+
+
+def paper_config(embed_dim: tuple[int, int], depth: tuple[tuple[int, int, int], ...], heads: tuple[int, int],
+                 antialias: bool = True) -> PaperConfig:
+    return PaperConfig(img_size=96, img_scale=(1.0, 0.5), patch_size=(8, 8), embed_dim=embed_dim, depth=depth,
+                       num_heads=heads, mlp_ratio=(3.0, 3.0, 1.0), num_classes=4, resize_antialias=antialias,
+                       input_norm=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
+
+
+def crossvit_config(size: str) -> PaperConfig:
+    small, large, depth, small_heads, large_heads = CROSSVIT_SIZES[size]
+    return paper_config((small, large), ((1, depth, 0),) * 3, (small_heads, large_heads))
+
+
+def single_branch(family: str, width: int, antialias: bool = True) -> SingleBranchViT:
+    """A plain ViT on one branch's tokens: ``width`` channels, heads of 16 channels (at least 2)."""
+    heads = max(2, width // 16)
+    while width % heads:
+        heads -= 1
+    branch = "small" if family == "fine" else "large"
+    dims, head_pair = ((width, 16), (heads, 2)) if branch == "small" else ((16, width), (2, heads))
+    layers = ((SINGLE_DEPTH[family], 1, 0),) if branch == "small" else ((1, SINGLE_DEPTH[family], 0),)
+    return SingleBranchViT(architecture_of(paper_config(dims, layers, head_pair, antialias)), branch)
+
+
+def matched_width(family: str, flops: int) -> int:
+    """The width (a multiple of 4) whose single-branch ViT's FLOPs come closest to ``flops``."""
+    return min(range(16, 512, 4), key=lambda w: abs(count_flops(single_branch(family, w)) - flops))
+
+
+def build(family: str, size: str) -> tuple[torch.nn.Module, PaperConfig | None]:
+    """The model of ``family`` at ``size`` (fresh weights: the trainer seeds and initialises it) and, for the
+    CrossViT, its config."""
+    if family == "crossvit":
+        config = crossvit_config(size)
+        return CrossViT(config), config
+    width = matched_width(family, count_flops(CrossViT(crossvit_config(size))))
+    torch.manual_seed(RECIPE["seed"])  # as the trainer seeds the init of the CrossViT it builds
+    return single_branch(family, width), None
+
+
+def load_results() -> list[dict]:
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
+
+
+def run_name(family: str, size: str, lr: float, steps: int) -> str:
+    return f"{family}-{size}-lr{lr:g}-{steps}steps"
+
+
+def train_one(family: str, size: str, lr: float, steps: int, test: tuple[torch.Tensor, torch.Tensor]) -> dict:
+    model, config = build(family, size)
+    train_config = TrainConfig(preset=config or crossvit_config(size), steps=steps, lr=lr,
+                               warmup_steps=max(1, steps // 10), eval_every=max(1, steps // 4), **RECIPE)
+    name = run_name(family, size, lr, steps)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    trained, record = train(train_config, RUNS if family == "crossvit" else None, progress=True, name=name,
+                            model=None if family == "crossvit" else model, overwrite=True,
+                            state_file=RUNS / f"{name}.state")
+    scores = evaluate(trained, *test)
+    with torch.no_grad():
+        predicted = torch.cat([trained(test[0][i:i + 250]).argmax(1) for i in range(0, len(test[1]), 250)])
+    halves = {"texture_accuracy": (predicted % 2 == test[1] % 2).float().mean().item(),
+              "arrangement_accuracy": (predicted // 2 == test[1] // 2).float().mean().item()}
+    return {"family": family, "size": size, "lr": lr, "steps": steps, "seed": RECIPE["seed"], **halves,
+            "flops": count_flops(trained), "params": sum(p.numel() for p in trained.parameters()),
+            "val_accuracy": record["held_out_accuracy"], "accuracy": scores["accuracy"],
+            "test_seed": TEST_SEED, "test_images": TEST_IMAGES, "wall_time_s": record["wall_time_s"],
+            "torch_threads": torch.get_num_threads(), "run": name,
+            **({"small_head_accuracy": scores["small_head_accuracy"],
+                "large_head_accuracy": scores["large_head_accuracy"]} if family == "crossvit" else {})}
+
+
+def train_all(args: argparse.Namespace) -> None:
+    done = {r["run"] for r in load_results()}
+    images, labels, _ = make_two_scale_shapes(TEST_IMAGES, TEST_SEED)
+    todo = [(f, s, lr) for s in args.sizes for f in args.families for lr in args.lrs
+            if run_name(f, s, lr, args.steps) not in done]
+    print(f"{len(done)} runs done, {len(todo)} to go", flush=True)
+    for k, (family, size, lr) in enumerate(todo):
+        print(f"[{k + 1}/{len(todo)}] {run_name(family, size, lr, args.steps)} ({time.strftime('%H:%M')})", flush=True)
+        result = train_one(family, size, lr, args.steps, (images, labels))
+        results = load_results() + [result]
+        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"    test accuracy {result['accuracy']:.4f} (validation {result['val_accuracy']:.4f}), "
+              f"{result['flops'] / 1e6:.1f} MFLOP, {result['wall_time_s']:.0f} s", flush=True)
+
+
+def probe(args: argparse.Namespace) -> None:
+    """Can a ViT on the half-resolution copy read the fine texture? The coarse family's model (size m) trained on the
+    texture half of the label alone, with the anti-aliased resize and with a plain bicubic one; same optimiser and
+    schedule as the trainer's, its own short loop (the trainer trains the four classes)."""
+    import torch.nn.functional as F
+
+    from crossvit.train import lr_factor, parameter_groups
+
+    width = matched_width("coarse", count_flops(CrossViT(crossvit_config("m"))))
+    test_x, test_y, _ = make_two_scale_shapes(TEST_IMAGES, TEST_SEED)
+    train_x, train_y = zip(*[make_two_scale_shapes(2000, seed)[:2] for seed in range(4)])
+    train_x, train_y = torch.cat(train_x), torch.cat(train_y)
+    rows = []
+    for antialias in (True, False):
+        torch.manual_seed(0)
+        model = single_branch("coarse", width, antialias)
+        optimizer = torch.optim.AdamW(parameter_groups(model, 0.05), lr=1e-3)
+        batches = torch.Generator().manual_seed(1)
+        model.train()
+        for step in range(args.steps):
+            for group in optimizer.param_groups:
+                group["lr"] = 1e-3 * lr_factor(step, args.steps, args.steps // 10)
+            index = torch.randint(0, len(train_y), (64,), generator=batches)
+            loss = F.cross_entropy(model(train_x[index]), train_y[index] % 2)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            predicted = torch.cat([model(test_x[i:i + 250]).argmax(1) for i in range(0, len(test_y), 250)])
+        rows.append({"antialias": antialias, "texture_accuracy": (predicted == test_y % 2).float().mean().item(),
+                     "steps": args.steps, "width": width, "chance": 0.5})
+        print(rows[-1], flush=True)
+    (ROOT / "figures" / "two_scales_probe.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def best_runs(results: list[dict]) -> dict[tuple[str, str], dict]:
+    """Per (family, size), the run with the best validation accuracy (ties: the smaller learning rate)."""
+    best: dict[tuple[str, str], dict] = {}
+    for r in sorted(results, key=lambda r: r["lr"]):
+        key = (r["family"], r["size"])
+        if key not in best or r["val_accuracy"] > best[key]["val_accuracy"]:
+            best[key] = r
+    return best
+
+
+def analyse(run: dict, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> dict:
+    """For one trained CrossViT: each head alone, each fusion direction zeroed, the AttnLRP share of each branch,
+    and the pointing game of the attention maps on the class evidence (the object and the beads)."""
+    import crossvit
+    from crossvit.ablation import head_accuracies, zero_cross_attention
+    from crossvit.checkpoint import load_checkpoint
+
+    model = load_checkpoint(RUNS / f"{run['run']}.safetensors")
+    out = {"run": run["run"], **head_accuracies(model, images, labels)}
+    for query in ("small", "large"):
+        with zero_cross_attention(model, query):
+            out[f"{query} CLS reading zeroed"] = head_accuracies(model, images, labels)["model"]
+    n = min(400, len(images))
+    shares = {"small": [], "large": []}
+    for i in range(0, n, 50):
+        split = crossvit.relevance_by_branch(model, images[i:i + 50], labels[i:i + 50])
+        for b in shares:
+            shares[b].append(split.total(b) / (split.total("small") + split.total("large")))
+    out.update({f"{b} branch relevance share": torch.cat(v).mean().item() for b, v in shares.items()})
+    evidence = masks[:n].any(dim=1)
+    for method in ("joint_rollout", "gradient_rollout", "attnlrp", "random"):
+        maps = torch.cat([crossvit.explain(model, images[i:i + 50], method, target=labels[i:i + 50])
+                          for i in range(0, n, 50)])
+        out[f"pointing {method}"] = crossvit.metrics.pointing_game(maps, evidence).score
+        out[f"pointing {method}, object only"] = crossvit.metrics.pointing_game(maps, masks[:n, 0]).score
+    return out
+
+
+def report(args: argparse.Namespace) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = load_results()
+    best = best_runs(results)
+    images, labels, masks = make_two_scale_shapes(TEST_IMAGES, TEST_SEED)
+    lines = [f"Two-scale task: {TEST_IMAGES} test images (data seed {TEST_SEED}); per family and size the learning "
+             "rate with the best validation accuracy (the trainer's held-out images); FLOPs per image by "
+             "`crossvit.flops.count_flops`. Command: `python benchmarks/two_scales.py train` then `report`.", "",
+             "| size | family | MFLOP | parameters | learning rate | validation accuracy | test accuracy | "
+             "texture half | arrangement half |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for size in CROSSVIT_SIZES:
+        for family in FAMILIES:
+            r = best.get((family, size))
+            if r:
+                lines.append(f"| {size} | {family} | {r['flops'] / 1e6:.1f} | {r['params']:,} | {r['lr']:g} | "
+                             f"{r['val_accuracy']:.4f} | {r['accuracy']:.4f} | {r.get('texture_accuracy', -1):.4f} | "
+                             f"{r.get('arrangement_accuracy', -1):.4f} |")
+    lines += ["", "| size | CrossViT test accuracy | best single-branch ViT | its test accuracy | its FLOPs / "
+              "CrossViT's | CrossViT ahead by (points) |", "|---|---:|---|---:|---:|---:|"]
+    for size in CROSSVIT_SIZES:
+        cv = best.get(("crossvit", size))
+        rivals = [best[(f, size)] for f in ("fine", "coarse") if (f, size) in best]
+        if cv and rivals:
+            top = max(rivals, key=lambda r: r["accuracy"])
+            lines.append(f"| {size} | {cv['accuracy']:.4f} | {top['family']} | {top['accuracy']:.4f} | "
+                         f"{top['flops'] / cv['flops']:.2f} | {100 * (cv['accuracy'] - top['accuracy']):+.1f} |")
+    chosen = best.get(("crossvit", args.analyse))
+    if chosen:
+        a = analyse(chosen, images, labels, masks)
+        lines += ["", f"### The CrossViT of size {args.analyse} ({chosen['run']})", "",
+                  "| measure | value |", "|---|---:|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in a.items() if k != "run"]
+    text = "\n".join(lines) + "\n"
+    (ROOT / "figures" / "two_scales.md").write_text(text)
+    print(text)
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    for family, marker in zip(FAMILIES, ("o", "s", "^")):
+        points = sorted((r["flops"] / 1e6, r["accuracy"], r["size"]) for (f, _), r in best.items() if f == family)
+        if points:
+            ax.plot([p[0] for p in points], [100 * p[1] for p in points], marker=marker, label=family)
+            for x, y, size in points:
+                ax.annotate(size, (x, 100 * y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("MFLOP per image (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Two-scale task: accuracy at matched compute")
+    ax.legend(title="family")
+    ax.grid(alpha=0.3)
+    fig.savefig(ROOT / "figures" / "two_scales.png", dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    tr = commands.add_parser("train")
+    tr.add_argument("--sizes", nargs="+", default=list(CROSSVIT_SIZES), choices=list(CROSSVIT_SIZES))
+    tr.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    tr.add_argument("--lrs", nargs="+", type=float, default=[1e-3, 2e-3])
+    tr.add_argument("--steps", type=int, default=1500)
+    tr.add_argument("--threads", type=int, default=None)
+    pr = commands.add_parser("probe", help="a coarse ViT on the texture half of the label, with and without "
+                             "the anti-aliased resize")
+    pr.add_argument("--steps", type=int, default=1500)
+    pr.add_argument("--threads", type=int, default=None)
+    rep = commands.add_parser("report")
+    rep.add_argument("--analyse", default="m", choices=list(CROSSVIT_SIZES),
+                     help="the CrossViT size whose ablations, relevance split and pointing game are reported")
+    args = parser.parse_args()
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    if args.command == "train":
+        train_all(args)
+    elif args.command == "probe":
+        probe(args)
+    else:
+        report(args)
+
+
+if __name__ == "__main__":
+    main()
