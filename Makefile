@@ -79,8 +79,10 @@ kit: $(STAMP)
 
 # Rooted at the repository so that the notebooks' links to ../docs open; etc/jupyterlab/overrides.json opens
 # Markdown files rendered (so README.md#terms scrolls to its section) and leaves the user's own settings alone.
+# A learner's figures go to notebooks/crossvit-figures/ (gitignored), never into the tracked figures/: only
+# `make figures` writes those.
 lab: $(STAMP)
-	CROSSVIT_FIGURES_DIR="$(CURDIR)/figures" $(VENV)/bin/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)" \
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)" \
 		--LabApp.app_settings_dir="$(CURDIR)/etc/jupyterlab" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 lint: $(STAMP)
