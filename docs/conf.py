@@ -120,6 +120,9 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": False}
 
+# Formulas: MathJax 3 from this site (docs/_static/mathjax/), not from a CDN, so the pages read the same offline.
+mathjax_path = "mathjax/tex-chtml-full.js"
+
 html_theme = "furo"  # installed from PyPI with its assets: nothing is fetched at build time
 html_title = f"CrossViT Lab {release}"
 html_static_path = ["_static", _front_ends()]

@@ -10,8 +10,8 @@ outputs shown), exercise stubs and empty cells left out. A deck opens on the lec
 notebook's title alone, without the learner's instructions that follow it (time, objectives, prerequisites, how
 the exercises work). The executions are ``figures/build.py``'s cached ones, the same that ``make site`` and
 ``make figures`` use (executed now only when not cached); ``--executed DIR`` takes executed notebooks from a
-folder instead. The decks work offline: reveal.js (``docs/_static/reveal.js/``) and the widget manager
-(``docs/_static/widgets/``) are copied beside them, nothing is loaded from a CDN. The committed notebooks are
+folder instead. The decks work offline: reveal.js, MathJax and the widget manager (``docs/_static/``) are copied
+beside them, nothing is loaded from a CDN. The committed notebooks are
 never touched: the slide marks are set on copies in memory.
 
 ``bundle`` writes ``dist/crossvit-lab-course.zip``: the library as a wheel, the notebooks with their solutions, the
@@ -76,13 +76,16 @@ def mark_slides(nb):
     return nb
 
 
-# nbconvert's reveal template, with every script and style sheet from the assets beside the decks: reveal.js and
-# the widget manager of the course site; no jQuery, no mermaid and no MathJax 2 from a CDN.
+# nbconvert's reveal template, with every script and style sheet from the assets beside the decks: reveal.js, MathJax 3
+# and the widget manager of the course site; no jQuery, no mermaid and no MathJax 2 from a CDN.
 SLIDES_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_jquery -%}{%- endblock html_head_js_jquery -%}
 {%- block html_head_js_requirejs -%}<script src="ASSETS/widgets/require.js"></script>{%- endblock -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mathjax -%}
+<script>window.MathJax = {tex: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], processEscapes: true}};</script>
+<script src="ASSETS/mathjax/tex-chtml-full.js" defer></script>
+{%- endblock html_head_js_mathjax -%}
 {% block jupyter_widgets %}
 {%- if "widgets" in nb.metadata -%}
 <script src="ASSETS/widgets/offline.js"></script>
@@ -138,7 +141,7 @@ def build_slides(executed: Path | dict[str, nbformat.NotebookNode], out: Path) -
         executed = {path.stem: nbformat.read(path, as_version=4) for path in found}
     out.mkdir(parents=True, exist_ok=True)
     assets = out / ASSETS
-    for folder in ("reveal.js", "widgets"):
+    for folder in ("reveal.js", "mathjax", "widgets"):
         shutil.copytree(STATIC / folder, assets / folder, dirs_exist_ok=True)
     anywidget = importlib.util.find_spec("anywidget")
     if anywidget is not None and anywidget.origin:  # its front end, as the site serves it (docs/conf.py)

@@ -30,7 +30,7 @@ def _executed_notebook():
     cells = [
         v4.new_markdown_cell("# 01 · Title\n\nObjectives."),
         v4.new_code_cell("import crossvit"),                                   # no output: left out
-        v4.new_markdown_cell("## A section\n\nText before the figure."),
+        v4.new_markdown_cell("## A section\n\nText before the figure, with a formula: $a_{ij} = 1/N$."),
         v4.new_code_cell("plot()", outputs=[figure]),                          # a figure: its own sub-slide
         v4.new_code_cell("print(acc)", outputs=[text]),                        # text output: on the same slide
         v4.new_markdown_cell("### A sub-heading\n\nMore text."),
@@ -57,7 +57,7 @@ def test_slides_are_built_from_executed_notebooks_without_their_code(tmp_path):
     (deck,) = course_kit.build_slides(tmp_path / "jupyter_execute", tmp_path / "slides")
     html = deck.read_text(encoding="utf-8")
     assert deck.name == "01_title.slides.html"
-    assert "Text before the figure." in html and "accuracy 0.97" in html and "data:image/png;base64" in html
+    assert "Text before the figure" in html and "accuracy 0.97" in html and "data:image/png;base64" in html
     assert "NotImplementedError" not in html and "print(acc)" not in html  # code and stubs stay out
     assert "Objectives." not in html  # the learner's instructions are not lecture content
     assert html.count("<section") >= 4  # two slides, each a vertical stack of sub-slides
@@ -66,7 +66,8 @@ def test_slides_are_built_from_executed_notebooks_without_their_code(tmp_path):
     loaded += re.findall(r'require\(\[([^\]]+)\]', html)
     assert loaded and not [url for url in loaded if "//" in url], loaded
     for asset in ("_assets/reveal.js/dist/reveal.js", "_assets/reveal.js/dist/reveal.css",
-                  "_assets/reveal.js/dist/theme/white.css", "_assets/widgets/require.js"):
+                  "_assets/reveal.js/dist/theme/white.css", "_assets/widgets/require.js",
+                  "_assets/mathjax/tex-chtml-full.js"):
         assert (deck.parent / asset).is_file() and asset in html, asset
 
 
@@ -95,6 +96,7 @@ def test_the_slides_open_on_the_lecture_with_the_network_off(tmp_path):
             page.locator(".reveal .controls .navigate-right").click()  # the next slide: lecture text
             page.wait_for_function("() => [...document.querySelectorAll('.reveal .slides section.present')]"
                                    ".some(s => s.textContent.includes('A section'))", timeout=60_000)
+            page.locator(".reveal mjx-container").first.wait_for(state="attached", timeout=60_000)  # MathJax typeset
         finally:
             browser.close()
     assert not blocked, blocked
