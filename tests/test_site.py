@@ -303,3 +303,96 @@ def test_the_tables_the_notebooks_display_are_tables(site):
     outputs = re.findall(r'<div class="cell_output docutils container">(.*?)</div>\s*</div>\s*</div>', text, re.S)
     assert any("<table" in out for out in outputs), "no table in notebook 02's outputs"
     assert not re.search(r"\|\s*-{3,}\s*\|", re.sub(r"<[^>]+>", "", "".join(outputs)))
+
+
+COUNTER_CELLS = [
+    "import anywidget\nimport traitlets",
+    'class Counter(anywidget.AnyWidget):\n'
+    '    """A widget whose front end (ESM) does the work: a click counts up in the browser."""\n'
+    '    _esm = """export default { render({ model, el }) {\n'
+    '        const button = document.createElement("button");\n'
+    '        button.className = "counter";\n'
+    '        const show = () => { button.textContent = `count is ${model.get("value")}`; };\n'
+    '        button.addEventListener("click", () => { model.set("value", model.get("value") + 1); model.save_changes(); });\n'
+    '        model.on("change:value", show);\n'
+    '        show();\n'
+    '        el.appendChild(button);\n'
+    '    } };"""\n'
+    '    value = traitlets.Int(0).tag(sync=True)\n\n\n'
+    'Counter(value=3)',
+]
+
+
+def _sphinx(source: Path, out: Path, cache: Path) -> subprocess.CompletedProcess:
+    """The site's own build (docs/conf.py, -W --keep-going as ``make site``) of ``source`` into ``out``, with the
+    notebook cache at ``cache``."""
+    return subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-c", str(ROOT / "docs"), "-d",
+         str(out / "doctrees"), str(source), str(out / "html")],
+        capture_output=True, text=True, env=dict(os.environ, CROSSVIT_NOTEBOOK_CACHE=str(cache)))
+
+
+@pytest.fixture(scope="module")
+def small_site(tmp_path_factory):
+    """A two-notebook site built with the site's configuration: 01 shows an anywidget (its front end does the
+    work), 02 fails in its second code cell. Yields (source, build result, output folder, cache folder)."""
+    pytest.importorskip("myst_nb")
+    pytest.importorskip("anywidget")  # a dependency of the library once the explorers are anywidgets
+    import nbformat
+
+    root = tmp_path_factory.mktemp("small_site")
+    source = root / "source"
+    (source / "docs").mkdir(parents=True)
+    (source / "notebooks").mkdir()
+    (source / "docs" / "index.md").write_text(
+        "# A site\n\n```{toctree}\n../notebooks/01_counter\n../notebooks/02_fails\n```\n")
+    kernelspec = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    counter = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 01 · A counter")]
+                                       + [nbformat.v4.new_code_cell(code) for code in COUNTER_CELLS])
+    fails = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# 02 · A failure"),
+                                            nbformat.v4.new_code_cell("print('before the failure')"),
+                                            nbformat.v4.new_code_cell("1 / 0"),
+                                            nbformat.v4.new_code_cell("print('never reached')")])
+    for name, nb in (("01_counter", counter), ("02_fails", fails)):
+        nb.metadata["kernelspec"] = kernelspec
+        nbformat.write(nb, source / "notebooks" / f"{name}.ipynb")
+    result = _sphinx(source, root / "first", root / "cache")
+    yield source, result, root / "first" / "html", root / "cache"
+
+
+def test_a_failing_notebook_leaves_the_others_built_and_a_rerun_continues_from_the_cache(small_site):
+    source, result, site, cache = small_site
+    assert result.returncode != 0  # the build fails, naming the notebook and the cell...
+    assert "notebook failed: 02_fails.ipynb: cell 2 (code cell #2, starts: '1 / 0') raised ZeroDivisionError" \
+        in result.stderr, result.stderr[-3000:]
+    # ...after building every page: the other notebook with its outputs, the failed one up to the failure
+    assert "widget-view+json" in (site / "notebooks" / "01_counter.html").read_text(encoding="utf-8")
+    failed = (site / "notebooks" / "02_fails.html").read_text(encoding="utf-8")
+    assert "did not run to the end" in failed and "ZeroDivisionError" in failed and "before the failure" in failed
+    assert failed.count("never reached") == 1  # in the cell's source only: nothing ran after the failure
+    assert [p.parent.name for p in cache.glob("*/*/executed.ipynb")] == ["01_counter"]  # only what ran through
+    again = _sphinx(source, source.parent / "again", cache)  # a rerun: 01 from the cache, 02 executed again
+    assert "01_counter.ipynb: cached execution" in again.stdout, again.stdout[-3000:]
+    assert "notebook failed: 02_fails.ipynb" in again.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_an_anywidget_comes_alive_on_a_site_page_with_the_network_off(small_site):
+    """The site's own configuration (docs/conf.py) on a page whose notebook shows an anywidget: served from
+    127.0.0.1 with every other request blocked, the widget's front end (from anywidget's package, served by the
+    site) renders it from the saved state and answers a click, with no kernel."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    _, _, site, _ = small_site
+    assert (site / "_static" / "widgets" / "anywidget.js").is_file()
+    errors = []
+    with _served(site) as base, _offline_browser(sync_api) as (context, blocked):
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{base}/notebooks/01_counter.html")
+        counter = page.locator(".widget-subarea button.counter")
+        counter.wait_for(timeout=WAIT_MS)
+        page.wait_for_function("el => el.textContent === 'count is 3'", arg=counter.element_handle(), timeout=WAIT_MS)
+        counter.click()
+        page.wait_for_function("el => el.textContent === 'count is 4'", arg=counter.element_handle(), timeout=WAIT_MS)
+    assert not blocked, blocked
+    assert not errors, errors
