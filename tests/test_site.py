@@ -370,7 +370,7 @@ def test_a_failing_notebook_leaves_the_others_built_and_a_rerun_continues_from_t
     failed = (site / "notebooks" / "02_fails.html").read_text(encoding="utf-8")
     assert "did not run to the end" in failed and "ZeroDivisionError" in failed and "before the failure" in failed
     assert failed.count("never reached") == 1  # in the cell's source only: nothing ran after the failure
-    assert [p.parent.name for p in cache.glob("*/*/executed.ipynb")] == ["01_counter"]  # only what ran through
+    assert [p.parent.parent.name for p in cache.glob("*/*/executed.ipynb")] == ["01_counter"]  # only what ran through
     again = _sphinx(source, source.parent / "again", cache)  # a rerun: 01 from the cache, 02 executed again
     assert "01_counter.ipynb: cached execution" in again.stdout, again.stdout[-3000:]
     assert "notebook failed: 02_fails.ipynb" in again.stderr
