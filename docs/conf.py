@@ -40,6 +40,9 @@ from sphinx.util import logging
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "docs"))
+
+import widget_assets  # noqa: E402  (docs/widget_assets.py)
 
 import crossvit  # noqa: E402
 from crossvit.explain import REGISTRY  # noqa: E402
@@ -91,27 +94,15 @@ nb_kernel_rgx_aliases = {".*": "python3"}
 # Markdown that the notebooks display (display(Markdown(table))) is rendered with GitHub's flavour: tables are tables.
 nb_render_markdown_format = "gfm"
 
-# Widgets: the widget manager and every front end from this site (docs/_static/widgets/README.md), in this order.
-nb_ipywidgets_js = {
-    "widgets/require.js": {},
-    "widgets/offline.js": {},  # where the modules and fonts are: beside it
-    "widgets/embed-amd.js": {},
-}
+# Widgets: the widget manager and every front end from this site (docs/widget_assets.py), in that order.
+nb_ipywidgets_js = {path: {} for path in widget_assets.MANAGER_SCRIPTS}
 
 
 def _front_ends() -> str:
-    """A folder for ``html_static_path`` holding the front ends that ship in Python packages: anywidget's
-    (``widgets/anywidget.js``, the AMD module its package ships for the notebook), with its licence."""
+    """A folder for ``html_static_path`` with the widget front ends that the installed Python packages ship."""
     folder = Path(tempfile.mkdtemp(prefix="crossvit-site-static-"))
     atexit.register(shutil.rmtree, folder, True)
-    (folder / "widgets").mkdir()
-    spec = importlib.util.find_spec("anywidget")
-    if spec is not None and spec.origin:
-        package = Path(spec.origin).parent
-        shutil.copyfile(package / "nbextension" / "index.js", folder / "widgets" / "anywidget.js")
-        licences = sorted(package.parent.glob("anywidget-*.dist-info/licenses/LICENSE*"))
-        if licences:
-            shutil.copyfile(licences[0], folder / "widgets" / "anywidget.LICENSE.txt")
+    widget_assets.copy_front_ends(folder)
     return str(folder)
 
 

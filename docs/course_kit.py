@@ -33,7 +33,10 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
-STATIC = ROOT / "docs" / "_static"
+sys.path.insert(0, str(ROOT / "docs"))
+import widget_assets  # noqa: E402  (docs/widget_assets.py)
+
+STATIC = widget_assets.STATIC
 ASSETS = "_assets"  # the folder beside the decks that holds reveal.js and the widget manager
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 BUNDLE_NAME = "crossvit-lab-course"
@@ -88,6 +91,7 @@ SLIDES_TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- endblock html_head_js_mathjax -%}
 {% block jupyter_widgets %}
 {%- if "widgets" in nb.metadata -%}
+<script src="ASSETS/widgets/front-ends.js"></script>
 <script src="ASSETS/widgets/offline.js"></script>
 <script src="ASSETS/widgets/embed-amd.js"></script>
 {%- endif -%}
@@ -143,9 +147,7 @@ def build_slides(executed: Path | dict[str, nbformat.NotebookNode], out: Path) -
     assets = out / ASSETS
     for folder in ("reveal.js", "mathjax", "widgets"):
         shutil.copytree(STATIC / folder, assets / folder, dirs_exist_ok=True)
-    anywidget = importlib.util.find_spec("anywidget")
-    if anywidget is not None and anywidget.origin:  # its front end, as the site serves it (docs/conf.py)
-        shutil.copyfile(Path(anywidget.origin).parent / "nbextension" / "index.js", assets / "widgets" / "anywidget.js")
+    widget_assets.copy_front_ends(assets)  # the front ends Python packages ship, as the site serves them
     exporter = SlidesExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
                               reveal_url_prefix=f"{ASSETS}/reveal.js", reveal_theme="white",
                               extra_loaders=[jinja2.DictLoader({"crossvit_slides.j2": SLIDES_TEMPLATE})],

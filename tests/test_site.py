@@ -131,25 +131,28 @@ def test_the_index_says_where_next_leads(site):
 
 def test_the_widget_manager_and_front_ends_are_served_by_the_site(site):
     """Every notebook page with widget state loads the widget manager from the site itself, no script from
-    elsewhere; anywidget's front end is there whenever anywidget is installed (its widgets could be on a page)."""
+    elsewhere, and the front end of every widget module its saved state names is served by the site (ipywidgets'
+    own are inside the manager)."""
     widgets = site / "_static" / "widgets"
-    for name in ("require.js", "offline.js", "embed-amd.js", "LICENSES.md"):
+    for name in ("require.js", "front-ends.js", "offline.js", "embed-amd.js", "LICENSES.md"):
         assert (widgets / name).is_file(), name
-    if _anywidget_installed():
-        assert (widgets / "anywidget.js").read_text().rstrip().endswith('define(["@jupyter-widgets/base"], '
-                                                                         'widget_default);')
     pages = _widget_pages(site)
     assert pages, "no notebook page carries widget state: the executions no longer save it"
+    builtin = {"@jupyter-widgets/base", "@jupyter-widgets/controls", "@jupyter-widgets/output"}
     for name, path in pages.items():
-        scripts = re.findall(r'<script[^>]*\bsrc="([^"]+)"', path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        scripts = re.findall(r'<script[^>]*\bsrc="([^"]+)"', text)
         assert not [src for src in scripts if urllib.parse.urlsplit(src).scheme], (name, scripts)
         assert any(src.split("?")[0].endswith("_static/widgets/embed-amd.js") for src in scripts), (name, scripts)
+        state = _saved_state(text)["state"]
+        modules = {model[key] for model in state.values() for key in ("model_module", "view_module") if key in model}
+        for module in sorted(modules - builtin):
+            assert (widgets / f"{module}.js").is_file(), f"{name}: the front end of {module!r} is not served"
+            assert f'"{module}"' in (widgets / "front-ends.js").read_text(), module
 
 
-def _anywidget_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("anywidget") is not None
+def _saved_state(text: str) -> dict:
+    return json.loads(re.search(rf'<script type="{re.escape(WIDGET_STATE)}">(.*?)</script>', text, re.S).group(1))
 
 
 def _widget_pages(site: Path) -> dict[str, Path]:
@@ -165,7 +168,7 @@ def _widget_pages(site: Path) -> dict[str, Path]:
 def _views_shown(path: Path) -> int:
     """How many widget views the page at ``path`` shows: view tags whose model is in the page's saved state."""
     text = path.read_text(encoding="utf-8")
-    state = json.loads(re.search(rf'<script type="{re.escape(WIDGET_STATE)}">(.*?)</script>', text, re.S).group(1))
+    state = _saved_state(text)
     views = [json.loads(m) for m in re.findall(rf'<script type="{re.escape(WIDGET_VIEW)}">(.*?)</script>', text, re.S)]
     return sum(1 for view in views if view["model_id"] in state["state"])
 
