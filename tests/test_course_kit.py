@@ -107,6 +107,7 @@ def test_slides_say_what_to_do_when_there_is_no_executed_course(tmp_path):
         course_kit.build_slides(tmp_path, tmp_path / "slides")
 
 
+@pytest.mark.slow  # builds a wheel and a fresh environment, like the site and grading builds: `make test` runs it
 def test_the_bundle_installs_from_its_wheel_in_a_fresh_environment(tmp_path):
     """What a hosted notebook service does with the zip: unzip, install the wheel without dependencies (the
     service has them; here a fresh venv borrows this environment's packages but not its editable crossvit),
