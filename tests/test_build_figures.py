@@ -199,9 +199,8 @@ def test_an_execution_runs_once_a_failure_is_not_cached_and_the_budget_says_wher
     assert first.failure is None and not first.cached and sorted(first.figures) == ["x.png"]
     assert first.notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]  # saved
     assert good.cells[1].outputs == []  # the caller's notebook is left as it was
-    started = time.perf_counter()
     again = build.run_notebook(good, "good.ipynb", cache_dir=tmp_path)
-    assert again.cached and time.perf_counter() - started < 5  # no kernel
+    assert again.cached  # read from the cache: no kernel started
     assert again.notebook.cells[1].outputs == first.notebook.cells[1].outputs  # the same process's output
     assert again.figures["x.png"].read_bytes().startswith(b"\x89PNG")
 
