@@ -312,6 +312,9 @@ def run_notebook(nb, name: str, *, cache_dir: Path | None = CACHE_DIR, deadline:
         failure = exc
     seconds = time.perf_counter() - started
     written = sorted(path.name for path in figures_dir.iterdir() if path.is_file())
+    if failure is not None and cache_dir is not None:  # nothing of a failed run is kept in the cache
+        shutil.rmtree(work, ignore_errors=True)
+        return Execution(name, key, nb, {}, seconds, failure=failure)
     if failure is not None or cache_dir is None:
         return Execution(name, key, nb, {f: figures_dir / f for f in written}, seconds, failure=failure)
     nbformat.write(nb, work / "executed.ipynb")
@@ -330,9 +333,14 @@ def run_notebook(nb, name: str, *, cache_dir: Path | None = CACHE_DIR, deadline:
 
 
 def _prune(folder: Path, keep: int = CACHE_KEEP) -> None:
+    """Keep the ``keep`` most recently used executions of one notebook; also remove what runs that were killed
+    left in the cache (their unfinished work folders, ``.<stem>-*``, a day old)."""
     entries = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in entries[keep:]:
         shutil.rmtree(old, ignore_errors=True)
+    for stale in folder.parent.glob(".*-*"):
+        if stale.is_dir() and time.time() - stale.stat().st_mtime > 86400:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def with_outputs(source, executed):

@@ -209,6 +209,7 @@ def test_an_execution_runs_once_a_failure_is_not_cached_and_the_budget_says_wher
     assert "bad.ipynb: cell 2 (code cell #2, starts: '1 / 0') raised ZeroDivisionError" in failed.failure.summary
     assert failed.notebook.cells[1].execution_count == 1 and not failed.cached  # it ran up to the failure
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())  # nothing cached
+    assert not list(tmp_path.glob(".bad-*"))  # nor its work folder left behind
     assert build.run_notebook(bad, "bad.ipynb", cache_dir=tmp_path).cached is False  # a rerun executes it again
 
     slow = _notebook("import time\ntime.sleep(120)")
