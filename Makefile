@@ -23,11 +23,11 @@ export PIP_NO_INPUT := 1
 .PHONY: help venv test test-fast figures site slides kit lab lint assignments grade clean-venv
 
 help:
-	@echo "make figures   execute notebooks/[0-9][0-9]_*.ipynb and write figures/ (FIGURES_ARGS='--only 02')"
+	@echo "make figures   execute notebooks/[0-9][0-9]_*.ipynb (cached) and write figures/ (FIGURES_ARGS='--only 02')"
 	@echo "make test      run the whole test suite (what CI runs)"
 	@echo "make test-fast the tests not marked slow (no notebook runs, no browser): the edit-test loop"
-	@echo "make site      the course executed, as a static HTML site: site/html/index.html (offline, ~5 min)"
-	@echo "make slides    reveal.js lecture decks from the executed notebooks: site/slides/ (builds the site if needed)"
+	@echo "make site      the course executed, as a static HTML site: site/html/index.html (works offline)"
+	@echo "make slides    reveal.js lecture decks from the executed notebooks: site/slides/ (work offline)"
 	@echo "make kit       dist/crossvit-lab-course.zip: the wheel and the notebooks, for hosted notebook services"
 	@echo "make lab       JupyterLab on 127.0.0.1, at the repository root, opening notebooks/"
 	@echo "make assignments  an nbgrader course in course/: source/ and release/ (student) notebooks"
@@ -61,26 +61,28 @@ SUBMISSIONS ?= submissions
 grade: $(STAMP)
 	$(VPY) -m crossvit.exercises grade $(SUBMISSIONS) --course course --csv grades.csv $(if $(OVERWRITE),--overwrite)
 
-# Sphinx + myst-nb + furo (the `site` extra). The notebooks run in notebooks/, their figures go to a temporary
-# folder; -W turns every warning (a broken link, an unknown reference) into a failed build.
+# Sphinx + myst-nb + furo (the `site` extra). Each notebook is executed once and cached (figures/build.py's
+# runner, shared with `make figures`, `make slides` and the notebook tests; .cache/notebooks/), so a rebuild with
+# nothing changed starts no kernel, and a rerun after a failure continues from the cache. -W --keep-going: every
+# warning (a broken link, a notebook that failed) fails the build, after every page is built.
 SITE_DIR ?= site
 site: $(STAMP)
 	$(VPY) -m sphinx -W --keep-going -q -b html -c docs -d $(SITE_DIR)/doctrees . $(SITE_DIR)/html
 	@echo "site: $(SITE_DIR)/html/index.html"
 
-$(SITE_DIR)/html/index.html:
-	$(MAKE) site
-
-slides: $(STAMP) $(SITE_DIR)/html/index.html
-	$(VPY) docs/course_kit.py slides --executed $(SITE_DIR)/jupyter_execute --out $(SITE_DIR)/slides
+# reveal.js decks of the cached executions (executing what is not cached), with reveal.js served beside them.
+slides: $(STAMP)
+	$(VPY) docs/course_kit.py slides --out $(SITE_DIR)/slides
 
 kit: $(STAMP)
 	$(VPY) docs/course_kit.py bundle --out dist
 
 # Rooted at the repository so that the notebooks' links to ../docs open; etc/jupyterlab/overrides.json opens
 # Markdown files rendered (so README.md#terms scrolls to its section) and leaves the user's own settings alone.
+# A learner's figures go to notebooks/crossvit-figures/ (gitignored), never into the tracked figures/: only
+# `make figures` writes those.
 lab: $(STAMP)
-	CROSSVIT_FIGURES_DIR="$(CURDIR)/figures" $(VENV)/bin/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)" \
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --ServerApp.root_dir="$(CURDIR)" \
 		--LabApp.app_settings_dir="$(CURDIR)/etc/jupyterlab" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 lint: $(STAMP)

@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """The teacher's kit: lecture slides from the executed course, and a zip for hosted notebook services.
 
-    .venv/bin/python docs/course_kit.py slides [--executed site/jupyter_execute] [--out site/slides]
+    .venv/bin/python docs/course_kit.py slides [--out site/slides] [--executed DIR]
     .venv/bin/python docs/course_kit.py bundle [--out dist]
 
-``slides`` turns each executed notebook of the site build (``make site`` writes them to ``site/jupyter_execute``)
-into a reveal.js deck with nbconvert: a new slide at every ``#``/``##`` heading, a sub-slide for every further
-markdown cell and every figure, the code cells hidden (their outputs shown), exercise stubs and empty cells left out.
-The committed notebooks are never touched: the slide marks are set on copies in memory.
+``slides`` turns each course notebook, executed, into a reveal.js deck with nbconvert: a new slide at every
+``#``/``##`` heading, a sub-slide for every further markdown cell and every figure, the code cells hidden (their
+outputs shown), exercise stubs and empty cells left out. A deck opens on the lecture: its title slide is the
+notebook's title alone, without the learner's instructions that follow it (time, objectives, prerequisites, how
+the exercises work). The executions are ``figures/build.py``'s cached ones, the same that ``make site`` and
+``make figures`` use (executed now only when not cached); ``--executed DIR`` takes executed notebooks from a
+folder instead. The decks work offline: reveal.js, MathJax and the widget manager (``docs/_static/``) are copied
+beside them, nothing is loaded from a CDN. The committed notebooks are
+never touched: the slide marks are set on copies in memory.
 
 ``bundle`` writes ``dist/crossvit-lab-course.zip``: the library as a wheel, the notebooks with their solutions, the
 documentation pages the notebooks link to and the teacher's page, so that a hosted notebook service (Colab, Kaggle,
@@ -17,6 +22,8 @@ a JupyterHub) can run the course from an uploaded file, without this repository'
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,6 +33,11 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "docs"))
+import widget_assets  # noqa: E402  (docs/widget_assets.py)
+
+STATIC = widget_assets.STATIC
+ASSETS = "_assets"  # the folder beside the decks that holds reveal.js and the widget manager
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 BUNDLE_NAME = "crossvit-lab-course"
 # what the bundle carries besides the wheel, relative to the repository root
@@ -45,11 +57,15 @@ def _has_figure(cell) -> bool:
 
 
 def mark_slides(nb):
-    """Set ``metadata.slideshow.slide_type`` on every cell of ``nb`` (in place) and hide the code; returns ``nb``."""
-    for cell in nb.cells:
+    """Set ``metadata.slideshow.slide_type`` on every cell of ``nb`` (in place) and hide the code; the first cell,
+    when it opens with the notebook's ``#`` title, is cut to that title (the learner's instructions that follow it
+    are not lecture content). Returns ``nb``."""
+    for index, cell in enumerate(nb.cells):
         tags = set(cell.metadata.get("tags", []))
         if cell.cell_type == "markdown":
             level = _heading_level(cell.source)
+            if index == 0 and level == 1:
+                cell.source = cell.source.lstrip().splitlines()[0]
             kind = "slide" if 1 <= level <= 2 else "subslide"
         elif cell.cell_type == "code" and cell.get("outputs") and not tags & SKIPPED_TAGS:
             kind = "subslide" if _has_figure(cell) else "-"
@@ -63,20 +79,84 @@ def mark_slides(nb):
     return nb
 
 
-def build_slides(executed: Path, out: Path) -> list[Path]:
-    """One ``<notebook>.slides.html`` in ``out`` per executed notebook found under ``executed``."""
+# nbconvert's reveal template, with every script and style sheet from the assets beside the decks: reveal.js, MathJax 3
+# and the widget manager of the course site; no jQuery, no mermaid and no MathJax 2 from a CDN.
+SLIDES_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_jquery -%}{%- endblock html_head_js_jquery -%}
+{%- block html_head_js_requirejs -%}<script src="ASSETS/widgets/require.js"></script>{%- endblock -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block html_head_js_mathjax -%}
+<script>window.MathJax = {tex: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], processEscapes: true}};</script>
+<script src="ASSETS/mathjax/tex-chtml-full.js" defer></script>
+{%- endblock html_head_js_mathjax -%}
+{% block jupyter_widgets %}
+{%- if "widgets" in nb.metadata -%}
+<script src="ASSETS/widgets/front-ends.js"></script>
+<script src="ASSETS/widgets/offline.js"></script>
+<script src="ASSETS/widgets/embed-amd.js"></script>
+{%- endif -%}
+{% endblock jupyter_widgets %}
+{% block footer_js %}
+<script>
+require(["ASSETS/reveal.js/dist/reveal.js", "ASSETS/reveal.js/plugin/notes/notes.js"], function (Reveal, RevealNotes) {
+  Reveal.initialize({controls: true, progress: true, history: true, transition: "slide", plugins: [RevealNotes],
+                     width: 960, height: 700});
+});
+</script>
+{% endblock footer_js %}
+""".replace("ASSETS", ASSETS)
+
+
+def _load_runner():
+    """``figures/build.py``, the project's cached notebook runner, as a module."""
+    name = "crossvit_figures_build"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "figures" / "build.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # (its dataclasses look their module up there)
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def executed_course() -> dict[str, nbformat.NotebookNode]:
+    """Every course notebook executed (from the cache that ``make site`` and ``make figures`` share, executed now
+    where it is not cached), by file stem. A notebook that fails stops the slides with its reason."""
+    runner = _load_runner()
+    executed = {}
+    for path in runner.find_notebooks(None):
+        nb = nbformat.read(path, as_version=4)
+        done = runner.run_notebook(nb, path.name)
+        if done.failure is not None:
+            raise SystemExit(f"cannot make the slides: {done.failure.summary}")
+        executed[path.stem] = runner.with_outputs(nb, done.notebook)
+    return executed
+
+
+def build_slides(executed: Path | dict[str, nbformat.NotebookNode], out: Path) -> list[Path]:
+    """One ``<notebook>.slides.html`` in ``out`` per executed notebook (a folder searched for them, or the
+    notebooks by name), with the assets they load beside them (``out/_assets``)."""
+    import jinja2
     from nbconvert import SlidesExporter
 
-    notebooks = sorted(executed.rglob(NOTEBOOK_GLOB))
-    if not notebooks:
-        raise SystemExit(f"no executed notebooks under {executed}: run `make site` first")
+    if isinstance(executed, Path):
+        found = sorted(executed.rglob(NOTEBOOK_GLOB))
+        if not found:
+            raise SystemExit(f"no executed notebooks under {executed}: run `make slides` without --executed")
+        executed = {path.stem: nbformat.read(path, as_version=4) for path in found}
     out.mkdir(parents=True, exist_ok=True)
-    exporter = SlidesExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    assets = out / ASSETS
+    for folder in ("reveal.js", "mathjax", "widgets"):
+        shutil.copytree(STATIC / folder, assets / folder, dirs_exist_ok=True)
+    widget_assets.copy_front_ends(assets)  # the front ends Python packages ship, as the site serves them
+    exporter = SlidesExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                              reveal_url_prefix=f"{ASSETS}/reveal.js", reveal_theme="white",
+                              extra_loaders=[jinja2.DictLoader({"crossvit_slides.j2": SLIDES_TEMPLATE})],
+                              template_file="crossvit_slides.j2")
     written = []
-    for path in notebooks:
-        nb = mark_slides(nbformat.read(path, as_version=4))
-        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
-        target = out / f"{path.stem}.slides.html"
+    for stem, nb in sorted(executed.items()):
+        nb = mark_slides(nbformat.from_dict(nb))
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": stem}})
+        target = out / f"{stem}.slides.html"
         target.write_text(body, encoding="utf-8")
         written.append(target)
         print(f"{target.relative_to(ROOT) if target.is_relative_to(ROOT) else target}")
@@ -110,13 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     slides = commands.add_parser("slides", help="reveal.js decks from the executed notebooks")
-    slides.add_argument("--executed", type=Path, default=ROOT / "site" / "jupyter_execute")
+    slides.add_argument("--executed", type=Path, default=None,
+                        help="a folder of executed notebooks (default: the cached executions, run where missing)")
     slides.add_argument("--out", type=Path, default=ROOT / "site" / "slides")
     bundle = commands.add_parser("bundle", help="a zip for hosted notebook services")
     bundle.add_argument("--out", type=Path, default=ROOT / "dist")
     args = parser.parse_args(argv)
     if args.command == "slides":
-        build_slides(args.executed, args.out)
+        build_slides(args.executed if args.executed is not None else executed_course(), args.out)
     else:
         build_bundle(args.out)
     return 0

@@ -1,18 +1,37 @@
 #!/usr/bin/env python3
-"""Execute the numbered notebooks and collect the figures they write.
+"""Execute the numbered notebooks, each once and cached, and collect the figures they write.
 
-    .venv/bin/python figures/build.py [--only PATTERN ...] [--timeout SECONDS] [--save-executed] [--force]
+    .venv/bin/python figures/build.py [--only PATTERN ...] [--budget SECONDS] [--save-executed] [--force]
 
-Runs every ``notebooks/[0-9][0-9]_*.ipynb`` in sorted order, each in a fresh kernel whose
-working directory is ``notebooks/`` and whose environment has ``CROSSVIT_FIGURES_DIR`` set to
-the absolute ``figures/`` directory. The kernel is always the Python running this script (the
-venv's, via ``make figures``), not whatever ``python3`` kernelspec Jupyter would find first.
+Runs every ``notebooks/[0-9][0-9]_*.ipynb`` in sorted order, each in a fresh kernel of the Python running this
+script (the venv's, via ``make figures``; no user kernelspec can hijack it), with ``notebooks/`` as its working
+directory and the checkout's ``crossvit/`` first on its path.
 
+**One execution, cached, for everything that needs one.** :func:`run_notebook` is the one way the project executes
+a notebook: ``make figures`` (this script), ``make site`` (``docs/conf.py`` shows the cached outputs, widget state
+included), ``make slides`` (``docs/course_kit.py``) and ``tests/test_notebooks.py`` all call it. An execution is
+stored under ``.cache/notebooks/<stem>/<key>/`` (``$CROSSVIT_NOTEBOOK_CACHE`` elsewhere): the executed notebook and
+the figures it wrote. The key (:func:`notebook_key`) hashes the notebook's code cells (source and tags: not its
+text, so editing a sentence re-executes nothing), every file of the library (``crossvit/``, the bundled model
+included), the committed results the notebooks read (``figures/*.json``) and the environment (Python, torch,
+which ImageNet weights are in the Hugging Face cache): change any of them and the notebook runs again. Only a
+notebook that ran to the end is stored, so a rerun after a failure or an interruption continues where it stopped.
+
+**No per-cell time limit.** A loaded machine makes every cell slow without anything being wrong, so nothing is
+stopped for being slow; the one bound is the whole run's budget (``--budget``, ``$CROSSVIT_EXECUTION_BUDGET``,
+default 3600 s), and a run that spends it says in which notebook and cell it stopped (the notebooks finished
+before that are cached).
+
+The kernels run as a reader's would, with the same environment for every caller (so that one execution can serve
+them all): Jupyter's inline matplotlib backend, ``HF_HUB_OFFLINE=1`` (notebook 07 uses timm's ImageNet weights
+only when they are already downloaded: ``python -c "import crossvit; crossvit.create_model('crossvit_15_240',
+pretrained=True)"`` once, with the network) and ``TQDM_DISABLE=1`` (progress bars would fill the pages).
 Exercise cells (code cells tagged ``exercise``, see ``crossvit/exercises/``) are committed as stubs; their
-checkers say "not attempted yet" for a stub, so every cell runs, as Run All does, and any error fails the build.
+checkers say "not attempted yet" for a stub, so every cell runs, as Run All does, and any error fails the notebook.
 
-Notebooks in ``notebooks/`` are never modified (outputs stay stripped in git); with
-``--save-executed`` executed copies go to ``figures/executed/`` (gitignored), failed ones too.
+Notebooks in ``notebooks/`` are never modified (outputs stay stripped in git); with ``--save-executed`` executed
+copies go to ``figures/executed/`` (gitignored), failed ones too. A notebook that fails does not stop the others:
+the script runs them all and exits non-zero, naming each failure.
 
 Figures that did not change leave git clean. Floating-point results differ slightly from one CPU
 to another (and with the number of threads), so a figure regenerated on another machine is rarely
@@ -45,14 +64,18 @@ import argparse
 import ast
 import asyncio
 import fnmatch
+import hashlib
 import io
+import json
 import os
+import platform
 import re
 import shutil
 import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -66,10 +89,24 @@ from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
+LIBRARY_DIR = ROOT / "crossvit"
 # figures go to $CROSSVIT_FIGURES_DIR when it is set (as the notebooks read it), else to <repo>/figures
 FIGURES_DIR = Path(os.environ.get("CROSSVIT_FIGURES_DIR") or ROOT / "figures").resolve()
 EXECUTED_DIR = FIGURES_DIR / "executed"
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
+# Committed results the notebooks read (notebook 02 reads ablations.json): part of every cache key.
+RESULT_GLOBS = ("figures/*.json",)
+CACHE_DIR = Path(os.environ.get("CROSSVIT_NOTEBOOK_CACHE") or ROOT / ".cache" / "notebooks").resolve()
+CACHE_KEEP = 3
+"""Executions kept per notebook (the newest): going back to a previous version of the library reuses its run."""
+DEFAULT_BUDGET_S = float(os.environ.get("CROSSVIT_EXECUTION_BUDGET") or 3600)
+# The kernel's environment, the same for every caller so that one execution serves them all (module docstring).
+KERNEL_ENV = {
+    "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    "HF_HUB_OFFLINE": "1",
+    "TQDM_DISABLE": "1",
+    "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # quiets a debugpy warning
+}
 # Files in figures/ that are not outputs.
 NOT_OUTPUTS = {"build.py", "README.md", ".gitignore", ".gitkeep"}
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -106,19 +143,8 @@ def _matches(name: str, pattern: str) -> bool:
     return pattern in name
 
 
-def snapshot_outputs() -> dict[Path, tuple[int, int]]:
-    state = {}
-    for path in FIGURES_DIR.rglob("*"):
-        rel = path.relative_to(FIGURES_DIR)
-        if (
-            not path.is_file()
-            or rel.parts[0] in {"executed", "__pycache__"}
-            or (len(rel.parts) == 1 and rel.name in NOT_OUTPUTS)
-        ):
-            continue
-        st = path.stat()
-        state[rel] = (st.st_mtime_ns, st.st_size)
-    return state
+# ----------------------------------------------------------------------------------------------------------------
+# Figures: the same figure up to noise keeps the committed file
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -161,7 +187,8 @@ def read_pngs() -> dict[Path, bytes]:
 def keep_unchanged(previous: dict[Path, bytes], written: list[Path], tolerance: int = PIXEL_TOLERANCE
                    ) -> list[Path]:
     """Put back the previous bytes of every written PNG that shows the same figure (:func:`same_figure`);
-    returns those paths (byte-identical ones included). Files that did not exist before, or changed beyond ``tolerance``, keep the new bytes."""
+    returns those paths (byte-identical ones included). Files that did not exist before, or changed beyond
+    ``tolerance``, keep the new bytes."""
     kept = []
     for rel in written:
         old = previous.get(rel)
@@ -174,6 +201,168 @@ def keep_unchanged(previous: dict[Path, bytes], written: list[Path], tolerance: 
                 path.write_bytes(old)
             kept.append(rel)
     return kept
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The cache
+
+
+def _hash_files(digest, paths: list[Path]) -> None:
+    for path in sorted(paths):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+
+
+def library_fingerprint() -> str:
+    """A hash of every file of the library (sources, ESM front ends, the bundled model) and of the committed
+    results the notebooks read: any change to them invalidates every cached execution."""
+    digest = hashlib.sha256()
+    files = [path for path in LIBRARY_DIR.rglob("*") if path.is_file() and "__pycache__" not in path.parts
+             and path.suffix not in (".pyc", ".pyo")]
+    for pattern in RESULT_GLOBS:
+        files += [path for path in ROOT.glob(pattern) if path.is_file()]
+    _hash_files(digest, files)
+    return digest.hexdigest()
+
+
+def environment_fingerprint() -> dict[str, object]:
+    """What besides the code decides a notebook's outputs: the interpreter, torch, the kernel environment and
+    which ImageNet weights are already downloaded (notebook 07 runs on them only then)."""
+    import torch
+
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        weights = sorted(p.name for p in Path(HF_HUB_CACHE).glob("models--timm--crossvit_*"))
+    except ImportError:
+        weights = []
+    return {"python": platform.python_version(), "prefix": sys.prefix, "torch": torch.__version__,
+            "kernel_env": KERNEL_ENV, "imagenet_weights": weights}
+
+
+def notebook_key(nb, library: str | None = None, environment: dict | None = None) -> str:
+    """The cache key of executing ``nb``: its code cells (source and tags, in order), the library and the
+    environment (:func:`library_fingerprint`, :func:`environment_fingerprint`)."""
+    code = [(cell.source, sorted(cell.metadata.get("tags", []))) for cell in nb.cells if cell.cell_type == "code"]
+    payload = {"code": code, "library": library or library_fingerprint(),
+               "environment": environment if environment is not None else environment_fingerprint()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@dataclass
+class Execution:
+    """One notebook executed (or found in the cache): the executed notebook and the figures it wrote."""
+
+    name: str
+    key: str
+    notebook: nbformat.NotebookNode
+    figures: dict[str, Path] = field(default_factory=dict)
+    """Figure file name -> its file (in the cache entry, or in a temporary folder when not cached)."""
+    seconds: float = 0.0
+    """How long the execution took (when it ran; for a cached one, when it was made)."""
+    cached: bool = False
+    """Whether it came from the cache (False: it ran now)."""
+    failure: NotebookFailed | None = None
+    """Why it stopped, for a notebook that did not run to the end (then ``notebook`` is partially executed)."""
+
+
+def _entry(cache_dir: Path, name: str, key: str) -> Path:
+    return cache_dir / Path(name).stem / key
+
+
+def cached_execution(nb, name: str, cache_dir: Path = CACHE_DIR, key: str | None = None) -> Execution | None:
+    """The cached execution of ``nb`` (named ``name``, e.g. ``03_cross_attention_and_hooks.ipynb``), or None."""
+    key = key or notebook_key(nb)
+    entry = _entry(cache_dir, name, key)
+    try:
+        record = json.loads((entry / "record.json").read_text())
+        executed = nbformat.read(entry / "executed.ipynb", as_version=4)
+    except (OSError, ValueError):
+        return None
+    figures = {figure: entry / "figures" / figure for figure in record["figures"]}
+    if not all(path.is_file() for path in figures.values()):
+        return None
+    os.utime(entry)  # most recently used: kept by the pruning
+    return Execution(name, key, executed, figures, record["seconds"], cached=True)
+
+
+def run_notebook(nb, name: str, *, cache_dir: Path | None = CACHE_DIR, deadline: float | None = None,
+                 force: bool = False) -> Execution:
+    """Execute ``nb`` top to bottom in a fresh kernel as a reader's Run All does, or take its execution from the
+    cache (``cache_dir=None``: neither read nor write it; ``force``: execute and replace the cached one). ``nb``
+    itself is not modified. ``deadline`` (``time.monotonic()`` value) bounds the whole run: past it the cell that
+    is running is stopped and the failure says where. A failure is returned in ``Execution.failure`` with the
+    partially executed notebook (never cached), not raised."""
+    key = notebook_key(nb)
+    if cache_dir is not None and not force:
+        found = cached_execution(nb, name, cache_dir, key)
+        if found is not None:
+            return found
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # a copy: the caller's notebook stays as it was
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{Path(name).stem}-", dir=cache_dir))
+    figures_dir = work / "figures"
+    figures_dir.mkdir()
+    started = time.perf_counter()
+    failure = None
+    try:
+        _execute(nb, name, figures_dir, deadline)
+    except NotebookFailed as exc:
+        failure = exc
+    seconds = time.perf_counter() - started
+    written = sorted(path.name for path in figures_dir.iterdir() if path.is_file())
+    if failure is not None and cache_dir is not None:  # nothing of a failed run is kept in the cache
+        shutil.rmtree(work, ignore_errors=True)
+        return Execution(name, key, nb, {}, seconds, failure=failure)
+    if failure is not None or cache_dir is None:
+        return Execution(name, key, nb, {f: figures_dir / f for f in written}, seconds, failure=failure)
+    nbformat.write(nb, work / "executed.ipynb")
+    (work / "record.json").write_text(json.dumps({"name": name, "key": key, "seconds": round(seconds, 2),
+                                                   "figures": written, "python": sys.executable}, indent=1))
+    entry = _entry(cache_dir, name, key)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    if entry.exists():  # force, or another process finished the same execution first
+        shutil.rmtree(entry, ignore_errors=True)
+    try:
+        work.rename(entry)
+    except OSError:  # another process renamed its copy in between: the same execution
+        shutil.rmtree(work, ignore_errors=True)
+    _prune(entry.parent)
+    return Execution(name, key, nb, {f: entry / "figures" / f for f in written}, seconds)
+
+
+def _prune(folder: Path, keep: int = CACHE_KEEP) -> None:
+    """Keep the ``keep`` most recently used executions of one notebook; also remove what runs that were killed
+    left in the cache (their unfinished work folders, ``.<stem>-*``, a day old)."""
+    entries = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in entries[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in folder.parent.glob(".*-*"):
+        if stale.is_dir() and time.time() - stale.stat().st_mtime > 86400:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def with_outputs(source, executed):
+    """A copy of the notebook ``source`` carrying the outputs of ``executed`` (an execution of the same code
+    cells, e.g. from the cache): the text is ``source``'s, each code cell gets its counterpart's outputs and
+    execution count, and the notebook gets the saved widget state."""
+    merged = nbformat.from_dict(json.loads(json.dumps(source)))
+    ran = [cell for cell in executed.cells if cell.cell_type == "code"]
+    code = [cell for cell in merged.cells if cell.cell_type == "code"]
+    if [c.source for c in ran] != [c.source for c in code]:
+        raise ValueError("the executed notebook has other code cells than the source")
+    for cell, done in zip(code, ran):
+        cell.outputs = done.outputs
+        cell.execution_count = done.execution_count
+    for key in ("widgets", "language_info"):
+        if key in executed.metadata:
+            merged.metadata[key] = executed.metadata[key]
+    return merged
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Executing
 
 
 def venv_kernel_manager() -> AsyncKernelManager:
@@ -196,36 +385,54 @@ def venv_kernel_manager() -> AsyncKernelManager:
     return km
 
 
-async def _run_notebook(client: NotebookClient, budget_s: float) -> None:
-    """Like NotebookClient.async_execute, plus a kernel sanity check and a per-notebook deadline."""
-    deadline = None
+def kernel_environment(figures_dir: Path) -> dict[str, str]:
+    """The environment of a notebook's kernel: the caller's, plus :data:`KERNEL_ENV`, the figures folder, and this
+    checkout first on the path (so the kernel imports the library the cache key hashed)."""
+    env = dict(os.environ, **KERNEL_ENV, CROSSVIT_FIGURES_DIR=str(figures_dir))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
+    return env
 
-    def remaining(_cell) -> int:
-        # nbclient's timeout is per cell; give each cell what is left of the notebook's budget.
-        return max(1, int(deadline - time.monotonic())) if deadline is not None else int(budget_s)
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, dead but not yet reaped, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def _run_cells(client: NotebookClient, env: dict[str, str], deadline: float | None) -> int | None:
+    """Like NotebookClient.async_execute, plus checks that the kernel is this venv's Python importing this
+    checkout's library; returns the kernel's process id."""
+
+    def remaining(_cell) -> int | None:  # no per-cell limit: only what is left of the whole run's budget
+        return None if deadline is None else max(1, int(deadline - time.monotonic()))
 
     client.timeout_func = remaining
     client.reset_execution_trackers()
+    pid = None
     # cleanup_kc=True: we pass our own km, and nbclient only shuts down kernels it created itself.
-    async with client.async_setup_kernel(cwd=str(NOTEBOOKS_DIR), cleanup_kc=True):
+    async with client.async_setup_kernel(cwd=str(NOTEBOOKS_DIR), env=env, cleanup_kc=True):
+        provisioner = getattr(client.km, "provisioner", None)
+        pid = getattr(getattr(provisioner, "process", None), "pid", None)
         kc = client.kc
         info = await client.async_wait_for_reply(await _maybe_await(kc.kernel_info()))
         client.nb.metadata["language_info"] = info["content"]["language_info"]
-
-        # Check the kernel really is this venv's interpreter.
-        msg_id = await _maybe_await(
-            kc.execute("", silent=True, user_expressions={"prefix": "__import__('sys').prefix"})
-        )
+        msg_id = await _maybe_await(kc.execute("", silent=True, user_expressions={
+            "prefix": "__import__('sys').prefix", "library": "__import__('crossvit').__file__"}))
         reply = await client.async_wait_for_reply(msg_id)
-        kernel_prefix = ast.literal_eval(reply["content"]["user_expressions"]["prefix"]["data"]["text/plain"])
-        if os.path.realpath(kernel_prefix) != os.path.realpath(sys.prefix):
-            raise NotebookFailed(f"kernel runs in {kernel_prefix}, expected {sys.prefix}")
-
-        deadline = time.monotonic() + budget_s
+        found = {name: ast.literal_eval(value["data"]["text/plain"])
+                 for name, value in reply["content"]["user_expressions"].items() if value.get("status") == "ok"}
+        if os.path.realpath(found.get("prefix", "?")) != os.path.realpath(sys.prefix):
+            raise NotebookFailed(f"kernel runs in {found.get('prefix')}, expected {sys.prefix}")
+        if not os.path.realpath(found.get("library", "?")).startswith(os.path.realpath(LIBRARY_DIR)):
+            raise NotebookFailed(f"kernel imports crossvit from {found.get('library')}, expected {LIBRARY_DIR}")
         for index, cell in enumerate(client.nb.cells):
             client.current_index = index  # for error reports
             await client.async_execute_cell(cell, index, execution_count=client.code_cells_executed + 1)
         client.set_widgets_metadata()
+    return pid
 
 
 async def _maybe_await(value):
@@ -239,43 +446,42 @@ def _describe_cell(nb, index: int) -> str:
     return f"cell {index} (code cell #{code_no}, starts: {first[:80]!r})"
 
 
-def execute(path: Path, timeout: float, save_executed: bool) -> None:
-    nb = nbformat.read(path, as_version=4)
+def _execute(nb, name: str, figures_dir: Path, deadline: float | None) -> None:
+    """Execute ``nb`` in place (outputs and widget state added); raises :class:`NotebookFailed`."""
     km = venv_kernel_manager()
-    client = NotebookClient(
-        nb,
-        km=km,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
-        startup_timeout=120,
-        allow_errors=False,
-        record_timing=True,
-    )
+    client = NotebookClient(nb, km=km, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
+                            startup_timeout=600, allow_errors=False, record_timing=False, store_widget_state=True)
     client.current_index = None
-    rel = path.relative_to(ROOT)
+    started = time.monotonic()
 
     def where() -> str:
         return "kernel start-up" if client.current_index is None else _describe_cell(nb, client.current_index)
 
+    pid = None
     try:
-        asyncio.run(_run_notebook(client, timeout))
+        pid = asyncio.run(_run_cells(client, kernel_environment(figures_dir), deadline))
     except CellTimeoutError as exc:
-        raise NotebookFailed(f"{rel}: exceeded its {timeout:.0f} s budget in {where()}", str(exc)) from None
+        raise NotebookFailed(
+            f"{name}: stopped in {where()} after {time.monotonic() - started:.0f} s: the run's time budget was "
+            f"spent (the notebooks before it are cached: run again to continue)", str(exc)) from None
     except CellExecutionError as exc:
-        raise NotebookFailed(f"{rel}: {where()} raised {exc.ename}: {exc.evalue}", str(exc)) from None
+        raise NotebookFailed(f"{name}: {where()} raised {exc.ename}: {exc.evalue}", str(exc)) from None
     except DeadKernelError as exc:
-        raise NotebookFailed(f"{rel}: kernel died during {where()}", str(exc)) from None
+        raise NotebookFailed(f"{name}: kernel died during {where()}", str(exc)) from None
     except NotebookFailed as exc:
-        raise NotebookFailed(f"{rel}: {exc.summary}", exc.details) from None
+        raise NotebookFailed(f"{name}: {exc.summary}", exc.details) from None
     except Exception as exc:
         details = "".join(traceback.format_exception(exc))
-        raise NotebookFailed(f"{rel}: {type(exc).__name__} during {where()}: {exc}", details) from None
+        raise NotebookFailed(f"{name}: {type(exc).__name__} during {where()}: {exc}", details) from None
     finally:
         if km.transport == "ipc":
             shutil.rmtree(os.path.dirname(km.ip), ignore_errors=True)
-        if save_executed:
-            EXECUTED_DIR.mkdir(parents=True, exist_ok=True)
-            nbformat.write(nb, EXECUTED_DIR / path.name)
+    if km.has_kernel or (pid is not None and process_alive(pid)):
+        raise NotebookFailed(f"{name}: the notebook's kernel outlived its notebook")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# make figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,10 +496,14 @@ def main(argv: list[str] | None = None) -> int:
         "repeatable",
     )
     parser.add_argument(
-        "--timeout", type=float, default=900, help="wall-clock budget per notebook in seconds (default 900)"
+        "--budget", type=float, default=DEFAULT_BUDGET_S,
+        help=f"wall-clock budget of the whole run in seconds (default {DEFAULT_BUDGET_S:.0f}); no per-cell limit",
     )
     parser.add_argument(
         "--save-executed", action="store_true", help="write executed copies to figures/executed/"
+    )
+    parser.add_argument(
+        "--no-cache", action="store_true", help="execute every notebook again (and replace its cached execution)"
     )
     parser.add_argument(
         "--force",
@@ -307,41 +517,36 @@ def main(argv: list[str] | None = None) -> int:
         what = f" matching {args.only}" if args.only else ""
         print(f"error: no notebooks {NOTEBOOKS_DIR.relative_to(ROOT)}/{NOTEBOOK_GLOB}{what}", file=sys.stderr)
         return 1
+    if args.budget <= 0:
+        parser.error(f"--budget must be positive, got {args.budget}")
 
-    os.environ["CROSSVIT_FIGURES_DIR"] = str(FIGURES_DIR)
-    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # quiets a debugpy warning
     FIGURES_DIR.mkdir(exist_ok=True)
-    print(f"kernel: {sys.executable}  cwd: {NOTEBOOKS_DIR}  CROSSVIT_FIGURES_DIR={FIGURES_DIR}")
-
+    print(f"kernel: {sys.executable}  cwd: {NOTEBOOKS_DIR}  figures: {FIGURES_DIR}  cache: {CACHE_DIR}")
     total_start = time.perf_counter()
-    summary = []
+    deadline = time.monotonic() + args.budget
+    summary, failures = [], []
     bar = tqdm(notebooks, unit="nb", file=sys.stderr)
     for path in bar:
         bar.set_description(path.name)
-        before = snapshot_outputs()
         previous_pngs = {} if args.force else read_pngs()
-        start = time.perf_counter()
-        try:
-            execute(path, args.timeout, args.save_executed)
-        except NotebookFailed as exc:
-            bar.close()
-            details = exc.details if sys.stderr.isatty() else ANSI_ESCAPE.sub("", exc.details)
-            if details:
-                print("\n" + details.rstrip(), file=sys.stderr)
-            print(f"\nFAILED after {time.perf_counter() - start:.1f} s: {exc.summary}", file=sys.stderr)
-            if args.save_executed:
-                print(
-                    f"partially executed copy: {EXECUTED_DIR.relative_to(ROOT) / path.name}", file=sys.stderr
-                )
-            return 1
-        elapsed = time.perf_counter() - start
-        after = snapshot_outputs()
-        written = sorted(p for p, st in after.items() if before.get(p) != st)
+        done = run_notebook(nbformat.read(path, as_version=4), path.name, deadline=deadline, force=args.no_cache)
+        if args.save_executed:
+            EXECUTED_DIR.mkdir(parents=True, exist_ok=True)
+            nbformat.write(done.notebook, EXECUTED_DIR / path.name)
+        if done.failure is not None:
+            details = done.failure.details if sys.stderr.isatty() else ANSI_ESCAPE.sub("", done.failure.details)
+            tqdm.write(("\n" + details.rstrip() + "\n" if details else "")
+                       + f"FAILED after {done.seconds:.1f} s: {done.failure.summary}", file=sys.stderr)
+            failures.append(done.failure.summary)
+            continue
+        written = []
+        for figure, source in sorted(done.figures.items()):
+            shutil.copyfile(source, FIGURES_DIR / figure)
+            written.append(Path(figure))
         kept = set(keep_unchanged(previous_pngs, written))
-        summary.append((path.name, elapsed, written, kept))
-        tqdm.write(f"{path.name}: {elapsed:.1f} s, {len(written)} file(s) written, {len(kept)} unchanged")
-        for p in written:
-            tqdm.write(f"    figures/{p.as_posix()}{_note(p, kept)}")
+        summary.append((path.name, done, written, kept))
+        how = "from the cache" if done.cached else f"{done.seconds:.1f} s"
+        tqdm.write(f"{path.name}: {how}, {len(written)} file(s) written, {len(kept)} unchanged")
     bar.close()
 
     n_files = sum(len(w) for _, _, w, _ in summary)
@@ -350,10 +555,18 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{len(summary)} notebook(s) in {time.perf_counter() - total_start:.1f} s, {n_files} file(s) written, "
         f"{n_kept} of them the same figure as before (previous file kept):"
     )
-    for name, elapsed, written, kept in summary:
-        print(f"  {elapsed:7.1f} s  {name}")
+    for name, done, written, kept in summary:
+        how = "  cached" if done.cached else f"{done.seconds:7.1f} s"
+        print(f"  {how}  {name}")
         for p in written:
             print(f"             figures/{p.as_posix()}{_note(p, kept)}")
+    if failures:
+        print(f"\n{len(failures)} notebook(s) FAILED (the others ran and are cached):", file=sys.stderr)
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+        if args.save_executed:
+            print(f"partially executed copies: {EXECUTED_DIR}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -39,6 +39,20 @@ def bundled() -> crossvit.CrossViT:
     return crossvit.load_pretrained()
 
 
+@pytest.fixture(scope="session")
+def micro() -> tuple[crossvit.CrossViT, torch.Tensor]:
+    """The smallest CrossViT that still has everything the library looks at (two branches of self-attention, a
+    fusion layer, both heads), random weights (seed 0), eval mode, and two 48 px shapes images for it: for tests
+    whose subject does not depend on the model's size (memory over repeated calls, bookkeeping), where a forward
+    pass costs a fraction of the bundled model's. Shared by the whole session: do not change it in place."""
+    torch.manual_seed(0)
+    config = crossvit.PaperConfig(img_size=48, img_scale=(1.0, 32 / 48), patch_size=(12, 16), embed_dim=(16, 32),
+                                  depth=((1, 1, 0),) * 2, num_heads=(2, 2), mlp_ratio=(2.0, 2.0, 1.0),
+                                  num_classes=4)
+    images = crossvit.data.make_shapes(2, HELD_OUT_TEST_SEED, 48)[0]
+    return crossvit.CrossViT(config).eval(), images
+
+
 @pytest.fixture(scope="module")
 def shapes() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Four held-out shapes images (4, 3, 96, 96), their labels and object masks."""

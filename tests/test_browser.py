@@ -6,6 +6,10 @@ every link of every course notebook, followed in JupyterLab as `make lab` starts
 Drives Debian's ``chromium`` (never a browser Playwright downloads) through Playwright against a JupyterLab
 server bound to 127.0.0.1 with a random token. Skipped when chromium or Playwright is missing; ``.ci/run``
 installs chromium so CI always runs it.
+
+Every test waits for the cells and outputs it reads, counted from the notebook file itself (JupyterLab renders a
+notebook's cells and their Markdown asynchronously, later on a loaded machine): never a fixed pause before reading,
+never a count taken from what happens to be on the page already.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ import pytest
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SERVER_START_TIMEOUT_S = 120
-RUN_TIMEOUT_MS = 240_000
-LINK_TIMEOUT_MS = 30_000
+RUN_TIMEOUT_MS = 900_000  # bounds, not paces: each wait ends as soon as what it waits for is there; a loaded
+LINK_TIMEOUT_MS = 120_000  # machine (four jobs on two cores) runs a notebook several times slower than a quiet one
+
 ROOT = Path(__file__).resolve().parent.parent
 LAB_SETTINGS = ROOT / "etc" / "jupyterlab"  # the settings `make lab` starts JupyterLab with
 
@@ -128,12 +133,31 @@ def jupyterlab(tmp_path):
         log.close()
 
 
-def _open_and_run_all(browser, url: str):
-    """A new page with the notebook at ``url`` open, its kernel idle, and Run All Cells clicked once in the Run
-    menu (the notebook carries a kernelspec, so no "Select Kernel" dialog comes first)."""
+def _cell_counts(path: Path) -> dict[str, int]:
+    """How many cells of each type (``code``, ``markdown``, ``raw``) the notebook file at ``path`` holds."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return {kind: sum(cell["cell_type"] == kind for cell in cells) for kind in ("code", "markdown", "raw")}
+
+
+def _wait_for_cells(page, path: Path, notebook: str = ".jp-Notebook") -> None:
+    """Wait until the notebook shown (``notebook``: its CSS selector) has every cell of the file at ``path`` on the
+    page and every Markdown cell rendered."""
+    counts = _cell_counts(path)
+    page.wait_for_function(
+        """([sel, code, markdown]) => { const nb = document.querySelector(sel); if (!nb) return false;
+             return nb.querySelectorAll('.jp-CodeCell').length === code
+                 && nb.querySelectorAll('.jp-MarkdownCell.jp-mod-rendered .jp-RenderedMarkdown').length === markdown; }""",
+        arg=[notebook, counts["code"], counts["markdown"]], timeout=RUN_TIMEOUT_MS)
+
+
+def _open_and_run_all(browser, url: str, path: Path):
+    """A new page with the notebook at ``url`` (whose file is ``path``) open with all its cells, its kernel idle,
+    and Run All Cells clicked once in the Run menu (the notebook carries a kernelspec, so no "Select Kernel" dialog
+    comes first)."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(url)
     page.locator(".jp-Notebook").first.wait_for(timeout=RUN_TIMEOUT_MS)
+    _wait_for_cells(page, path)
     page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for(timeout=RUN_TIMEOUT_MS)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
@@ -147,7 +171,7 @@ def test_attention_explorer_slider_and_click_in_jupyterlab(jupyterlab, tmp_path)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         try:
-            page = _open_and_run_all(browser, f"{base}/lab/tree/explorer.ipynb?token={token}")
+            page = _open_and_run_all(browser, f"{base}/lab/tree/explorer.ipynb?token={token}", root / "explorer.ipynb")
 
             picture = page.locator(".jp-OutputArea-output .widget-image").first
             picture.wait_for(timeout=RUN_TIMEOUT_MS)
@@ -198,19 +222,25 @@ def test_run_all_reaches_the_end_of_the_course_notebooks(jupyterlab, tmp_path, n
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         try:
-            page = _open_and_run_all(browser, f"{base}/lab/tree/{name}?token={token}")  # one click on Run All
-            code_cells = page.locator(".jp-Notebook .jp-CodeCell").count()
+            page = _open_and_run_all(browser, f"{base}/lab/tree/{name}?token={token}", root / name)  # Run All
+            code_cells = _cell_counts(root / name)["code"]  # from the file: every one must get its number
             try:  # finished: every code cell has an execution number, none is waiting or running ("[*]")
                 page.wait_for_function(
                     r"""n => { const p = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')]
                               .map(e => e.innerText.trim());
                               return p.length === n && p.every(t => /^\[\d+\]:$/.test(t)); }""",
                     arg=code_cells, timeout=RUN_TIMEOUT_MS)
+                # each unsolved exercise says so in one line: wait for all of them (outputs may trail the numbers)
+                exercises = sum("exercise" in cell.get("metadata", {}).get("tags", [])
+                                for cell in json.loads((root / name).read_text())["cells"])
+                assert exercises >= 2
+                page.wait_for_function(
+                    "n => [...document.querySelectorAll('.jp-OutputArea-output')]"
+                    ".filter(e => e.innerText.includes('not attempted yet')).length >= n",
+                    arg=exercises, timeout=RUN_TIMEOUT_MS)
             finally:
                 page.screenshot(path=str(tmp_path / f"{name}.png"))
             assert page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']").count() == 0
-            calm = page.locator(".jp-OutputArea-output").filter(has_text="not attempted yet")
-            assert calm.count() >= 2, "each unsolved exercise says so in one line"
             pictures = page.locator(".jp-OutputArea-output .widget-image")
             pictures.first.wait_for(timeout=RUN_TIMEOUT_MS)
             for i in range(pictures.count()):
@@ -244,8 +274,13 @@ def test_every_notebook_link_opens_its_target_in_jupyterlab(jupyterlab):
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 # a fresh workspace per notebook: only this notebook is open, not the tabs a previous one opened
                 page.goto(f"{base}/lab/workspaces/links{number}/tree/notebooks/{notebook.name}?token={token}&reset")
-                page.locator(f"{CURRENT_NOTEBOOK} .jp-RenderedMarkdown").first.wait_for(timeout=RUN_TIMEOUT_MS)
+                # every Markdown cell rendered, and every link the authors wrote on the page (counted in the file)
+                _wait_for_cells(page, notebook, CURRENT_NOTEBOOK)
+                written = _author_links(notebook)
+                page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length >= n",
+                                       arg=[AUTHOR_LINKS, len(written)], timeout=RUN_TIMEOUT_MS)
                 hrefs = page.eval_on_selector_all(AUTHOR_LINKS, "els => els.map(e => e.getAttribute('href'))")
+                assert len(hrefs) == len(written), (notebook.name, hrefs, written)
                 for index, href in enumerate(hrefs):
                     if href.startswith(("http://127.0.0.1", "/")) or not href.startswith(("http:", "https:", "#")):
                         followed.append((notebook.name, href))
@@ -256,6 +291,21 @@ def test_every_notebook_link_opens_its_target_in_jupyterlab(jupyterlab):
         finally:
             browser.close()
     assert len(followed) >= 2 * 7, followed  # every notebook links to the teacher's page and to the next one
+
+
+def _author_links(path: Path) -> list[str]:
+    """The links the authors wrote in the Markdown cells of the notebook at ``path`` (CommonMark with tables, as
+    JupyterLab renders them), in order."""
+    from markdown_it import MarkdownIt
+
+    parser = MarkdownIt("commonmark").enable("table")
+    hrefs = []
+    for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] == "markdown":
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            for token in parser.parse(source):
+                hrefs += [t.attrGet("href") for t in token.children or [] if t.type == "link_open"]
+    return hrefs
 
 
 CURRENT_NOTEBOOK = ".jp-NotebookPanel:not(.lm-mod-hidden)"
@@ -362,7 +412,7 @@ def test_explorers_answer_every_control_and_report_click_to_picture_times(jupyte
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         try:
-            page = _open_and_run_all(browser, f"{base}/lab/tree/latency.ipynb?token={token}")
+            page = _open_and_run_all(browser, f"{base}/lab/tree/latency.ipynb?token={token}", root / "latency.ipynb")
             explorers = page.locator(".jp-OutputArea-output").filter(has=page.locator(".widget-image"))
             explorers.nth(1).locator(".widget-image").wait_for(timeout=RUN_TIMEOUT_MS)
             attention, rollout = explorers.nth(0), explorers.nth(1)

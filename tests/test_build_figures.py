@@ -1,16 +1,21 @@
 """figures/build.py keeps git clean: a regenerated PNG that shows the same figure up to float and rendering noise
 is replaced by the previous file, anything visibly different is kept, and training-run figures are not committed.
+Its runner executes a notebook once and caches it under a key that changes with the notebook's code, the library's
+files and the committed results the notebooks read (not with its text); a failure is reported with the cell, left
+out of the cache, and does not stop the other notebooks; no cell has a time limit, the run has a budget.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import nbformat
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,10 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def build():
-    spec = importlib.util.spec_from_file_location("figures_build", ROOT / "figures" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from test_notebooks import load_runner  # the one loader of figures/build.py
+    finally:
+        sys.path.remove(str(ROOT / "tests"))
+    return load_runner()
 
 
 def _curve_png(values: np.ndarray, title: str = "deletion", metadata: dict | None = None) -> bytes:
@@ -131,3 +138,104 @@ def test_training_run_figures_are_not_committed(build):
         assert ignored.returncode == 0, f"{path} is a training-run figure (LOCAL_ONLY) but .gitignore misses it"
         tracked = subprocess.run(["git", "ls-files", "--error-unmatch", path], cwd=ROOT, capture_output=True)
         assert tracked.returncode != 0, f"{path} is still tracked: git rm --cached it"
+
+
+def _notebook(*sources: str, markdown: str = "Some text.") -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell(markdown)] + [nbformat.v4.new_code_cell(src) for src in sources]
+    return nb
+
+
+def test_the_cache_key_follows_the_code_the_library_and_the_results_read(build, tmp_path, monkeypatch):
+    """The key of an execution: the code cells (source and tags), every file of the library and the committed
+    results; not the text, not compiled files."""
+    (tmp_path / "crossvit" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "crossvit" / "model.py").write_text("WIDTH = 64\n")
+    (tmp_path / "crossvit" / "widgets.js").write_text("export default {}\n")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "ablations.json").write_text("{}")
+    monkeypatch.setattr(build, "ROOT", tmp_path)
+    monkeypatch.setattr(build, "LIBRARY_DIR", tmp_path / "crossvit")
+    library = build.library_fingerprint()
+    (tmp_path / "crossvit" / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"compiled")
+    assert build.library_fingerprint() == library  # compiled files are not the library
+    (tmp_path / "crossvit" / "model.py").write_text("WIDTH = 65\n")
+    changed = build.library_fingerprint()
+    assert changed != library  # a change to crossvit/ invalidates every execution
+    (tmp_path / "crossvit" / "widgets.js").write_text("export default {render() {}}\n")
+    assert build.library_fingerprint() not in (library, changed)  # every file, not only Python
+    results = build.library_fingerprint()
+    (tmp_path / "figures" / "ablations.json").write_text('{"trained": []}')
+    assert build.library_fingerprint() != results  # the committed results a notebook reads
+    environment = {"python": "3.11"}
+    key = build.notebook_key(_notebook("x = 1"), library, environment)
+    assert build.notebook_key(_notebook("x = 1", markdown="Other text."), library, environment) == key
+    assert build.notebook_key(_notebook("x = 2"), library, environment) != key
+    assert build.notebook_key(_notebook("x = 1"), changed, environment) != key
+    assert build.notebook_key(_notebook("x = 1"), library, {"python": "3.12"}) != key
+    tagged = _notebook("x = 1")
+    tagged.cells[1].metadata["tags"] = ["exercise"]
+    assert build.notebook_key(tagged, library, environment) != key
+
+
+def test_with_outputs_keeps_the_text_and_takes_the_outputs(build):
+    executed = _notebook("print(1)")
+    executed.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    executed.cells[1].execution_count = 1
+    executed.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    source = _notebook("print(1)", markdown="The text as it is now.")
+    merged = build.with_outputs(source, executed)
+    assert merged.cells[0].source == "The text as it is now." and merged.cells[1].outputs[0]["text"] == "1\n"
+    assert merged.metadata["widgets"] == executed.metadata["widgets"] and source.cells[1].outputs == []
+    with pytest.raises(ValueError, match="other code cells"):
+        build.with_outputs(_notebook("print(2)"), executed)
+
+
+@pytest.mark.slow
+def test_an_execution_runs_once_a_failure_is_not_cached_and_the_budget_says_where(build, tmp_path):
+    figure = "from crossvit import plotting\nimport matplotlib.pyplot as plt\nplotting.save_figure(plt.figure(), 'x')"
+    good = _notebook("import os\nprint(os.getpid())", figure, "import ipywidgets\nipywidgets.IntSlider(3)")
+    first = build.run_notebook(good, "good.ipynb", cache_dir=tmp_path)
+    assert first.failure is None and not first.cached and sorted(first.figures) == ["x.png"]
+    assert first.notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]  # saved
+    assert good.cells[1].outputs == []  # the caller's notebook is left as it was
+    again = build.run_notebook(good, "good.ipynb", cache_dir=tmp_path)
+    assert again.cached  # read from the cache: no kernel started
+    assert again.notebook.cells[1].outputs == first.notebook.cells[1].outputs  # the same process's output
+    assert again.figures["x.png"].read_bytes().startswith(b"\x89PNG")
+
+    bad = _notebook("x = 1", "1 / 0", "y = 2")
+    failed = build.run_notebook(bad, "bad.ipynb", cache_dir=tmp_path)
+    assert "bad.ipynb: cell 2 (code cell #2, starts: '1 / 0') raised ZeroDivisionError" in failed.failure.summary
+    assert failed.notebook.cells[1].execution_count == 1 and not failed.cached  # it ran up to the failure
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())  # nothing cached
+    assert not list(tmp_path.glob(".bad-*"))  # nor its work folder left behind
+    assert build.run_notebook(bad, "bad.ipynb", cache_dir=tmp_path).cached is False  # a rerun executes it again
+
+    slow = _notebook("import time\ntime.sleep(120)")
+    stopped = build.run_notebook(slow, "slow.ipynb", cache_dir=tmp_path, deadline=time.monotonic() + 1)
+    assert "slow.ipynb: stopped in cell 1 (code cell #1, starts: 'import time')" in stopped.failure.summary
+    assert "budget" in stopped.failure.summary
+
+
+def test_make_figures_runs_every_notebook_and_names_each_failure(build, tmp_path, monkeypatch, capsys):
+    """One failing notebook does not stop the others; the exit status and the last lines name it."""
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name in ("01_a.ipynb", "02_b.ipynb", "03_c.ipynb"):
+        nbformat.write(_notebook(f"# {name}"), notebooks / name)
+    monkeypatch.setattr(build, "NOTEBOOKS_DIR", notebooks)
+    monkeypatch.setattr(build, "ROOT", tmp_path)
+    monkeypatch.setattr(build, "FIGURES_DIR", tmp_path / "figures")
+    ran = []
+
+    def fake_run(nb, name, **kwargs):
+        ran.append(name)
+        failure = build.NotebookFailed(f"{name}: cell 1 raised ValueError: no") if name == "02_b.ipynb" else None
+        return build.Execution(name, "k", nb, {}, 0.1, failure=failure)
+
+    monkeypatch.setattr(build, "run_notebook", fake_run)
+    assert build.main([]) == 1
+    assert ran == ["01_a.ipynb", "02_b.ipynb", "03_c.ipynb"]
+    err = capsys.readouterr().err
+    assert "1 notebook(s) FAILED" in err and "02_b.ipynb: cell 1 raised ValueError: no" in err.split("FAILED")[-1]

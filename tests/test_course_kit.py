@@ -4,6 +4,7 @@ services, installed from its wheel into a fresh environment without the reposito
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 import sysconfig
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from test_browser import CHROMIUM, CHROMIUM_FLAGS  # the one place that finds Debian's chromium
 
 ROOT = Path(__file__).resolve().parent.parent
 spec = importlib.util.spec_from_file_location("course_kit", ROOT / "docs" / "course_kit.py")
@@ -28,7 +30,7 @@ def _executed_notebook():
     cells = [
         v4.new_markdown_cell("# 01 · Title\n\nObjectives."),
         v4.new_code_cell("import crossvit"),                                   # no output: left out
-        v4.new_markdown_cell("## A section\n\nText before the figure."),
+        v4.new_markdown_cell("## A section\n\nText before the figure, with a formula: $a_{ij} = 1/N$."),
         v4.new_code_cell("plot()", outputs=[figure]),                          # a figure: its own sub-slide
         v4.new_code_cell("print(acc)", outputs=[text]),                        # text output: on the same slide
         v4.new_markdown_cell("### A sub-heading\n\nMore text."),
@@ -43,6 +45,7 @@ def test_slide_marks_follow_the_headings_and_hide_the_code():
     nb = course_kit.mark_slides(_executed_notebook())
     kinds = [cell.metadata["slideshow"]["slide_type"] for cell in nb.cells]
     assert kinds == ["slide", "skip", "slide", "subslide", "-", "subslide", "skip", "skip"]
+    assert nb.cells[0].source == "# 01 · Title"  # the deck opens on the title, not on the learner's instructions
     assert all(cell.metadata.get("jupyter", {}).get("source_hidden") for cell in nb.cells
                if cell.cell_type == "code" and cell.metadata["slideshow"]["slide_type"] != "skip")
 
@@ -54,17 +57,57 @@ def test_slides_are_built_from_executed_notebooks_without_their_code(tmp_path):
     (deck,) = course_kit.build_slides(tmp_path / "jupyter_execute", tmp_path / "slides")
     html = deck.read_text(encoding="utf-8")
     assert deck.name == "01_title.slides.html"
-    assert "Text before the figure." in html and "accuracy 0.97" in html and "data:image/png;base64" in html
+    assert "Text before the figure" in html and "accuracy 0.97" in html and "data:image/png;base64" in html
     assert "NotImplementedError" not in html and "print(acc)" not in html  # code and stubs stay out
+    assert "Objectives." not in html  # the learner's instructions are not lecture content
     assert html.count("<section") >= 4  # two slides, each a vertical stack of sub-slides
+    # everything the deck loads is beside it: no script or style sheet from elsewhere
+    loaded = re.findall(r'<(?:script[^>]*\bsrc|link[^>]*\bhref)="([^"]+)"', html)
+    loaded += re.findall(r'require\(\[([^\]]+)\]', html)
+    assert loaded and not [url for url in loaded if "//" in url], loaded
+    for asset in ("_assets/reveal.js/dist/reveal.js", "_assets/reveal.js/dist/reveal.css",
+                  "_assets/reveal.js/dist/theme/white.css", "_assets/widgets/require.js",
+                  "_assets/mathjax/tex-chtml-full.js"):
+        assert (deck.parent / asset).is_file() and asset in html, asset
+
+
+@pytest.mark.slow  # a real browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_the_slides_open_on_the_lecture_with_the_network_off(tmp_path):
+    """In chromium from the files, every request off the machine blocked: reveal.js starts, the first slide is the
+    notebook's title and the next one is lecture text."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    nbformat.write(_executed_notebook(), executed / "01_title.ipynb")
+    (deck,) = course_kit.build_slides(executed, tmp_path / "slides")
+    blocked = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file://")
+                       else (blocked.append(r.request.url), r.abort())[1])
+            page.goto(deck.as_uri())
+            page.locator(".reveal.ready").wait_for(timeout=60_000)  # reveal.js initialised
+            first = page.locator(".reveal .slides section.present").last
+            assert first.locator("h1").first.text_content().strip().rstrip("¶") == "01 · Title"  # (¶: its anchor)
+            assert "Objectives" not in first.text_content()
+            page.locator(".reveal .controls .navigate-right").click()  # the next slide: lecture text
+            page.wait_for_function("() => [...document.querySelectorAll('.reveal .slides section.present')]"
+                                   ".some(s => s.textContent.includes('A section'))", timeout=60_000)
+            page.locator(".reveal mjx-container").first.wait_for(state="attached", timeout=60_000)  # MathJax typeset
+        finally:
+            browser.close()
+    assert not blocked, blocked
 
 
 def test_slides_say_what_to_do_when_there_is_no_executed_course(tmp_path):
-    with pytest.raises(SystemExit, match="make site"):
+    with pytest.raises(SystemExit, match="make slides"):
         course_kit.build_slides(tmp_path, tmp_path / "slides")
 
 
-@pytest.mark.slow  # builds a wheel and a virtual environment
+@pytest.mark.slow  # builds a wheel and a fresh environment, like the site and grading builds: `make test` runs it
 def test_the_bundle_installs_from_its_wheel_in_a_fresh_environment(tmp_path):
     """What a hosted notebook service does with the zip: unzip, install the wheel without dependencies (the
     service has them; here a fresh venv borrows this environment's packages but not its editable crossvit),

@@ -8,26 +8,23 @@ every checker must print one calm "not attempted yet" line (the exercises are st
 ``notebooks/solutions/<stem>.py`` in place of the stubs, where every checker must accept them. Both runs are marked
 ``slow`` (``make test`` runs them, ``make test-fast`` does not).
 
-Execution follows ``figures/build.py``: kernel = this interpreter, working directory = ``notebooks/``, figures
-written to ``$CROSSVIT_FIGURES_DIR`` (here a temporary directory). ``MPLBACKEND`` (set to Agg for the other
-tests by conftest) is removed for the kernel, so the notebooks run with Jupyter's own inline backend.
+Execution is ``figures/build.py``'s :func:`run_notebook`, the one runner of the project: kernel = this interpreter,
+working directory = ``notebooks/``, figures written to a folder of their own, and the execution cached under the
+notebook's code, the library's files and the environment. The committed run is the very execution that ``make site``
+and ``make figures`` use (whichever runs first executes it), and a run repeated with nothing changed is read from the
+cache: what it asserts (every cell ran, the figures written, the checkers' lines) is a property of that execution.
 """
 
 from __future__ import annotations
 
 import ast
-import os
+import importlib.util
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
-from nbclient import NotebookClient
 
 from crossvit import exercises
 from crossvit.weights import cached_weights
@@ -35,7 +32,20 @@ from crossvit.weights import cached_weights
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CELL_TIMEOUT_S = 600
+
+
+def load_runner():
+    """``figures/build.py``, the project's one notebook runner (cached executions), as a module."""
+    name = "crossvit_figures_build"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "figures" / "build.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # (its dataclasses look their module up there)
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+runner = load_runner()
 
 # Every numbered notebook and the figures it must write (and no others).
 EXPECTED_FIGURES: dict[str, list[str]] = {
@@ -71,17 +81,6 @@ KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "langua
 
 def all_notebooks() -> list[Path]:
     return sorted(p for p in NOTEBOOKS_DIR.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-
-
-def venv_kernel_manager() -> AsyncKernelManager:
-    """A kernel manager that starts ipykernel with THIS interpreter: with no kernel directories, ``python3`` is
-    ipykernel's built-in spec (``sys.executable -m ipykernel_launcher``), so no user kernelspec can hijack it."""
-    km = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=KernelSpecManager(kernel_dirs=[]))
-    if os.name == "posix":  # Unix sockets in a private directory instead of loopback TCP
-        km.transport = "ipc"
-        km.ip = os.path.join(tempfile.mkdtemp(prefix="crossvit-test-kernel-"), "kernel")
-    assert os.path.realpath(km.kernel_spec.argv[0]) == os.path.realpath(sys.executable)
-    return km
 
 
 def test_every_numbered_notebook_is_listed():
@@ -160,50 +159,27 @@ def test_exercise_cells_follow_the_convention(stem: str):
         assert not uses, f"cells {uses} call {name}(): only the checker calls the learner's function"
 
 
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie, dead but not yet reaped, counts as ended)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.mark.slow
-def test_a_notebook_kernel_ends_with_its_notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_a_notebook_kernel_ends_with_its_notebook():
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("import os\npid = os.getpid()\nprint(pid)")]
-    run_notebook(nb, tmp_path, monkeypatch)  # asserts that the kernel process has ended
-    pid = int(nb.cells[0].outputs[0]["text"])
-    assert not process_alive(pid)
+    done = runner.run_notebook(nb, "kernel_check.ipynb", cache_dir=None)  # fails when the kernel outlives it
+    assert done.failure is None, done.failure
+    pid = int(done.notebook.cells[0].outputs[0]["text"])
+    assert not runner.process_alive(pid)
 
 
-def run_notebook(nb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Execute ``nb`` top to bottom in a fresh kernel, as Run All does: every cell must succeed (an exercise left as
-    a stub does not stop anything: its checker says it is not attempted yet). Returns the figures written."""
-    figures = tmp_path / "figures"
-    monkeypatch.setenv("CROSSVIT_FIGURES_DIR", str(figures))
-    monkeypatch.delenv("MPLBACKEND", raising=False)
-    monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    km = venv_kernel_manager()
-    client = NotebookClient(nb, km=km, kernel_name="python3", timeout=CELL_TIMEOUT_S, startup_timeout=120,
-                            allow_errors=False, resources={"metadata": {"path": str(NOTEBOOKS_DIR)}})
-    try:
-        client.reset_execution_trackers()
-        # cleanup_kc=True: nbclient shuts down only kernels it created itself unless told to; ours must end here
-        with client.setup_kernel(cleanup_kc=True):
-            kernel_pid = km.provisioner.process.pid
-            for index, cell in enumerate(nb.cells):
-                client.execute_cell(cell, index, execution_count=client.code_cells_executed + 1)  # names the cell
-    finally:
-        if km.transport == "ipc":
-            shutil.rmtree(os.path.dirname(km.ip), ignore_errors=True)
-    assert not km.has_kernel and not process_alive(kernel_pid), "the notebook's kernel outlived its notebook"
-    written = sorted(p.name for p in figures.iterdir()) if figures.is_dir() else []
-    for figure in written:
-        content = (figures / figure).read_bytes()
+def run_notebook(nb, name: str) -> tuple[nbformat.NotebookNode, list[str]]:
+    """``nb`` executed top to bottom in a fresh kernel, as Run All does (or its cached execution): every cell must
+    succeed (an exercise left as a stub does not stop anything: its checker says it is not attempted yet).
+    Returns the executed notebook and the figures it wrote, each checked to be a real PNG."""
+    done = runner.run_notebook(nb, name)
+    assert done.failure is None, f"{done.failure.summary}\n{done.failure.details[-3000:]}"
+    written = sorted(done.figures)
+    for figure, path in done.figures.items():
+        content = path.read_bytes()
         assert content.startswith(PNG_SIGNATURE) and len(content) > 1000, f"{figure} is not a real PNG"
-    return written
+    return done.notebook, written
 
 
 def checker_output(nb, index: int) -> str:
@@ -213,12 +189,10 @@ def checker_output(nb, index: int) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED_FIGURES))
-def test_notebook_runs_as_committed_and_writes_its_figures(name: str, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch):
+def test_notebook_runs_as_committed_and_writes_its_figures(name: str):
     path = NOTEBOOKS_DIR / name
     original = path.read_bytes()
-    nb = nbformat.read(path, as_version=4)
-    written = run_notebook(nb, tmp_path, monkeypatch)  # Run All reaches the end
+    nb, written = run_notebook(nbformat.read(path, as_version=4), name)  # Run All reaches the end
     assert written == sorted(EXPECTED_FIGURES[name])
     for index, _ in exercises.exercise_cells(nb):  # one calm line per unsolved exercise, no traceback
         printed = checker_output(nb, index)
@@ -229,10 +203,10 @@ def test_notebook_runs_as_committed_and_writes_its_figures(name: str, tmp_path: 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stem", COURSE)
-def test_notebook_runs_with_the_solutions(stem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_notebook_runs_with_the_solutions(stem: str):
     path = NOTEBOOKS_DIR / f"{stem}.ipynb"
-    nb = exercises.with_solutions(nbformat.read(path, as_version=4), exercises.solutions_path(path))
-    written = run_notebook(nb, tmp_path, monkeypatch)
+    solved = exercises.with_solutions(nbformat.read(path, as_version=4), exercises.solutions_path(path))
+    nb, written = run_notebook(solved, f"{stem}.solved.ipynb")
     assert written == sorted(EXPECTED_FIGURES[path.name])
     for index, _ in exercises.exercise_cells(nb):
         printed = checker_output(nb, index).strip().splitlines()  # (a training run prints its progress first)

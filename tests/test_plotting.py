@@ -4,6 +4,7 @@ and explorers that redraw from the recorded maps when a control changes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 import matplotlib
@@ -84,11 +85,33 @@ def test_save_figure_honours_the_environment(tmp_path, monkeypatch):
     assert plt.fignum_exists(fig.number)  # still open, so Jupyter can show it
 
 
-def test_figure_path_defaults_to_repo_figures(monkeypatch):
+def test_a_learners_run_writes_beside_the_notebook_not_into_the_repository(monkeypatch, tmp_path):
+    """Issue 28 item 18: without ``CROSSVIT_FIGURES_DIR`` (which only ``make figures`` sets to the repository's
+    ``figures/``), a figure goes to ``crossvit-figures/`` in the working directory, the notebook's own folder under
+    Jupyter, wherever the package is installed: never into the repository's tracked ``figures/``, which is where
+    committed results are read from (``RESULTS_DIR``)."""
     monkeypatch.delenv(plotting.FIGURES_ENV, raising=False)
-    path = plotting.figure_path("01_x")
-    assert path.parent.name == "figures" and (path.parent.parent / "crossvit").is_dir()
-    assert path.name == "01_x.png" and not path.exists()
+    repository_figures = Path(__file__).resolve().parent.parent / "figures"
+    committed = repository_figures / "01_patch_grids.png"
+    before = committed.read_bytes()
+    notebooks = tmp_path / "my notebooks"
+    notebooks.mkdir()
+    monkeypatch.chdir(notebooks)
+    path = plotting.figure_path("01_patch_grids")  # a name the repository has a committed figure for
+    assert path == notebooks / plotting.LOCAL_FIGURES_DIRNAME / "01_patch_grids.png", path
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.plot([0, 1], [1, 0])
+    assert plotting.save_figure(fig, "01_patch_grids") == path and path.read_bytes().startswith(PNG_SIGNATURE)
+    assert committed.read_bytes() == before
+    # run from the repository's root (a script, `python -m ...`): still not the tracked folder
+    monkeypatch.chdir(repository_figures.parent)
+    assert plotting.figures_dir().resolve() != repository_figures.resolve()
+    # the committed results are read from the repository's figures/, apart from where figures are written
+    assert plotting.RESULTS_DIR.resolve() == repository_figures.resolve()
+    assert (plotting.RESULTS_DIR / "ablations.json").is_file()
+    # an explicit setting still wins (this is how `make figures` writes the repository's figures)
+    monkeypatch.setenv(plotting.FIGURES_ENV, str(tmp_path / "explicit"))
+    assert plotting.figures_dir() == tmp_path / "explicit"
 
 
 @pytest.mark.parametrize("name", ["", "../escape", "sub/dir", "/abs.png", ".."])

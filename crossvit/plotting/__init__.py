@@ -5,7 +5,7 @@ Every ``plot_*`` function builds and returns a new :class:`matplotlib.figure.Fig
 shows it); :func:`save_figure` writes it as a PNG into the figures directory::
 
     fig = plot_cls_attention(model, images[0], rec.self_attention("small")[-1][0], "small")
-    save_figure(fig, "02_cls_attention_heads")   # -> $CROSSVIT_FIGURES_DIR/02_cls_attention_heads.png
+    save_figure(fig, "02_cls_attention_heads")   # -> $CROSSVIT_FIGURES_DIR (else ./crossvit-figures)/02_cls_attention_heads.png
 
 Inputs may be torch tensors (on any device) or numpy arrays; images are (3, H, W) or (H, W, 3) in [0, 1].
 Nothing here draws at random, so the same inputs give the same pixels.
@@ -35,13 +35,14 @@ from .attention import (  # noqa: F401
     plot_cross_attention,
 )
 from .base import (  # noqa: F401
-    DEFAULT_FIGURES_DIR,
     DPI,
     FIGURES_ENV,
     GRID_COLORS,
     HEAT_CMAP,
+    LOCAL_FIGURES_DIRNAME,
     MASK_COLOR,
     MAX_COLUMNS,
+    RESULTS_DIR,
     SIGNED_CLIP_PERCENTILE,
     SIGNED_CMAP,
     SIGNED_METHODS,

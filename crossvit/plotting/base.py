@@ -23,9 +23,18 @@ from ..model import CrossViT
 from ..rollout import HEAD_FUSIONS, fuse_heads
 
 FIGURES_ENV = "CROSSVIT_FIGURES_DIR"
-"""Environment variable naming the directory figures are written to (default: ``<repo>/figures``)."""
+"""Environment variable naming the directory figures are written to. ``make figures`` sets it to the repository's
+``figures/``; unset, figures go to :data:`LOCAL_FIGURES_DIRNAME` in the working directory (see :func:`figures_dir`)."""
 
-DEFAULT_FIGURES_DIR = Path(__file__).resolve().parent.parent.parent / "figures"
+LOCAL_FIGURES_DIRNAME = "crossvit-figures"
+"""The folder, in the current working directory (a notebook's own folder under Jupyter), that figures go to when
+:data:`FIGURES_ENV` is not set: a learner's run never writes into the repository's tracked ``figures/`` nor into
+the installed package's folder."""
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent.parent / "figures"
+"""Where committed results are *read* from (``ablations.json`` and the like): the repository's ``figures/`` in a
+checkout. Reading only: figures are written to :func:`figures_dir`, never here unless ``CROSSVIT_FIGURES_DIR``
+names it (as ``make figures`` does). In an installed wheel this folder does not exist."""
 DPI = 120
 HEAT_CMAP = "inferno"
 SIGNED_CMAP = "RdBu_r"  # diverging: blue < 0, white at 0, red > 0
@@ -51,9 +60,11 @@ ArrayLike = torch.Tensor | np.ndarray
 
 
 def figures_dir() -> Path:
-    """The directory figures go to: ``$CROSSVIT_FIGURES_DIR`` if set, else ``<repo>/figures``."""
+    """The directory figures go to: ``$CROSSVIT_FIGURES_DIR`` if set (``make figures`` sets it to the repository's
+    ``figures/``), else ``./crossvit-figures`` in the current working directory, which under Jupyter is the
+    notebook's own folder. Worked out at each call, so a ``%env`` or ``os.chdir`` takes effect at once."""
     env = os.environ.get(FIGURES_ENV)
-    return Path(env) if env else DEFAULT_FIGURES_DIR
+    return Path(env) if env else Path.cwd() / LOCAL_FIGURES_DIRNAME
 
 
 def figure_path(name: str) -> Path:
