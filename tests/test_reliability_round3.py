@@ -140,7 +140,7 @@ def test_two_backward_passes_add_their_gradients(bundled, shapes):
         (out[:, 2] + out[:, 3]).sum().backward(inputs=list(ref.sites.values()))
     assert twice.keys() == ref.gradients.keys()
     for name, grad in ref.gradients.items():
-        torch.testing.assert_close(twice[name], grad, rtol=1e-4, atol=1e-9)
+        torch.testing.assert_close(twice[name], grad, rtol=1e-4, atol=1e-6)  # float32 sums in another order
     # the maps' own .grad, which PyTorch accumulates, is the independent reference
     for name, m in rec.sites.items():
         torch.testing.assert_close(twice[name], m.grad, rtol=1e-5, atol=1e-10)
