@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .layers import AttentionMap
-from .model import CrossViT
+from .model import CrossViT, in_forward
 
 Kind = Literal["self", "cross"]
 
@@ -162,7 +162,7 @@ class AttentionRecorder:
             site.module.reuse_thread = None
 
     def _on_forward(self, module: nn.Module, inputs: tuple) -> None:
-        if not self._ours():
+        if not self._ours() or not in_forward(self.model):  # the embedding called on its own is no forward
             return
         self._maps = {}
         self._grads = {}
@@ -189,7 +189,7 @@ class AttentionRecorder:
 
     def _hook_for(self, name: str) -> Callable:
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if not self._ours():
+            if not self._ours() or not in_forward(self.model):  # a block called on its own records nothing
                 return
             if self.keep_grads and output.requires_grad:
                 # the gradient hook lives as long as the map's autograd graph; it must not keep the recorder (and
