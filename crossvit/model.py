@@ -29,6 +29,7 @@ from .layers import (
     LinearPatchEmbedding,
     TransformerBlock,
     deepcopy_without_recording,
+    state_without_recording,
 )
 
 
@@ -68,6 +69,9 @@ class BranchEmbedding(nn.Module):
 
     def __deepcopy__(self, memo: dict) -> BranchEmbedding:
         return deepcopy_without_recording(self, memo)  # an attention recording hooks the first embedding
+
+    def __getstate__(self) -> dict:
+        return state_without_recording(self)  # torch.save inside a recording: the hooks stay behind
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         patches = self.patch_embed(images)  # (B, N, D)
@@ -211,6 +215,10 @@ class CrossViT(nn.Module):
         """A copy made inside ``record_attention`` leaves the recording's hooks behind (they belong to the
         original, whose recorder they fill); everything else is copied as ``copy.deepcopy`` copies any module."""
         return deepcopy_without_recording(self, memo)
+
+    def __getstate__(self) -> dict:
+        """Pickling (``torch.save(model)``) leaves a live recording's hooks behind too, as a deep copy does."""
+        return state_without_recording(self)
 
     # -- description ----------------------------------------------------------------------------------------
     @property
