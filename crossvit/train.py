@@ -486,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The trainer's command line; returns the exit status: 0 done, 2 a bad setting (nothing trained), 1 a run that
+    failed (a diverging loss: lower ``--lr``; a checkpoint that could not be written), 130 interrupted. Every
+    failure is one ``error:`` line, never a traceback."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     config = TrainConfig(
@@ -507,9 +510,15 @@ def main(argv: list[str] | None = None) -> int:
             check_checkpoint_name(args.name)  # also without --out: a bad name is a mistake either way
         _, record = train(config, args.out, progress=not args.quiet, name=args.name, command=command,
                           overwrite=args.overwrite)
-    except (TypeError, ValueError, FileExistsError) as err:
+    except (TypeError, ValueError, FileExistsError) as err:  # a bad setting: nothing was trained
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (FloatingPointError, OSError) as err:  # the run itself failed: a diverging loss, a full disk, ...
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     print(f"held-out accuracy: {record['held_out_accuracy']:.4f} on {record['held_out_images']} images "
           f"(seed {record['held_out_seed']}); {record['parameter_count']:,} parameters; "
           f"{record['wall_time_s']:.1f} s on {record['device']}")
