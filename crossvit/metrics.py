@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .utils import eval_mode
+
 __all__ = [
     "DEFAULT_BLUR_SIGMA",
     "DeletionInsertionResult",
@@ -389,7 +391,8 @@ def deletion_insertion(
     1 long before its logit stops growing, so logit curves still tell maps apart where probability curves are all
     flat); each AUC is ``torch.trapezoid(curve, fractions)`` with ``fractions = n_s / (H*W)`` running from 0 to 1.
 
-    The model is called in eval mode (its training flag is restored afterwards) under ``torch.no_grad``, on
+    The model is called in eval mode (every submodule's training flag is restored afterwards,
+    :func:`crossvit.utils.eval_mode`) under ``torch.no_grad``, on
     the images' device, on at most ``batch_size`` perturbed images at a time; only one chunk of perturbed
     images exists at once. Images are never resized, so models that insist on an exact size work.
 
@@ -440,37 +443,32 @@ def deletion_insertion(
     total = 2 * B * points  # deletion images first, then insertion images; one (image, step) per item
     probs = torch.empty(total, dtype=torch.float32, device=device)
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            chunks = _chunks(total, batch_size, device)
-            for items in tqdm(chunks, total=math.ceil(total / batch_size), desc="deletion/insertion",
-                              disable=not progress):                    # items: (N,) long
-                insert = items >= B * points                            # (N,) bool
-                k = items % (B * points)
-                b, s = k // points, k % points                          # (N,), (N,)
-                changed = (rank[b] < counts[s][:, None]).view(-1, 1, H, W)  # (N, 1, H, W)
-                original = images[b]                                    # (N, C, H, W)
-                deleted = original.masked_fill(changed, 0.0)
-                inserted = torch.where(changed, original, blurred[b])
-                batch = torch.where(insert.view(-1, 1, 1, 1), inserted, deleted)  # (N, C, H, W)
-                logits = model(batch)
-                if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != len(items):
-                    shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                    raise ValueError(f"model must return logits of shape (N, K) = ({len(items)}, K), "
-                                     f"got {shape}")
-                num_classes = logits.shape[1]
-                out_of_range = (target >= num_classes).nonzero().flatten()
-                if len(out_of_range):
-                    raise ValueError(
-                        f"target must be in [0, {num_classes}) for this model with {num_classes} outputs, "
-                        f"got {target[out_of_range].tolist()} for image(s) {out_of_range.tolist()}"
-                    )
-                p = logits.float().softmax(dim=1) if score == "probability" else logits.float()  # (N, K)
-                probs[items] = p.gather(1, target[b][:, None]).squeeze(1)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        chunks = _chunks(total, batch_size, device)
+        for items in tqdm(chunks, total=math.ceil(total / batch_size), desc="deletion/insertion",
+                          disable=not progress):                    # items: (N,) long
+            insert = items >= B * points                            # (N,) bool
+            k = items % (B * points)
+            b, s = k // points, k % points                          # (N,), (N,)
+            changed = (rank[b] < counts[s][:, None]).view(-1, 1, H, W)  # (N, 1, H, W)
+            original = images[b]                                    # (N, C, H, W)
+            deleted = original.masked_fill(changed, 0.0)
+            inserted = torch.where(changed, original, blurred[b])
+            batch = torch.where(insert.view(-1, 1, 1, 1), inserted, deleted)  # (N, C, H, W)
+            logits = model(batch)
+            if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != len(items):
+                shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                raise ValueError(f"model must return logits of shape (N, K) = ({len(items)}, K), "
+                                 f"got {shape}")
+            num_classes = logits.shape[1]
+            out_of_range = (target >= num_classes).nonzero().flatten()
+            if len(out_of_range):
+                raise ValueError(
+                    f"target must be in [0, {num_classes}) for this model with {num_classes} outputs, "
+                    f"got {target[out_of_range].tolist()} for image(s) {out_of_range.tolist()}"
+                )
+            p = logits.float().softmax(dim=1) if score == "probability" else logits.float()  # (N, K)
+            probs[items] = p.gather(1, target[b][:, None]).squeeze(1)
 
     deletion = probs[: B * points].view(B, points)                      # (B, steps+1)
     insertion = probs[B * points:].view(B, points)                      # (B, steps+1)

@@ -44,6 +44,7 @@ from .model import CrossViT, count_parameters
 from .presets import SHAPES_PRESETS
 from .recording import AttentionRecorder, record_attention
 from .scenes import make_two_object_shapes
+from .utils import eval_mode
 from .utils import resolve_device as _resolve_device
 
 TRAIN_PRESETS = SHAPES_PRESETS
@@ -263,28 +264,27 @@ def cls_attention_entropy(rec: AttentionRecorder) -> torch.Tensor:
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 250,
              device: torch.device | str = "cpu", amp: bool = False) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``model`` on float images (n, 3, H, W) with labels (n,); for a CrossViT
-    also the accuracy of each branch head alone (``small_head_accuracy``, ``large_head_accuracy``)."""
-    was_training = model.training
-    model.eval()
+    also the accuracy of each branch head alone (``small_head_accuracy``, ``large_head_accuracy``). The model runs
+    in eval mode; every submodule's train/eval flag is restored afterwards."""
     device = torch.device(device)
     heads = isinstance(model, CrossViT)
     correct, loss_sum = 0, 0.0
     head_correct = {"small": 0, "large": 0}
-    for i in range(0, len(labels), batch_size):
-        x = images[i:i + batch_size].to(device)
-        y = labels[i:i + batch_size].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+    with eval_mode(model):  # every submodule's flag comes back as it was
+        for i in range(0, len(labels), batch_size):
+            x = images[i:i + batch_size].to(device)
+            y = labels[i:i + batch_size].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                if heads:
+                    by_head = model.branch_logits(model.forward_features(x))
+                    logits = model.combine_heads(by_head).float()  # (b, num_classes)
+                else:
+                    logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == y).sum().item()
             if heads:
-                by_head = model.branch_logits(model.forward_features(x))
-                logits = model.combine_heads(by_head).float()  # (b, num_classes)
-            else:
-                logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(dim=1) == y).sum().item()
-        if heads:
-            for name, head_logits in by_head.items():
-                head_correct[name] += (head_logits.argmax(dim=1) == y).sum().item()
-    model.train(was_training)
+                for name, head_logits in by_head.items():
+                    head_correct[name] += (head_logits.argmax(dim=1) == y).sum().item()
     scores = {"accuracy": correct / len(labels), "loss": loss_sum / len(labels)}
     if heads:
         scores.update({f"{name}_head_accuracy": c / len(labels) for name, c in head_correct.items()})
