@@ -32,7 +32,6 @@ from .layers import (
     state_without_recording,
 )
 
-
 _RUNNING = threading.local()  # per thread: {id(model): depth} of the models whose forward_features is running
 
 

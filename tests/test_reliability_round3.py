@@ -621,7 +621,7 @@ def test_gradients_of_an_earlier_forward_are_refused(model, shapes):
         model(images)
         first.sum().backward(inputs=first_maps)
         with pytest.raises(RuntimeError, match="earlier forward"):
-            rec.gradients
+            _ = rec.gradients
         with pytest.raises(RuntimeError, match="earlier forward"):
             crossvit.gradient_rollout(rec)
 
