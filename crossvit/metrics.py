@@ -12,6 +12,11 @@ model; they do not assume it does.
   the most relevant pixels are removed first (deletion, lower AUC = more faithful), and how fast does it rise
   when they are put back first into a blurred image (insertion, higher AUC = more faithful)?
 
+Non-finite maps: NaN has no rank and is refused by every metric (a ValueError that names the images). The pointing
+game and deletion / insertion only rank the pixels, so +inf is a most relevant pixel and -inf a least relevant
+one; the share of mass is undefined for an infinite value, so :func:`mass_inside_mask` refuses +-inf and names the
+images.
+
 >>> result = pointing_game(maps, masks, tolerance=3)
 >>> result.score, result.hits                  # float, (B,) bool
 >>> curves = deletion_insertion(model, images, maps, labels)
@@ -219,11 +224,19 @@ def mass_inside_mask(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
     A map that spreads its mass evenly scores the mask's share of the image (its area fraction); a map with all
     its mass on the object scores 1. Negative values (signed attributions) do not count; a map with no positive
-    mass scores 0.
+    mass scores 0. NaN or an infinite value (+inf or -inf) is a ValueError that names the image(s); finite values
+    of any size are fine (each map is scaled by its largest value first, so float64 sums never overflow).
     """
     maps = _check_maps(maps)
     masks = _check_masks(masks, maps.shape).to(maps.device)
+    if maps.is_floating_point():
+        infinite = torch.isinf(maps).flatten(1).any(dim=1).nonzero().flatten().tolist()
+        if infinite:
+            raise ValueError(f"maps contains an infinite value in image(s) {infinite}; a share of the mass needs "
+                             "finite values (the pointing game and deletion/insertion, which only rank pixels, "
+                             "take them)")
     positive = maps.double().clamp(min=0).flatten(1)                   # (B, H*W)
+    positive = positive / positive.amax(dim=1, keepdim=True).clamp(min=1e-300)  # in [0, 1]: sums stay finite
     total = positive.sum(dim=1)
     inside = (positive * masks.flatten(1)).sum(dim=1)
     return torch.where(total > 0, inside / total.clamp(min=1e-300), torch.zeros_like(total)).float()
