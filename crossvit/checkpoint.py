@@ -88,11 +88,12 @@ def check_checkpoint_name(name: object) -> str:
 
 
 def check_not_taken(directory: str | Path, name: str, overwrite: bool) -> None:
-    """A FileExistsError when ``<directory>/<name>.safetensors`` or ``.json`` exists and ``overwrite`` is False."""
+    """A FileExistsError when ``<directory>/<name>.safetensors`` or ``.json`` exists (a symlink too, even one that
+    points nowhere) and ``overwrite`` is False."""
     if overwrite:
         return
     taken = [p for p in (Path(directory) / f"{name}{WEIGHTS_SUFFIX}", Path(directory) / f"{name}{META_SUFFIX}")
-             if p.exists()]
+             if os.path.lexists(p)]  # a dangling symlink too: writing would replace it
     if taken:
         raise FileExistsError(f"{taken[0]} exists: a checkpoint named {name!r} is already in {directory}; choose "
                               "another name or directory, or pass overwrite=True (--overwrite) to replace it")
