@@ -639,3 +639,77 @@ def test_attention_map_with_autograd_equals_the_no_grad_path_and_sdpa(kind):
     torch.testing.assert_close(with_grad.detach(), plain, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(with_grad.detach() @ v, F.scaled_dot_product_attention(q, k, v), rtol=1e-5,
                                atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Promises of the public docstrings that no test held (the audit's second half)
+
+
+def test_eval_mode_restores_every_flag_when_the_block_raises():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout()).train()
+    net[0].eval()
+    with pytest.raises(KeyError), eval_mode(net):
+        assert not any(m.training for m in net.modules())
+        raise KeyError("inside")
+    assert [m.training for m in net.modules()] == [True, False, True]
+    with eval_mode(net), eval_mode(net):  # nested in one thread: the outer block restores
+        pass
+    assert [m.training for m in net.modules()] == [True, False, True]
+
+
+def test_infinite_values_rank_first_or_last_in_the_pointing_game_and_deletion(bundled, shapes):
+    """metrics' docstring: the rank-based metrics take +-inf (+inf the most relevant pixel, -inf the least)."""
+    images, labels, masks = shapes
+    maps = torch.zeros(4, 96, 96)
+    inside = masks.flatten(1).float().argmax(dim=1)  # one pixel of each object
+    maps.view(4, -1)[torch.arange(4), inside] = float("inf")
+    maps[:, 0, 0] = float("-inf")
+    assert crossvit.metrics.pointing_game(maps, masks).hits.all()
+    finite = torch.zeros(4, 96, 96)
+    finite.view(4, -1)[torch.arange(4), inside] = 1.0
+    finite[:, 0, 0] = -1.0
+    with_inf = crossvit.metrics.deletion_insertion(bundled, images, maps, labels, steps=4)
+    same_ranks = crossvit.metrics.deletion_insertion(bundled, images, finite, labels, steps=4)
+    torch.testing.assert_close(with_inf.deletion, same_ranks.deletion)
+    torch.testing.assert_close(with_inf.insertion, same_ranks.insertion)
+
+
+def test_atomic_write_never_leaves_half_a_file(tmp_path):
+    from crossvit.utils import atomic_write
+
+    target = tmp_path / "out.json"
+    target.write_text("the whole old file")
+
+    def crash(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, crash)
+    assert target.read_text() == "the whole old file" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+    atomic_write(target, lambda tmp: tmp.write_text("new"))
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_read_image_returns_a_new_image_that_shares_nothing_with_the_input():
+    array = np.random.default_rng(3).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    original = array.copy()
+    given = Image.fromarray(original.copy())
+    for source in (given, array):
+        out = photos.read_image(source)
+        assert out is not source
+        out.putpixel((0, 0), (1, 2, 3))  # writing into the result changes nothing the caller holds
+    np.testing.assert_array_equal(np.asarray(given), original)
+    np.testing.assert_array_equal(array, original)
+
+
+def test_rollouts_accumulate_in_float32_whatever_the_maps_dtype(bundled, recorded):
+    half = {name: m.half() for name, m in recorded.sites.items()}
+    layers = [crossvit.rollout.GraphLayer(s.kind, s.branch, half[s.name].float().mean(1).half() if s.kind == "self"
+                                          else half[s.name].float().mean(1)[:, 0].half())
+              for s in crossvit.attention_sites(bundled)]
+    counts = {b: 1 + bundled.num_patches(b) for b in ("small", "large")}
+    assert crossvit.rollout.joint_rows(layers, counts).dtype == torch.float32
+    assert crossvit.rollout.rollout_from_maps(list(half.values())[:2]).dtype == torch.float32
+    double = [m.double() for m in list(recorded.sites.values())[:2]]
+    assert crossvit.rollout.rollout_from_maps(double).dtype == torch.float64
