@@ -101,7 +101,8 @@ class AttentionRecorder:
     replaces nor adds maps. The maps stay readable after the ``with`` block ends. With ``grads=True`` only
     gradients of the latest forward's maps are kept: reading gradients that arrived for an earlier forward only
     raises an error that says so. Several backward passes through one recorded forward (``retain_graph=True``)
-    add up: ``rec.gradients`` is then the gradient of their sum, as PyTorch's ``.grad`` accumulates.
+    add up: ``rec.gradients`` is then the gradient of their sum, as PyTorch's ``.grad`` accumulates (a
+    ``torch.autograd.grad`` call through the maps runs the same hooks, and counts as a pass too).
 
     The model must run eagerly: a ``torch.compile``-d model (or any wrapper whose compiled code skips module
     hooks) records nothing, and reading the recorder after such a call raises an error that says so.
