@@ -45,8 +45,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# make test runs the property-based tests with more examples than the fast set (tests/conftest.py's profiles)
 test: $(STAMP)
-	$(VPY) -m pytest -q $(PYTEST_ARGS)
+	CROSSVIT_HYPOTHESIS_PROFILE=thorough $(VPY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(VPY) -m pytest -q -m "not slow" $(PYTEST_ARGS)

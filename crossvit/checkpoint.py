@@ -3,7 +3,7 @@
 A checkpoint named ``NAME`` in a directory is two files::
 
     NAME.safetensors   the weights (a contiguous CPU state dict, loadable with safetensors alone)
-    NAME.json          {"format": 1, "config": model.config.to_dict(), "record": {...} or null,
+    NAME.json          {"format": 2, "config": model.config.to_dict(), "record": {...} or null,
                         "sha256": "<hex sha256 of NAME.safetensors>",
                         "config_sha256": "<hex sha256 of the config and data_config, canonical JSON>",
                         "data_config": {...}   (optional: the model's pretrained_cfg, how to prepare inputs)}
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -35,8 +34,10 @@ from .preprocessing import checkpoint_data_config, stored_data_config
 from .utils import atomic_write
 
 FORMAT = 2
-"""Version of the JSON sidecar layout written by :func:`save_checkpoint` (2 added ``config_sha256``; format 1
-files still load, with a warning that their config cannot be verified)."""
+"""Version of the JSON sidecar layout written by :func:`save_checkpoint` (2 added ``config_sha256``). ``"format"``
+must be the JSON integer 1 or 2; a format-1 file has no config hash, so an edited config cannot be told from the
+one the weights were trained with: it loads only with ``load_checkpoint(..., allow_unverified_config=True)`` (or
+``verify=False``)."""
 
 WEIGHTS_SUFFIX = ".safetensors"
 META_SUFFIX = ".json"
@@ -87,11 +88,12 @@ def check_checkpoint_name(name: object) -> str:
 
 
 def check_not_taken(directory: str | Path, name: str, overwrite: bool) -> None:
-    """A FileExistsError when ``<directory>/<name>.safetensors`` or ``.json`` exists and ``overwrite`` is False."""
+    """A FileExistsError when ``<directory>/<name>.safetensors`` or ``.json`` exists (a symlink too, even one that
+    points nowhere) and ``overwrite`` is False."""
     if overwrite:
         return
     taken = [p for p in (Path(directory) / f"{name}{WEIGHTS_SUFFIX}", Path(directory) / f"{name}{META_SUFFIX}")
-             if p.exists()]
+             if os.path.lexists(p)]  # a dangling symlink too: writing would replace it
     if taken:
         raise FileExistsError(f"{taken[0]} exists: a checkpoint named {name!r} is already in {directory}; choose "
                               "another name or directory, or pass overwrite=True (--overwrite) to replace it")
@@ -144,9 +146,9 @@ def read_checkpoint_meta(path: str | Path, name: str = "model") -> dict[str, Any
     missing = sorted({"format", "config", "sha256"} - set(meta))
     if missing:
         raise ValueError(f"{meta_path}: missing key(s) {missing}; not a crossvit checkpoint")
-    if meta["format"] not in (1, FORMAT):
+    if type(meta["format"]) is not int or meta["format"] not in (1, FORMAT):  # not True, 2.0 or "2"
         raise ValueError(f"{meta_path}: checkpoint format {meta['format']!r} is not supported (this crossvit "
-                         f"reads formats 1 and {FORMAT})")
+                         f"reads the integers 1 and {FORMAT})")
     if meta["format"] >= 2 and "config_sha256" not in meta:
         raise ValueError(f"{meta_path}: missing key 'config_sha256' (format {meta['format']}); not a crossvit "
                          "checkpoint, or an edited one")
@@ -155,22 +157,29 @@ def read_checkpoint_meta(path: str | Path, name: str = "model") -> dict[str, Any
 
 @overload
 def load_checkpoint(path: str | Path, *, name: str = ..., map_location: str | torch.device = ...,
-                    verify: bool = ..., with_record: Literal[False] = ...) -> CrossViT: ...
+                    verify: bool = ..., allow_unverified_config: bool = ...,
+                    with_record: Literal[False] = ...) -> CrossViT: ...
 @overload
 def load_checkpoint(path: str | Path, *, name: str = ..., map_location: str | torch.device = ...,
-                    verify: bool = ..., with_record: Literal[True]) -> tuple[CrossViT, dict | None]: ...
+                    verify: bool = ..., allow_unverified_config: bool = ...,
+                    with_record: Literal[True]) -> tuple[CrossViT, dict | None]: ...
 
 
 def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str | torch.device = "cpu",
-                    verify: bool = True, with_record: bool = False):
+                    verify: bool = True, allow_unverified_config: bool = False, with_record: bool = False):
     """Rebuild a model written by :func:`save_checkpoint`, in eval mode, on ``map_location``.
 
     ``path`` is the .safetensors file, the .json file, or the directory (then ``name`` picks the checkpoint).
-    With ``verify`` (the default) the weights file's sha256 must match the JSON's. The training record is
-    attached as ``model.training_record``; ``with_record=True`` returns ``(model, record)`` instead.
+    The training record is attached as ``model.training_record``; ``with_record=True`` returns
+    ``(model, record)`` instead.
 
-    Raises FileNotFoundError for a missing file, ValueError (naming the file) for a corrupted file, a hash
-    mismatch, or a config that does not fit the weights.
+    Refused (ValueError naming the file): a ``"format"`` other than the JSON integer 1 or 2; with ``verify``
+    (the default), a weights file whose sha256 is not the JSON's, a config or data_config that no longer matches
+    its ``config_sha256``, and a format-1 file (it has no config hash, so an edited config would go unnoticed)
+    unless ``allow_unverified_config=True`` says the caller vouches for it; always, a config that does not fit the
+    weights (names, shapes) and a weight stored with another kind of dtype than the model's (an integer tensor
+    where the model has float weights is never cast). ``verify=False`` skips the hash checks (and so also loads
+    format 1). A missing file is a FileNotFoundError.
     """
     weights_path, meta_path = checkpoint_paths(path, name)
     if not weights_path.is_file():
@@ -183,9 +192,12 @@ def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str 
                              f"records {meta['sha256']}; the weights are corrupted or do not belong to this JSON "
                              "(pass verify=False to load anyway)")
         if meta["format"] == 1:
-            warnings.warn(f"{meta_path} is a format-1 checkpoint: its config is not covered by a hash, so an edit "
-                          "to it cannot be detected; save it again with save_checkpoint to add one", UserWarning,
-                          stacklevel=2)
+            if not allow_unverified_config:
+                raise ValueError(
+                    f"{meta_path} is a format-1 checkpoint: its config is not covered by a hash, so a config edited "
+                    "after the weights were written cannot be told from the real one, and the weights could load "
+                    "into another network. If you trust this file, load it with load_checkpoint(..., "
+                    "allow_unverified_config=True) and save it again with save_checkpoint, which adds the hash")
         elif config_sha256(meta) != meta["config_sha256"]:
             raise ValueError(f"{meta_path}: the model config (or data_config) was changed after the checkpoint was "
                              "written: it no longer matches its config_sha256, so the weights would load into "
@@ -193,7 +205,8 @@ def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str 
     try:
         config = config_from_dict(meta["config"])
         with torch.device("meta"):  # shapes only, no memory: the config is checked against the file first
-            expected = {k: tuple(v.shape) for k, v in CrossViT(config).state_dict().items()}
+            meta_state = CrossViT(config).state_dict()
+        expected = {k: tuple(v.shape) for k, v in meta_state.items()}
     except (TypeError, ValueError) as err:
         raise ValueError(f"{meta_path}: invalid model config: {err}") from None
     try:
@@ -216,6 +229,13 @@ def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str 
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{weights_path}: not a readable safetensors file ({err}); the file is corrupted") from None
+    wrong_kind = [f"{k}: {v.dtype} in the file, {meta_state[k].dtype} in the model" for k, v in state.items()
+                  if v.is_floating_point() != meta_state[k].is_floating_point() or v.is_complex()
+                  or (v.dtype == torch.bool) != (meta_state[k].dtype == torch.bool)]
+    if wrong_kind:  # load_state_dict would cast them silently (a weight of 215 read as if it were trained)
+        raise ValueError(f"{weights_path}: {len(wrong_kind)} tensor(s) stored with another kind of dtype than the "
+                         f"model's, which loading would cast silently: {wrong_kind[:3]}; the file is not a "
+                         "checkpoint of this model")
     model = CrossViT(config)
     model.load_state_dict(state)
     model.to(map_location).eval()

@@ -12,9 +12,15 @@
   figures. It is rewritten (atomically) before each figure is written (atomically too), so that every figure in
   ``DIR`` is always described by it, also after a run that stopped half-way.
 
-A ``DIR`` that holds an earlier run (a ``predictions.json``) is refused unless ``--overwrite`` is given; then the
-earlier run's figures are deleted first (nothing else in ``DIR`` is touched). ``DIR`` may not be one of the input
-folders (the figures would be read back as photos next time).
+Nothing the command did not write is ever replaced. Before any work (before the model loads) it refuses, with one
+``error:`` line: a ``DIR`` that is a file; a ``DIR`` that is an input folder or holds an input image (the figures
+would be read back as photos next time, and a figure's name could be an input's); a ``DIR`` that holds an earlier
+run (a ``predictions.json``) unless ``--overwrite`` is given; and any file (or symlink) already in ``DIR`` under a
+name the run would write that the earlier run's ``predictions.json`` does not list. With ``--overwrite`` the
+figures the earlier ``predictions.json`` lists (plain ``<stem>.<method>.png`` names in ``DIR``, regular files) and
+that file itself are deleted just before the first new figure is written; nothing else in ``DIR`` is touched. An
+image named twice (also through a folder or a symlink) is explained once. Deprecated method names
+(``grad_rollout``) work with a warning line, as ``crossvit.explain`` takes them.
 
 Signed methods (integrated gradients, occlusion) are drawn on a diverging scale centred at 0, as in the notebooks;
 the others min-max scaled.
@@ -31,7 +37,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,7 +49,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import WEIGHTS_SUFFIX, checkpoint_paths, load_checkpoint
 from .classes import class_names, top_classes
-from .explain import METHODS, REGISTRY, explain
+from .explain import METHODS, explain, get_method
 from .model import CrossViT
 from .photos import check_image_file, find_images
 from .preprocessing import display_images, preprocess
@@ -234,45 +242,112 @@ def explanation_figure(image: torch.Tensor, heat: torch.Tensor, method: str, tit
 PREDICTIONS = "predictions.json"
 
 
-def prepare_output_folder(out: Path, inputs: Sequence[str | Path], overwrite: bool) -> None:
-    """Create ``out``; refuse a folder that is one of the inputs, or that holds an earlier run (unless
-    ``overwrite``: then delete the figures the earlier ``predictions.json`` lists, and it)."""
+def resolve_methods(names: Sequence[str]) -> list[str]:
+    """The registry's names of the methods asked for, repeats dropped, in order; a deprecated name works with a
+    warning line (as ``explain`` takes it with a FutureWarning), an unknown one is a UsageError."""
+    chosen, unknown = [], []
+    for name in names:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                chosen.append(get_method(name).name)
+            except ValueError:
+                unknown.append(name)
+        for warning in caught:
+            print(f"{PROG} explain: warning: {warning.message}", file=sys.stderr)
+    if unknown:
+        raise UsageError(f"unknown method(s) {', '.join(map(repr, unknown))}; valid methods: {', '.join(METHODS)}")
+    return list(dict.fromkeys(chosen))
+
+
+def _is_figure_name(name: object) -> bool:
+    """A plain ``<stem>.<method>.png`` name, as this command writes them (no folder, not hidden)."""
+    if not isinstance(name, str) or not name or name != Path(name).name or name.startswith(".") or "\\" in name:
+        return False
+    parts = name.rsplit(".", 2)
+    return len(parts) == 3 and parts[0] != "" and parts[2] == "png" and parts[1] in METHODS
+
+
+def _earlier_figures(previous: Path) -> set[str]:
+    """The figure names an earlier run's ``predictions.json`` lists; a ValueError unless it is a regular file
+    this command could have written, listing only plain figure names."""
+    if previous.is_symlink() or not previous.is_file():
+        raise ValueError(f"{previous} is not a predictions file this command wrote (not a regular file); move it "
+                         "away first")
+    try:
+        earlier = json.loads(previous.read_text(encoding="utf-8"))
+        listed = [name for image in earlier.get("images", []) for name in image.get("figures", {}).values()]
+    except (ValueError, AttributeError, TypeError):
+        raise ValueError(f"{previous} is not a predictions file this command wrote; move it away first") from None
+    strange = [name for name in listed if not _is_figure_name(name)]
+    if strange:
+        raise ValueError(f"{previous} lists {strange[0]!r}, which is not a figure this command writes; it is not a "
+                         "predictions file this command wrote: move it away first")
+    return set(listed)
+
+
+def check_output_folder(out: Path, inputs: Sequence[str | Path], images: Sequence[Path], planned: Sequence[str],
+                        overwrite: bool) -> list[Path]:
+    """Refuse (before any work) an ``out`` that is a file, an input folder or the folder of an input image, that
+    holds an earlier run (unless ``overwrite``), or in which a file the run would write (``planned`` names) already
+    exists without an earlier run's ``predictions.json`` listing it. Changes nothing; returns the files of the
+    earlier run to delete before writing (with ``overwrite``)."""
+    if os.path.lexists(out) and not out.is_dir():  # a file, a FIFO, a dangling symlink
+        raise UsageError(f"--out {out} is a file, not a folder; choose a folder (it is created if needed)")
+    ancestor = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())
+    if not ancestor.is_dir():
+        raise UsageError(f"--out {out}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: cannot write into {ancestor} (permission denied)")
     resolved = out.resolve()
     for path in map(Path, inputs):
         if path.is_dir() and path.resolve() == resolved:
             raise UsageError(f"--out {out} is one of the input folders: its figures would be read as photos by the "
                              "next run; choose another --out")
+    inside = [image for image in images if image.resolve().parent == resolved]
+    if inside:
+        raise UsageError(f"--out {out} holds input image(s) ({inside[0].name}, ...): the figures would be read as "
+                         "photos by the next run and could replace an input; choose another --out")
+    listed: set[str] = set()
     previous = out / PREDICTIONS
-    if previous.exists():
+    if os.path.lexists(previous):
         if not overwrite:
             raise UsageError(f"{out} holds an earlier run ({PREDICTIONS}); choose another --out, or pass --overwrite "
                              "to replace that run's figures and predictions")
-        try:
-            earlier = json.loads(previous.read_text(encoding="utf-8"))
-            listed = [name for image in earlier.get("images", []) for name in image.get("figures", {}).values()]
-        except (ValueError, AttributeError, TypeError):
-            raise ValueError(f"{previous} is not a predictions file this command wrote; move it away first") from None
-        for name in listed:
-            figure = out / name
-            if figure.parent == out and figure.name == name and figure.is_file():  # nothing outside DIR
-                figure.unlink()
-        previous.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+        listed = _earlier_figures(previous)
+    for name in planned:
+        if name == PREDICTIONS:  # checked above: an earlier run's, replaced only with --overwrite
+            continue
+        target = out / name
+        if os.path.lexists(target) and (name not in listed or target.is_symlink() or not target.is_file()):
+            raise UsageError(f"{target} exists and is not a figure of an earlier run of this command (its "
+                             f"{PREDICTIONS} does not list it): it would be replaced; move it away or choose another "
+                             "--out")
+    earlier = [out / name for name in sorted(listed) if os.path.lexists(out / name)]
+    return earlier + [previous] if os.path.lexists(previous) else earlier
+
+
+def clear_earlier_run(files: Sequence[Path]) -> None:
+    """Delete the earlier run's files that :func:`check_output_folder` returned, if they are still regular files
+    (a symlink put there since is left alone)."""
+    for path in files:
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
 
 
 def _explain_command(args: argparse.Namespace) -> int:
-    unknown = [m for m in args.method if m not in REGISTRY]
-    if unknown:
-        raise UsageError(f"unknown method(s) {', '.join(map(repr, unknown))}; valid methods: {', '.join(METHODS)}")
-    methods = list(dict.fromkeys(args.method))  # drop repeats, keep order
+    methods = resolve_methods(args.method)
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.model is not None and args.model not in list_models():
         raise ValueError(f"unknown model {args.model!r}; available: {', '.join(list_models())}")
     device = resolve_device(args.device)
-    paths = find_images(args.paths)
+    paths = find_images(args.paths)  # a file named twice is listed once
     for path in paths:  # every file must be an image before any work starts (reads the headers only)
         check_image_file(path)
+    stems = unique_stems(paths)
+    planned = [f"{stem}.{method}.png" for stem in stems for method in methods] + [PREDICTIONS]
+    earlier_run = check_output_folder(args.out, args.paths, paths, planned, args.overwrite)
 
     import matplotlib
 
@@ -283,8 +358,8 @@ def _explain_command(args: argparse.Namespace) -> int:
     model = model.to(device).eval()
     names = class_names(model)
     target = resolve_target(args.target, names)
-    prepare_output_folder(args.out, args.paths, args.overwrite)
-    stems = unique_stems(paths)
+    clear_earlier_run(earlier_run)
+    args.out.mkdir(parents=True, exist_ok=True)
 
     results: list[dict[str, Any]] = []
     summary = {"weights": weights, "methods": methods, "device": str(device),
@@ -354,4 +429,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["build_parser", "explanation_figure", "main", "resolve_target", "unique_stems"]
+__all__ = ["build_parser", "check_output_folder", "explanation_figure", "main", "resolve_methods", "resolve_target",
+           "unique_stems"]

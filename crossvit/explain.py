@@ -531,7 +531,8 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
             steps of ``integrated_gradients``), ``internal_batch_size`` (images per model call inside the captum
             methods; bounds memory). Every value is checked before the model runs.
 
-    The model runs in eval mode (restored afterwards); its parameters' ``.grad`` and ``requires_grad`` flags are
+    The model runs in eval mode (every submodule's train/eval flag is restored afterwards, also when several
+    threads explain one model: :func:`crossvit.utils.eval_mode`); its parameters' ``.grad`` and ``requires_grad`` flags are
     left untouched, and the gradient methods work on a frozen model (no parameter requiring grad) too: gradients
     flow from an input that requires grad. ``target`` must hold class indices (a float or string is a
     TypeError, never cast); the images' dtype must be the model's (see :func:`crossvit.model.check_images`);

@@ -61,33 +61,11 @@ def _only_owner(spare: torch.Tensor) -> bool:
     return _storage_references(spare) == _ALONE and _process_private(spare.untyped_storage())
 
 
-def strip_recording_hooks(module: nn.Module) -> None:
-    """Remove from ``module`` (not its children) every forward hook marked ``recording_hook``: the hooks that
-    :func:`crossvit.record_attention` and :func:`crossvit.lrp.lrp_rules` attach for the length of a ``with``
-    block, which a copy of the model must not carry."""
-    dropped = set()
-    for name in ("_forward_hooks", "_forward_pre_hooks"):
-        hooks = getattr(module, name)
-        for key in [key for key, hook in hooks.items() if getattr(hook, "recording_hook", False)]:
-            dropped.add(key)
-            del hooks[key]
-    for name in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs"):
-        extra = getattr(module, name, None)
-        for key in [key for key in (extra or {}) if key in dropped]:
-            del extra[key]
-
-
-def deepcopy_without_recording(module: nn.Module, memo: dict) -> nn.Module:
-    """``copy.deepcopy`` of ``module`` minus what a live attention recording attached to it.
-
-    A copy made inside ``record_attention`` would otherwise carry the recorder's hooks forever: its attention
-    sites would stay on the slow path and its forwards would write into the original recorder. Hooks marked
-    ``recording_hook`` are left out (so is the kept map memory of an :class:`AttentionMap`); the rest is copied as
-    ``copy.deepcopy`` copies any module.
-    """
-    new = module.__class__.__new__(module.__class__)
-    memo[id(module)] = new
-    state = dict(module.__dict__)
+def state_without_recording(module: nn.Module) -> dict:
+    """``module.__dict__`` (a shallow copy) minus what a live attention recording attached to it: hooks marked
+    ``recording_hook``, and the kept map memory of an :class:`AttentionMap`. What ``copy.deepcopy`` and pickling
+    (``torch.save(model)``) of the modules a recording hooks copy."""
+    state = nn.Module.__getstate__(module)  # nn.Module's own (it leaves out a torch.compile cache)
     dropped = set()
     for name in ("_forward_hooks", "_forward_pre_hooks"):
         hooks = state[name]
@@ -98,7 +76,21 @@ def deepcopy_without_recording(module: nn.Module, memo: dict) -> nn.Module:
             state[name] = OrderedDict((key, v) for key, v in state[name].items() if key not in dropped)
     if isinstance(module, AttentionMap):
         state["reuse_memory"], state["reuse_thread"], state["_spare"] = False, None, None
-    for key, value in state.items():
+    return state
+
+
+def deepcopy_without_recording(module: nn.Module, memo: dict) -> nn.Module:
+    """``copy.deepcopy`` of ``module`` minus what a live attention recording attached to it.
+
+    A copy made inside ``record_attention`` would otherwise carry the recorder's hooks forever: its attention
+    sites would stay on the slow path and its forwards would write into the original recorder. Hooks marked
+    ``recording_hook`` are left out (so is the kept map memory of an :class:`AttentionMap`); the rest is copied as
+    ``copy.deepcopy`` copies any module. Pickling leaves out the same (:func:`state_without_recording`): the
+    recorder's hooks are local functions, which pickle cannot save.
+    """
+    new = module.__class__.__new__(module.__class__)
+    memo[id(module)] = new
+    for key, value in state_without_recording(module).items():
         new.__dict__[key] = copy.deepcopy(value, memo)
     return new
 
@@ -141,10 +133,9 @@ class AttentionMap(nn.Module):
         self._spare = None
 
     def __getstate__(self) -> dict:
-        # the kept memory is a cache, never part of the model: torch.save / pickle leave it out
-        state = dict(self.__dict__)
-        state["_spare"], state["reuse_memory"], state["reuse_thread"] = None, False, None
-        return state
+        # the kept memory is a cache and the recording's hooks belong to the recorder: torch.save / pickle leave
+        # both out
+        return state_without_recording(self)
 
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001 - nn.Module's signature
         # .to(), .half(), .cuda() ...: the kept memory would stay behind in the old dtype / device; drop it

@@ -19,9 +19,10 @@ input (the relevance of a tensor ``t`` is ``t * dlogit/dt``, summed over its cha
   receive a quarter of their gradient and v half. CP-LRP holds the attention weights constant: no gradient reaches
   q and k, v gets all of it. The softmax rule is not conservative: it absorbs (or adds) relevance, as a bias does.
 
-The rules switch on inside :func:`lrp_rules`, a context bound to one model, whose forward hooks (on the model's own
-modules, never on torch's classes) change how gradients flow and leave every forward value as it is; only forwards
-of the thread that entered it are affected, and nothing stays on the model afterwards. The fused attention kernel
+The rules switch on inside :func:`lrp_rules`, a context bound to one model: for its length, a forward hook acts on
+that model's modules only (never on torch's classes, never on another model), changing how gradients flow and
+leaving every forward value as it is; only forwards of the thread that entered it are affected, no module carries a
+hook, and nothing stays behind afterwards. The fused attention kernel
 keeps running: the rules act on q, k and v before it (:class:`crossvit.layers.AttentionInputs`).
 
 **Where relevance is read.** ``readout="tokens"`` (the default) reads it at each branch's patch tokens (the patch
@@ -181,11 +182,6 @@ def _hooks(rules: _Rules):
     return attention, norm, elementwise, linear
 
 
-def _mark(hook):  # noqa: ANN001, ANN202
-    hook.recording_hook = True  # copy.deepcopy of the model leaves it out, as it leaves a recording's hooks out
-    return hook
-
-
 @contextmanager
 def lrp_rules(model: CrossViT, rule: str = "attnlrp", *, epsilon: float = 0.0, gamma: float = 0.0
               ) -> Iterator[None]:
@@ -199,29 +195,36 @@ def lrp_rules(model: CrossViT, rule: str = "attnlrp", *, epsilon: float = 0.0, g
             input).
         gamma: the gamma rule on ``nn.Linear`` layers (>= 0; 0 = off).
 
-    The hooks are removed when the block exits, also on an exception; the model's flags, parameters and their
-    ``.grad`` are not touched.
+    One global forward hook (``torch.nn.modules.module.register_module_forward_hook``) serves the context: it acts
+    on this model's LayerNorm, GELU, linear and attention-input modules only, so no module carries a hook (a copy or
+    a pickle of the model made inside the block holds nothing of it) and other models are untouched. It is removed
+    when the block exits, also on an exception; the model's flags, parameters and their ``.grad`` are not touched.
     """
     if not isinstance(model, CrossViT):
         raise TypeError(f"lrp_rules needs a crossvit.CrossViT, got {type(model).__name__}")
     rules = _Rules(check_choice("rule", rule, RULES), check_number("epsilon", epsilon, 0.0, float("inf")),
                    check_number("gamma", gamma, 0.0, float("inf")), threading.get_ident())
-    attention, norm, elementwise, linear = map(_mark, _hooks(rules))
-    handles = []
+    attention, norm, elementwise, linear = _hooks(rules)
+    served = {}  # id of one of the model's modules -> the rule's hook
+    for module in model.modules():
+        if isinstance(module, AttentionInputs):
+            served[id(module)] = attention
+        elif isinstance(module, nn.LayerNorm):
+            served[id(module)] = norm
+        elif isinstance(module, nn.GELU):
+            served[id(module)] = elementwise
+        elif isinstance(module, (nn.Linear, nn.Conv2d)) and (rules.epsilon > 0 or rules.gamma > 0):
+            served[id(module)] = linear
+
+    def dispatch(module: nn.Module, inputs: tuple, output: object) -> object:
+        hook = served.get(id(module))
+        return None if hook is None else hook(module, inputs, output)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(dispatch)
     try:
-        for module in model.modules():
-            if isinstance(module, AttentionInputs):
-                handles.append(module.register_forward_hook(attention))
-            elif isinstance(module, nn.LayerNorm):
-                handles.append(module.register_forward_hook(norm))
-            elif isinstance(module, nn.GELU):
-                handles.append(module.register_forward_hook(elementwise))
-            elif isinstance(module, (nn.Linear, nn.Conv2d)) and (rules.epsilon > 0 or rules.gamma > 0):
-                handles.append(module.register_forward_hook(linear))
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        handle.remove()
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -12,6 +12,11 @@ model; they do not assume it does.
   the most relevant pixels are removed first (deletion, lower AUC = more faithful), and how fast does it rise
   when they are put back first into a blurred image (insertion, higher AUC = more faithful)?
 
+Non-finite maps: NaN has no rank and is refused by every metric (a ValueError that names the images). The pointing
+game and deletion / insertion only rank the pixels, so +inf is a most relevant pixel and -inf a least relevant
+one; the share of mass is undefined for an infinite value, so :func:`mass_inside_mask` refuses +-inf and names the
+images.
+
 >>> result = pointing_game(maps, masks, tolerance=3)
 >>> result.score, result.hits                  # float, (B,) bool
 >>> curves = deletion_insertion(model, images, maps, labels)
@@ -29,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from .utils import eval_mode
 
 __all__ = [
     "DEFAULT_BLUR_SIGMA",
@@ -217,11 +224,19 @@ def mass_inside_mask(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
     A map that spreads its mass evenly scores the mask's share of the image (its area fraction); a map with all
     its mass on the object scores 1. Negative values (signed attributions) do not count; a map with no positive
-    mass scores 0.
+    mass scores 0. NaN or an infinite value (+inf or -inf) is a ValueError that names the image(s); finite values
+    of any size are fine (each map is scaled by its largest value first, so float64 sums never overflow).
     """
     maps = _check_maps(maps)
     masks = _check_masks(masks, maps.shape).to(maps.device)
+    if maps.is_floating_point():
+        infinite = torch.isinf(maps).flatten(1).any(dim=1).nonzero().flatten().tolist()
+        if infinite:
+            raise ValueError(f"maps contains an infinite value in image(s) {infinite}; a share of the mass needs "
+                             "finite values (the pointing game and deletion/insertion, which only rank pixels, "
+                             "take them)")
     positive = maps.double().clamp(min=0).flatten(1)                   # (B, H*W)
+    positive = positive / positive.amax(dim=1, keepdim=True).clamp(min=1e-300)  # in [0, 1]: sums stay finite
     total = positive.sum(dim=1)
     inside = (positive * masks.flatten(1)).sum(dim=1)
     return torch.where(total > 0, inside / total.clamp(min=1e-300), torch.zeros_like(total)).float()
@@ -389,7 +404,8 @@ def deletion_insertion(
     1 long before its logit stops growing, so logit curves still tell maps apart where probability curves are all
     flat); each AUC is ``torch.trapezoid(curve, fractions)`` with ``fractions = n_s / (H*W)`` running from 0 to 1.
 
-    The model is called in eval mode (its training flag is restored afterwards) under ``torch.no_grad``, on
+    The model is called in eval mode (every submodule's training flag is restored afterwards,
+    :func:`crossvit.utils.eval_mode`) under ``torch.no_grad``, on
     the images' device, on at most ``batch_size`` perturbed images at a time; only one chunk of perturbed
     images exists at once. Images are never resized, so models that insist on an exact size work.
 
@@ -440,37 +456,32 @@ def deletion_insertion(
     total = 2 * B * points  # deletion images first, then insertion images; one (image, step) per item
     probs = torch.empty(total, dtype=torch.float32, device=device)
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            chunks = _chunks(total, batch_size, device)
-            for items in tqdm(chunks, total=math.ceil(total / batch_size), desc="deletion/insertion",
-                              disable=not progress):                    # items: (N,) long
-                insert = items >= B * points                            # (N,) bool
-                k = items % (B * points)
-                b, s = k // points, k % points                          # (N,), (N,)
-                changed = (rank[b] < counts[s][:, None]).view(-1, 1, H, W)  # (N, 1, H, W)
-                original = images[b]                                    # (N, C, H, W)
-                deleted = original.masked_fill(changed, 0.0)
-                inserted = torch.where(changed, original, blurred[b])
-                batch = torch.where(insert.view(-1, 1, 1, 1), inserted, deleted)  # (N, C, H, W)
-                logits = model(batch)
-                if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != len(items):
-                    shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-                    raise ValueError(f"model must return logits of shape (N, K) = ({len(items)}, K), "
-                                     f"got {shape}")
-                num_classes = logits.shape[1]
-                out_of_range = (target >= num_classes).nonzero().flatten()
-                if len(out_of_range):
-                    raise ValueError(
-                        f"target must be in [0, {num_classes}) for this model with {num_classes} outputs, "
-                        f"got {target[out_of_range].tolist()} for image(s) {out_of_range.tolist()}"
-                    )
-                p = logits.float().softmax(dim=1) if score == "probability" else logits.float()  # (N, K)
-                probs[items] = p.gather(1, target[b][:, None]).squeeze(1)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        chunks = _chunks(total, batch_size, device)
+        for items in tqdm(chunks, total=math.ceil(total / batch_size), desc="deletion/insertion",
+                          disable=not progress):                    # items: (N,) long
+            insert = items >= B * points                            # (N,) bool
+            k = items % (B * points)
+            b, s = k // points, k % points                          # (N,), (N,)
+            changed = (rank[b] < counts[s][:, None]).view(-1, 1, H, W)  # (N, 1, H, W)
+            original = images[b]                                    # (N, C, H, W)
+            deleted = original.masked_fill(changed, 0.0)
+            inserted = torch.where(changed, original, blurred[b])
+            batch = torch.where(insert.view(-1, 1, 1, 1), inserted, deleted)  # (N, C, H, W)
+            logits = model(batch)
+            if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != len(items):
+                shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+                raise ValueError(f"model must return logits of shape (N, K) = ({len(items)}, K), "
+                                 f"got {shape}")
+            num_classes = logits.shape[1]
+            out_of_range = (target >= num_classes).nonzero().flatten()
+            if len(out_of_range):
+                raise ValueError(
+                    f"target must be in [0, {num_classes}) for this model with {num_classes} outputs, "
+                    f"got {target[out_of_range].tolist()} for image(s) {out_of_range.tolist()}"
+                )
+            p = logits.float().softmax(dim=1) if score == "probability" else logits.float()  # (N, K)
+            probs[items] = p.gather(1, target[b][:, None]).squeeze(1)
 
     deletion = probs[: B * points].view(B, points)                      # (B, steps+1)
     insertion = probs[B * points:].view(B, points)                      # (B, steps+1)

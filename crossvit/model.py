@@ -13,6 +13,10 @@ Data flow (B images of ``image_size`` pixels; Ns / Nl = patches of the small / l
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,8 +29,28 @@ from .layers import (
     LinearPatchEmbedding,
     TransformerBlock,
     deepcopy_without_recording,
-    strip_recording_hooks,
+    state_without_recording,
 )
+
+_RUNNING = threading.local()  # per thread: {id(model): depth} of the models whose forward_features is running
+
+
+@contextmanager
+def _running_forward(model: nn.Module) -> Iterator[None]:
+    running = _RUNNING.__dict__.setdefault("models", {})
+    running[id(model)] = running.get(id(model), 0) + 1
+    try:
+        yield
+    finally:
+        running[id(model)] -= 1
+        if not running[id(model)]:
+            del running[id(model)]
+
+
+def in_forward(model: nn.Module) -> bool:
+    """True while ``model.forward_features`` (so also ``model(x)``) runs in the calling thread: what tells a
+    forward of the model from a call of one of its parts (``model.embed["small"](x)``, ``model.blocks[0](s, l)``)."""
+    return id(model) in getattr(_RUNNING, "models", ())
 
 
 def branch_image(images: torch.Tensor, spec: BranchSpec, arch: Architecture) -> torch.Tensor:
@@ -59,6 +83,9 @@ class BranchEmbedding(nn.Module):
 
     def __deepcopy__(self, memo: dict) -> BranchEmbedding:
         return deepcopy_without_recording(self, memo)  # an attention recording hooks the first embedding
+
+    def __getstate__(self) -> dict:
+        return state_without_recording(self)  # torch.save inside a recording: the hooks stay behind
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         patches = self.patch_embed(images)  # (B, N, D)
@@ -199,12 +226,13 @@ class CrossViT(nn.Module):
         self._init_weights()
 
     def __deepcopy__(self, memo: dict) -> CrossViT:
-        """A copy made inside ``record_attention`` (or :func:`crossvit.lrp.lrp_rules`) leaves their hooks behind
-        (they belong to the original); everything else is copied as ``copy.deepcopy`` copies any module."""
-        new = deepcopy_without_recording(self, memo)
-        for module in new.modules():  # hooks on modules of torch's own classes (LayerNorm, GELU) too
-            strip_recording_hooks(module)
-        return new
+        """A copy made inside ``record_attention`` leaves the recording's hooks behind (they belong to the
+        original, whose recorder they fill); everything else is copied as ``copy.deepcopy`` copies any module."""
+        return deepcopy_without_recording(self, memo)
+
+    def __getstate__(self) -> dict:
+        """Pickling (``torch.save(model)``) leaves a live recording's hooks behind too, as a deep copy does."""
+        return state_without_recording(self)
 
     # -- description ----------------------------------------------------------------------------------------
     @property
@@ -247,13 +275,14 @@ class CrossViT(nn.Module):
     def forward_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Final tokens of each branch, (B, 1 + N_branch, D_branch), before the heads' LayerNorm."""
         check_images(images, self)
-        if self.arch.input_norm is not None:
-            images = (images - self.input_mean) / self.input_std
-        branch_images = self.branch_images(images)
-        small = self.embed["small"](branch_images["small"])
-        large = self.embed["large"](branch_images["large"])
-        for block in self.blocks:
-            small, large = block(small, large)
+        with _running_forward(self):
+            if self.arch.input_norm is not None:
+                images = (images - self.input_mean) / self.input_std
+            branch_images = self.branch_images(images)
+            small = self.embed["small"](branch_images["small"])
+            large = self.embed["large"](branch_images["large"])
+            for block in self.blocks:
+                small, large = block(small, large)
         return {"small": small, "large": large}
 
     def branch_logits(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

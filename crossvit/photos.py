@@ -3,11 +3,18 @@
 :func:`read_image` is the single door every photo goes through before :func:`crossvit.preprocess`:
 
 * a **path** (``str`` or ``Path``): opened with PIL and turned upright by its EXIF orientation tag (as image
-  viewers do); a missing file or a file that is not an image raises an error that names the file;
+  viewers do); a missing file, a file that is not an image, or a path that is not a regular file (a FIFO, a
+  device, a socket: reading one could wait for ever) raises an error that names it;
 * a **PIL image** of any common mode: ``RGB`` as it is, greyscale / palette / CMYK / YCbCr converted to RGB,
   an alpha channel composited onto white (what an image viewer shows; the colours under transparent pixels are
-  arbitrary), 16-bit greyscale (``I;16``) scaled to 8 bits (value / 257);
+  arbitrary). Integer greyscale (``I;16``, ``I;16B``, ``I``: PIL stores both 16-bit files and 8-bit values in
+  these modes, and nothing in the mode says which) is read as 16-bit (value / 257, rounded) when the image was
+  decoded from a file (a path, or a PIL image whose ``format`` is set: a 16-bit PNG or TIFF) or when a value
+  exceeds 255, and as 8-bit values otherwise (what ``image.convert("I")`` of an 8-bit image holds, and how PIL's
+  own ``convert("L")`` reads it); values outside [0, 65535] are refused;
 * a **numpy array** (H, W, 3) ``uint8`` (also (H, W) greyscale, (H, W, 4) RGBA, and ``uint16`` scaled to 8 bits).
+
+An image with no pixels (a width or height of 0) is refused.
 
 Nothing the caller holds is changed: every conversion makes a new image.
 
@@ -43,6 +50,7 @@ SAMPLE_PHOTOS: dict[str, dict[str, str]] = {
 """The photographs this project uses from ``skimage.data``: file name in the wheel, what they show, licence."""
 
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_NOT_REGULAR = "not a regular file (a FIFO, device or socket, which could block the reader for ever); give an image file"
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
@@ -57,22 +65,29 @@ def _composite_on_white(image: Image.Image) -> Image.Image:
     return canvas
 
 
-def _sixteen_bit_to_rgb(values: np.ndarray, where: str) -> Image.Image:
-    """A (H, W) array of 16-bit grey levels -> an 8-bit RGB image (value / 257, rounded: 65535 -> 255)."""
+def _sixteen_bit_to_rgb(values: np.ndarray, where: str, sixteen_bit: bool = True) -> Image.Image:
+    """A (H, W) array of integer grey levels -> an 8-bit RGB image: 16-bit levels (value / 257, rounded:
+    65535 -> 255), or with ``sixteen_bit=False`` levels that are 8-bit already (all in [0, 255])."""
     if values.size and (values.min() < 0 or values.max() > 65535):
         raise ValueError(f"{where}: integer image with values in [{values.min()}, {values.max()}], outside the "
                          "16-bit range [0, 65535]; convert it to 8-bit RGB first")
-    eight = np.rint(values.astype(np.float64) / 257.0).astype(np.uint8)
-    return Image.fromarray(eight).convert("RGB")
+    eight = np.rint(values.astype(np.float64) / 257.0) if sixteen_bit else values
+    return Image.fromarray(eight.astype(np.uint8)).convert("RGB")
 
 
-def _pil_to_rgb(image: Image.Image, where: str) -> Image.Image:
-    """Any PIL image -> a new 8-bit RGB image (see the module docstring for the rules)."""
+def _pil_to_rgb(image: Image.Image, where: str, from_file: bool | None = None) -> Image.Image:
+    """Any PIL image -> a new 8-bit RGB image (see the module docstring for the rules). ``from_file``: the image
+    was decoded from a file (default: its ``format`` is set), which fixes the bit depth of integer modes."""
+    if image.width == 0 or image.height == 0:
+        raise ValueError(f"{where}: empty image of {image.width}x{image.height} pixels")
     mode = image.mode
     if mode == "RGB":
         return image.copy()
-    if mode in _SIXTEEN_BIT_MODES or mode == "I":  # 16-bit greyscale (PNGs open as I;16 or I)
-        return _sixteen_bit_to_rgb(np.asarray(image), where)
+    if mode in _SIXTEEN_BIT_MODES or mode == "I":  # integer greyscale: a 16-bit file, or 8-bit values
+        values = np.asarray(image)
+        from_file = image.format is not None if from_file is None else from_file
+        sixteen_bit = from_file or bool(values.size and values.max() > 255)
+        return _sixteen_bit_to_rgb(values, where, sixteen_bit)
     if mode == "F":
         raise ValueError(f"{where}: 32-bit float image (PIL mode 'F') has no standard value range; save it as 8- or "
                          "16-bit, or pass a uint8 array")
@@ -125,11 +140,13 @@ def read_image(image: Any, where: str | None = None) -> Image.Image:
             raise FileNotFoundError(f"{where}: no such file")
         if path.is_dir():
             raise ValueError(f"{where}: is a directory, not an image file")
+        if not path.is_file():
+            raise ValueError(f"{where}: {_NOT_REGULAR}")
         try:
             with Image.open(path) as opened:
                 opened.load()
                 upright = ImageOps.exif_transpose(opened)  # a camera's orientation tag, applied as viewers do
-                return _pil_to_rgb(upright, where)
+                return _pil_to_rgb(upright, where, from_file=True)
         except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
             raise ValueError(f"{where}: not an image file that PIL can read ({type(err).__name__}: {err})") from None
     if isinstance(image, Image.Image):
@@ -199,6 +216,8 @@ def check_image_file(path: str | os.PathLike) -> None:
     """Raise (naming the file) unless PIL recognises ``path`` as an image; reads the header only, so it is cheap."""
     path = Path(path)
     if not path.is_file():
+        if path.exists():
+            raise ValueError(f"{path}: {_NOT_REGULAR}")
         raise FileNotFoundError(f"{path}: no such file")
     try:
         with Image.open(path):
@@ -209,8 +228,10 @@ def check_image_file(path: str | os.PathLike) -> None:
 
 def find_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """The image files named by ``paths``: files as given, folders scanned (not recursively) for files with an
-    :data:`IMAGE_SUFFIXES` suffix, in sorted order. A missing path raises FileNotFoundError naming it; a folder
-    without images raises ValueError."""
+    :data:`IMAGE_SUFFIXES` suffix, in sorted order (a folder's entries that are not regular files are skipped).
+    A missing path raises FileNotFoundError naming it; a folder without images, or a path that is not a regular
+    file (a FIFO, a device), raises ValueError. The same file named twice (also through a folder or a symlink) is
+    listed once, where it first appears."""
     found: list[Path] = []
     for item in paths:
         path = Path(item)
@@ -221,9 +242,14 @@ def find_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
             found.extend(inside)
         elif path.is_file():
             found.append(path)
+        elif path.exists():
+            raise ValueError(f"{path}: {_NOT_REGULAR}")
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
-    return found
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 __all__ = ["IMAGE_SUFFIXES", "SAMPLE_PHOTOS", "check_image_file", "collage", "find_images", "read_image", "sample_photo",

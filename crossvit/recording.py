@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .layers import AttentionMap
-from .model import CrossViT
+from .model import CrossViT, in_forward
 
 Kind = Literal["self", "cross"]
 
@@ -96,9 +96,13 @@ class AttentionRecorder:
     """Holds the maps (and optionally their gradients) recorded by :func:`record_attention`.
 
     Each forward pass of the model (``model(x)`` or ``model.forward_features(x)``) *replaces* the maps of the
-    previous one (``num_forwards`` counts them), so the maps always belong to the latest forward. The maps stay
-    readable after the ``with`` block ends. With ``grads=True`` only gradients of the latest forward's maps are
-    kept: reading gradients that arrived for an earlier forward only raises an error that says so.
+    previous one (``num_forwards`` counts them), so the maps always belong to the latest forward. Calling a part
+    of the model on its own (``model.embed["small"](x)``, ``model.blocks[0](s, l)``) is not a forward: it neither
+    replaces nor adds maps. The maps stay readable after the ``with`` block ends. With ``grads=True`` only
+    gradients of the latest forward's maps are kept: reading gradients that arrived for an earlier forward only
+    raises an error that says so. Several backward passes through one recorded forward (``retain_graph=True``)
+    add up: ``rec.gradients`` is then the gradient of their sum, as PyTorch's ``.grad`` accumulates (a
+    ``torch.autograd.grad`` call through the maps runs the same hooks, and counts as a pass too).
 
     The model must run eagerly: a ``torch.compile``-d model (or any wrapper whose compiled code skips module
     hooks) records nothing, and reading the recorder after such a call raises an error that says so.
@@ -159,7 +163,7 @@ class AttentionRecorder:
             site.module.reuse_thread = None
 
     def _on_forward(self, module: nn.Module, inputs: tuple) -> None:
-        if not self._ours():
+        if not self._ours() or not in_forward(self.model):  # the embedding called on its own is no forward
             return
         self._maps = {}
         self._grads = {}
@@ -178,14 +182,15 @@ class AttentionRecorder:
             self._latest_call_unseen = True
 
     def _keep_grad(self, forward_id: int, name: str, grad: torch.Tensor) -> None:
-        if forward_id == self._forward_id:
-            self._grads[name] = grad
+        if forward_id == self._forward_id:  # several backward passes add up, as .grad does
+            held = self._grads.get(name)
+            self._grads[name] = grad if held is None else held + grad  # a new tensor: what a caller holds stays
         else:  # a backward through an earlier forward: its gradients do not belong to the maps we hold
             self._stale_grads_from = forward_id
 
     def _hook_for(self, name: str) -> Callable:
         def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            if not self._ours():
+            if not self._ours() or not in_forward(self.model):  # a block called on its own records nothing
                 return
             if self.keep_grads and output.requires_grad:
                 # the gradient hook lives as long as the map's autograd graph; it must not keep the recorder (and
@@ -259,7 +264,8 @@ class AttentionRecorder:
 
     @property
     def gradients(self) -> dict[str, torch.Tensor]:
-        """d(output)/d(map) for every recorded site, by site name (needs ``grads=True`` and a backward pass)."""
+        """d(output)/d(map) for every recorded site a gradient reached, by site name (needs ``grads=True`` and a
+        backward pass); the sum over the backward passes through the latest forward, as ``.grad`` accumulates."""
         self._require_grads()
         return {s.name: self._grads[s.name] for s in self.recorded_sites if s.name in self._grads}
 

@@ -8,13 +8,17 @@ Definitions (written out step by step in docs/rollout.md):
   The map is R[CLS, patches].
 * **Joint rollout** (this project's). One token graph over both branches, T = [CLS_s, patches_s, CLS_l, patches_l],
   R = M_L ... M_1 over all layers in forward order, where a self-attention layer of branch b is the identity except
-  for the b-block 0.5 A + 0.5 I, and a fusion layer is the identity except for the CLS rows: the row of CLS_b
-  becomes 0.5 e(CLS_b) + 0.5 (c[0] e(CLS_b) + sum_j c[j] e(patch_other_j)), c being b's cross-attention row.
-  The result for query CLS_q over the patches of branch p is R[CLS_q, patches_p]; every row sums to 1 with the
-  CLS columns included.
+  for the b-block rownorm(0.5 A + 0.5 I), and a fusion layer is the identity except for the CLS rows: the row of
+  CLS_b becomes rownorm(0.5 e(CLS_b) + 0.5 (c[0] e(CLS_b) + sum_j c[j] e(patch_other_j))), A and c being the
+  head-fused maps (b's cross-attention row for c). With the mean over heads the rows already sum to 1 and rownorm
+  changes nothing; max and min fusion need it, as in the per-branch rollout. The result for query CLS_q over the
+  patches of branch p is R[CLS_q, patches_p]; every row sums to 1 with the CLS columns included, for every head
+  fusion.
 * **Gradient rollout** (Chefer et al. 2021, generic attention explainability): the joint rollout with
-  A_bar = mean_heads(clamp(grad(A) * A, min=0)) in place of the head-fused A, so it is specific to the class whose
-  score was back-propagated.
+  A_bar = mean_heads(clamp(grad(A) * A, min=0)) in place of the head-fused A and no rownorm (Chefer et al. keep
+  the weights as they are), so it is specific to the class whose score was back-propagated. A map that received
+  no gradient while others did does not feed the score that was back-propagated (e.g. the large CLS's last fusion
+  when only the small head's logit was): its gradient is zero.
 
 All three take ``start_block``: only the attention of multi-scale blocks ``start_block`` and later enters the
 product (the layers before it count as the identity). Rollout multiplies every layer in, and in a trained model
@@ -38,7 +42,7 @@ from typing import Literal
 import torch
 
 from .recording import AttentionRecorder, attention_sites
-from .utils import check_int, check_number, other_branch
+from .utils import check_bool, check_int, check_number, other_branch
 
 HeadFusion = Literal["mean", "max", "min"]
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
@@ -80,10 +84,11 @@ def discard_lowest(attention: torch.Tensor, ratio: float) -> torch.Tensor:
 
 
 def rollout_from_maps(maps: Sequence[torch.Tensor], head_fusion: HeadFusion = "mean",
-                      discard_ratio: float = 0.0) -> torch.Tensor:
+                      discard_ratio: float = 0.0, include_cls: bool = False) -> torch.Tensor:
     """Per-branch rollout of self-attention maps (forward order, each (B, heads, N, N)) -> (B, N - 1).
 
-    Returns R[CLS, patches] with R = A'_L ... A'_1, A' = rownorm(0.5 A + 0.5 I).
+    Returns R[CLS, patches] with R = A'_L ... A'_1, A' = rownorm(0.5 A + 0.5 I); with ``include_cls=True`` the
+    whole row R[CLS, :], (B, N), which sums to 1.
     """
     if not maps:
         raise ValueError("rollout needs at least one self-attention map")
@@ -99,7 +104,7 @@ def rollout_from_maps(maps: Sequence[torch.Tensor], head_fusion: HeadFusion = "m
         # row <- row @ A' with A' = (0.5 A + 0.5 I) / s (rows), s = row sums of 0.5 A + 0.5 I; never build A'
         scaled = row / (0.5 * fused.sum(dim=-1) + 0.5)[:, None, :]  # (B, 1, N)
         row = 0.5 * (scaled @ fused) + 0.5 * scaled
-    return row[:, 0, 1:]
+    return row[:, 0] if include_cls else row[:, 0, 1:]
 
 
 def check_index(name: str, value: object, length: int, what: str) -> int:
@@ -117,11 +122,12 @@ def check_start_block(model: torch.nn.Module, start_block: object) -> int:
 
 
 def attention_rollout(rec: AttentionRecorder, branch: str, head_fusion: HeadFusion = "mean",
-                      discard_ratio: float = 0.0, start_block: int = 0) -> torch.Tensor:
+                      discard_ratio: float = 0.0, start_block: int = 0, include_cls: bool = False) -> torch.Tensor:
     """Classic rollout of one branch's self-attention, for every image of the batch: (B, N_patches of branch).
 
     Patches are in row-major order over ``rec.model.patch_grid(branch)``. Only the layers of blocks
-    ``start_block`` and later enter the product.
+    ``start_block`` and later enter the product. With ``include_cls=True`` the CLS's own column comes first,
+    (B, 1 + N_patches), and each row sums to 1.
     """
     if head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
@@ -135,7 +141,8 @@ def attention_rollout(rec: AttentionRecorder, branch: str, head_fusion: HeadFusi
         raise ValueError(f"rollout of the {branch} branch from block {start} needs all its {len(needed)} "
                          f"self-attention maps, but {len(missing)} were not recorded (e.g. {missing[0]}); record "
                          "with sites='all' or 'self', and read the recorder after a forward that ran to the end")
-    return rollout_from_maps([recorded[name] for name in needed], head_fusion, discard_ratio)
+    return rollout_from_maps([recorded[name] for name in needed], head_fusion, discard_ratio,
+                             check_bool("include_cls", include_cls))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -155,12 +162,14 @@ class GraphLayer:
     weights: torch.Tensor  # head-fused attention: (B, N_b, N_b) for self, (B, 1 + N_other) for cross
 
 
-def joint_rows(layers: Sequence[GraphLayer], num_tokens: dict[str, int]) -> torch.Tensor:
+def joint_rows(layers: Sequence[GraphLayer], num_tokens: dict[str, int], normalise: bool = True) -> torch.Tensor:
     """CLS rows of the joint rollout R = M_L ... M_1 (``layers`` in forward order).
 
     Args:
         layers: the graph's factors in forward order.
         num_tokens: tokens per branch including its CLS, e.g. ``{"small": 1 + 400, "large": 1 + 196}``.
+        normalise: divide each row of every factor by its sum (the joint rollout: rows of R sum to 1 whatever the
+            head fusion); False keeps the factors as they are (the gradient rollout's weights).
 
     Returns:
         (B, 2, T) with T = N_small + N_large tokens laid out [CLS_s, patches_s, CLS_l, patches_l]; row 0 is R's
@@ -179,13 +188,18 @@ def joint_rows(layers: Sequence[GraphLayer], num_tokens: dict[str, int]) -> torc
         start = offsets[layer.branch]
         if layer.kind == "self":
             block = slice(start, start + num_tokens[layer.branch])
+            a = layer.weights.to(dtype)  # (B, N_b, N_b)
             v = rows[:, :, block]  # (B, 2, N_b)
-            rows[:, :, block] = 0.5 * v + 0.5 * (v @ layer.weights.to(dtype))
+            if normalise:  # v M with M = (0.5 A + 0.5 I) / s (rows), s = row sums of 0.5 A + 0.5 I
+                v = v / (0.5 * a.sum(dim=-1) + 0.5)[:, None, :]
+            rows[:, :, block] = 0.5 * v + 0.5 * (v @ a)
         else:
             c = layer.weights.to(dtype)  # (B, 1 + N_other): [own CLS, other patches]
             o = offsets[other_branch(layer.branch)]
             patches = slice(o + 1, o + num_tokens[other_branch(layer.branch)])
             w = rows[:, :, start].clone()  # (B, 2): how much of each query row sits on CLS_b
+            if normalise:  # the CLS_b row of M, 0.5 e(CLS_b) + 0.5 c, sums to 0.5 + 0.5 sum(c)
+                w = w / (0.5 + 0.5 * c.sum(dim=-1))[:, None]
             rows[:, :, start] = w * (0.5 + 0.5 * c[:, None, 0])
             rows[:, :, patches] += 0.5 * w[:, :, None] * c[:, None, 1:]
     return rows
@@ -236,7 +250,7 @@ def joint_rollout(rec: AttentionRecorder, head_fusion: HeadFusion = "mean", incl
         raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
     layers = _graph_layers(rec, lambda name, attention: fuse_heads(attention, head_fusion), start_block)
     counts = _token_counts(rec)
-    return _split_rows(joint_rows(layers, counts), counts, include_cls)
+    return _split_rows(joint_rows(layers, counts, normalise=True), counts, check_bool("include_cls", include_cls))
 
 
 def gradient_weighted(attention: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
@@ -250,13 +264,19 @@ def gradient_rollout(rec: AttentionRecorder, include_cls: bool = False, start_bl
                      ) -> dict[str, dict[str, torch.Tensor]]:
     """Class-specific joint rollout: A_bar in place of the head-fused maps (needs ``record_attention(...,
     grads=True)`` and a backward pass from the class score to explain). Same layout and ``start_block`` as
-    :func:`joint_rollout`."""
-    grads = rec.gradients
-    missing = [name for name in rec.sites if name not in grads]
-    if missing:
-        raise RuntimeError(f"no gradient reached {len(missing)} attention maps (e.g. {missing[0]}); back-propagate "
-                           "from the model's output, not from a detached tensor")
-    layers = _graph_layers(rec, lambda name, attention: gradient_weighted(attention.detach(), grads[name]),
-                           start_block)
+    :func:`joint_rollout`; the factors are not row-normalised.
+
+    A map that received no gradient while others did is not on any path to the back-propagated score (after a
+    backward from one branch head's logit, the other CLS's last fusion): its gradient is zero, so its layer
+    enters as 0.5 I. (A backward restricted with ``inputs=`` to some of the maps makes the others zero too.)
+    """
+    grads = rec.gradients  # raises when no map received a gradient (or only those of an earlier forward)
+
+    def weighted(name: str, attention: torch.Tensor) -> torch.Tensor:
+        attention = attention.detach()
+        grad = grads[name] if name in grads else torch.zeros_like(attention)
+        return gradient_weighted(attention, grad)
+
+    layers = _graph_layers(rec, weighted, start_block)
     counts = _token_counts(rec)
-    return _split_rows(joint_rows(layers, counts), counts, include_cls)
+    return _split_rows(joint_rows(layers, counts, normalise=False), counts, check_bool("include_cls", include_cls))

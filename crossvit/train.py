@@ -45,7 +45,7 @@ from .presets import SHAPES_PRESETS
 from .recording import AttentionRecorder, record_attention
 from .scenes import make_two_object_shapes
 from .tasks import TASKS, get_task
-from .utils import atomic_write
+from .utils import atomic_write, eval_mode
 from .utils import resolve_device as _resolve_device
 
 TRAIN_PRESETS = SHAPES_PRESETS
@@ -271,28 +271,27 @@ def cls_attention_entropy(rec: AttentionRecorder) -> torch.Tensor:
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 250,
              device: torch.device | str = "cpu", amp: bool = False) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``model`` on float images (n, 3, H, W) with labels (n,); for a CrossViT
-    also the accuracy of each branch head alone (``small_head_accuracy``, ``large_head_accuracy``)."""
-    was_training = model.training
-    model.eval()
+    also the accuracy of each branch head alone (``small_head_accuracy``, ``large_head_accuracy``). The model runs
+    in eval mode; every submodule's train/eval flag is restored afterwards."""
     device = torch.device(device)
     heads = isinstance(model, CrossViT)
     correct, loss_sum = 0, 0.0
     head_correct = {"small": 0, "large": 0}
-    for i in range(0, len(labels), batch_size):
-        x = images[i:i + batch_size].to(device)
-        y = labels[i:i + batch_size].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+    with eval_mode(model):  # every submodule's flag comes back as it was
+        for i in range(0, len(labels), batch_size):
+            x = images[i:i + batch_size].to(device)
+            y = labels[i:i + batch_size].to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                if heads:
+                    by_head = model.branch_logits(model.forward_features(x))
+                    logits = model.combine_heads(by_head).float()  # (b, num_classes)
+                else:
+                    logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(dim=1) == y).sum().item()
             if heads:
-                by_head = model.branch_logits(model.forward_features(x))
-                logits = model.combine_heads(by_head).float()  # (b, num_classes)
-            else:
-                logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(dim=1) == y).sum().item()
-        if heads:
-            for name, head_logits in by_head.items():
-                head_correct[name] += (head_logits.argmax(dim=1) == y).sum().item()
-    model.train(was_training)
+                for name, head_logits in by_head.items():
+                    head_correct[name] += (head_logits.argmax(dim=1) == y).sum().item()
     scores = {"accuracy": correct / len(labels), "loss": loss_sum / len(labels)}
     if heads:
         scores.update({f"{name}_head_accuracy": c / len(labels) for name, c in head_correct.items()})
@@ -542,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The trainer's command line; returns the exit status: 0 done, 2 a bad setting (nothing trained), 1 a run that
+    failed (a diverging loss: lower ``--lr``; a checkpoint that could not be written), 130 interrupted. Every
+    failure is one ``error:`` line, never a traceback."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     config = TrainConfig(
@@ -563,9 +565,15 @@ def main(argv: list[str] | None = None) -> int:
             check_checkpoint_name(args.name)  # also without --out: a bad name is a mistake either way
         _, record = train(config, args.out, progress=not args.quiet, name=args.name, command=command,
                           overwrite=args.overwrite, state_file=args.state_file)
-    except (TypeError, ValueError, FileExistsError) as err:
+    except (TypeError, ValueError, FileExistsError) as err:  # a bad setting: nothing was trained
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (FloatingPointError, OSError) as err:  # the run itself failed: a diverging loss, a full disk, ...
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     print(f"held-out accuracy: {record['held_out_accuracy']:.4f} on {record['held_out_images']} images "
           f"(seed {record['held_out_seed']}); {record['parameter_count']:,} parameters; "
           f"{record['wall_time_s']:.1f} s on {record['device']}")

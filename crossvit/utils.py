@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -30,15 +31,34 @@ def other_branch(branch: str) -> str:
     raise ValueError(f"unknown branch {branch!r}; a CrossViT's branches are 'small' and 'large'")
 
 
+_EVAL_LOCK = threading.Lock()
+_EVAL_USERS: dict[torch.nn.Module, list] = {}  # model -> [blocks inside eval_mode, saved (module, flag) pairs]
+
+
 @contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Within the block the model is in eval mode; its previous mode is restored afterwards (also on error)."""
-    was_training = model.training
-    model.eval()
+    """Within the block the model is in eval mode; afterwards (also on error) every submodule gets back its own
+    train/eval flag (a model in ``train()`` with a frozen ``embed.eval()`` comes back exactly so).
+
+    The blocks nest per model, across threads too: the first block to enter saves the flags and the last to leave
+    restores them, so several threads explaining one model leave it as it was (a block that saved the flags after
+    another thread had switched the model to eval would restore eval).
+    """
+    with _EVAL_LOCK:
+        entry = _EVAL_USERS.get(model)
+        if entry is None:
+            entry = _EVAL_USERS[model] = [0, [(m, m.training) for m in model.modules()]]
+            model.eval()
+        entry[0] += 1
     try:
         yield
     finally:
-        model.train(was_training)
+        with _EVAL_LOCK:
+            entry[0] -= 1
+            if entry[0] == 0:
+                del _EVAL_USERS[model]
+                for module, training in entry[1]:
+                    module.training = training
 
 
 def check_int(name: str, value: object, minimum: int | None = None, maximum: int | None = None) -> int:

@@ -14,6 +14,23 @@ import torch  # noqa: E402
 
 import crossvit  # noqa: E402
 
+try:  # the property-based tests (tests/test_properties.py): Hypothesis is in the `test` extra
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover - test_properties.py skips itself
+    settings = None
+
+HYPOTHESIS_PROFILE_VARIABLE = "CROSSVIT_HYPOTHESIS_PROFILE"
+"""Picks the Hypothesis profile: ``fast`` (the default, a few examples: the edit-test loop and ``make test-fast``)
+or ``thorough`` (``make test`` sets it: more examples). Both are derandomized (seeded), so a run is repeatable, and
+keep no example database in the repository."""
+
+if settings is not None:
+    _common = dict(derandomize=True, database=None, deadline=None, print_blob=True,
+                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    settings.register_profile("fast", max_examples=5, **_common)
+    settings.register_profile("thorough", max_examples=40, **_common)
+    settings.load_profile(os.environ.get(HYPOTHESIS_PROFILE_VARIABLE, "fast"))
+
 HELD_OUT_TEST_SEED = 2**40 + 2**33 + 12
 """Shapes images of the shared ``shapes`` fixture: above every seed the trainer touches, never a benchmark's."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import threading
 
 import pytest
@@ -143,6 +144,9 @@ def test_the_rules_change_gradients_only_inside_the_context_and_only_in_its_thre
         thread.start()
         thread.join()
         copied = copy.deepcopy(model)
+        copied_grad = torch.autograd.grad(copied(x)[:, 0].sum(), x)[0]  # a copy made inside follows no rules
+        saved = io.BytesIO()
+        torch.save(model, saved)  # nothing of the rules is pickled
     torch.testing.assert_close(inside.detach(), plain, rtol=0, atol=0)  # forward values unchanged
     assert not torch.allclose(ruled_grad, plain_grad)  # the rules do change the backward ...
     torch.testing.assert_close(other["grad"], plain_grad)  # ... but not another thread's
@@ -151,6 +155,10 @@ def test_the_rules_change_gradients_only_inside_the_context_and_only_in_its_thre
     assert not hooked, hooked  # nothing left on the model, nothing carried by a copy
     after = torch.autograd.grad(model(x)[:, 0].sum(), x)[0]
     torch.testing.assert_close(after, plain_grad)
+    saved.seek(0)
+    loaded = torch.load(saved, weights_only=False)
+    torch.testing.assert_close(torch.autograd.grad(loaded(x)[:, 0].sum(), x)[0], plain_grad)
+    torch.testing.assert_close(copied_grad, plain_grad)
 
 
 def test_explain_registers_both_rules_with_checked_options(bundled):
@@ -169,12 +177,13 @@ def test_explain_registers_both_rules_with_checked_options(bundled):
 
 def test_explain_with_attnlrp_leaves_the_model_as_it_was(bundled):
     model = copy.deepcopy(bundled).train()
+    model.heads.eval()  # a frozen part stays frozen
     for p in model.parameters():
         p.grad = torch.full_like(p, 0.5)
     images = crossvit.data.make_shapes(2, crossvit.data.UNUSED_SEED_BASE + 2**34 + 6)[0]
     maps = crossvit.explain(model, images, "attnlrp")
     assert maps.shape == (2, 96, 96) and torch.isfinite(maps).all()
-    assert model.training
+    assert model.training and model.blocks.training and not model.heads.training
     assert all(torch.equal(p.grad, torch.full_like(p, 0.5)) for p in model.parameters())
     assert not [n for n, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
 
