@@ -252,7 +252,7 @@ def test_cli_figure_of_a_signed_map_is_zero_centred():
 def test_rollout_explorer_uses_explains_defaults(bundled, shapes):
     images, _, masks = shapes
     explorer = rollout_explorer(bundled, images[:2], masks=masks[:2])
-    for method in explorer.METHODS:
+    for method in explorer.methods:
         explorer.controls["method"].value = method
         expected = crossvit.METHOD_OPTIONS[method]["start_block"] % bundled.arch.num_blocks
         assert explorer.controls["start_block"].value == expected
@@ -328,13 +328,13 @@ def test_kept_attention_memory_is_never_saved_nor_left_behind_by_half(tmp_path):
 
 def test_rollout_explorer_cache_is_bounded(bundled, shapes):
     images, _, _ = shapes
-    explorer = rollout_explorer(bundled, images[:2])
+    explorer = rollout_explorer(bundled, images[:2], classes=[])  # only each image's predicted class precomputed
     explorer.controls["method"].value = "gradient_rollout"
     for start in range(bundled.arch.num_blocks):
         explorer.controls["start_block"].value = start
         for target in range(bundled.num_classes):
             explorer.controls["target"].value = target
-    assert len(explorer._grad) == explorer.GRADIENT_CACHE < bundled.arch.num_blocks * bundled.num_classes
+    assert len(explorer._extras) == explorer.EXTRA_CACHE < bundled.arch.num_blocks * bundled.num_classes
     assert explorer.memory_bytes > 0
 
 

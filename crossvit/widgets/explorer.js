@@ -382,6 +382,24 @@ export const attention = {
   /** The grid the picture shows, which a click picks from (AttentionExplorer.shown_grid). */
   shownGrid(data, s) { return s.kind === "cross" && s.query !== "CLS" ? s.branch : this.gridBranch(data, s); },
 
+  /** The patch [branch, row, col] under a click at (u, v), fractions (0..1 from the top left) of the image panel
+   * (`where` "image") or the grid panel ("grid"), on the grid the picture shows; null where there is none (the
+   * margin, or the grid panel while it shows no row). */
+  pointToPatch(data, s, where, u, v) {
+    const branch = this.shownGrid(data, s), [rows, cols] = grid(data, branch);
+    let row, col;
+    if (where === "image") {
+      const edges = data.geometry[branch].edges, x = u * data.W, y = v * data.H; // input pixels
+      col = edges.filter((e) => e <= x).length - 1;
+      row = edges.filter((e) => e <= y).length - 1;
+    } else {
+      if (s.kind === "cross" && s.query !== "CLS") return null;
+      col = Math.floor(u * cols);
+      row = Math.floor(v * rows);
+    }
+    return row >= 0 && row < rows && col >= 0 && col < cols ? [branch, row, col] : null;
+  },
+
   /** What the picture and caption show (AttentionExplorer.view). */
   view(data, s) {
     const i = s.image, branch = s.branch, name = `blocks.${s.block}.${branch}.${s.kind}.${s.layer}`;
@@ -895,27 +913,11 @@ class Explorer {
     if (event.button !== 0) return;
     const box = event.currentTarget.getBoundingClientRect();
     const u = (event.clientX - box.left) / box.width, v = (event.clientY - box.top) / box.height;
-    const patch = this.patchAt(where, u, v);
+    const patch = attention.pointToPatch(this.data, this.state, where, u, v);
     if (patch === null) return;
     event.preventDefault();
     const [branch, row, col] = patch;
     this.setState(attention.select(this.data, this.state, row, col, branch));
-  }
-
-  /** The patch (branch, row, col) at (u, v), fractions of the image or grid panel; null where there is none. */
-  patchAt(where, u, v) {
-    const d = this.data, s = this.state, branch = attention.shownGrid(d, s), [rows, cols] = grid(d, branch);
-    let row, col;
-    if (where === "image") {
-      const edges = d.geometry[branch].edges, x = u * d.W, y = v * d.H;
-      col = edges.filter((e) => e <= x).length - 1;
-      row = edges.filter((e) => e <= y).length - 1;
-    } else {
-      if (this.view.row === null) return null;
-      col = Math.floor(u * cols);
-      row = Math.floor(v * rows);
-    }
-    return row >= 0 && row < rows && col >= 0 && col < cols ? [branch, row, col] : null;
   }
 
   draw() {

@@ -2,6 +2,7 @@
 // reads {"module": path, "packet": packet (base64 arrays), "steps": [...]} as JSON on stdin and writes one JSON
 // result per step. A step is {"op": ..., ...}:
 //   specs / view / normalize {kind, state}; change {kind, state, name, value}; select {state, row, col, branch};
+//   point {state, where, u, v} (a click on the picture);
 //   branch_rollout {branch, image, fusion, ratio, start}; joint_rollout {image, fusion, start}.
 import { pathToFileURL } from "node:url";
 
@@ -37,6 +38,7 @@ for (const step of input.steps) {
       results.push(out);
       break;
     }
+    case "point": results.push(js.attention.pointToPatch(data, step.state, step.where, step.u, step.v)); break;
     case "fixed": results.push(js.fixed(step.x, step.digits)); break;
     default: throw new Error(`unknown op ${step.op}`);
   }
