@@ -610,8 +610,15 @@ function clear(c) {
   return g;
 }
 
+const MARCHING = (() => { // marching squares: for each corner pattern, the segments between edge midpoints
+  const top = [0.5, 0], right = [1, 0.5], bottom = [0.5, 1], left = [0, 0.5];
+  return [[], [[left, top]], [[top, right]], [[left, right]], [[right, bottom]], [[left, top], [right, bottom]],
+          [[top, bottom]], [[left, bottom]], [[bottom, left]], [[bottom, top]], [[top, right], [bottom, left]],
+          [[bottom, right]], [[right, left]], [[right, top]], [[top, left]], []];
+})();
+
 /** The mask outline of image `i`: segments of the 0.5 level line between pixel centres (marching squares, as
- * matplotlib's contour draws it), in input pixel units; cached per image. */
+ * matplotlib's contour draws it), as [x0, y0, x1, y1] in input pixels from the image's top left; cached. */
 function maskSegments(data, i) {
   const key = `outline|${i}`;
   let segments = data.cache.get(key);
@@ -620,17 +627,10 @@ function maskSegments(data, i) {
   const { H, W } = data, m = data.masks.subarray(i * H * W, (i + 1) * H * W);
   for (let y = 0; y + 1 < H; y++) {
     for (let x = 0; x + 1 < W; x++) {
-      const a = m[y * W + x], b = m[y * W + x + 1], c = m[(y + 1) * W + x + 1], d = m[(y + 1) * W + x];
-      const code = a | (b << 1) | (c << 2) | (d << 3);
-      if (code === 0 || code === 15) continue;
-      const cx = x + 0.5, cy = y + 0.5; // pixel centres lie at +0.5 in canvas units
-      const top = [cx + 0.5, cy], right = [cx + 1, cy + 0.5], bottom = [cx + 0.5, cy + 1], left = [cx, cy + 0.5];
-      const table = {
-        1: [[left, top]], 2: [[top, right]], 3: [[left, right]], 4: [[right, bottom]], 5: [[left, top], [right, bottom]],
-        6: [[top, bottom]], 7: [[left, bottom]], 8: [[bottom, left]], 9: [[bottom, top]], 10: [[top, right], [bottom, left]],
-        11: [[bottom, right]], 12: [[right, left]], 13: [[right, top]], 14: [[top, left]],
-      };
-      segments.push(...table[code]);
+      const code = m[y * W + x] | (m[y * W + x + 1] << 1) | (m[(y + 1) * W + x + 1] << 2) | (m[(y + 1) * W + x] << 3);
+      for (const [[ax, ay], [bx, by]] of MARCHING[code]) {
+        segments.push([x + 0.5 + ax, y + 0.5 + ay, x + 0.5 + bx, y + 0.5 + by]); // pixel centres at +0.5
+      }
     }
   }
   data.cache.set(key, segments);
@@ -680,7 +680,7 @@ function drawOutline(g, data, i) {
   g.save();
   g.strokeStyle = data.colors.mask; g.lineWidth = 1.6;
   g.beginPath();
-  for (const [[x0, y0], [x1, y1]] of maskSegments(data, i)) { g.moveTo(x0 * sx, y0 * sy); g.lineTo(x1 * sx, y1 * sy); }
+  for (const [x0, y0, x1, y1] of maskSegments(data, i)) { g.moveTo(x0 * sx, y0 * sy); g.lineTo(x1 * sx, y1 * sy); }
   g.stroke();
   g.restore();
 }
@@ -815,6 +815,11 @@ class Explorer {
     this.model = model; this.data = data; this.rules = data.kind === "attention" ? attention : rollout;
     this.root = element("div", STYLE_ROOT);
     this.root.dataset.explorer = data.kind;
+    // keys pressed on a control are the control's (a slider's arrows, a menu's), not the notebook's shortcuts
+    this.root.setAttribute("data-lm-suppress-shortcuts", "true");
+    this.root.addEventListener("keydown", (event) => {
+      if (event.target.matches("input, select, button")) event.stopPropagation();
+    });
     this.state = this.rules.normalize(data, this.readModel());
     const controls = element("div", `${STYLE_ROOT}-controls`);
     this.controls = {};
@@ -880,12 +885,15 @@ class Explorer {
     return fig;
   }
 
+  /** The model changed (the kernel set a control, or several): follow it, once, after the batch. */
   scheduleSync() {
     if (this.syncQueued) return;
     this.syncQueued = true;
     queueMicrotask(() => {
       this.syncQueued = false;
-      this.state = this.rules.normalize(this.data, this.readModel());
+      const next = this.rules.normalize(this.data, this.readModel());
+      if (JSON.stringify(next) === JSON.stringify(this.state)) return; // an echo of what is shown
+      this.state = next;
       this.draw();
     });
   }

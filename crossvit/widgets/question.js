@@ -10,6 +10,11 @@ export function answerFor(messages, choice) {
 function render({ model, el }) {
   const root = document.createElement("div");
   root.className = "cvq";
+  // keys pressed on the options and the button are theirs, not the notebook's shortcuts
+  root.setAttribute("data-lm-suppress-shortcuts", "true");
+  root.addEventListener("keydown", (event) => {
+    if (event.target.matches("input, button")) event.stopPropagation();
+  });
   const heading = document.createElement("div");
   heading.className = "cvq-heading";
   heading.innerHTML = `<b>Question ${model.get("question_id")}</b>: choose one, then press Check.`;
