@@ -340,7 +340,7 @@ def _explain_command(args: argparse.Namespace) -> int:
     bar.close()
     write_predictions()
     if args.html:
-        write_explorers_page(model, paths, target, args.out / EXPLORERS_PAGE, title=weights)
+        write_explorers_page(model, paths, target, args.out / EXPLORERS_PAGE, title=weights, progress=not args.quiet)
     print(f"{len(results)} image(s), {len(results) * len(methods)} figure(s)"
           f"{f', {EXPLORERS_PAGE}' if args.html else ''} and {PREDICTIONS} in {args.out}")
     return 0
@@ -365,7 +365,8 @@ def check_page_path(out: Path, paths: Sequence[Path], count: int) -> None:
                              "another --out")
 
 
-def write_explorers_page(model: CrossViT, paths: Sequence[Path], target: int | None, page: Path, title: str) -> None:
+def write_explorers_page(model: CrossViT, paths: Sequence[Path], target: int | None, page: Path, title: str,
+                         progress: bool = False) -> None:
     """Both explorers of ``paths`` in one standalone page at ``page`` (listed in predictions.json beforehand; an
     earlier run's page was removed by prepare_output_folder, and any other file there is never replaced)."""
     from .widgets import RolloutExplorer, attention_explorer, rollout_explorer, write_html
@@ -374,7 +375,7 @@ def write_explorers_page(model: CrossViT, paths: Sequence[Path], target: int | N
     names = class_names(model)
     classes = None if target is None or model.num_classes <= RolloutExplorer.ALL_CLASSES_UP_TO else [target]
     explorers = [attention_explorer(model, images, class_names=names),
-                 rollout_explorer(model, images, class_names=names, classes=classes)]
+                 rollout_explorer(model, images, class_names=names, classes=classes, progress=progress)]
     write_html(page, explorers, title=f"{len(paths)} image(s): {title}")
 
 

@@ -462,3 +462,27 @@ def test_the_question_front_end_shows_the_line_python_would(tmp_path):
     done = subprocess.run([shutil.which("node"), str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [True] * len(cases)
+
+
+@pytest.mark.slow  # builds a wheel
+def test_the_front_ends_ship_inside_the_wheel(tmp_path):
+    """The explorers' and questions' JavaScript and style are package data: a wheel carries them, so an installed
+    crossvit needs no CDN and no checkout."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    source = tmp_path / "source"  # a copy: building leaves build/ and *.egg-info beside the sources
+    shutil.copytree(root / "crossvit", source / "crossvit", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(root / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(source)], check=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("crossvit_lab-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    shipped = {f"crossvit/widgets/{p.name}" for p in (root / "crossvit" / "widgets").glob("*.[jc]s*")}
+    assert {"crossvit/widgets/explorer.js", "crossvit/widgets/question.js"} <= shipped <= names

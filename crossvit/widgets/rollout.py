@@ -18,7 +18,7 @@ from ..metrics import pointing_game
 from ..model import CrossViT
 from ..plotting import SIGNED_CLIP_PERCENTILE, signed_scale
 from ..rollout import HEAD_FUSIONS, joint_rollout, rollout_from_maps
-from ..utils import check_int
+from ..utils import check_bool, check_int
 from .base import _Explorer, class_label, encode_array, menu, model_device, slider
 
 PREDICTED = -1
@@ -110,8 +110,9 @@ class RolloutExplorer(_Explorer):
 
     def __init__(self, model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
                  class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None,
-                 classes: Sequence[int] | None = None) -> None:
+                 classes: Sequence[int] | None = None, progress: bool = False) -> None:
         self.recorder = self._take_inputs(model, images, masks, class_names, max_images)
+        self.progress = check_bool("progress", progress)
         self.methods = explorer_methods()
         if not self.methods:
             raise ValueError("the method registry holds no rollout to explore")
@@ -175,8 +176,8 @@ class RolloutExplorer(_Explorer):
                 targets = [None]
             jobs += [(name, targets, start) for start in self._starts(record)]
         stored: dict[str, torch.Tensor] = {}
-        for name, targets, start in tqdm(jobs, desc="class-specific maps", unit="map set", leave=False,
-                                         disable=not jobs):
+        for name, targets, start in tqdm(jobs, desc="class-specific maps", unit="map set",
+                                         disable=not (jobs and self.progress)):
             if targets == [None]:
                 maps = explain(self.model, self.images.to(model_device(self.model)), name,
                                **({} if start is None else {"start_block": start})).cpu()
@@ -396,7 +397,7 @@ class RolloutExplorer(_Explorer):
 
 def rollout_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
                      class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None,
-                     classes: Sequence[int] | None = None) -> RolloutExplorer:
+                     classes: Sequence[int] | None = None, progress: bool = False) -> RolloutExplorer:
     """A widget to compare rollout maps of ``model`` on ``images`` (B, 3, H, W): per-branch rollout (head fusion
     and discard ratio adjustable), the joint rollout through the fusion layers (head fusion adjustable), and the
     class-specific methods of the registry (gradient rollout, co-attention relevancy, ...) for a target class (each
@@ -407,11 +408,12 @@ def rollout_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Tens
     class when there are at most :data:`RolloutExplorer.ALL_CLASSES_UP_TO` (else each image's predicted class and
     the most probable others, or the ``classes`` given). The browser computes the rest from the recorded maps, so
     the widget answers every control without a kernel (in a saved notebook page, in ``explorer.save_html(path)``);
-    with a kernel, a class-specific map not computed yet is computed when asked for.
+    with a kernel, a class-specific map not computed yet is computed when asked for. ``progress`` shows a tqdm bar
+    over the backward passes.
 
     Memory: the recorded maps of every image (as :func:`attention_explorer`, at most ``max_images`` images), the
     class-specific maps (each (B, H, W) float32) and at most one joint-rollout result per (head fusion, start
     block); ``explorer.memory_bytes`` says what it holds.
     """
     return RolloutExplorer(model, images, masks=masks, class_names=class_names, index=index, max_images=max_images,
-                           classes=classes)
+                           classes=classes, progress=progress)
