@@ -30,6 +30,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow  # three runs, each building both explorers
 def test_html_writes_one_page_per_run_and_never_a_readers_file(capsys, tmp_path, shapes_folder):
     out = tmp_path / "out"
     code, stdout, err = run(capsys, "explain", shapes_folder, "--checkpoint", BUNDLED, "--method", "random",

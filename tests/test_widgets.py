@@ -35,6 +35,24 @@ def recording(model, batch):
     return rec
 
 
+@pytest.fixture(scope="module")
+def built_rollout(model, batch):
+    images, _, masks = batch
+    explorer = rollout_explorer(model, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+    return explorer, explorer.state()
+
+
+@pytest.fixture()
+def rollout(built_rollout):
+    """The rollout explorer of ``batch`` (built once: its class-specific maps take backward passes), back in the
+    state it was built in."""
+    explorer, initial = built_rollout
+    with explorer.hold_sync():
+        for name, value in initial.items():
+            setattr(explorer, name, value)
+    return explorer
+
+
 @pytest.fixture()
 def explorer(model, batch):
     images, _, masks = batch
@@ -137,9 +155,9 @@ def test_a_click_on_the_picture_selects_the_patch_under_it(model, batch):
     assert run_js(explorer.packet(), steps) == expected
 
 
-def test_rollout_explorer_target_class(model, batch):
+def test_rollout_explorer_target_class(model, batch, rollout):
     images, _, masks = batch
-    explorer = rollout_explorer(model, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+    explorer = rollout
     c = explorer.controls
     assert c["target"].disabled  # only gradient rollout is class-specific
     c["method"].value = "gradient_rollout"
@@ -187,9 +205,9 @@ def test_rollout_explorer_target_class(model, batch):
         explorer.gradient_maps(model.num_classes)
 
 
-def test_rollout_explorer_shows_the_coattention_relevancy_of_the_chosen_class(model, batch):
+def test_rollout_explorer_shows_the_coattention_relevancy_of_the_chosen_class(model, batch, rollout):
     images, _, masks = batch
-    explorer = rollout_explorer(model, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+    explorer = rollout
     c = explorer.controls
     c["method"].value = "coattention_relevancy"
     assert not c["target"].disabled and c["head_fusion"].disabled
@@ -204,9 +222,9 @@ def test_rollout_explorer_shows_the_coattention_relevancy_of_the_chosen_class(mo
         explorer.class_maps("joint_rollout", 0)
 
 
-def test_rollout_explorer_verdict_is_the_majority_pointing_game(model, batch):
+def test_rollout_explorer_verdict_is_the_majority_pointing_game(model, batch, rollout):
     images, _, masks = batch
-    explorer = rollout_explorer(model, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+    explorer = rollout
     for i in range(len(images)):
         explorer.controls["image"].value = i
         heat = torch.as_tensor(explorer.last_map, dtype=torch.float64)
@@ -285,6 +303,7 @@ def test_the_packet_holds_the_recorded_maps(model, batch, recording):
     assert explorer.memory_bytes > sum(m.untyped_storage().nbytes() for m in explorer.maps.values())
 
 
+@pytest.mark.slow  # two explorers of 8 images, the rollout explorer's class maps included
 def test_a_notebook_page_saves_less_than_five_megabytes_of_widget_state(bundled):
     """Notebooks 03 and 04 each show one explorer of 8 images and a question: the widget state a page saves (the
     packet's arrays as base64 in JSON, the front-end code included) stays under 5 MB."""
