@@ -18,9 +18,14 @@ HARNESS = Path(__file__).resolve().parent / "js" / "explorer_harness.mjs"
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not installed (Node 20 runs the explorers' JavaScript)")
 
 
-def run_js(packet: dict[str, Any], steps: list[dict[str, Any]], timeout: float = 600) -> list[Any]:
-    """The result of each step (see tests/js/explorer_harness.mjs) on ``packet``."""
-    text = json.dumps({"module": str(ESM), "packet": to_base64(packet), "steps": steps})
+def run_js(packet: dict[str, Any], steps: list[dict[str, Any]], timeout: float = 600,
+           cache_limit: int | None = None) -> list[Any]:
+    """The result of each step (see tests/js/explorer_harness.mjs) on ``packet`` (``cache_limit``: bytes the front
+    end may keep in its cache, instead of its own limit)."""
+    request = {"module": str(ESM), "packet": to_base64(packet), "steps": steps}
+    if cache_limit is not None:
+        request["cache_limit"] = cache_limit
+    text = json.dumps(request)
     done = subprocess.run([NODE, str(HARNESS)], input=text.encode(), capture_output=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"node failed:\n{done.stderr.decode()[-4000:]}")

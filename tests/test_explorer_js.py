@@ -246,6 +246,21 @@ def test_maps_sent_as_float16_change_the_picture_by_less_than_a_colour_step(bund
             assert_same_text(b["caption"].split(note)[0], a["caption"].split(note)[0], kind)
 
 
+def test_the_front_end_cache_stays_bounded_and_changes_no_answer(bundled):
+    """However long a reader explores, the front end keeps at most its cache limit of computed results (fused maps,
+    rollouts, outlines), and a small limit changes no answer, only how often it is computed again."""
+    images, _, masks = crossvit.data.make_shapes(4, crossvit.data.UNUSED_SEED_BASE + 4246)
+    explorer = rollout_explorer(bundled, images, masks=masks, classes=[])
+    states = [{**explorer.state(), "method": m, "image": i, "head_fusion": f, "start_block": b}
+              for m in ("joint_rollout", "small_rollout") for i in range(4) for f in FUSIONS for b in range(3)]
+    steps = [{"op": "view", "kind": "rollout", "state": st} for st in states] * 2
+    steps = [step for view in steps for step in (view, {"op": "cache"})]
+    limit = 200_000
+    small, large = run_js(explorer.packet(), steps, cache_limit=limit), run_js(explorer.packet(), steps)
+    assert max(c["bytes"] for c in small[1::2]) <= limit < max(c["bytes"] for c in large[1::2])
+    assert [v["map"] for v in small[0::2]] == [v["map"] for v in large[0::2]]
+
+
 def test_javascript_formats_numbers_as_python_does(tmp_path, bundled):
     """Captions print numbers with Python's rounding (half to even on an exact tie), in both front and back end."""
     explorer = attention_explorer(bundled, crossvit.data.make_shapes(1, crossvit.data.UNUSED_SEED_BASE)[0])

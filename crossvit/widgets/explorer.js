@@ -93,8 +93,31 @@ export async function decodePacket(packet) {
     images: (await decodeArray(packet.images)).data,
     masks: packet.masks ? (await decodeArray(packet.masks)).data : null,
     lut: { heat: packet.colors.heat.map(hexColour), signed: packet.colors.signed.map(hexColour) },
-    cache: new Map(),
+    cache: new Map(), cachedBytes: 0, cacheLimit: CACHE_BYTES,
   };
+}
+
+const CACHE_BYTES = 64 * 2 ** 20;
+
+/** `compute()` once per `key`: results kept for later, the least recently used dropped first beyond
+ * `data.cacheLimit` bytes (CACHE_BYTES), so memory stays bounded however long a reader explores. */
+function remember(data, key, compute) {
+  const hit = data.cache.get(key);
+  if (hit !== undefined) {
+    data.cache.delete(key); // most recently used goes last
+    data.cache.set(key, hit);
+    return hit.value;
+  }
+  const value = compute();
+  const bytes = ArrayBuffer.isView(value) ? value.byteLength : 32 * (value.length || 1);
+  data.cache.set(key, { value, bytes });
+  data.cachedBytes += bytes;
+  for (const [old, entry] of data.cache) {
+    if (data.cachedBytes <= data.cacheLimit || old === key) break;
+    data.cache.delete(old);
+    data.cachedBytes -= entry.bytes;
+  }
+  return value;
 }
 
 /** Maps computed on demand by a kernel (the rollout explorer's `_extra`), added to the decoded packet. */
@@ -136,16 +159,11 @@ export function fuseRow(site, i, q, head) {
 
 /** Image `i`'s whole map of a site with heads fused, (Nq * Nk) (crossvit.rollout.fuse_heads); cached. */
 export function fusedMap(data, site, i, fusion) {
-  const key = `fused|${site.name}|${i}|${fusion}`;
-  let out = data.cache.get(key);
-  if (out === undefined) {
-    const [, , nq, nk] = site.shape;
-    out = new Float64Array(nq * nk);
+  return remember(data, `fused|${site.name}|${i}|${fusion}`, () => {
+    const [, , nq, nk] = site.shape, out = new Float64Array(nq * nk);
     for (let q = 0; q < nq; q++) out.set(fuseRow(site, i, q, fusion), q * nk);
-    data.cache.set(key, out);
-    if (data.cache.size > 512) data.cache.delete(data.cache.keys().next().value); // bounded: oldest goes first
-  }
-  return out;
+    return out;
+  });
 }
 
 /** Zero the lowest `ratio` of the entries of an (N, N) map, the CLS row (row 0) untouched:
@@ -520,13 +538,8 @@ export const rollout = {
       return patchToPixels(data, r.branch, row.subarray(1));
     }
     if (r.rule === "joint") {
-      const key = `joint|${s.image}|${s.head_fusion}|${s.start_block}`;
-      let map = data.cache.get(key);
-      if (map === undefined) {
-        map = jointPixels(data, jointRollout(data, s.image, s.head_fusion, s.start_block));
-        data.cache.set(key, map);
-      }
-      return map;
+      return remember(data, `joint|${s.image}|${s.head_fusion}|${s.start_block}`,
+                      () => jointPixels(data, jointRollout(data, s.image, s.head_fusion, s.start_block)));
     }
     return this.storedMap(data, s);
   },
@@ -620,21 +633,18 @@ const MARCHING = (() => { // marching squares: for each corner pattern, the segm
 /** The mask outline of image `i`: segments of the 0.5 level line between pixel centres (marching squares, as
  * matplotlib's contour draws it), as [x0, y0, x1, y1] in input pixels from the image's top left; cached. */
 function maskSegments(data, i) {
-  const key = `outline|${i}`;
-  let segments = data.cache.get(key);
-  if (segments !== undefined) return segments;
-  segments = [];
-  const { H, W } = data, m = data.masks.subarray(i * H * W, (i + 1) * H * W);
-  for (let y = 0; y + 1 < H; y++) {
-    for (let x = 0; x + 1 < W; x++) {
-      const code = m[y * W + x] | (m[y * W + x + 1] << 1) | (m[(y + 1) * W + x + 1] << 2) | (m[(y + 1) * W + x] << 3);
-      for (const [[ax, ay], [bx, by]] of MARCHING[code]) {
-        segments.push([x + 0.5 + ax, y + 0.5 + ay, x + 0.5 + bx, y + 0.5 + by]); // pixel centres at +0.5
+  return remember(data, `outline|${i}`, () => {
+    const segments = [], { H, W } = data, m = data.masks.subarray(i * H * W, (i + 1) * H * W);
+    for (let y = 0; y + 1 < H; y++) {
+      for (let x = 0; x + 1 < W; x++) {
+        const code = m[y * W + x] | (m[y * W + x + 1] << 1) | (m[(y + 1) * W + x + 1] << 2) | (m[(y + 1) * W + x] << 3);
+        for (const [[ax, ay], [bx, by]] of MARCHING[code]) {
+          segments.push([x + 0.5 + ax, y + 0.5 + ay, x + 0.5 + bx, y + 0.5 + by]); // pixel centres at +0.5
+        }
       }
     }
-  }
-  data.cache.set(key, segments);
-  return segments;
+    return segments;
+  });
 }
 
 /** Paint image `i` (grey for a signed map) with an optional heat overlay (H * W values already scaled to the

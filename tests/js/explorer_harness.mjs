@@ -2,7 +2,7 @@
 // reads {"module": path, "packet": packet (base64 arrays), "steps": [...]} as JSON on stdin and writes one JSON
 // result per step. A step is {"op": ..., ...}:
 //   specs / view / normalize {kind, state}; change {kind, state, name, value}; select {state, row, col, branch};
-//   point {state, where, u, v} (a click on the picture);
+//   point {state, where, u, v} (a click on the picture); cache {} (what the cache holds, in bytes and entries);
 //   branch_rollout {branch, image, fusion, ratio, start}; joint_rollout {image, fusion, start}.
 import { pathToFileURL } from "node:url";
 
@@ -11,6 +11,7 @@ for await (const chunk of process.stdin) chunks.push(chunk);
 const input = JSON.parse(Buffer.concat(chunks).toString("utf8"));
 const js = await import(pathToFileURL(input.module).href);
 const data = await js.decodePacket(input.packet);
+if (input.cache_limit !== undefined) data.cacheLimit = input.cache_limit;
 
 const plain = (x) => (ArrayBuffer.isView(x) ? Array.from(x) : x);
 function plainView(view) {
@@ -39,6 +40,7 @@ for (const step of input.steps) {
       break;
     }
     case "point": results.push(js.attention.pointToPatch(data, step.state, step.where, step.u, step.v)); break;
+    case "cache": results.push({ bytes: data.cachedBytes, entries: data.cache.size }); break;
     case "fixed": results.push(js.fixed(step.x, step.digits)); break;
     default: throw new Error(`unknown op ${step.op}`);
   }
