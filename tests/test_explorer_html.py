@@ -109,3 +109,36 @@ def test_a_standalone_file_opened_from_disk_works(page_file):
             assert not errors and not blocked, (errors, blocked)
         finally:
             browser.close()
+
+
+def test_a_question_answers_in_the_browser_without_a_kernel(tmp_path):
+    """A choice question saved as a page (no kernel behind it): picking an option and pressing Check shows that
+    option's answer line, as Python's widget would."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from crossvit.exercises.questions import QUESTIONS, ask
+
+    q = next(q for q in QUESTIONS if q.kind == "choice")
+    widget = ask(q.id)
+    path = write_html(tmp_path / "question.html", [widget], title=f"question {q.id}")
+    server, base = serve(tmp_path)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+            try:
+                page = browser.new_page()
+                blocked = block_the_network(page, base)
+                page.goto(f"{base}/{path.name}")
+                page.locator("#crossvit-widget-0[data-ready='true']").wait_for(timeout=READY_MS)
+                answer = page.locator(".cvq-answer")
+                page.get_by_role("button", name="Check").click()
+                assert answer.inner_text() == "Pick an option first."
+                for k in (q.correct, (q.correct + 1) % len(q.options)):
+                    page.locator(".cvq-option input").nth(k).check()
+                    page.get_by_role("button", name="Check").click()
+                    widget.choice = k
+                    assert answer.inner_text() == widget.check()
+                assert not blocked
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
