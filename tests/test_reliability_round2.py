@@ -252,7 +252,7 @@ def test_cli_figure_of_a_signed_map_is_zero_centred():
 def test_rollout_explorer_uses_explains_defaults(bundled, shapes):
     images, _, masks = shapes
     explorer = rollout_explorer(bundled, images[:2], masks=masks[:2])
-    for method in explorer.methods:
+    for method in explorer.METHODS:
         explorer.controls["method"].value = method
         expected = crossvit.METHOD_OPTIONS[method]["start_block"] % bundled.arch.num_blocks
         assert explorer.controls["start_block"].value == expected

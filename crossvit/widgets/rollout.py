@@ -56,6 +56,14 @@ def map_key(method: str, target: int | None, start: int | None) -> str:
     return f"{method}|{t}|{'-' if start is None else int(start)}"
 
 
+class _RegistryView:
+    """:data:`RolloutExplorer.METHODS`: :func:`explorer_methods`, read when asked (a method registered later
+    appears)."""
+
+    def __get__(self, obj: object, owner: type) -> tuple[str, ...]:
+        return explorer_methods()
+
+
 class _LRU(OrderedDict):
     """A dict that keeps only its ``size`` most recently used entries."""
 
@@ -93,6 +101,9 @@ class RolloutExplorer(_Explorer):
 
     KIND = "rollout"
     CONTROLS = ("image", "method", "head_fusion", "discard_ratio", "start_block", "target")
+    METHODS = _RegistryView()
+    """The methods an explorer built now offers (:func:`explorer_methods`); ``explorer.methods`` are those of
+    its own menu, read from the registry when it was built."""
     PREDICTED = PREDICTED
     ALL_CLASSES_UP_TO = 10
     OTHER_CLASSES = 3
@@ -291,15 +302,11 @@ class RolloutExplorer(_Explorer):
         if target == PREDICTED and self._all_classes():  # each image's map for its predicted class
             per_class = {k: self.class_maps(method, k, start_block) for k in set(self.predictions.tolist())}
             return torch.stack([per_class[int(k)][i] for i, k in enumerate(self.predictions)])
-        if key in self._extras:
-            self._extras.move_to_end(key)
-            return self._extras[key]
         start = start_block if "start_block" in REGISTRY[method].defaults else None
-        maps = self._explain(method, [target], start)[0]
-        self._extras[key] = maps
-        while len(self._extras) > self._extras.size:
-            self._extras.popitem(last=False)
-        self._extra = {k: encode_array(v, "float32") for k, v in self._extras.items()}  # to the front end
+        computed = key not in self._extras
+        maps = self._extras.get_or_compute(key, lambda: self._explain(method, [target], start)[0])
+        if computed:  # to the front end, with the others it still has
+            self._extra = {k: encode_array(v, "float32") for k, v in self._extras.items()}
         return maps
 
     def gradient_maps(self, target: int, start_block: int = 0) -> torch.Tensor:
