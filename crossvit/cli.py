@@ -1,7 +1,8 @@
 """The ``crossvit`` command line (also ``python -m crossvit``): explain photos, or train on the shapes task.
 
     crossvit explain PATHS... --model NAME (--pretrained | --checkpoint FILE [--num-classes N]) [--method M ...]
-                     [--target CLASS] [--out DIR] [--overwrite] [--device auto|cpu|cuda] [--batch-size N] [--quiet]
+                     [--target CLASS] [--out DIR] [--overwrite] [--html] [--device auto|cpu|cuda] [--batch-size N]
+                     [--quiet]
     crossvit train ...        (the same options as ``python -m crossvit.train``)
 
 ``explain`` takes image files and folders (a folder's image files, not its sub-folders) and writes, into ``DIR``:
@@ -10,7 +11,10 @@
   explanation over it with a colour bar, and the predicted class in the title;
 * ``predictions.json``: per image its top-5 classes (index, name, probability), the explained class and its
   figures. It is rewritten (atomically) before each figure is written (atomically too), so that every figure in
-  ``DIR`` is always described by it, also after a run that stopped half-way.
+  ``DIR`` is always described by it, also after a run that stopped half-way;
+* with ``--html``, ``explorers.html``: the run's images (at most 32) in the attention and rollout explorers, one
+  standalone page (data and code inline: it opens offline, with no kernel, and can be mailed). A file of that name
+  that no earlier run wrote is refused.
 
 Nothing the command did not write is ever replaced. Before any work (before the model loads) it refuses, with one
 ``error:`` line: a ``DIR`` that is a file; a ``DIR`` that is an input folder or holds an input image (the figures
@@ -107,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="output folder, created if needed (default: ./explanations)")
     ex.add_argument("--overwrite", action="store_true",
                     help="replace an earlier run in --out (its figures and predictions.json)")
+    ex.add_argument("--html", action="store_true",
+                    help=f"also write DIR/{EXPLORERS_PAGE}: the images (at most {MAX_PAGE_IMAGES}) in the attention and "
+                         "rollout explorers, one standalone page that works offline")
     ex.add_argument("--device", default="auto", metavar="{auto,cpu,cuda}",
                     help="'auto' (the default): CUDA when available, else the CPU")
     ex.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per forward pass (default: 8)")
@@ -240,6 +247,8 @@ def explanation_figure(image: torch.Tensor, heat: torch.Tensor, method: str, tit
 
 
 PREDICTIONS = "predictions.json"
+EXPLORERS_PAGE = "explorers.html"
+MAX_PAGE_IMAGES = 32  # the explorers' own limit (AttentionExplorer.MAX_IMAGES)
 
 
 def resolve_methods(names: Sequence[str]) -> list[str]:
@@ -277,9 +286,10 @@ def _earlier_figures(previous: Path) -> set[str]:
     try:
         earlier = json.loads(previous.read_text(encoding="utf-8"))
         listed = [name for image in earlier.get("images", []) for name in image.get("figures", {}).values()]
+        listed += [earlier["html"]] if "html" in earlier else []  # the explorers page of a run with --html
     except (ValueError, AttributeError, TypeError):
         raise ValueError(f"{previous} is not a predictions file this command wrote; move it away first") from None
-    strange = [name for name in listed if not _is_figure_name(name)]
+    strange = [name for name in listed if not _is_figure_name(name) and name != EXPLORERS_PAGE]
     if strange:
         raise ValueError(f"{previous} lists {strange[0]!r}, which is not a figure this command writes; it is not a "
                          "predictions file this command wrote: move it away first")
@@ -320,7 +330,7 @@ def check_output_folder(out: Path, inputs: Sequence[str | Path], images: Sequenc
             continue
         target = out / name
         if os.path.lexists(target) and (name not in listed or target.is_symlink() or not target.is_file()):
-            raise UsageError(f"{target} exists and is not a figure of an earlier run of this command (its "
+            raise UsageError(f"{target} exists and no earlier run of this command wrote it (its "
                              f"{PREDICTIONS} does not list it): it would be replaced; move it away or choose another "
                              "--out")
     earlier = [out / name for name in sorted(listed) if os.path.lexists(out / name)]
@@ -346,7 +356,11 @@ def _explain_command(args: argparse.Namespace) -> int:
     for path in paths:  # every file must be an image before any work starts (reads the headers only)
         check_image_file(path)
     stems = unique_stems(paths)
+    if args.html and len(paths) > MAX_PAGE_IMAGES:
+        raise UsageError(f"--html puts every image's attention maps into one page, so it takes at most "
+                         f"{MAX_PAGE_IMAGES} images; got {len(paths)}. Explain fewer images, or leave out --html")
     planned = [f"{stem}.{method}.png" for stem in stems for method in methods] + [PREDICTIONS]
+    planned += [EXPLORERS_PAGE] if args.html else []
     earlier_run = check_output_folder(args.out, args.paths, paths, planned, args.overwrite)
 
     import matplotlib
@@ -364,6 +378,8 @@ def _explain_command(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     summary = {"weights": weights, "methods": methods, "device": str(device),
                "target": None if target is None else {"index": target, "name": names[target]}, "images": results}
+    if args.html:
+        summary["html"] = EXPLORERS_PAGE
 
     def write_predictions() -> None:  # after every batch: the figures on disk are always the ones it lists
         text = json.dumps(summary, indent=1) + "\n"
@@ -400,8 +416,25 @@ def _explain_command(args: argparse.Namespace) -> int:
         bar.update(len(chunk))
     bar.close()
     write_predictions()
-    print(f"{len(results)} image(s), {len(results) * len(methods)} figure(s) and {PREDICTIONS} in {args.out}")
+    if args.html:
+        write_explorers_page(model, paths, target, args.out / EXPLORERS_PAGE, title=weights, progress=not args.quiet)
+    print(f"{len(results)} image(s), {len(results) * len(methods)} figure(s)"
+          f"{f', {EXPLORERS_PAGE}' if args.html else ''} and {PREDICTIONS} in {args.out}")
     return 0
+
+
+def write_explorers_page(model: CrossViT, paths: Sequence[Path], target: int | None, page: Path, title: str,
+                         progress: bool = False) -> None:
+    """Both explorers of ``paths`` in one standalone page at ``page`` (listed in predictions.json beforehand; an
+    earlier run's page was removed by clear_earlier_run, and any other file there is never replaced)."""
+    from .widgets import RolloutExplorer, attention_explorer, rollout_explorer, write_html
+
+    images = preprocess(model, list(paths))
+    names = class_names(model)
+    classes = None if target is None or model.num_classes <= RolloutExplorer.ALL_CLASSES_UP_TO else [target]
+    explorers = [attention_explorer(model, images, class_names=names),
+                 rollout_explorer(model, images, class_names=names, classes=classes, progress=progress)]
+    write_html(page, explorers, title=f"{len(paths)} image(s): {title}")
 
 
 # ----------------------------------------------------------------------------------------------------------------

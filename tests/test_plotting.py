@@ -425,8 +425,6 @@ def test_attention_explorer_redraws_from_the_recording(model, batch, recording):
     assert explorer.last_site == "blocks.0.small.self.0"
     expected = recording.sites["blocks.0.small.self.0"][0].mean(dim=0)[0]  # CLS row, heads averaged
     np.testing.assert_allclose(explorer.last_row, expected.numpy(), rtol=1e-5, atol=1e-7)
-    first_picture = bytes(explorer.picture.value)
-    assert first_picture.startswith(PNG_SIGNATURE)
 
     c = explorer.controls
     c["branch"].value = "large"
@@ -438,7 +436,6 @@ def test_attention_explorer_redraws_from_the_recording(model, batch, recording):
     assert explorer.last_site == f"blocks.0.large.self.{last_layer}"
     expected = recording.sites[f"blocks.0.large.self.{last_layer}"][2, 3, 0, 1:].reshape(5, 5)
     np.testing.assert_allclose(explorer.last_map, expected.numpy(), rtol=1e-5, atol=1e-7)
-    assert bytes(explorer.picture.value) != first_picture
 
     assert model.arch.fusion_layers == 1
     c["kind"].value = "cross"  # one fusion layer: the layer slider snaps back to 0
@@ -447,7 +444,7 @@ def test_attention_explorer_redraws_from_the_recording(model, batch, recording):
     assert explorer.last_site == "blocks.2.large.cross.0"
     row = recording.sites["blocks.2.large.cross.0"][2, 3, 0]  # (1 + 64,): own CLS, then the small patches
     np.testing.assert_allclose(explorer.last_map, row[1:].reshape(8, 8).numpy(), rtol=1e-5, atol=1e-7)
-    assert f"{row[0].item():.3f}" in explorer.caption.value
+    assert f"{row[0].item():.3f}" in explorer.caption
 
     c["head"].value = "max"
     expected = recording.sites["blocks.2.large.cross.0"][2, :, 0, 1:].amax(dim=0).reshape(8, 8)
@@ -477,5 +474,4 @@ def test_rollout_explorer_recomputes_rollout_from_the_recording(model, batch, re
     assert c["head_fusion"].disabled
     expected = crossvit.explain(model, images, "gradient_rollout", start_block=1)[2]
     np.testing.assert_allclose(explorer.last_map, expected.numpy(), rtol=1e-4, atol=1e-8)
-    assert bytes(explorer.picture.value).startswith(PNG_SIGNATURE)
-    assert "image 2" in explorer.caption.value
+    assert "image 2" in explorer.caption

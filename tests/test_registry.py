@@ -56,8 +56,8 @@ def test_records_describe_their_methods():
     assert {m for m, r in REGISTRY.items() if r.needs_captum} == {"integrated_gradients", "saliency", "occlusion"}
     assert {m: r.branch for m, r in REGISTRY.items() if r.branch} == {"small_rollout": "small",
                                                                        "large_rollout": "large"}
-    assert RolloutExplorer.METHODS == ("small_rollout", "large_rollout", "joint_rollout", "gradient_rollout",
-                                       "coattention_relevancy")
+    assert tuple(RolloutExplorer.METHODS) == ("small_rollout", "large_rollout", "joint_rollout", "gradient_rollout",
+                                              "coattention_relevancy", "attnlrp", "cp_lrp")
 
 
 def test_class_specific_flag_matches_what_the_maps_do(bundled, shapes):

@@ -1,21 +1,26 @@
 """The explorers' steering controls, driven directly in Python: any query token (a patch by grid row and column, or
 by a click on the picture) in the attention explorer, and the target class of the rollout explorer's gradient
-rollout. Each shown map is checked against the recorded maps sliced by hand, or a rollout computed separately."""
+rollout. Each shown map is checked against the recorded maps sliced by hand, or a rollout computed separately.
+The front end computes the same views in the browser (tests/test_explorer_js.py holds it equal to these, a click
+included); here also: what the explorers send (the saved state of a notebook page stays under 5 MB), standalone
+HTML files, bad input, and the question widget."""
 
 from __future__ import annotations
 
-import io
+import json
+import re
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from explorer_node import needs_node, run_js
 
 import crossvit
+from crossvit.exercises.questions import QUESTIONS, answer_lines, ask, feedback
 from crossvit.explain import joint_rollout_pixels
 from crossvit.widgets import RolloutExplorer, attention_explorer, rollout_explorer
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from crossvit.widgets.base import decode_array
+from crossvit.widgets.html import widget_state
 
 
 @pytest.fixture(scope="module")
@@ -30,21 +35,28 @@ def recording(model, batch):
     return rec
 
 
+@pytest.fixture(scope="module")
+def built_rollout(model, batch):
+    images, _, masks = batch
+    explorer = rollout_explorer(model, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+    return explorer, explorer.state()
+
+
+@pytest.fixture()
+def rollout(built_rollout):
+    """The rollout explorer of ``batch`` (built once: its class-specific maps take backward passes), back in the
+    state it was built in."""
+    explorer, initial = built_rollout
+    with explorer.hold_sync():
+        for name, value in initial.items():
+            setattr(explorer, name, value)
+    return explorer
+
+
 @pytest.fixture()
 def explorer(model, batch):
     images, _, masks = batch
     return attention_explorer(model, images, masks=masks)
-
-
-def _picture_point(ax, x: float, y: float, figure) -> tuple[float, float]:
-    """PNG pixel (from the top left) of data point (x, y) of ``ax``, from the axes' position in the figure and its
-    data limits (matplotlib's layout), not from the explorer's own inverse mapping."""
-    box = ax.get_position()  # figure fraction, after the layout ran
-    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()  # imshow: y runs downwards, so y0 > y1
-    fx = box.x0 + (x - x0) / (x1 - x0) * box.width
-    fy = box.y0 + (y - y0) / (y1 - y0) * box.height
-    width, height = figure.bbox.width, figure.bbox.height
-    return fx * width, (1.0 - fy) * height
 
 
 def test_patch_query_shows_its_self_attention_row(explorer, recording):
@@ -60,7 +72,7 @@ def test_patch_query_shows_its_self_attention_row(explorer, recording):
     expected = recording.sites[name][2, 2, 1 + 3 * 8 + 6]  # (1 + 64,): that patch's row, head 2, image 2
     np.testing.assert_allclose(explorer.last_row, expected.numpy(), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(explorer.last_map, expected[1:].reshape(8, 8).numpy(), rtol=1e-5, atol=1e-7)
-    assert "small patch (3, 6)" in explorer.caption.value
+    assert "small patch (3, 6)" in explorer.caption
 
     # the large branch has a 5x5 grid: the sliders shrink and the patch stays inside it
     c["branch"].value = "large"
@@ -74,66 +86,78 @@ def test_patch_query_shows_its_self_attention_row(explorer, recording):
 def test_patch_query_has_no_cross_attention_row(explorer, recording):
     c = explorer.controls
     c["query"].value = "patch"
-    before = bytes(explorer.picture.value)
     c["kind"].value = "cross"
     assert explorer.last_row is None and explorer.last_map is None
-    assert "no cross-attention row" in explorer.caption.value and "only the CLS tokens" in explorer.caption.value
-    assert bytes(explorer.picture.value) != before and bytes(explorer.picture.value).startswith(PNG_SIGNATURE)
+    assert "no cross-attention row" in explorer.caption and "only the CLS tokens" in explorer.caption
+    view = explorer.view()  # the picture: the query outlined on its own grid, a note in place of the grid panel
+    assert view["note"].startswith("A patch token has no cross-attention row") and view["vmax"] is None
+    assert view["query_patch"] == ["small", 4, 4] and view["lines"] == "small" and not view["query_cell"]
     c["query"].value = "CLS"  # back to the CLS: its cross-attention row over the other (large) grid
     row = recording.sites["blocks.0.small.cross.0"][0].mean(dim=0)[0]
     np.testing.assert_allclose(explorer.last_map, row[1:].reshape(5, 5).numpy(), rtol=1e-5, atol=1e-7)
     assert c["patch_row"].disabled
 
 
-def test_clicking_a_patch_on_the_image_selects_it(explorer, recording, model):
+def test_selecting_a_patch_makes_it_the_query(explorer, recording, model):
+    """What a click does once the front end has found the patch under it (select_patch): in cross mode the patch
+    of the grid the picture shows becomes the query, with its self-attention (a patch has no cross-attention row),
+    the caption saying what changed; in self mode nothing else changes."""
     c = explorer.controls
-    c["kind"].value = "cross"  # the picture shows the small CLS reading the large grid
-    ax_image = explorer.figure.axes[0]
-    # the centre of small patch (row 2, column 5) in input pixels (12 px patches; imshow centres pixel i on i) lies
-    # in large cell (row 1, column 3) (19.2 px cells): in cross mode the click picks the cell the picture shows there,
-    # and as a patch has no cross-attention row it shows that large patch's self-attention, saying so
-    x, y = _picture_point(ax_image, 5 * 12 + 5.5, 2 * 12 + 5.5, explorer.figure)
-    assert explorer.select_point(x, y) == (1, 3)
+    c["kind"].value = "cross"  # the picture shows the small CLS reading the large grid: a click picks a large cell
+    assert explorer.shown_grid() == "large"
+    explorer.select_patch(1, 3, branch=explorer.shown_grid())
     assert (c["branch"].value, c["query"].value, c["kind"].value, c["patch_row"].value, c["patch_col"].value) == (
         "large", "patch", "self", 1, 3)
-    assert "kind cross -> self" in explorer.caption.value and "branch small -> large" in explorer.caption.value
+    assert "kind cross -> self" in explorer.caption and "branch small -> large" in explorer.caption
     expected = recording.sites["blocks.0.large.self.0"][0].mean(dim=0)[1 + 1 * 5 + 3, 1:].reshape(5, 5)
     np.testing.assert_allclose(explorer.last_map, expected.numpy(), rtol=1e-5, atol=1e-7)
     # in self mode a click picks a patch of the grid shown, the branch's own, and changes nothing else
     c["branch"].value = "small"
-    x, y = _picture_point(explorer.figure.axes[0], 5 * 12 + 5.5, 2 * 12 + 5.5, explorer.figure)
-    assert explorer.select_point(x, y) == (2, 5)
-    assert (c["branch"].value, c["kind"].value) == ("small", "self") and "You picked" not in explorer.caption.value
+    assert "You picked" not in explorer.caption  # any other change clears the note
+    explorer.select_patch(2, 5, branch=explorer.shown_grid())
+    assert (c["branch"].value, c["kind"].value) == ("small", "self") and "You picked" not in explorer.caption
     expected = recording.sites["blocks.0.small.self.0"][0].mean(dim=0)[1 + 2 * 8 + 5, 1:].reshape(8, 8)
     np.testing.assert_allclose(explorer.last_map, expected.numpy(), rtol=1e-5, atol=1e-7)
-
-    # the large branch: its 5x5 grid spans the 96 px input in cells of 19.2 px; the click arrives as ipyevents
-    # reports it (the picture's natural pixel coordinates)
-    c["branch"].value = "large"
-    x, y = _picture_point(explorer.figure.axes[0], 4 * 19.2 + 2.0, 1 * 19.2 + 17.0, explorer.figure)
-    explorer._on_dom_event({"type": "click", "dataX": round(x), "dataY": round(y)})
-    assert (c["patch_row"].value, c["patch_col"].value) == (1, 4)
-    assert "large patch (1, 4)" in explorer.caption.value
-
-    # a click on the grid panel picks that cell; a click in the margin changes nothing
-    ax_grid = explorer.figure.axes[1]
-    x, y = _picture_point(ax_grid, 0.0, 3.0, explorer.figure)  # cell (row 3, column 0) is centred on (0, 3)
-    assert explorer.select_point(x, y) == (3, 0)
-    assert explorer.select_point(2.0, 2.0) is None
-    assert (c["patch_row"].value, c["patch_col"].value) == (3, 0)
-    with pytest.raises(ValueError, match="5x5 grid"):
-        explorer.select_patch(5, 0)
+    assert "small patch (2, 5)" in explorer.caption
+    with pytest.raises(ValueError, match="8x8 grid"):
+        explorer.select_patch(8, 0)
+    with pytest.raises(ValueError, match="branch must be one of"):
+        explorer.select_patch(0, 0, branch="medium")
 
 
-def test_explorer_clicks_go_through_ipyevents(explorer):
-    ipyevents = pytest.importorskip("ipyevents")
-    assert isinstance(explorer._clicks, ipyevents.Event)
-    assert explorer._clicks.source is explorer.picture and explorer._clicks.watched_events == ["click"]
-
-
-def test_rollout_explorer_target_class(model, batch):
+@needs_node
+def test_a_click_on_the_picture_selects_the_patch_under_it(model, batch):
+    """The front end maps a click to a patch (its pointToPatch, run under node): a click anywhere inside a patch's
+    cell of the image panel, or inside its cell of the grid panel, selects that patch of the grid the picture shows;
+    the positions come from the patch geometry written out here (12 px cells of the small grid, 19.2 px cells of
+    the large grid's 80 px resize over the 96 px input)."""
     images, _, masks = batch
-    explorer = rollout_explorer(model, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+    explorer = attention_explorer(model, images, masks=masks)
+    steps, expected = [], []
+    cell = {"small": 96 / 8, "large": 96 / 5}
+    for kind, query, branch in (("self", "CLS", "small"), ("self", "patch", "large"), ("cross", "CLS", "small"),
+                                ("cross", "patch", "small")):
+        explorer.controls["branch"].value = branch
+        explorer.controls["kind"].value = kind
+        explorer.controls["query"].value = query
+        shown = explorer.shown_grid()
+        rows, cols = model.patch_grid(shown)
+        for row, col in ((0, 0), (2, 3), (rows - 1, cols - 1), (rows // 2, 0)):
+            for fx, fy in ((0.5, 0.5), (0.05, 0.95), (0.95, 0.05)):  # centre and near two corners of the cell
+                x, y = (col + fx) * cell[shown], (row + fy) * cell[shown]  # input pixels
+                steps.append({"op": "point", "state": explorer.state(), "where": "image", "u": x / 96, "v": y / 96})
+                expected.append([shown, row, col])
+                steps.append({"op": "point", "state": explorer.state(), "where": "grid", "u": (col + fx) / cols,
+                              "v": (row + fy) / rows})
+                expected.append(None if (kind, query) == ("cross", "patch") else [shown, row, col])
+        steps.append({"op": "point", "state": explorer.state(), "where": "grid", "u": 1.0, "v": 0.5})
+        expected.append(None)  # the right edge: outside every cell
+    assert run_js(explorer.packet(), steps) == expected
+
+
+def test_rollout_explorer_target_class(model, batch, rollout):
+    images, _, masks = batch
+    explorer = rollout
     c = explorer.controls
     assert c["target"].disabled  # only gradient rollout is class-specific
     c["method"].value = "gradient_rollout"
@@ -170,20 +194,20 @@ def test_rollout_explorer_target_class(model, batch):
         maps[target] = explorer.last_map
         np.testing.assert_allclose(explorer.last_map, grad_rollout_of(target)[1].detach().numpy(), rtol=1e-4,
                                    atol=1e-8)
-        assert f"gradients of class {crossvit.data.CLASS_NAMES[target]}" in explorer.caption.value
+        assert f"gradients of class {crossvit.data.CLASS_NAMES[target]}" in explorer.caption
     assert any(not np.allclose(maps[0], maps[k]) for k in range(1, model.num_classes))  # the class matters
 
     c["target"].value = RolloutExplorer.PREDICTED
     predicted = int(explorer.predictions[1])
     np.testing.assert_allclose(explorer.last_map, maps[predicted], rtol=1e-6)
-    assert "gradients of the predicted class" in explorer.caption.value
+    assert "gradients of the predicted class" in explorer.caption
     with pytest.raises(ValueError, match="target must be"):
         explorer.gradient_maps(model.num_classes)
 
 
-def test_rollout_explorer_shows_the_coattention_relevancy_of_the_chosen_class(model, batch):
+def test_rollout_explorer_shows_the_coattention_relevancy_of_the_chosen_class(model, batch, rollout):
     images, _, masks = batch
-    explorer = rollout_explorer(model, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+    explorer = rollout
     c = explorer.controls
     c["method"].value = "coattention_relevancy"
     assert not c["target"].disabled and c["head_fusion"].disabled
@@ -198,16 +222,16 @@ def test_rollout_explorer_shows_the_coattention_relevancy_of_the_chosen_class(mo
         explorer.class_maps("joint_rollout", 0)
 
 
-def test_rollout_explorer_verdict_is_the_majority_pointing_game(model, batch):
+def test_rollout_explorer_verdict_is_the_majority_pointing_game(model, batch, rollout):
     images, _, masks = batch
-    explorer = rollout_explorer(model, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+    explorer = rollout
     for i in range(len(images)):
         explorer.controls["image"].value = i
         heat = torch.as_tensor(explorer.last_map, dtype=torch.float64)
         maximal = heat >= heat.max() * (1 - 1e-6)  # the maps are non-negative: relative tolerance as the metric's
         share = (maximal & masks[i]).sum().item() / maximal.sum().item()  # share of maximal pixels on the object
-        assert f"{share:.0%} of the maximal pixels" in explorer.caption.value
-        assert ("counts a hit" if share > 0.5 else "counts a miss") in explorer.caption.value
+        assert f"{share:.0%} of the maximal pixels" in explorer.caption
+        assert ("counts a hit" if share > 0.5 else "counts a miss") in explorer.caption
 
 
 def test_rollout_explorer_controls_say_when_they_do_nothing(bundled):
@@ -232,7 +256,7 @@ def test_rollout_explorer_controls_say_when_they_do_nothing(bundled):
             without = crossvit.rollout.rollout_from_maps([m[:1] for m in maps], "mean", 0.0)
             same = bool(torch.allclose(with_ratio, without, rtol=1e-4, atol=1e-7))
             seen.add(same)
-            assert ("leaves this map as it is" in explorer.caption.value) == same, (start, ratio)
+            assert ("leaves this map as it is" in explorer.caption) == same, (start, ratio)
     assert seen == {True, False}  # both cases occur on this model, so both branches of the rule are exercised
     c["method"].value = "gradient_rollout"
     c["target"].value = 2
@@ -251,52 +275,233 @@ def test_attention_explorer_layer_slider_is_disabled_where_there_is_one_layer(bu
     assert not c["layer"].disabled and c["layer"].max == bundled.arch.branch(c["branch"].value).depth[0] - 1
 
 
-def _pixels(png: bytes | memoryview) -> np.ndarray:
-    png = bytes(png)
-    assert png.startswith(PNG_SIGNATURE)
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
-@pytest.mark.parametrize("kind", ["attention", "rollout"])
-def test_a_picture_updated_in_place_is_the_picture_a_fresh_explorer_draws(bundled, kind):
-    """The explorers draw their figure once and then change its artists. After a long random walk over every
-    control (patch clicks included), the picture must be pixel for pixel the one a fresh explorer draws when set
-    straight to the final state: nothing left over from an earlier state (an outline, a grid, a contour, a
-    title, a colour scale)."""
-    images, _, masks = crossvit.data.make_shapes(4, 2**40 + 2**33 + 309)
-    build = attention_explorer if kind == "attention" else rollout_explorer
-    walker = build(bundled, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
-    c = walker.controls
-    rng = np.random.default_rng(5)
-    choices = {name: ([o[1] if isinstance(o, tuple) else o for o in w.options] if hasattr(w, "options")
-                      else list(np.arange(w.min, w.max + 1e-9, getattr(w, "step", 1))))
-               for name, w in c.items() if not name.startswith("patch_")}
-    order = ["image", "method", "branch", "kind", "query", "block", "layer", "head", "patch_row", "patch_col",
-             "head_fusion", "discard_ratio", "start_block", "target"]
+# -- what the explorers send ---------------------------------------------------------------------------------------
 
-    def check_against_a_fresh_explorer() -> None:
-        fresh = build(bundled, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
-        for name in order:
-            if name in c and fresh.controls[name].value != c[name].value:
-                fresh.controls[name].value = c[name].value
-        assert walker.caption.value.endswith(fresh.caption.value)  # after what a click changed, if it did
-        assert np.array_equal(_pixels(fresh.picture.value), _pixels(walker.picture.value)), walker.caption.value
 
-    if kind == "attention":  # every order of (kind, query) changes, each state checked: the rare ones included
-        for a, b in (("query", "kind"), ("kind", "query")):
-            for values in ({"kind": "cross", "query": "patch"}, {"kind": "self", "query": "CLS"}):
-                for name in (a, b):
-                    c[name].value = values[name]
-                    check_against_a_fresh_explorer()
-    for step in range(60):
-        if kind == "attention" and step % 4 == 3:  # a click on a patch of the grid the picture shows
-            branch = walker.shown_grid()
-            rows, cols = bundled.patch_grid(branch)
-            walker.select_patch(int(rng.integers(rows)), int(rng.integers(cols)), branch=branch)
+def test_the_packet_holds_the_recorded_maps(model, batch, recording):
+    """The front end gets every recorded map once (float16: within float16's rounding of the float32 map), the
+    images as shown, the masks, and which patch covers each pixel as patch_map_to_pixels spreads them."""
+    images, _, masks = batch
+    explorer = attention_explorer(model, images, masks=masks)
+    packet = explorer.packet()
+    assert [s["name"] for s in packet["sites"]] == list(recording.sites)  # forward order
+    for site in packet["sites"]:
+        sent, recorded = decode_array(site["map"]), recording.sites[site["name"]].numpy()
+        assert sent.dtype == np.float16 and sent.shape == recorded.shape
+        np.testing.assert_allclose(sent.astype(np.float32), recorded, rtol=2**-11, atol=2**-25)
+    np.testing.assert_array_equal(decode_array(packet["masks"]), masks.numpy())
+    shown = decode_array(packet["images"])  # (B, H, W, 3) uint8
+    np.testing.assert_allclose(shown / 255, images.permute(0, 2, 3, 1).clamp(0, 1).numpy(), atol=0.5 / 255 + 1e-6)
+    for branch in model.branch_names:
+        cells = decode_array(packet["geometry"][branch]["cells"])
+        rows, cols = model.patch_grid(branch)
+        patch_ids = torch.arange(rows * cols, dtype=torch.float32)[None]
+        expected = crossvit.patch_map_to_pixels(model, branch, patch_ids)[0].numpy()
+        np.testing.assert_array_equal(cells, expected)
+    assert explorer.memory_bytes > sum(m.untyped_storage().nbytes() for m in explorer.maps.values())
+
+
+@pytest.mark.slow  # two explorers of 8 images, the rollout explorer's class maps included
+def test_a_notebook_page_saves_less_than_five_megabytes_of_widget_state(bundled):
+    """Notebooks 03 and 04 each show one explorer of 8 images and a question: the widget state a page saves (the
+    packet's arrays as base64 in JSON, the front-end code included) stays under 5 MB."""
+    def saved(widget) -> int:  # its state as a page saves it: base64 buffers in JSON, with its code and style
+        return len(json.dumps(widget_state(widget))) + len(str(widget._esm)) + len(str(widget._css))
+
+    images, _, masks = crossvit.data.make_shapes(8, crossvit.data.UNUSED_SEED_BASE)
+    for build in (attention_explorer, rollout_explorer):
+        explorer = build(bundled, images, masks=masks, class_names=crossvit.data.CLASS_NAMES)
+        size = saved(explorer) + saved(ask("3.a"))
+        print(f"{build.__name__}: {size / 2**20:.2f} MB of widget state")
+        assert size <= 5 * 2**20, (build.__name__, size)
+
+
+def test_save_html_writes_one_self_contained_file_and_never_replaces_one(tmp_path, model, batch):
+    images, _, masks = batch
+    explorer = attention_explorer(model, images, masks=masks)
+    path = tmp_path / "explorer.html"
+    assert explorer.save_html(path) == path
+    text = path.read_text(encoding="utf-8")
+    assert re.search(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text, flags=re.IGNORECASE) is None  # no address
+    assert "default-src 'none'" in text and "<script src" not in text  # the page may load nothing
+    assert "export default { render }" in text.replace("\\n", "\n")  # the front end is inline
+    assert "blocks.0.small.self.0" in text  # and the maps
+    path.write_text("a reader's own notes")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        explorer.save_html(path)
+    assert path.read_text() == "a reader's own notes"
+    explorer.save_html(path, overwrite=True)
+    assert path.read_text(encoding="utf-8") == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["explorer.html"]  # no temporary file left behind
+    for bad, error in ((tmp_path / "explorer.ipynb", ValueError), (tmp_path / "missing" / "x.html", FileNotFoundError),
+                       (tmp_path, ValueError), (42, TypeError)):
+        with pytest.raises(error):
+            explorer.save_html(bad)
+
+
+def test_explorers_refuse_bad_input_early(model, batch):
+    images, _, masks = batch
+    with pytest.raises(TypeError, match="CrossViT"):
+        attention_explorer(torch.nn.Linear(2, 2), images)
+    with pytest.raises(TypeError, match=r"\(B, 3, H, W\)"):
+        attention_explorer(model, images[0])
+    with pytest.raises(ValueError, match="masks must be"):
+        rollout_explorer(model, images, masks=masks[:2])
+    with pytest.raises(ValueError, match="class_names must name every one"):
+        attention_explorer(model, images, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="index must be <= 2"):
+        attention_explorer(model, images, index=3)
+    with pytest.raises(ValueError, match="classes must be <= 3"):
+        rollout_explorer(model, images, classes=[4])
+    explorer = attention_explorer(model, images)
+    c = explorer.controls
+    for name, value in (("block", 3), ("branch", "medium"), ("head", 4), ("patch_row", 8), ("image", True),
+                        ("kind", "both"), ("layer", -1)):
+        with pytest.raises(ValueError, match=name):
+            c[name].value = value
+    with pytest.raises(ValueError, match="no control 'picture'"):
+        explorer.set_control("picture", 0)
+    assert explorer.state() == attention_explorer(model, images).state()  # nothing changed on the way
+
+
+def test_rollout_explorer_computes_a_missing_class_map_on_demand_and_keeps_a_few(model, batch):
+    """With a kernel, a class-specific map not computed at build time is computed when asked for and sent to the
+    front end (the `_extra` trait); at most EXTRA_CACHE of them are kept."""
+    images, _, _ = batch
+    explorer = rollout_explorer(model, images, classes=[])
+    assert set(explorer.stored) == {f"{m}|predicted|{s}" for m in ("gradient_rollout", "coattention_relevancy")
+                                    for s in range(model.arch.num_blocks)}
+    explorer.controls["method"].value = "gradient_rollout"
+    explorer.controls["target"].value = 2
+    key = f"gradient_rollout|2|{explorer.start_block}"
+    assert set(explorer._extra) == {key}
+    expected = crossvit.explain(model, images, "gradient_rollout", target=2, start_block=explorer.start_block)
+    np.testing.assert_allclose(decode_array(explorer._extra[key]), expected.numpy(), rtol=1e-5, atol=1e-9)
+    for start in range(model.arch.num_blocks):
+        explorer.controls["start_block"].value = start
+        for target in range(model.num_classes):
+            explorer.controls["target"].value = target
+    assert len(explorer._extra) == len(explorer._extras) == RolloutExplorer.EXTRA_CACHE
+
+
+def test_the_method_menu_comes_from_the_registry(model, batch):
+    """A rollout registered later appears in the menu: a class-specific one through maps computed in Python, a
+    class-agnostic one the front end has no definition of through maps computed in Python too."""
+    from crossvit.explain import REGISTRY, register_method
+
+    images, _, _ = batch
+
+    @register_method("test_flipped_rollout", summary="a test rollout", class_specific=True, needs_gradients=True)
+    def flipped(model, images, target, *, start_block: int = 0):  # noqa: ANN001
+        return crossvit.explain(model, images, "gradient_rollout", target=target, start_block=start_block).flip(-1)
+
+    @register_method("test_plain_rollout", summary="a test class-agnostic rollout")
+    def plain(model, images, target, *, start_block: int = -1):  # noqa: ANN001
+        return crossvit.explain(model, images, "joint_rollout", start_block=start_block) ** 2
+
+    try:
+        explorer = rollout_explorer(model, images, classes=[1])
+        assert explorer.methods[-2:] == ("test_flipped_rollout", "test_plain_rollout")
+        assert [m for m in explorer.methods if REGISTRY[m].needs_captum] == []
+        for method, expected in (("test_flipped_rollout", crossvit.explain(model, images, "gradient_rollout",
+                                                                            target=1, start_block=0).flip(-1)),
+                                 ("test_plain_rollout", crossvit.explain(model, images, "joint_rollout",
+                                                                         start_block=-1) ** 2)):
+            explorer.controls["method"].value = method
+            if method == "test_flipped_rollout":
+                explorer.controls["target"].value = 1
+            np.testing.assert_allclose(explorer.last_map, expected[explorer.image].numpy(), rtol=1e-5, atol=1e-9)
+            assert any(key.startswith(method) for key in explorer.packet()["maps"])  # sent to the front end
+    finally:
+        del REGISTRY["test_flipped_rollout"], REGISTRY["test_plain_rollout"]
+
+
+# -- the question widget -------------------------------------------------------------------------------------------
+
+
+def test_a_question_widget_answers_from_what_it_holds():
+    q = next(q for q in QUESTIONS if q.kind == "choice")
+    widget = ask(q.id)
+    assert widget.options == list(q.options) and widget.messages == answer_lines(q)
+    assert widget.check() == "Pick an option first."
+    widget.choice = q.correct
+    assert widget.check() == feedback(q.id, q.correct) and q.why in widget.answer
+    widget.choice = (q.correct + 1) % len(q.options)
+    assert widget.check().startswith("\u2717")
+    with pytest.raises(Exception, match="choice must be an option index"):
+        widget.choice = len(q.options)
+    with pytest.raises(ValueError, match="in writing"):
+        ask(next(q for q in QUESTIONS if q.kind == "written").id)
+
+
+def test_a_question_record_with_reasons_gives_each_wrong_option_its_reason():
+    from dataclasses import dataclass, fields
+
+    from crossvit.exercises.questions import Question
+
+    q = next(q for q in QUESTIONS if q.kind == "choice")
+
+    @dataclass(frozen=True)
+    class WithReasons(Question):  # the shape the question records are moving to: one reason per option
+        reasons: tuple[str, ...] = ()
+
+    reasons = tuple(f"reason {k}" for k in range(len(q.options)))
+    richer = WithReasons(**{f.name: getattr(q, f.name) for f in fields(Question)}, reasons=reasons)
+    lines = answer_lines(richer)
+    for k, line in enumerate(lines):
+        if k == q.correct:
+            assert line == feedback(q.id, k)
         else:
-            name = list(choices)[int(rng.integers(len(choices)))]
-            if not c[name].disabled:
-                value = choices[name][int(rng.integers(len(choices[name])))]
-                c[name].value = value.item() if isinstance(value, np.generic) else value
-        if step % 3 == 2:
-            check_against_a_fresh_explorer()
+            assert line.startswith("\u2717") and line.endswith(f"reason {k}") and q.options[k] in line
+    assert answer_lines(q) == [feedback(q.id, k) for k in range(len(q.options))]  # no reasons: today's lines
+
+
+@needs_node
+def test_the_question_front_end_shows_the_line_python_would(tmp_path):
+    import shutil
+    import subprocess
+
+    from crossvit.widgets.question import QuestionWidget
+
+    script = tmp_path / "q.mjs"
+    module = QuestionWidget._esm
+    cases = []
+    for q in (q for q in QUESTIONS if q.kind == "choice"):
+        widget = ask(q.id)
+        for choice in [None, *range(len(q.options))]:
+            widget.choice = choice
+            cases.append({"messages": widget.messages, "choice": choice, "expected": widget.check()})
+    script.write_text(
+        f"import {{ answerFor }} from {json.dumps(str(tmp_path / 'question.mjs'))};\n"
+        f"const cases = {json.dumps(cases)};\n"
+        "process.stdout.write(JSON.stringify(cases.map((c) => answerFor(c.messages, c.choice) === c.expected)));\n")
+    (tmp_path / "question.mjs").write_text(str(module))
+    done = subprocess.run([shutil.which("node"), str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [True] * len(cases)
+
+
+@pytest.mark.slow  # builds a wheel
+def test_the_front_ends_ship_inside_the_wheel(tmp_path):
+    """The explorers' and questions' JavaScript and style are package data: a wheel carries them, so an installed
+    crossvit needs no CDN and no checkout."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    source = tmp_path / "source"  # a copy: building leaves build/ and *.egg-info beside the sources
+    shutil.copytree(root / "crossvit", source / "crossvit", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(root / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path), str(source)], check=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("crossvit_lab-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    shipped = {f"crossvit/widgets/{p.name}" for p in (root / "crossvit" / "widgets").glob("*.[jc]s*")}
+    assert {"crossvit/widgets/explorer.js", "crossvit/widgets/question.js"} <= shipped <= names

@@ -117,27 +117,29 @@ def feedback(question_id: str, choice: int) -> str:
             "option.")
 
 
-def ask(question_id: str):  # noqa: ANN201 - an ipywidgets box
+def answer_lines(q: Question) -> list[str]:
+    """The answer line of each option of choice question ``q``, as its widget shows them: :func:`feedback`, and for
+    a wrong option the question's reason for it (``q.reasons``, one per option) where the record has reasons and
+    the feedback does not already give that one."""
+    reasons = tuple(getattr(q, "reasons", ()) or ())
+    lines = []
+    for i, option in enumerate(q.options):
+        line = feedback(q.id, i)
+        if i != q.correct and i < len(reasons) and reasons[i] and reasons[i] not in line:
+            line = f"\u2717 Not this one: \u201c{option}\u201d. {reasons[i]}"
+        lines.append(line)
+    return lines
+
+
+def ask(question_id: str):  # noqa: ANN201 - a crossvit.widgets.question.QuestionWidget
     """The widget of a choice question: its options as radio buttons and a Check button; the answer line says
-    whether the choice is right and why (:func:`feedback`)."""
-    import ipywidgets as widgets
+    whether the choice is right and why (:func:`answer_lines`). Its front end holds every option's answer line,
+    so it answers in the browser, with or without a kernel (a saved notebook page, the course site)."""
+    from ..widgets.question import QuestionWidget
 
     q = question(question_id)
     if q.kind != "choice":
         raise ValueError(f"question {question_id} is answered in writing, in the markdown cell below it")
-    options = widgets.RadioButtons(options=[(text, i) for i, text in enumerate(q.options)], value=None,
-                                   layout=widgets.Layout(width="max-content"))
-    button = widgets.Button(description="Check", button_style="info")
-    answer = widgets.HTML()
-
-    def check(_button: object) -> None:
-        if options.value is None:
-            answer.value = "Pick an option first."
-        else:
-            answer.value = feedback(question_id, options.value)
-
-    button.on_click(check)
-    box = widgets.VBox([widgets.HTML(f"<b>Question {q.id}</b>: choose one, then press Check."), options, button,
-                        answer])
-    box.question, box.options, box.button, box.answer = q, options, button, answer
-    return box
+    widget = QuestionWidget(q.id, q.options, answer_lines(q))
+    widget.question = q
+    return widget
