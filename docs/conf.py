@@ -69,12 +69,7 @@ release = version = crossvit.__version__
 extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.mathjax"]
 root_doc = "docs/index"
 include_patterns = [
-    "docs/index.md",
-    "docs/architecture.md",
-    "docs/rollout.md",
-    "docs/api.md",
-    "docs/results.md",
-    "docs/README.md",
+    "docs/*.md",
     "notebooks/README.md",
     "notebooks/[0-9][0-9]_*.ipynb",
     "README.md",
