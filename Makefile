@@ -28,10 +28,12 @@ help:
 	@echo "make test-fast the tests not marked slow (no notebook runs, no browser): the edit-test loop"
 	@echo "make site      the course executed, as a static HTML site: site/html/index.html (offline, ~5 min)"
 	@echo "make slides    reveal.js lecture decks from the executed notebooks: site/slides/ (builds the site if needed)"
-	@echo "make kit       dist/crossvit-lab-course.zip: the wheel and the notebooks, for hosted notebook services"
+	@echo "make kit       dist/crossvit-lab-course.zip (students: no solutions, no answer key) and"
+	@echo "               dist/crossvit-lab-course-teacher.zip (with both): the wheel and the notebooks, for hosted services"
 	@echo "make lab       JupyterLab on 127.0.0.1, at the repository root, opening notebooks/"
 	@echo "make assignments  an nbgrader course in course/: source/ and release/ (student) notebooks"
-	@echo "make grade SUBMISSIONS=DIR  autograde DIR/<student>/<notebook>.ipynb into grades.csv (OVERWRITE=1 replaces)"
+	@echo "make grade SUBMISSIONS=DIR  autograde DIR/<student>/<notebook>.ipynb into grades.csv and feedback files"
+	@echo "               (STUDENTS=FILE: a class list, one id a line; OVERWRITE=1 replaces grades.csv)"
 	@echo "make lint      ruff check"
 	@echo "make venv      create/update $(VENV) (automatic for the targets above)"
 	@echo "make clean-venv  delete $(VENV)"
@@ -59,7 +61,8 @@ assignments: $(STAMP)
 
 SUBMISSIONS ?= submissions
 grade: $(STAMP)
-	$(VPY) -m crossvit.exercises grade $(SUBMISSIONS) --course course --csv grades.csv $(if $(OVERWRITE),--overwrite)
+	$(VPY) -m crossvit.exercises grade $(SUBMISSIONS) --course course --csv grades.csv $(if $(OVERWRITE),--overwrite) \
+		$(if $(STUDENTS),--students $(STUDENTS))
 
 # Sphinx + myst-nb + furo (the `site` extra). The notebooks run in notebooks/, their figures go to a temporary
 # folder; -W turns every warning (a broken link, an unknown reference) into a failed build.
@@ -75,7 +78,7 @@ slides: $(STAMP) $(SITE_DIR)/html/index.html
 	$(VPY) docs/course_kit.py slides --executed $(SITE_DIR)/jupyter_execute --out $(SITE_DIR)/slides
 
 kit: $(STAMP)
-	$(VPY) docs/course_kit.py bundle --out dist
+	$(VPY) docs/course_kit.py bundle --edition both --out dist
 
 # Rooted at the repository so that the notebooks' links to ../docs open; etc/jupyterlab/overrides.json opens
 # Markdown files rendered (so README.md#terms scrolls to its section) and leaves the user's own settings alone.
