@@ -112,7 +112,7 @@ def test_a_prediction_is_asked_before_the_cell_that_answers_it():
     assert predict == set(GIVEAWAYS)
     for qid, giveaways in GIVEAWAYS.items():
         asked = next(k for k, (_, _, source) in enumerate(cells) if source.startswith(f"**Question {qid}**"))
-        for k, (stem, index, source) in enumerate(cells[:asked]):
+        for stem, index, source in cells[:asked]:
             for giveaway in giveaways:
                 assert giveaway not in source, f"question {qid} is answered before it is asked: {stem} cell {index}"
         assert any(g in source for _, _, source in cells[asked:] for g in giveaways), qid  # and answered later
