@@ -27,11 +27,13 @@ help:
 	@echo "make test      run the whole test suite (what CI runs)"
 	@echo "make test-fast the tests not marked slow (no notebook runs, no browser): the edit-test loop"
 	@echo "make site      the course executed, as a static HTML site: site/html/index.html (works offline)"
-	@echo "make slides    reveal.js lecture decks from the executed notebooks: site/slides/ (work offline)"
-	@echo "make kit       dist/crossvit-lab-course.zip: the wheel and the notebooks, for hosted notebook services"
+	@echo "make slides    reveal.js lecture decks from the executed notebooks (cached): site/slides/ (work offline)"
+	@echo "make kit       dist/crossvit-lab-course.zip (students: no solutions, no answer key) and"
+	@echo "               dist/crossvit-lab-course-teacher.zip (with both): the wheel and the notebooks, for hosted services"
 	@echo "make lab       JupyterLab on 127.0.0.1, at the repository root, opening notebooks/"
 	@echo "make assignments  an nbgrader course in course/: source/ and release/ (student) notebooks"
-	@echo "make grade SUBMISSIONS=DIR  autograde DIR/<student>/<notebook>.ipynb into grades.csv (OVERWRITE=1 replaces)"
+	@echo "make grade SUBMISSIONS=DIR  autograde DIR/<student>/<notebook>.ipynb into grades.csv and feedback files"
+	@echo "               (STUDENTS=FILE: a class list, one id a line; OVERWRITE=1 replaces grades.csv)"
 	@echo "make lint      ruff check"
 	@echo "make venv      create/update $(VENV) (automatic for the targets above)"
 	@echo "make clean-venv  delete $(VENV)"
@@ -60,7 +62,8 @@ assignments: $(STAMP)
 
 SUBMISSIONS ?= submissions
 grade: $(STAMP)
-	$(VPY) -m crossvit.exercises grade $(SUBMISSIONS) --course course --csv grades.csv $(if $(OVERWRITE),--overwrite)
+	$(VPY) -m crossvit.exercises grade $(SUBMISSIONS) --course course --csv grades.csv $(if $(OVERWRITE),--overwrite) \
+		$(if $(STUDENTS),--students $(STUDENTS))
 
 # Sphinx + myst-nb + furo (the `site` extra). Each notebook is executed once and cached (figures/build.py's
 # runner, shared with `make figures`, `make slides` and the notebook tests; .cache/notebooks/), so a rebuild with
@@ -76,7 +79,7 @@ slides: $(STAMP)
 	$(VPY) docs/course_kit.py slides --out $(SITE_DIR)/slides
 
 kit: $(STAMP)
-	$(VPY) docs/course_kit.py bundle --out dist
+	$(VPY) docs/course_kit.py bundle --edition both --out dist
 
 # Rooted at the repository so that the notebooks' links to ../docs open; etc/jupyterlab/overrides.json opens
 # Markdown files rendered (so README.md#terms scrolls to its section) and leaves the user's own settings alone.

@@ -45,6 +45,7 @@ __all__ = [
     "deletion_insertion",
     "gaussian_blur",
     "mass_inside_mask",
+    "maximal_pixels",
     "pixel_counts",
     "pointing_game",
 ]
@@ -150,6 +151,18 @@ def argmax_points(maps: torch.Tensor) -> torch.Tensor:
 
 
 POINTING_RULES: tuple[str, ...] = ("majority", "first")
+MAXIMAL_RELATIVE_TOLERANCE = 1e-6
+"""A pixel is *maximal* when it lies within this share of its map's maximum (float noise must not split a patch)."""
+
+
+def maximal_pixels(maps: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) bool: each map's *maximal pixels*, those within a relative ``1e-6`` of its maximum, the pixels
+    the pointing game scores (a whole patch on a patch map; an infinite maximum keeps only the infinite pixels)."""
+    maps = _check_maps(maps)
+    values = maps.double()
+    top = values.flatten(1).max(dim=1).values[:, None, None]            # (B, 1, 1)
+    floor = torch.where(torch.isfinite(top), top - MAXIMAL_RELATIVE_TOLERANCE * top.abs(), top)
+    return values >= floor                                              # (B, H, W)
 
 
 def _near_mask(points: torch.Tensor, mask: torch.Tensor, tolerance: int) -> torch.Tensor:
@@ -204,15 +217,13 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, *, tolerance: int = 0
     B, H, W = maps.shape
     radius = min(tolerance, math.isqrt(H * H + W * W) + 1)             # farther is the same as anywhere
     points = argmax_points(maps)                                        # (B, 2)
+    maximal = maximal_pixels(maps) if rule == "majority" else None      # (B, H, W)
     shares = torch.empty(B, dtype=torch.float64, device=maps.device)
     for i in range(B):
         if rule == "first":
             candidates = points[i:i + 1]                                # (1, 2)
         else:
-            values = maps[i].double()
-            top = values.max()
-            floor = top - 1e-6 * top.abs() if torch.isfinite(top) else top
-            candidates = (values >= floor).nonzero()                    # (K, 2) maximal pixels
+            candidates = maximal[i].nonzero()                           # (K, 2) maximal pixels
         shares[i] = _near_mask(candidates, masks[i], radius).double().mean()
     hits = shares > 0.5
     return PointingGameResult(hits=hits, points=points, score=hits.float().mean().item(), tolerance=tolerance,

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""The teacher's kit: lecture slides from the executed course, and a zip for hosted notebook services.
+"""The teacher's kit: lecture slides from the executed course, and the course in two editions for hosted notebook
+services and shared drives.
 
     .venv/bin/python docs/course_kit.py slides [--out site/slides] [--executed DIR]
-    .venv/bin/python docs/course_kit.py bundle [--out dist]
+    .venv/bin/python docs/course_kit.py bundle [--edition student|teacher|both] [--out dist]
+    .venv/bin/python docs/course_kit.py folder --edition student --out DIR
 
 ``slides`` turns each course notebook, executed, into a reveal.js deck with nbconvert: a new slide at every
 ``#``/``##`` heading, a sub-slide for every further markdown cell and every figure, the code cells hidden (their
@@ -14,9 +16,17 @@ folder instead. The decks work offline: reveal.js, MathJax and the widget manage
 beside them, nothing is loaded from a CDN. The committed notebooks are
 never touched: the slide marks are set on copies in memory.
 
-``bundle`` writes ``dist/crossvit-lab-course.zip``: the library as a wheel, the notebooks with their solutions, the
-documentation pages the notebooks link to and the teacher's page, so that a hosted notebook service (Colab, Kaggle,
-a JupyterHub) can run the course from an uploaded file, without this repository's address.
+``bundle`` writes the course as zips that a hosted notebook service (Colab, Kaggle, a JupyterHub) can run from an
+uploaded file, without this repository's address: the library as a wheel, the notebooks, the documentation pages
+they link to and the course page. Two editions:
+
+* ``dist/crossvit-lab-course.zip``, the **student** edition, for the class: no solutions, no answer key (the hints'
+  last tier then says that this copy holds no solutions);
+* ``dist/crossvit-lab-course-teacher.zip``, the **teacher** edition: the same plus ``notebooks/solutions/`` and
+  ``docs/teacher/answer_key.md``.
+
+Both unpack to ``crossvit-lab-course/``. ``folder`` writes an edition's files unpacked (no wheel), e.g. the
+student edition of the course folder for a lab's shared drive.
 """
 
 from __future__ import annotations
@@ -40,9 +50,12 @@ STATIC = widget_assets.STATIC
 ASSETS = "_assets"  # the folder beside the decks that holds reveal.js and the widget manager
 NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 BUNDLE_NAME = "crossvit-lab-course"
-# what the bundle carries besides the wheel, relative to the repository root
+EDITIONS = ("student", "teacher")
+# what every edition carries besides the wheel, relative to the repository root
 BUNDLE_FILES = ("notebooks/README.md", "docs/architecture.md", "docs/rollout.md", "docs/README.md")
-BUNDLE_GLOBS = ("notebooks/" + NOTEBOOK_GLOB, "notebooks/solutions/*.py")
+BUNDLE_GLOBS = ("notebooks/" + NOTEBOOK_GLOB,)
+TEACHER_FILES = ("docs/teacher/answer_key.md",)  # and the solutions: the teacher's edition only
+TEACHER_GLOBS = ("notebooks/solutions/*.py",)
 SKIPPED_TAGS = {"exercise"}  # exercise stubs say nothing in a lecture
 
 
@@ -163,27 +176,65 @@ def build_slides(executed: Path | dict[str, nbformat.NotebookNode], out: Path) -
     return written
 
 
-def build_bundle(out: Path) -> Path:
-    """``out/crossvit-lab-course.zip``: the wheel (built from this checkout) and the course files."""
+def edition_files(edition: str) -> list[Path]:
+    """The course files of one edition (``"student"`` or ``"teacher"``), absolute paths in the repository."""
+    if edition not in EDITIONS:
+        raise ValueError(f"edition must be one of {EDITIONS}, got {edition!r}")
+    files = [ROOT / name for name in BUNDLE_FILES]
+    for pattern in BUNDLE_GLOBS:
+        files += sorted(ROOT.glob(pattern))
+    if edition == "teacher":
+        files += [ROOT / name for name in TEACHER_FILES]
+        for pattern in TEACHER_GLOBS:
+            files += sorted(ROOT.glob(pattern))
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]} is missing: the kit is built from a checkout of the repository")
+    return files
+
+
+def bundle_path(out: Path, edition: str) -> Path:
+    """Where :func:`build_bundle` writes an edition: the student edition keeps the name the class uploads."""
+    return out / (f"{BUNDLE_NAME}.zip" if edition == "student" else f"{BUNDLE_NAME}-{edition}.zip")
+
+
+def build_folder(out: Path, edition: str) -> Path:
+    """The files of ``edition`` unpacked under ``out/crossvit-lab-course/`` (refused if that folder exists)."""
+    target = out / BUNDLE_NAME
+    if target.exists():
+        raise FileExistsError(f"{target} exists; choose another --out, or move it away first")
+    for path in edition_files(edition):
+        destination = target / path.relative_to(ROOT)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(path.read_bytes())
+    (target / "figures").mkdir(parents=True, exist_ok=True)  # the notebooks save their figures here
+    print(f"{target}: the {edition} edition of the course")
+    return target
+
+
+def build_bundle(out: Path, editions: tuple[str, ...] = EDITIONS) -> list[Path]:
+    """One zip per edition in ``out`` (see the module docstring): the wheel (built from this checkout) and the
+    edition's course files."""
     out.mkdir(parents=True, exist_ok=True)
+    written = []
     with tempfile.TemporaryDirectory() as tmp:
         # --no-build-isolation: setuptools comes from the environment, so the build needs no network
         subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp,
                         str(ROOT)], check=True)
         (wheel,) = Path(tmp).glob("crossvit_lab-*.whl")
-        files = [ROOT / name for name in BUNDLE_FILES]
-        for pattern in BUNDLE_GLOBS:
-            files += sorted(ROOT.glob(pattern))
-        target = out / f"{BUNDLE_NAME}.zip"
-        partial = target.with_suffix(".zip.partial")
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.write(wheel, f"{BUNDLE_NAME}/{wheel.name}")
-            for path in files:
-                archive.write(path, f"{BUNDLE_NAME}/{path.relative_to(ROOT).as_posix()}")
-            archive.writestr(f"{BUNDLE_NAME}/figures/.keep", "")  # the notebooks save their figures here
-        partial.replace(target)
-    print(f"{target} ({wheel.name} and {len(files)} course files)")
-    return target
+        for edition in editions:
+            files = edition_files(edition)
+            target = bundle_path(out, edition)
+            partial = target.with_suffix(".zip.partial")
+            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                archive.write(wheel, f"{BUNDLE_NAME}/{wheel.name}")
+                for path in files:
+                    archive.write(path, f"{BUNDLE_NAME}/{path.relative_to(ROOT).as_posix()}")
+                archive.writestr(f"{BUNDLE_NAME}/figures/.keep", "")  # the notebooks save their figures here
+            partial.replace(target)
+            print(f"{target}: the {edition} edition ({wheel.name} and {len(files)} course files)")
+            written.append(target)
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,13 +244,24 @@ def main(argv: list[str] | None = None) -> int:
     slides.add_argument("--executed", type=Path, default=None,
                         help="a folder of executed notebooks (default: the cached executions, run where missing)")
     slides.add_argument("--out", type=Path, default=ROOT / "site" / "slides")
-    bundle = commands.add_parser("bundle", help="a zip for hosted notebook services")
+    bundle = commands.add_parser("bundle", help="the course as zips for hosted notebook services")
+    bundle.add_argument("--edition", choices=[*EDITIONS, "both"], default="both",
+                        help="student (no solutions, no answer key), teacher, or both (default)")
     bundle.add_argument("--out", type=Path, default=ROOT / "dist")
+    folder = commands.add_parser("folder", help="an edition of the course folder, unpacked")
+    folder.add_argument("--edition", choices=EDITIONS, required=True)
+    folder.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "slides":
         build_slides(args.executed if args.executed is not None else executed_course(), args.out)
+    elif args.command == "bundle":
+        build_bundle(args.out, EDITIONS if args.edition == "both" else (args.edition,))
     else:
-        build_bundle(args.out)
+        try:
+            build_folder(args.out, args.edition)
+        except FileExistsError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -107,18 +107,44 @@ def test_slides_say_what_to_do_when_there_is_no_executed_course(tmp_path):
         course_kit.build_slides(tmp_path, tmp_path / "slides")
 
 
-@pytest.mark.slow  # builds a wheel and a fresh environment, like the site and grading builds: `make test` runs it
-def test_the_bundle_installs_from_its_wheel_in_a_fresh_environment(tmp_path):
+def test_the_student_edition_holds_no_solution_and_no_answer_key():
+    student = {p.relative_to(ROOT).as_posix() for p in course_kit.edition_files("student")}
+    teacher = {p.relative_to(ROOT).as_posix() for p in course_kit.edition_files("teacher")}
+    notebooks = {p.relative_to(ROOT).as_posix() for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    assert notebooks <= student and "notebooks/README.md" in student
+    assert not any("solutions" in name or "teacher" in name for name in student), sorted(student)
+    assert teacher - student == {"docs/teacher/answer_key.md"} | {
+        p.relative_to(ROOT).as_posix() for p in (ROOT / "notebooks" / "solutions").glob("*.py")}
+    with pytest.raises(ValueError, match="edition"):
+        course_kit.edition_files("everyone")
+
+
+def test_the_student_edition_of_the_course_folder(tmp_path):
+    folder = course_kit.build_folder(tmp_path, "student")
+    assert (folder / "notebooks" / "01_patch_embedding.ipynb").is_file() and (folder / "figures").is_dir()
+    assert not (folder / "notebooks" / "solutions").exists() and not (folder / "docs" / "teacher").exists()
+    with pytest.raises(FileExistsError, match="exists"):
+        course_kit.build_folder(tmp_path, "teacher")  # never written over
+
+
+@pytest.mark.slow  # builds a wheel and a virtual environment
+def test_the_bundles_install_from_their_wheel_in_a_fresh_environment(tmp_path):
     """What a hosted notebook service does with the zip: unzip, install the wheel without dependencies (the
     service has them; here a fresh venv borrows this environment's packages but not its editable crossvit),
-    then run a course notebook's first steps from the unpacked notebooks folder."""
-    bundle = course_kit.build_bundle(tmp_path / "dist")
-    with zipfile.ZipFile(bundle) as archive:
+    then run a course notebook's first steps from the unpacked notebooks folder. The student edition has no
+    solutions (and the hints say so), the teacher's has them."""
+    student_zip, teacher_zip = course_kit.build_bundle(tmp_path / "dist")
+    assert student_zip.name == "crossvit-lab-course.zip" and teacher_zip.name == "crossvit-lab-course-teacher.zip"
+    with zipfile.ZipFile(teacher_zip) as archive:
+        names = archive.namelist()
+    assert any(n.startswith(f"{course_kit.BUNDLE_NAME}/notebooks/solutions/") for n in names)
+    assert f"{course_kit.BUNDLE_NAME}/docs/teacher/answer_key.md" in names
+    with zipfile.ZipFile(student_zip) as archive:
         names = archive.namelist()
         archive.extractall(tmp_path / "upload")
+    assert not any("solutions" in n or "answer_key" in n for n in names)
     course = tmp_path / "upload" / course_kit.BUNDLE_NAME
     assert {f"{course_kit.BUNDLE_NAME}/notebooks/{p.name}" for p in (ROOT / "notebooks").glob("0*.ipynb")} <= set(names)
-    assert any(n.startswith(f"{course_kit.BUNDLE_NAME}/notebooks/solutions/") for n in names)
     (wheel,) = course.glob("crossvit_lab-*.whl")
 
     fresh = tmp_path / "fresh"
@@ -134,17 +160,19 @@ def test_the_bundle_installs_from_its_wheel_in_a_fresh_environment(tmp_path):
     script = (
         "import crossvit, torch\n"
         "from pathlib import Path\n"
+        "from crossvit import exercises\n"
         f"assert Path(crossvit.__file__).is_relative_to({str(fresh)!r}), crossvit.__file__\n"
         "model = crossvit.create_model('shapes_tiny', pretrained=True)\n"
         "images, labels, masks = crossvit.data.make_shapes(4, seed=crossvit.data.HELD_OUT_SEED_BASE + 7,"
         " image_size=model.image_size)\n"
         "acc = (model(images).argmax(-1) == labels).float().mean().item()\n"
         "maps = crossvit.explain(model, images, 'gradient_rollout')\n"
-        "print('ok', acc, tuple(maps.shape), Path('solutions/01_patch_embedding.py').is_file())\n"
+        "last = [exercises.hint('1.1') for _ in range(4)][-1]\n"
+        "print('ok', acc, tuple(maps.shape), 'holds no solutions' in last)\n"
     )
     result = subprocess.run([str(python), "-c", script], cwd=course / "notebooks", capture_output=True, text=True,
                             env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-3000:]
-    ok, accuracy, *_ = result.stdout.split()
+    ok, accuracy, *_ = result.stdout.split()[-6:]
     assert ok == "ok" and float(accuracy) >= 0.75
     assert result.stdout.strip().endswith("True")

@@ -58,17 +58,64 @@ def test_fourteen_questions_or_more_and_an_answer_key_for_each():
             assert "*Model answer:*" in text and "*Rubric:*" in text
 
 
-def test_feedback_says_right_and_why_or_try_again():
+def test_feedback_says_right_and_why_or_names_the_misconception():
+    for q in (q for q in QUESTIONS if q.kind == "choice"):
+        right = feedback(q.id, q.correct)
+        assert right.startswith("\u2713 Right.") and q.why in right
+        for choice in range(len(q.options)):
+            if choice != q.correct:
+                wrong = feedback(q.id, choice)
+                assert wrong.startswith("\u2717 Not this one") and q.reasons[choice] in wrong and q.why not in wrong
     q = next(q for q in QUESTIONS if q.kind == "choice")
-    right = feedback(q.id, q.correct)
-    assert right.startswith("\u2713 Right.") and q.why in right
-    wrong = feedback(q.id, (q.correct + 1) % len(q.options))
-    assert wrong.startswith("\u2717 Not this one") and q.why not in wrong
     with pytest.raises(ValueError, match="options 0"):
         feedback(q.id, len(q.options))
     written = next(q for q in QUESTIONS if q.kind == "written")
     with pytest.raises(ValueError, match="in writing"):
         feedback(written.id, 0)
+
+
+def test_every_option_has_its_own_reason_and_the_right_one_moves():
+    """Issue 30 item 1: a reason per option (for a wrong one, the misconception behind it), and the right option's
+    position varies over the course instead of always being the first."""
+    choice = [q for q in QUESTIONS if q.kind == "choice"]
+    for q in choice:
+        assert len(q.reasons) == len(q.options) >= 3 and len(set(q.reasons)) == len(q.reasons), q.id
+        assert q.reasons[q.correct] == q.why
+        assert all(len(reason) > 40 for reason in q.reasons), q.id
+        assert len(set(q.options)) == len(q.options), q.id
+    positions = [q.correct for q in choice]
+    assert len(set(positions)) >= 3 and max(positions.count(p) for p in set(positions)) <= len(choice) // 2, positions
+    assert all(not q.reasons for q in QUESTIONS if q.kind == "written")
+
+
+# A prediction is worth asking only before it is answered: for each "predict" question, what in a cell (of its own
+# notebook or an earlier one) gives the answer away. Each must come after the question.
+GIVEAWAYS = {
+    "1.a": ("num_patches(", "(8 × 8)", "8 × 8 = 64", "grid {rows}x{cols}"),
+    "2.a": ("plot_architecture(", "**averages**", "mean of the two heads"),
+    "3.a": ("attention_sites(model)", "1 + N_other)", "(B, heads, 1,"),
+    "4.a": ("spread evenly", "nearly the same blend"),
+    "5.a": ("as often as the object covers",),
+    "6.a": ("1 / `warmup_steps`", "(step + 1) / warmup_steps"),
+    "7.a": ("⌊240 / 0.875⌋", "274 px"),
+}
+
+
+def test_a_prediction_is_asked_before_the_cell_that_answers_it():
+    cells = []  # (notebook, index, source) over the whole course, in order
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        cells += [(path.stem, i, " ".join(cell.source.split())) for i, cell in enumerate(nb.cells)]  # unwrapped
+    predict = {qid for path in NOTEBOOKS for _, qid in question_cells(nbformat.read(path, as_version=4))
+               if "(predict" in next(c for c in nbformat.read(path, as_version=4).cells
+                                     if c.source.startswith(f"**Question {qid}**")).source}
+    assert predict == set(GIVEAWAYS)
+    for qid, giveaways in GIVEAWAYS.items():
+        asked = next(k for k, (_, _, source) in enumerate(cells) if source.startswith(f"**Question {qid}**"))
+        for stem, index, source in cells[:asked]:
+            for giveaway in giveaways:
+                assert giveaway not in source, f"question {qid} is answered before it is asked: {stem} cell {index}"
+        assert any(g in source for _, _, source in cells[asked:] for g in giveaways), qid  # and answered later
 
 
 def test_the_widget_checks_a_choice():

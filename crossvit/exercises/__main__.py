@@ -1,5 +1,5 @@
 """``python -m crossvit.exercises list | solve NOTEBOOK... [--out DIR] | assignments --course DIR |
-grade SUBMISSIONS --course DIR [--csv FILE]``."""
+grade SUBMISSIONS --course DIR [--csv FILE] [--students FILE] [--notebooks STEM...] [--overwrite]``."""
 
 from __future__ import annotations
 
@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--course", type=Path, default=Path("course"), help="the course built by `assignments`")
     grade.add_argument("--csv", type=Path, default=Path("grades.csv"), help="output CSV (default: ./grades.csv)")
     grade.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
+    grade.add_argument("--students", type=Path, default=None,
+                       help="a class list, one student id a line: students without a folder get 'missing' rows")
+    grade.add_argument("--notebooks", nargs="*", default=None,
+                       help="the assignments to grade, by notebook stem (default: every one someone handed in)")
     args = parser.parse_args(argv)
     if args.command == "assignments":
         from .grading import build_assignments
@@ -51,12 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         from .grading import describe, grade_submissions
 
         try:
-            rows = grade_submissions(args.course, args.submissions, args.csv, overwrite=args.overwrite)
-        except FileExistsError as err:
+            roster = [] if args.students is None else [
+                line.strip() for line in args.students.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = grade_submissions(args.course, args.submissions, args.csv, overwrite=args.overwrite,
+                                     students=roster, notebooks=args.notebooks)
+        except (FileExistsError, FileNotFoundError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(describe(rows))
-        print(f"{len(rows)} row(s) in {args.csv}")
+        print(f"{len(rows)} row(s) in {args.csv}; feedback for the students in {args.course / 'feedback'}/"
+              "<student>/<notebook>/")
         return 0
     if args.command == "list":
         for ex in EXERCISES:

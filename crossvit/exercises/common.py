@@ -282,23 +282,159 @@ class _ShortcutWatch:
             sys.setprofile(self._previous)
 
 
-def _hooks(model: nn.Module | None) -> set[tuple[int, str, int]]:
-    if model is None:
-        return set()
-    return {(id(m), kind, key) for m in model.modules()
-            for kind in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks")
-            for key in getattr(m, kind)}
+# Hooks of every kind a learner's function may leave: on the model's modules (forward, forward pre-, backward,
+# backward pre-, state-dict and load-state-dict hooks), on its parameters and buffers (tensor hooks, post-accumulate
+# hooks) and torch's global module hooks. Found by name, so a kind a later torch adds is covered as well.
+HookKey = tuple[int, str, int]  # (id of the owner: a module, a tensor or torch's module namespace; its dict; key)
+
+_KIND_NAMES = {"_forward_hooks": "forward hook", "_forward_pre_hooks": "forward pre-hook",
+               "_backward_hooks": "backward hook", "_backward_pre_hooks": "backward pre-hook",
+               "_post_accumulate_grad_hooks": "post-accumulate-grad hook"}
 
 
-def _remove_hooks(model: nn.Module, keys: set[tuple[int, str, int]]) -> None:
-    for m in model.modules():
-        for kind in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks"):
-            hooks = getattr(m, kind)
-            for key in [k for k in hooks if (id(m), kind, k) in keys]:
-                del hooks[key]
-                getattr(m, "_forward_hooks_with_kwargs", {}).pop(key, None)
-                getattr(m, "_forward_hooks_always_called", {}).pop(key, None)
-                getattr(m, "_forward_pre_hooks_with_kwargs", {}).pop(key, None)
+def _hook_dicts(owner: object, prefix: str = "") -> list[tuple[str, dict]]:
+    """The hook dictionaries of a module, a tensor or torch's module namespace: attributes named ``*_hooks``."""
+    names = vars(owner) if not isinstance(owner, torch.Tensor) else ("_backward_hooks",
+                                                                     "_post_accumulate_grad_hooks")
+    out = []
+    for attribute in names:
+        value = getattr(owner, attribute, None)
+        if attribute.startswith(prefix) and attribute.endswith("_hooks") and isinstance(value, dict):
+            out.append((attribute, value))
+    return out
+
+
+def _hook_owners(modules: Sequence[nn.Module]) -> dict[int, object]:
+    """Every object that can hold a hook of these modules, by id: their submodules, parameters and buffers, and
+    torch's global module hooks."""
+    from torch.nn.modules import module as module_namespace
+
+    owners: dict[int, object] = {id(module_namespace): module_namespace}
+    for module in modules:
+        for m in module.modules():
+            owners[id(m)] = m
+            for tensor in [*m.parameters(recurse=False), *m.buffers(recurse=False)]:
+                owners[id(tensor)] = tensor
+    return owners
+
+
+def _hooks(owners: Mapping[int, object]) -> set[HookKey]:
+    out = set()
+    for ident, owner in owners.items():
+        prefix = "_global_" if not isinstance(owner, nn.Module | torch.Tensor) else ""
+        for kind, hooks in _hook_dicts(owner, prefix):
+            out |= {(ident, kind, key) for key in hooks}
+    return out
+
+
+def _hook_flags(owners: Mapping[int, object]) -> dict[tuple[int, str], Any]:
+    """The flags torch keeps beside the hooks (whether the backward hooks are "full" ones): a flag a learner's hook
+    set stays set after its hook is gone, and would refuse the other kind of backward hook later."""
+    return {(ident, flag): getattr(owner, flag) for ident, owner in owners.items()
+            for flag in ("_is_full_backward_hook", "_global_is_full_backward_hook") if hasattr(owner, flag)}
+
+
+def _describe_hook(owners: Mapping[int, object], names: Mapping[int, str], key: HookKey) -> str:
+    ident, kind, _ = key
+    what = _KIND_NAMES.get(kind.removeprefix("_global"), kind.strip("_").replace("_", " ")[:-1])
+    if isinstance(owners[ident], nn.Module | torch.Tensor):
+        return f"a {what} on {names.get(ident, type(owners[ident]).__name__)}"
+    return f"a global module {what}"
+
+
+def remove_hooks(owners: Mapping[int, object], keys: set[HookKey]) -> None:
+    """Remove the hooks ``keys`` (found by :func:`_hooks`), with the entries torch keeps beside each one
+    (``_forward_hooks_with_kwargs``, ``_forward_hooks_always_called``, ...)."""
+    for ident, kind, key in keys:
+        owner = owners[ident]
+        getattr(owner, kind).pop(key, None)
+        for attribute in () if isinstance(owner, torch.Tensor) else list(vars(owner)):
+            side = getattr(owner, attribute, None)
+            if attribute.startswith(kind) and attribute != kind and isinstance(side, dict):
+                side.pop(key, None)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The learner's inputs: copies in, changes noticed
+
+
+def learner_copy(value: Any) -> Any:
+    """A copy of one input for the learner's function: tensors, arrays and images copied, lists, tuples and dicts
+    copied item by item; modules (and strings, numbers, paths) are passed as they are (their weights are checked
+    afterwards instead)."""
+    if isinstance(value, torch.Tensor):
+        copy = value.detach().clone()
+        return copy.requires_grad_(True) if value.requires_grad and copy.is_floating_point() else copy
+    if isinstance(value, nn.Module) or value is None or isinstance(value, str | bytes | numbers.Number | os.PathLike):
+        return value
+    if isinstance(value, list | tuple):
+        items = [learner_copy(v) for v in value]
+        return type(value)(items) if not hasattr(value, "_fields") else type(value)(*items)
+    if isinstance(value, dict):
+        return type(value)((k, learner_copy(v)) for k, v in value.items())
+    if hasattr(value, "copy") and callable(value.copy):  # numpy arrays, PIL images, sets
+        return value.copy()
+    import copy as copying
+
+    return copying.deepcopy(value)  # a config dataclass, ...
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether input ``b`` (as the learner's function left it) still equals its original ``a``."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and bool(
+            ((a == b) | (a.isnan() & b.isnan()) if a.is_floating_point() else (a == b)).all())
+    if isinstance(a, list | tuple):
+        return isinstance(b, list | tuple) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if type(a).__module__ == "numpy":
+        import numpy as np
+
+        return isinstance(b, np.ndarray) and a.shape == b.shape and bool(np.array_equal(a, b))
+    if type(a).__module__.startswith("PIL"):
+        return a.mode == b.mode and a.size == b.size and a.tobytes() == b.tobytes()
+    try:
+        return bool(a == b) or a is b
+    except Exception:  # noqa: BLE001 - a value that cannot be compared is taken as unchanged
+        return True
+
+
+def _argument_names(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[str]:
+    """The learner's names for the positional arguments (``images``, ``grad``, ...), as its signature says."""
+    import inspect
+
+    try:
+        bound = inspect.signature(function).bind_partial(*args, **kwargs).arguments
+        names = list(bound)[:len(args)]
+    except (TypeError, ValueError):
+        names = []
+    return names + [f"argument {i + 1}" for i in range(len(names), len(args))]
+
+
+def _weights(modules: Sequence[nn.Module]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """name -> (the parameter or buffer, a copy of its value) of every module given, each tensor once."""
+    out, seen = {}, set()
+    for module in modules:
+        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                out[name] = (tensor, tensor.detach().clone())
+    return out
+
+
+def _restore_weights(saved: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> list[str]:
+    """Put back every parameter or buffer whose value changed; returns their names."""
+    changed = []
+    with torch.no_grad():
+        for name, (tensor, value) in saved.items():
+            if tensor.shape != value.shape or tensor.dtype != value.dtype:
+                tensor.data = value
+                changed.append(name)
+            elif not torch.equal(tensor, value):
+                tensor.copy_(value)
+                changed.append(name)
+    return changed
 
 
 def run_learner(name: str, function: object, *args: Any, shortcuts: Sequence[Shortcut] = (),
@@ -307,23 +443,33 @@ def run_learner(name: str, function: object, *args: Any, shortcuts: Sequence[Sho
 
     * ``function`` must be the function itself (a result is refused: only a function can be checked for
       shortcuts);
+    * it gets copies of the inputs (tensors, arrays, images, lists and dicts), so nothing it does to them reaches
+      the caller's objects or the checker's reference, and a function that changed an input in place is told so;
+      the modules it gets (``model`` and any module among the arguments) are the real ones, and weights it
+      changed are put back (and reported);
     * the stub's NotImplementedError becomes :class:`NotAttempted` (the checker then says so calmly);
     * any other error becomes an ExerciseError naming it (the traceback above the message shows where);
     * a call of one of ``shortcuts`` (the library functions the exercise rebuilds) is refused;
-    * nothing is left behind: torch's grad mode and ``model``'s train/eval mode are restored, and hooks the
-      function registered on ``model`` and did not remove are removed (and reported).
+    * nothing is left behind: torch's grad mode, the train/eval mode of every submodule of ``model`` and the
+      weights are restored, and hooks of every kind the function registered on the modules (or torch's global
+      module hooks) and did not remove are removed (and reported).
     """
     if not callable(function):
         raise ExerciseTypeError(
             f"{name}: pass your function itself, as in `exercises.check_{name}({name}, ...)`, not what it returns "
             f"(got a {type(function).__name__}): the checker calls it on its own inputs.")
+    modules = [m for m in (model, *args, *kwargs.values()) if isinstance(m, nn.Module)]
     grad_mode = torch.is_grad_enabled()
-    training = model.training if model is not None else None
-    hooks_before = _hooks(model)
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    owners = _hook_owners(modules)
+    hooks_before, flags_before = _hooks(owners), _hook_flags(owners)
+    weights = _weights(modules)
+    copies = [learner_copy(a) for a in args]
+    kw_copies = {k: learner_copy(v) for k, v in kwargs.items()}
     watch = _ShortcutWatch(shortcuts)
     try:
         with watch:
-            result = function(*args, **kwargs)
+            result = function(*copies, **kw_copies)
     except NotImplementedError:
         raise NotAttempted from None
     except ExerciseError:
@@ -332,18 +478,37 @@ def run_learner(name: str, function: object, *args: Any, shortcuts: Sequence[Sho
         raise ExerciseError(f"{name}: your function raised {type(err).__name__}: {err}") from err
     finally:
         torch.set_grad_enabled(grad_mode)
-        if model is not None:
-            model.train(training)
-            left = _hooks(model) - hooks_before
-            if left:
-                _remove_hooks(model, left)
-    if model is not None and left:
-        fail(name, f"your function left {len(left)} hook(s) registered on the model after it returned (the checker "
-                   "removed them, so your next attempt starts clean): every hook must be removed before returning.")
+        for m, training in modes:
+            m.training = training
+        left = _hooks(owners) - hooks_before
+        remove_hooks(owners, left)
+        for (ident, flag), value in flags_before.items():
+            setattr(owners[ident], flag, value)
+        changed_weights = _restore_weights(weights)
     if watch.seen:
         used = ", ".join(s.label for s in watch.seen)
         fail(name, f"your function calls {used}, which this exercise asks you to rebuild yourself; it must compute "
                    "the same result without calling it.")
+    names = _argument_names(function, args, kwargs)
+    changed = [n for n, a, c in zip(names, args, copies) if not _same(a, c)]
+    changed += [k for k, v in kwargs.items() if not _same(v, kw_copies[k])]
+    if changed:
+        fail(name, f"your function changed its input `{changed[0]}` in place (an in-place operation such as "
+                   f"`{changed[0]}.abs_()` or `.zero_()`, or an assignment into it). A function must leave what it "
+                   "is given as it was: compute new tensors (`x.abs()`, `x.clone()`) instead. The checker gave "
+                   "your function copies, so your own tensors are unchanged.")
+    if changed_weights:
+        fail(name, f"your function changed the weights of the module it was given (`{changed_weights[0]}`"
+                   + (f" and {len(changed_weights) - 1} more" if len(changed_weights) > 1 else "")
+                   + ") in place; the checker put them back. Read weights, never write them.")
+    if left:
+        module_names = {id(m): n or "the model" for module in modules for n, m in module.named_modules()}
+        module_names |= {id(t): n for module in modules for n, t in
+                         [*module.named_parameters(), *module.named_buffers()]}
+        what = sorted(_describe_hook(owners, module_names, key) for key in left)
+        fail(name, f"your function left {len(left)} hook(s) registered after it returned ({'; '.join(what[:3])}"
+                   + ("; ..." if len(what) > 3 else "") + "); the checker removed them, so your next attempt starts "
+                   "clean: every hook must be removed before returning (handle.remove(), in a finally: block).")
     return result
 
 

@@ -3,17 +3,25 @@
 ``python -m crossvit.exercises assignments --course COURSE`` builds an nbgrader course from the notebooks:
 
 * ``COURSE/source/<stem>/<stem>.ipynb``: the notebook with the solution of every exercise between nbgrader's
-  ``### BEGIN SOLUTION`` / ``### END SOLUTION`` lines (an *autograded answer* cell), each checker cell an
-  *autograder test* worth the exercise's stars, and each written question's answer cell a *manually graded*
-  answer worth one point;
-* ``COURSE/release/<stem>/<stem>.ipynb``: what students get (nbgrader's ``generate_assignment``: the solutions
-  replaced by ``raise NotImplementedError()``).
+  ``### BEGIN SOLUTION`` / ``### END SOLUTION`` lines, under the notebook's own stub (its signature, docstring and
+  shape comments) in place of its ``raise NotImplementedError`` (an *autograded answer* cell), each checker cell an
+  *autograder test* worth the exercise's stars, each written question's answer cell a *manually graded* answer
+  worth one point, and every other code cell *read-only* (students cannot edit it, and grading restores it, so a
+  typo in a set-up cell cannot cost a student the work that follows);
+* ``COURSE/release/<stem>/<stem>.ipynb``: what students get (nbgrader's ``generate_assignment``: each solution
+  replaced by ``raise NotImplementedError()``); no solutions, no answer key.
 
 ``python -m crossvit.exercises grade SUBMISSIONS --course COURSE --csv grades.csv`` grades a folder of submitted
-notebooks, ``SUBMISSIONS/<student>/<stem>.ipynb``, with nbgrader's ``autograde`` and writes one CSV row per student
-and graded item. The checkers are the tests: during grading (``CROSSVIT_GRADING=1``) an exercise left as a stub
-scores 0 instead of printing "not attempted yet", and so does one that calls the library function it rebuilds or
-raises; a notebook that raises in one cell is still graded in all the others.
+notebooks, ``SUBMISSIONS/<student>/<stem>.ipynb``, with nbgrader's ``autograde``, writes every student's feedback
+(``COURSE/feedback/<student>/<stem>/<stem>.html``, nbgrader's ``generate_feedback``) and one CSV row per student and
+item, in notebook order, with a status and a reason. Every student found (or named in ``--students``) gets a row
+for every item of every notebook being graded: *graded*, *needs manual grading*, *missing* (no such notebook in the
+student's folder), *unreadable* (not a notebook), *not graded* (nbgrader could not grade it) or *set-up error* (a
+cell that is not an answer raised, so the items after it may have scored 0 for that reason). A notebook renamed by
+a browser download (``03_cross_attention_and_hooks (1).ipynb``) is recognised. The checkers are the tests: during
+grading (``CROSSVIT_GRADING=1``) an exercise left as a stub scores 0 instead of printing "not attempted yet", and
+so does one that calls the library function it rebuilds or raises; a notebook that raises in one cell is still
+graded in all the others. The CSV is written only when the whole run succeeds.
 """
 
 from __future__ import annotations
@@ -21,20 +29,26 @@ from __future__ import annotations
 import ast
 import csv
 import os
+import re
 import shutil
 import sys
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .common import EXERCISES, GRADING_ENV
-from .notebook import exercise_cells, solution_functions, solutions_path
+from .notebook import exercise_cells, is_exercise_cell, solution_functions, solutions_path
 from .questions import QUESTION_TAG, QUESTIONS
 
 NOTEBOOKS_DIR = Path("notebooks")
 """Where the course notebooks are, relative to the working directory (the repository root)."""
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CELL_TIMEOUT_S = 600
+OVERWRITE_HINT = "--overwrite (through make: OVERWRITE=1)"
+"""How a refusal to replace a file tells the teacher to replace it, on the command line and through make."""
+CSV_COLUMNS = ("student", "notebook", "item", "kind", "score", "max_score", "status", "reason", "feedback")
 
 
 def _nbgrader() -> Any:
@@ -46,19 +60,35 @@ def _nbgrader() -> Any:
     return NbGraderAPI
 
 
-def marked_solution(function_source: str) -> str:
-    """A solution function with its body (after the docstring) between nbgrader's solution delimiters."""
-    tree = ast.parse(function_source)
-    function = tree.body[0]
+def _body_lines(function_source: str) -> list[str]:
+    """The lines of a function's body after its docstring (comments included)."""
+    function = ast.parse(function_source).body[0]
     lines = function_source.splitlines()
     first = function.body[0]
-    has_doc = isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant) and \
-        isinstance(first.value.value, str)
-    body_start = (function.body[1] if has_doc and len(function.body) > 1 else first).lineno - 1
-    if has_doc and len(function.body) == 1:
-        body_start = first.end_lineno
-    indent = " " * function.body[0].col_offset
-    return "\n".join(lines[:body_start] + [indent + BEGIN] + lines[body_start:] + [indent + END])
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        start = first.end_lineno  # the line after the docstring (0-based)
+    else:
+        start = first.lineno - 1
+        while start > function.lineno and lines[start - 1].strip().startswith("#"):  # comments above it too
+            start -= 1
+    return lines[start:function.end_lineno]
+
+
+def marked_answer(stub_source: str, name: str, solution_source: str) -> str:
+    """An exercise cell for nbgrader: the notebook's stub ``name`` (signature, docstring, comments) with its
+    ``raise NotImplementedError`` replaced by the solution's body between the solution delimiters; the rest of the
+    cell stays. ``generate_assignment`` then swaps the delimited body for nbgrader's stub."""
+    tree = ast.parse(stub_source)
+    function = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    last = function.body[-1]
+    if not (isinstance(last, ast.Raise) and "NotImplementedError" in ast.unparse(last)):
+        raise ValueError(f"the stub of {name} must end with `raise NotImplementedError(...)`:\n{stub_source}")
+    lines = stub_source.splitlines()
+    indent = " " * last.col_offset
+    body = _body_lines(solution_source)
+    solution_indent = min((len(b) - len(b.lstrip()) for b in body if b.strip()), default=len(indent))
+    body = [indent + b[solution_indent:] if b.strip() else "" for b in body]
+    return "\n".join(lines[:last.lineno - 1] + [indent + BEGIN] + body + [indent + END] + lines[last.end_lineno:])
 
 
 def _question_id(question_id: str) -> str:
@@ -81,16 +111,14 @@ def source_notebook(notebook: Path) -> Any:
     nb = nbformat.read(notebook, as_version=4)
     functions = solution_functions(solutions_path(notebook))
     stars = {ex.name: ex.stars for ex in EXERCISES}
+    graded: set[int] = set()
     for index, name in exercise_cells(nb):
         cell = nb.cells[index]
-        stub = cell.source.splitlines()
-        tree = ast.parse(cell.source)
-        function = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
-        rest = stub[function.end_lineno:]
-        cell.source = "\n".join(stub[:function.lineno - 1] + marked_solution(functions[name]).splitlines() + rest)
+        cell.source = marked_answer(cell.source, name, functions[name])
         cell.metadata["nbgrader"] = _nbgrader_metadata(f"exercise_{name}", solution=True, grade=False, locked=False)
         nb.cells[index + 1].metadata["nbgrader"] = _nbgrader_metadata(
             f"check_{name}", solution=False, grade=True, locked=True, points=stars[name])
+        graded |= {index, index + 1}
     written = {q.id for q in QUESTIONS if q.kind == "written"}
     for index, cell in enumerate(nb.cells):
         if QUESTION_TAG in cell.metadata.get("tags", []):
@@ -98,6 +126,13 @@ def source_notebook(notebook: Path) -> Any:
             if qid in written:
                 nb.cells[index + 1].metadata["nbgrader"] = _nbgrader_metadata(
                     _question_id(qid), solution=True, grade=True, locked=False, points=1)
+                graded.add(index + 1)
+    setup = 0
+    for index, cell in enumerate(nb.cells):  # every other code cell: read-only, restored when grading
+        if cell.cell_type == "code" and index not in graded and not is_exercise_cell(cell):
+            setup += 1
+            cell.metadata["nbgrader"] = _nbgrader_metadata(f"setup_{setup}", solution=False, grade=False,
+                                                           locked=True)
     return nb
 
 
@@ -132,7 +167,7 @@ def build_assignments(course: str | os.PathLike, notebooks: list[Path] | None = 
                if path.exists() and path.read_text(encoding="utf-8") != text]
     if changed and not overwrite:
         raise FileExistsError(f"{changed[0]} differs from the course notebook it would be rebuilt from (edited by "
-                              "hand?); move it away, or rebuild with --overwrite (overwrite=True) to replace it")
+                              f"hand?); move it away, or rebuild with {OVERWRITE_HINT} to replace it")
     course.mkdir(parents=True, exist_ok=True)
     released = []
     for path, text in planned.items():
@@ -170,72 +205,234 @@ def _tools_path() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
+@dataclass(frozen=True)
+class Item:
+    """One graded item of a notebook: its nbgrader grade id, how the CSV names it, its kind and its points."""
+
+    grade_id: str
+    name: str  # "1.1 patchify", "question 1.b"
+    kind: str  # "exercise" or "written question"
+    max_score: float
+
+
+def notebook_items(source: Path) -> list[Item]:
+    """The graded items of a source notebook (from :func:`source_notebook`), in the notebook's order."""
+    import nbformat
+
+    names = {f"check_{ex.name}": (f"{ex.number} {ex.name}", "exercise") for ex in EXERCISES}
+    names |= {_question_id(q.id): (f"question {q.id}", "written question") for q in QUESTIONS}
+    items = []
+    for cell in nbformat.read(source, as_version=4).cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade"):
+            name, kind = names.get(meta["grade_id"], (meta["grade_id"], "other"))
+            items.append(Item(meta["grade_id"], name, kind, float(meta.get("points", 0))))
+    return items
+
+
+_DOWNLOAD_SUFFIX = re.compile(r"(?:\s*\(\d+\)|-Copy\d+| copy(?: \d+)?)+$")
+
+
+def submitted_stem(path: Path) -> str:
+    """The assignment a submitted file names: its stem without the suffixes browsers and Jupyter add to a second
+    copy (``nb (1).ipynb``, ``nb(2).ipynb``, ``nb-Copy1.ipynb``, ``nb copy.ipynb``)."""
+    return _DOWNLOAD_SUFFIX.sub("", path.stem)
+
+
+def _find_submission(student_dir: Path, stem: str) -> tuple[Path | None, str]:
+    """The file of ``student_dir`` that holds assignment ``stem`` (the exact name first, else the newest renamed
+    copy), and a note on the other copies, if any."""
+    found = [p for p in sorted(student_dir.glob("*.ipynb")) if submitted_stem(p) == stem]
+    if not found:
+        return None, ""
+    exact = [p for p in found if p.stem == stem]
+    chosen = exact[0] if exact else max(found, key=lambda p: p.stat().st_mtime)
+    others = [p.name for p in found if p != chosen]
+    note = (f"graded {chosen.name}" + (f"; also found {', '.join(others)} (not graded)" if others else "")
+            if chosen.stem != stem or others else "")
+    return chosen, note
+
+
+def _outputs_text(cell: Any) -> tuple[str, str | None]:
+    """What a cell printed, and its error (``Name: message``) if it raised."""
+    printed, error = [], None
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "stream":
+            printed.append(out.get("text", ""))
+        elif out.get("output_type") == "error":
+            error = f"{out.get('ename', 'Error')}: {out.get('evalue', '')}"
+    return "".join(printed), error
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _reasons(autograded: Path) -> tuple[dict[str, str], str | None]:
+    """Per grade id, the reason its score is what it is (the checker's message), read from the autograded
+    notebook; and the first error of a read-only (set-up) cell, if one raised."""
+    import nbformat
+
+    nb = nbformat.read(autograded, as_version=4)
+    reasons: dict[str, str] = {}
+    setup_error = None
+    for index, cell in enumerate(nb.cells):
+        meta = cell.metadata.get("nbgrader", {})
+        grade_id = meta.get("grade_id")
+        if cell.cell_type != "code" or grade_id is None:
+            continue
+        printed, error = _outputs_text(cell)
+        if meta.get("grade") and not meta.get("solution"):  # a checker cell
+            lines = [line for line in printed.strip().splitlines() if line.strip()]
+            reasons[grade_id] = _ANSI.sub("", error) if error else (lines[-1] if lines else "no output")
+        elif meta.get("locked") and error and setup_error is None:
+            setup_error = f"cell {index} (not an answer) raised {_ANSI.sub('', error)}"
+    return reasons, setup_error
+
+
+def _row(student: str, stem: str, item: Item, score: Any, status: str, reason: str, feedback: str = ""
+         ) -> dict[str, Any]:
+    return {"student": student, "notebook": stem, "item": item.name, "kind": item.kind, "score": score,
+            "max_score": item.max_score, "status": status, "reason": reason, "feedback": feedback}
+
+
 def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
-                      csv_path: str | os.PathLike | None = None, *, overwrite: bool = False) -> list[dict[str, Any]]:
-    """Autograde ``submissions/<student>/<stem>.ipynb`` against the course built by :func:`build_assignments`;
-    returns (and writes to ``csv_path``) one row per student and graded item: student, notebook, item, kind,
-    score, max_score, status. An existing ``csv_path`` is refused (FileExistsError, before any grading) unless
-    ``overwrite=True``."""
-    from nbgrader.api import Gradebook
+                      csv_path: str | os.PathLike | None = None, *, overwrite: bool = False,
+                      students: Iterable[str] = (), notebooks: Sequence[str] | None = None
+                      ) -> list[dict[str, Any]]:
+    """Autograde ``submissions/<student>/<stem>.ipynb`` against the course built by :func:`build_assignments`,
+    write each student's feedback, and return (and write to ``csv_path``) one row per student and item of every
+    notebook graded (columns :data:`CSV_COLUMNS`; see the module docstring for the statuses).
 
-    if csv_path is not None and Path(csv_path).exists() and not overwrite:
-        raise FileExistsError(f"{csv_path} exists; choose another --csv, or pass --overwrite to replace it")
+    ``students``: ids expected besides the folders found (a class list), so that a student who handed in nothing
+    gets *missing* rows; ``notebooks``: the assignments to grade (default: every one that someone handed in).
+    An existing ``csv_path`` is refused (FileExistsError, before any grading) unless ``overwrite=True``; it is
+    then renamed ``<name>.previous`` first, so that a run that fails half-way leaves no file that looks current,
+    and the new CSV appears only when the run succeeds."""
+    import nbformat
 
+    csv_path = Path(csv_path) if csv_path is not None else None
+    if csv_path is not None and csv_path.exists() and not overwrite:
+        raise FileExistsError(f"{csv_path} exists; choose another --csv, or replace it with {OVERWRITE_HINT}")
     course, submissions = Path(course).resolve(), Path(submissions).resolve()
     if not (course / "source").is_dir():
         raise FileNotFoundError(f"{course} has no source/ folder: build the course first (assignments --course)")
+    if not submissions.is_dir():
+        raise FileNotFoundError(f"{submissions} is not a folder of submissions (SUBMISSIONS/<student>/<notebook>)")
+    assignments = sorted(p.name for p in (course / "source").iterdir() if p.is_dir())
+    folders = {p.name: p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    handed_in = {submitted_stem(nb) for folder in folders.values() for nb in folder.glob("*.ipynb")}
+    wanted = list(notebooks) if notebooks else [a for a in assignments if a in handed_in]
+    unknown = [n for n in wanted if n not in assignments]
+    if unknown:
+        raise ValueError(f"{unknown[0]} is not an assignment of {course} ({', '.join(assignments)})")
+    if not wanted:
+        raise ValueError(f"no notebook of this course under {submissions} ({', '.join(assignments)} expected in "
+                         "SUBMISSIONS/<student>/)")
+    if csv_path is not None and csv_path.exists():  # asked to replace it: never leave it looking current
+        csv_path.replace(csv_path.with_name(csv_path.name + ".previous"))
     api = _nbgrader()(config=_config(course))
-    assignments = {p.name for p in (course / "source").iterdir() if p.is_dir()}
-    graded: list[tuple[str, str]] = []
-    for student_dir in sorted(p for p in submissions.iterdir() if p.is_dir()):
-        student = student_dir.name
-        for notebook in sorted(student_dir.glob("*.ipynb")):
-            if notebook.stem not in assignments:
-                raise ValueError(f"{notebook}: not a notebook of this course ({', '.join(sorted(assignments))})")
-            target = course / "submitted" / student / notebook.stem / notebook.name
+    rows: list[dict[str, Any]] = []
+    for student in sorted(set(folders) | set(students)):
+        folder = folders.get(student)
+        for stray in sorted(folder.glob("*.ipynb")) if folder is not None else ():
+            if submitted_stem(stray) not in assignments:
+                rows.append({"student": student, "notebook": stray.stem, "item": "", "kind": "file", "score": "",
+                             "max_score": "", "status": "not graded", "feedback": "",
+                             "reason": f"{stray.name} is not a notebook of this course ({', '.join(assignments)})"})
+        for stem in wanted:
+            items = notebook_items(course / "source" / stem / f"{stem}.ipynb")
+            found, note = _find_submission(folder, stem) if folder is not None else (None, "")
+            if found is None:
+                reason = (f"no {stem}.ipynb in {submissions.name}/{student}/" if folder is not None
+                          else f"no folder {student}/ in {submissions.name}/")
+                rows += [_row(student, stem, item, 0, "missing", reason) for item in items]
+                continue
+            try:
+                nbformat.read(found, as_version=4)
+            except Exception as err:  # noqa: BLE001 - any reason a file is not a notebook goes into the CSV
+                rows += [_row(student, stem, item, 0, "unreadable",
+                              f"{found.name} is not a readable notebook ({type(err).__name__}: {err})"[:300])
+                         for item in items]
+                continue
+            target = course / "submitted" / student / stem / f"{stem}.ipynb"
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(notebook, target)
+            shutil.copyfile(found, target)
             (target.parent / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC\n", encoding="utf-8")
             # GRADING_ENV: a stub scores 0 instead of printing "not attempted yet"
             with _environment(PATH=_tools_path(), **{GRADING_ENV: "1"}):
-                result = api.autograde(notebook.stem, student, force=True, create=True)
+                result = api.autograde(stem, student, force=True, create=True)
+                feedback_result = api.generate_feedback(stem, student, force=True) if result["success"] else None
             if not result["success"]:
-                raise RuntimeError(f"nbgrader autograde {notebook.stem} {student} failed:\n{result['log']}\n"
-                                   f"{result['error']}")
-            graded.append((student, notebook.stem))
-    items = {f"check_{ex.name}": (f"{ex.number} {ex.name}", "exercise") for ex in EXERCISES}
-    items |= {_question_id(q.id): (f"question {q.id}", "written question") for q in QUESTIONS}
-    rows = []
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
-        for student, stem in graded:
-            submission = gradebook.find_submission_notebook(stem, stem, student)
-            for grade in sorted(submission.grades, key=lambda g: g.cell.name):
-                item, kind = items.get(grade.name, (grade.name, "other"))
-                manual = grade.auto_score is None
-                rows.append({"student": student, "notebook": stem, "item": item, "kind": kind,
-                             "score": "" if manual and grade.manual_score is None else grade.score,
-                             "max_score": grade.max_score,
-                             "status": "needs manual grading" if manual and grade.manual_score is None
-                             else "graded"})
+                log = (str(result.get("error") or "") + " " + str(result.get("log") or "")).strip()
+                rows += [_row(student, stem, item, 0, "not graded", f"nbgrader could not grade {found.name}: "
+                              f"{log[-300:]}") for item in items]
+                continue
+            feedback = course / "feedback" / student / stem / f"{stem}.html"
+            feedback_text = str(feedback.relative_to(course)) if feedback_result and feedback_result["success"] \
+                and feedback.is_file() else ""
+            reasons, setup_error = _reasons(course / "autograded" / student / stem / f"{stem}.ipynb")
+            rows += _graded_rows(course, student, stem, items, reasons, setup_error, note, feedback_text)
     if csv_path is not None:
-        with open(csv_path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=["student", "notebook", "item", "kind", "score", "max_score",
-                                                   "status"])
+        partial = csv_path.with_name(csv_path.name + ".partial")
+        with open(partial, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
             writer.writeheader()
             writer.writerows(rows)
+        partial.replace(csv_path)
+    return rows
+
+
+def _graded_rows(course: Path, student: str, stem: str, items: list[Item], reasons: dict[str, str],
+                 setup_error: str | None, note: str, feedback: str) -> list[dict[str, Any]]:
+    """The rows of one notebook nbgrader graded, from the gradebook's scores and the autograded notebook's
+    outputs."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
+        grades = {g.name: g for g in gradebook.find_submission_notebook(stem, stem, student).grades}
+        rows = []
+        for item in items:
+            grade = grades.get(item.grade_id)
+            manual = grade is None or grade.auto_score is None
+            if grade is None:
+                score, status, reason = 0, "not graded", "the submitted notebook has no such cell"
+            elif manual and grade.manual_score is None:
+                score, status, reason = "", "needs manual grading", "a written answer: mark it with the rubric"
+            elif item.kind == "written question":
+                score, status = grade.score, "graded"
+                reason = "left as handed out" if grade.auto_score is not None else "marked by hand"
+            else:
+                score, status = grade.score, "graded"
+                reason = reasons.get(item.grade_id, "")
+            if setup_error and status == "graded" and item.kind == "exercise":
+                status = "set-up error"
+                reason = f"{setup_error}; {reason}"
+            reason = "; ".join(part for part in (note, reason) if part)
+            rows.append(_row(student, stem, item, score, status, reason, feedback))
     return rows
 
 
 def describe(rows: list[dict[str, Any]]) -> str:
-    """One line per student: points of the autograded items out of their maximum."""
+    """One line per student: points of the autograded items out of their maximum, and every notebook that was not
+    graded normally (missing, unreadable, set-up error, ...)."""
     totals: dict[str, list[float]] = {}
+    problems: dict[str, dict[str, set[str]]] = {}
     for row in rows:
+        student = row["student"]
+        total = totals.setdefault(student, [0.0, 0.0])
         if row["kind"] == "exercise":
-            total = totals.setdefault(row["student"], [0.0, 0.0])
             total[0] += float(row["score"] or 0)
             total[1] += float(row["max_score"])
-    return "\n".join(f"{student}: {score:g} / {maximum:g} exercise points" for student, (score, maximum)
-                     in sorted(totals.items()))
+        if row["status"] not in ("graded", "needs manual grading"):
+            problems.setdefault(student, {}).setdefault(row["status"], set()).add(row["notebook"])
+    lines = []
+    for student, (score, maximum) in sorted(totals.items()):
+        line = f"{student}: {score:g} / {maximum:g} exercise points"
+        for status, stems in sorted(problems.get(student, {}).items()):
+            line += f"; {status}: {', '.join(sorted(stems))}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
-__all__ = ["build_assignments", "describe", "grade_submissions", "marked_solution", "source_notebook"]
+__all__ = ["CSV_COLUMNS", "build_assignments", "describe", "grade_submissions", "marked_answer", "notebook_items", "source_notebook",
+           "submitted_stem"]

@@ -1,10 +1,13 @@
 """Hints in tiers: ``exercises.hint("4.1")`` gives the next hint of exercise 4.1, one more each call.
 
 The first tier names the idea, the second the steps, the last the pieces of PyTorch that do them; none is the
-code itself, which lives only in ``notebooks/solutions/<notebook>.py``.
+code itself, which lives only in the teacher's edition of the course (``notebooks/solutions/<notebook>.py``; the
+student edition and the graded assignments do not have it, and the last message says so).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from .common import exercise
 
@@ -59,10 +62,13 @@ HINTS: dict[str, tuple[str, ...]] = {
         "In the paper flavour the CLS token is projected to the other branch's width, reads [itself, the other "
         "patches] through attention with itself as the only query, and goes back to its own width.",
         "z = project_in(cls); context = layer-normalised [z, other patches]; q from the context's first token, k "
-        "and v from all of it; attention = softmax of scaled scores; new CLS = project_out(z + the attention "
-        "output after attn.to_out).",
-        "direction.project_in, direction.norm, direction.attn.to_q, .to_kv, ._split_heads, .attention_map.scale, "
-        ".to_out, direction.project_out.",
+        "and v from all of it; attention = softmax of the scores q·kᵀ scaled by 1/sqrt(dim_head); new CLS = "
+        "project_out(z + the attention output after attn.to_out), with z itself (not its normalised copy) as the "
+        "residual.",
+        "fusion.project_in, fusion.norm, torch.cat along dimension 1, fusion.attn.to_q and .to_kv (then "
+        ".chunk(2, dim=-1)), reshape to (B, tokens, heads, dim_head) and transpose(1, 2) to split the heads, "
+        "fusion.attn.attention_map.scale (= dim_head ** -0.5), softmax(dim=-1), fusion.attn.to_out, "
+        "fusion.project_out.",
     ),
     "rollout": (
         "Rollout multiplies the layers' attention matrices, each mixed with the identity for the residual path.",
@@ -137,19 +143,32 @@ HINTS: dict[str, tuple[str, ...]] = {
 _given: dict[str, int] = {}
 
 
+def solution_file(notebook: str) -> Path | None:
+    """Where this copy of the course keeps the solutions of ``notebook``: ``solutions/<notebook>.py`` beside the
+    notebooks (a notebook runs in its own folder) or ``notebooks/solutions/`` from the repository's root; None in
+    the student edition, which has none."""
+    for folder in (Path("solutions"), Path("notebooks") / "solutions"):
+        if (folder / f"{notebook}.py").is_file():
+            return folder / f"{notebook}.py"
+    return None
+
+
 def hint(exercise_id: str) -> str:
     """Print and return the next hint of an exercise, given by its number (``"4.1"``) or its function's name
     (``"rollout"``): the first call gives the first tier, each further call the next; after the last, where the
-    solution is."""
+    solution is, if this copy of the course has the solutions."""
     ex = exercise(exercise_id)
     tiers = HINTS[ex.name]
     level = _given.get(ex.name, 0)
     if level < len(tiers):
         text = f"Hint {level + 1} of {len(tiers)} for exercise {ex.number} ({ex.name}): {tiers[level]}"
         _given[ex.name] = level + 1
-    else:
+    elif (path := solution_file(ex.notebook)) is not None:
         text = (f"No more hints for exercise {ex.number} ({ex.name}); the solution is the function {ex.name} in "
-                f"notebooks/solutions/{ex.notebook}.py (`%load -s {ex.name} solutions/{ex.notebook}.py`).")
+                f"{path.as_posix()} (`%load -s {ex.name} {path.as_posix()}`).")
+    else:
+        text = (f"No more hints for exercise {ex.number} ({ex.name}). This copy of the course holds no solutions: "
+                "ask your teacher, or compare your function with a classmate's.")
     print(text)
     return text
 

@@ -43,16 +43,20 @@ def check_patchify(function: object, images: torch.Tensor, patch_size: int) -> N
         raise ValueError(f"check_patchify: the image size {h}x{w} is not divisible by patch_size {p}")
     rows, cols = h // p, w // p
     n, d = rows * cols, c * p * p
-    answer = run_learner(name, function, images, p, shortcuts=UNFOLD)
-    answer = tensor_answer(
-        name, answer, "the flattened patches", (b, n, d), "(B, N, C·p·p)",
-        {(b, d, n): "that is F.unfold's own layout (B, C·p·p, N); transpose the last two dimensions.",
-         (b, c, n, p * p): "flatten each patch's channels too: one vector of C·p·p numbers per patch.",
-         (b, rows, cols, d): "flatten the grid: one row per patch, (B, rows·cols, C·p·p).",
-         (b, c, rows, p, cols, p): "permute so that the grid dimensions come first, then reshape."})
     x = images.detach().to("cpu", torch.float32)
     reference = F.unfold(x, kernel_size=p, stride=p).transpose(1, 2)  # (B, N, C*p*p)
     grid = x.reshape(b, c, rows, p, cols, p)
+    answer = run_learner(name, function, images, p, shortcuts=UNFOLD)
+    hints = {(b, d, n): "that is F.unfold's own layout (B, C·p·p, N); transpose the last two dimensions.",
+             (b, c, n, p * p): "flatten each patch's channels too: one vector of C·p·p numbers per patch.",
+             (b, rows, cols, d): "flatten the grid: one row per patch, (B, rows·cols, C·p·p).",
+             (b, c, rows, p, cols, p): "permute so that the grid dimensions come first, then reshape."}
+    if rows > 1 and cols > 1:
+        hints[(b, (rows - 1) * (cols - 1), d)] = (
+            f"that is a {rows - 1}x{cols - 1} grid, one patch short on each side: the last row and column of "
+            f"patches are missing. A {h} px side holds {h} // {p} = {rows} patches, starting at 0, {p}, ..., "
+            f"{(rows - 1) * p} (range(0, {h}, {p}); range(0, {h} - {p}, {p}) stops one patch early).")
+    answer = tensor_answer(name, answer, "the flattened patches", (b, n, d), "(B, N, C·p·p)", hints)
     diagnoses = [
         (lambda: grid.permute(0, 2, 4, 3, 5, 1).reshape(b, n, d),
          "each patch is flattened pixel by pixel with the channels last (row, column, channel); conv.weight "
@@ -98,17 +102,30 @@ def check_embed_patches(function: object, model: CrossViT, branch_image: torch.T
     b, n, d = image.shape[0], model.num_patches(branch), conv.out_channels
     p = model.patch_size(branch)
     patches = F.unfold(image.detach(), kernel_size=p, stride=p).transpose(1, 2)  # (B, N, C*p*p)
+    with torch.no_grad(), eval_mode(model):
+        reference = model.embed[branch].patch_embed(image)  # (B, N, D)
     with torch.no_grad():
         answer = run_learner(name, function, patches, conv, shortcuts=CONVOLUTION, model=model)
     answer = tensor_answer(
         name, answer, "the patch tokens", (b, n, d), "(B, N, D)",
         {(b, d, n): "that is the convolution's channel-first layout; transpose to one row per patch.",
          (n, d): "keep the batch dimension."})
-    with torch.no_grad(), eval_mode(model):
-        reference = model.embed[branch].patch_embed(image)  # (B, N, D)
-    bias = conv.bias.detach().cpu().float() if conv.bias is not None else None
-    diagnoses = [] if bias is None else [
-        (lambda: reference.cpu().float() - bias, "the convolution's bias is missing: add conv.bias.")]
+    x = patches.detach().cpu().float()
+    weight = conv.weight.detach().cpu().float()  # (D, C, p, p)
+    bias = conv.bias.detach().cpu().float() if conv.bias is not None else torch.zeros(d)
+
+    def linear(w: torch.Tensor) -> torch.Tensor:  # the patches times a flattened (D, C*p*p) weight, plus the bias
+        return x @ w.reshape(d, -1).T + bias
+
+    diagnoses = [
+        (lambda: linear(weight.permute(0, 2, 3, 1)),
+         "the weight was flattened channels last (row, column, channel), while each patch is flattened channel "
+         "first (as F.unfold gives it): flatten the weight in the patches' order, (D, C, p, p) -> (D, C·p·p)."),
+        (lambda: linear(weight.transpose(2, 3)),
+         "inside each filter, rows and columns are swapped: flatten (channel, row, column) in that order."),
+    ]
+    if conv.bias is not None:
+        diagnoses.append((lambda: reference.cpu().float() - bias, "the convolution's bias is missing: add conv.bias."))
     compare(name, answer, reference, what="the conv patch embedding's tokens", diagnoses=diagnoses, atol=1e-4,
              rtol=1e-4)
     ok(name, f"your tokens equal the {branch} branch's convolution output, {b} images x {n} patches x {d} "

@@ -62,14 +62,27 @@ def check_cls_attention_row(function: object, model: CrossViT, images: torch.Ten
          (b, n): "keep one row per head: do not average the heads."})
     with torch.no_grad(), eval_mode(model):
 
-        def row(normalise: bool = True, scale: bool = True, softmax: bool = True) -> torch.Tensor:
+        def row(normalise: bool = True, scale: bool = True, softmax: bool = True, layout: str = "3 h d"
+                ) -> torch.Tensor:
             x = layer.norm1(tokens) if normalise else tokens
-            q, k, _ = attn.to_qkv(x).reshape(b, n, 3, heads, attn.dim_head).permute(2, 0, 3, 1, 4)  # (B, H, N, d)
+            qkv = attn.to_qkv(x)  # (B, N, 3 * heads * dim_head)
+            if layout == "3 h d":  # the layer's own: q, k, v side by side, each split head by head
+                q, k, _ = qkv.reshape(b, n, 3, heads, attn.dim_head).permute(2, 0, 3, 1, 4)  # (B, H, N, d)
+            elif layout == "h 3 d":  # a slip: q, k and v interleaved head by head
+                q, k, _ = qkv.reshape(b, n, heads, 3, attn.dim_head).permute(3, 0, 2, 1, 4)
+            else:  # "3 d h", a slip: the heads interleaved number by number
+                q, k, _ = qkv.reshape(b, n, 3, attn.dim_head, heads).permute(2, 0, 4, 1, 3)
             scores = (q[:, :, :1] @ k.transpose(-2, -1))[:, :, 0]  # (B, H, N): the CLS query's scores
             scores = scores * (attn.attention_map.scale if scale else 1.0)
             return scores.softmax(dim=-1) if softmax else scores
 
+        layout = (f"to_qkv's output is q, k and v side by side ({heads} heads x {attn.dim_head} numbers each): "
+                  f"reshape it to (B, N, 3, heads, dim_head), so that q is [:, :, 0], k [:, :, 1], and each "
+                  "head a contiguous slice of dim_head numbers.")
         diagnoses = [
+            (lambda: row(layout="h 3 d"), "q, k and v were split head by head, (B, N, heads, 3, dim_head); " + layout),
+            (lambda: row(layout="3 d h"), "the heads were split number by number, (B, N, 3, dim_head, heads); "
+                                          + layout),
             (lambda: row(scale=False), "the scores are not scaled: multiply q·k by 1/sqrt(dim_head) "
                                         "(layer.attn.attention_map.scale) before the softmax."),
             (lambda: row(normalise=False), "the tokens were not normalised first: this is a pre-norm layer, so "
@@ -93,7 +106,13 @@ def check_logits_from_heads(function: object, model: CrossViT, images: torch.Ten
     check_images(images, model)
     b, k = images.shape[0], model.num_classes
     with torch.no_grad(), eval_mode(model):
+        reference = model(images)
         features = model.forward_features(images)
+        heads = {name_: model.heads[name_] for name_ in model.branch_names}
+        per_head = {br: heads[br].fc(heads[br].norm(features[br][:, 0])) for br in model.branch_names}
+        no_norm = {br: heads[br].fc(features[br][:, 0]) for br in model.branch_names}
+        all_tokens = {br: heads[br].fc(heads[br].norm(features[br].mean(dim=1))) for br in model.branch_names}
+        patch_tokens = {br: heads[br].fc(heads[br].norm(features[br][:, 1:].mean(dim=1))) for br in model.branch_names}
         answer = run_learner(name, function, model, features, model=model, shortcuts=[
             Shortcut(CrossViT.forward, "the model itself"), Shortcut(CrossViT.forward_head, "model.forward_head"),
             Shortcut(CrossViT.combine_heads, "model.combine_heads"),
@@ -101,12 +120,6 @@ def check_logits_from_heads(function: object, model: CrossViT, images: torch.Ten
     answer = tensor_answer(name, answer, "the model's logits", (b, k), "(B, classes)",
                             {(2, b, k): "combine the two heads' logits into one (B, classes) tensor.",
                              (b, 2, k): "combine the two heads' logits into one (B, classes) tensor."})
-    with torch.no_grad(), eval_mode(model):
-        reference = model(images)
-        features = model.forward_features(images)
-        heads = {name_: model.heads[name_] for name_ in model.branch_names}
-        per_head = {br: heads[br].fc(heads[br].norm(features[br][:, 0])) for br in model.branch_names}
-        no_norm = {br: heads[br].fc(features[br][:, 0]) for br in model.branch_names}
     mean = model.arch.logit_reduction == "mean"
     diagnoses = [
         (lambda: per_head["small"] + per_head["large"],
@@ -117,6 +130,12 @@ def check_logits_from_heads(function: object, model: CrossViT, images: torch.Ten
         (lambda: per_head["large"], "these are the large head's logits alone; combine both heads."),
         (lambda: (no_norm["small"] + no_norm["large"]) / (2 if mean else 1),
          "the heads' LayerNorm is missing: head.fc(head.norm(cls))."),
+        (lambda: (all_tokens["small"] + all_tokens["large"]) / (2 if mean else 1),
+         "each head read the mean of all its branch's tokens; a head reads only its CLS token, token 0 "
+         "(features[branch][:, 0])."),
+        (lambda: (patch_tokens["small"] + patch_tokens["large"]) / (2 if mean else 1),
+         "each head read the mean of its branch's patch tokens; a head reads only its CLS token, token 0 "
+         "(features[branch][:, 0]), which gathered the image through attention."),
     ]
     diagnoses = [(wrong, mistake) for wrong, mistake in diagnoses if mistake]
     compare(name, answer, reference, what="the model's logits", diagnoses=diagnoses, atol=1e-4, rtol=1e-4)

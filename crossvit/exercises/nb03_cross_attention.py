@@ -22,7 +22,9 @@ from .common import (
     compare,
     fail,
     ok,
+    remove_hooks,
     run_learner,
+    shape_text,
     tensor_answer,
 )
 
@@ -40,14 +42,17 @@ def check_record_with_hooks(function: object, model: CrossViT, images: torch.Ten
     check_images(images, model)
     left = [s for s in attention_sites(model) if s.module.observed]
     if left:  # hooks of an attempt run outside the checker: remove them, so this attempt starts clean
+        removed = 0
         for site in left:
-            site.module._forward_hooks.clear()
-            site.module._forward_pre_hooks.clear()
-        print(f"(removed {len(left)} hook(s) left on the attention sites by an earlier run of your function, "
+            keys = _forward_hook_keys(site.module)
+            remove_hooks({id(site.module): site.module}, keys)
+            removed += len(keys)
+        print(f"(removed {removed} hook(s) left on the attention sites by an earlier run of your function, "
               f"e.g. on {left[0].name}; each hook must be removed before the function returns)")
     with torch.no_grad(), eval_mode(model), record_attention(model, sites=sites) as rec:
         model(images)
     reference = rec.sites
+    inputs = _site_inputs(model, images, list(reference))  # what each site's module receives: (q, k)
     with torch.no_grad():
         answer = run_learner(name, function, model, images, sites, model=model, shortcuts=[
             Shortcut(record_attention.__init__, "record_attention"),
@@ -73,6 +78,16 @@ def check_record_with_hooks(function: object, model: CrossViT, images: torch.Ten
         fail(name, f"unexpected keys {extra[:3]}: record exactly the sites {list(reference)}.")
     for site_name, expected in reference.items():
         value = answer[site_name]
+        q, k = inputs[site_name]
+        if isinstance(value, tuple | list) and len(value) == 2 and all(isinstance(v, torch.Tensor) for v in value) \
+                and tuple(value[0].shape) == tuple(q.shape):
+            fail(name, f"under {site_name} you stored the hook's `inputs`, the (queries, keys) the module receives; "
+                        "the map is what the module returns, the hook's third argument `output`.")
+        if isinstance(value, torch.Tensor) and tuple(value.shape) in (tuple(q.shape), tuple(k.shape)) \
+                and tuple(value.shape) != tuple(expected.shape):
+            fail(name, f"under {site_name} you stored one of the module's inputs (the queries or the keys, "
+                        f"{shape_text(value.shape)}), not its output: a forward hook is called as hook(module, "
+                        "inputs, output), and the map is `output`.")
         if isinstance(value, torch.Tensor) and not close(value.detach().cpu().float(), expected.cpu().float(),
                                                           1e-5, 1e-4):
             same_as = [s for s, other in reference.items()
@@ -87,6 +102,27 @@ def check_record_with_hooks(function: object, model: CrossViT, images: torch.Ten
             fail(name, f"the map of {site_name} differs from record_attention's.")
     ok(name, f"your hooks recorded the same {len(reference)} maps as record_attention, and none is left "
               "registered.")
+
+
+def _forward_hook_keys(module: torch.nn.Module) -> set:
+    """The keys of ``module``'s forward hooks and forward pre-hooks, as :func:`remove_hooks` takes them."""
+    return {(id(module), kind, key) for kind in ("_forward_hooks", "_forward_pre_hooks")
+            for key in getattr(module, kind)}
+
+
+def _site_inputs(model: CrossViT, images: torch.Tensor, names: list[str]) -> dict[str, tuple[torch.Tensor, ...]]:
+    """site name -> the (q, k) its attention-map module received in one forward pass."""
+    seen: dict[str, tuple[torch.Tensor, ...]] = {}
+    handles = [site.module.register_forward_pre_hook(
+        lambda _module, inputs, name=site.name: seen.__setitem__(name, tuple(t.detach() for t in inputs)))
+        for site in attention_sites(model) if site.name in names]
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen
 
 
 def _fusion_io(checker: str, model: CrossViT, images: torch.Tensor, query: str, block: int, fusion: int
@@ -115,13 +151,14 @@ def _fusion_io(checker: str, model: CrossViT, images: torch.Tensor, query: str, 
 @checker_for("fusion_direction")
 def check_fusion_direction(function: object, model: CrossViT, images: torch.Tensor, query: str, block: int = -1,
                            fusion: int = -1) -> None:
-    """Exercise 3.2: ``function(direction, cls, other_patches)`` = ``(attention, new_cls)`` of one fusion
-    direction of a paper-flavour model (``direction``: the fusion layer's module for ``query``; ``cls``: that
-    branch's CLS (B, 1, D_query); ``other_patches``: the other branch's patch tokens), computed from the module's
-    weights (not by running the module): the ``query`` branch's CLS projected to the other width, the context
-    [projected CLS, other patches] layer-normalised, attention with the CLS as the only query (B, heads, 1,
-    1 + N_other), the residual added and the result projected back (B, 1, D_query). Reference: the recorded
-    cross-attention map and the fusion layer's output CLS."""
+    """Exercise 3.2: ``function(fusion, cls, other_patches)`` = ``(attention, new_cls)`` of one fusion direction
+    of a paper-flavour model (``fusion``: the fusion layer's module for ``query``; ``cls``: that branch's CLS
+    (B, 1, D_query); ``other_patches``: the other branch's patch tokens), computed from the module's weights (not
+    by running the module): the ``query`` branch's CLS projected to the other width (z), the context [z, other
+    patches] layer-normalised, attention with the CLS as the only query, scores scaled by 1/sqrt(dim_head)
+    (``fusion.attn.attention_map.scale``), (B, heads, 1, 1 + N_other), the attention output added to z and the
+    result projected back (B, 1, D_query). Reference: the recorded cross-attention map and the fusion layer's
+    output CLS."""
     name, checker = "fusion_direction", "check_fusion_direction"
     model = check_model(checker, model)
     check_images(images, model)
@@ -157,11 +194,14 @@ def check_fusion_direction(function: object, model: CrossViT, images: torch.Tens
              (b, heads, n_other, n_other): "only the CLS is a query: compute q from context[:, :1] only."})
         z = direction.project_in(cls)  # (B, 1, D_other)
 
+        def split(t: torch.Tensor) -> torch.Tensor:  # (B, N, heads * dim_head) -> (B, heads, N, dim_head)
+            return t.reshape(b, t.shape[1], attn.heads, attn.dim_head).transpose(1, 2)
+
         def parts(normalise: bool = True, scale: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
             context = torch.cat((z, patches), dim=1)
             context = direction.norm(context) if normalise else context
-            q = attn._split_heads(attn.to_q(context[:, :1]))
-            key, value = (attn._split_heads(t) for t in attn.to_kv(context).chunk(2, dim=-1))
+            q = split(attn.to_q(context[:, :1]))
+            key, value = (split(t) for t in attn.to_kv(context).chunk(2, dim=-1))
             weights = ((q @ key.transpose(-2, -1)) * (attn.attention_map.scale if scale else 1.0)).softmax(-1)
             mixed = (weights @ value).transpose(1, 2).reshape(b, 1, attn.inner_dim)
             return weights, mixed
@@ -172,7 +212,8 @@ def check_fusion_direction(function: object, model: CrossViT, images: torch.Tens
                       "the context was not layer-normalised: apply fusion.norm to [projected CLS, other patches] "
                       "before computing q, k and v."),
                      (lambda: parts(scale=False)[0],
-                      "the scores are not scaled: multiply by 1/sqrt(dim_head) (attn.attention_map.scale)."),
+                      "the scores are not scaled: multiply q·kᵀ by 1/sqrt(dim_head) (the attention module keeps it as "
+                      "fusion.attn.attention_map.scale)."),
                  ])
         answer_cls = tensor_answer(
             name, answer[1], "the new CLS token", (b, 1, d_query), "(B, 1, D_query)",
@@ -191,6 +232,9 @@ def check_fusion_direction(function: object, model: CrossViT, images: torch.Tens
                      (lambda: cls + direction.project_out(out),
                       "that is the seed flavour's residual (in the query's own width); the paper flavour adds z, "
                       "in the other width, before project_out."),
+                     (lambda: direction.project_out(direction.norm(torch.cat((z, patches), dim=1))[:, :1] + out),
+                      "the residual was taken from the layer-normalised z (the first token of fusion.norm's "
+                      "output); the residual path skips the LayerNorm: add z itself, project_in(cls)."),
                  ])
     ok(name, f"your fusion step equals the model's at {site}: the {query} CLS read {n_other - 1} {other_branch}"
               f"-branch patches and came back in its own width {d_query}.")

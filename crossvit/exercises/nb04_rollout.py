@@ -30,9 +30,11 @@ ROLLOUTS = [Shortcut(attention_rollout, "crossvit.attention_rollout"),
             Shortcut(joint_rollout, "crossvit.joint_rollout"), Shortcut(explain, "crossvit.explain")]
 
 
-def _full_rollout(maps: Sequence[torch.Tensor], reverse: bool = False, residual: bool = True,
-                  fusion: str = "mean") -> torch.Tensor:
-    """R[CLS, patches] with full (B, N, N) matrices in float64; for diagnosing wrong answers."""
+def _full_rollout(maps: Sequence[torch.Tensor], reverse: bool = False, residual: str = "half",
+                  fusion: str = "mean", renormalise: bool = True, transpose: bool = False, column: bool = False
+                  ) -> torch.Tensor:
+    """R[CLS, patches] with full (B, N, N) matrices in float64, or one of the slips a learner makes; for
+    diagnosing wrong answers. ``residual``: "half" (0.5 A + 0.5 I, the definition), "sum" (A + I) or "none"."""
     first = maps[0]
     b, _, n, _ = first.shape
     eye = torch.eye(n, dtype=torch.float64)
@@ -40,11 +42,35 @@ def _full_rollout(maps: Sequence[torch.Tensor], reverse: bool = False, residual:
     for attention in maps:
         a = attention.detach().cpu().double()
         a = {"mean": a.mean(1), "max": a.amax(1), "min": a.amin(1)}[fusion]
-        if residual:
-            a = 0.5 * a + 0.5 * eye
-            a = a / a.sum(dim=-1, keepdim=True)
+        a = a.transpose(-2, -1) if transpose else a
+        if residual != "none":
+            a = 0.5 * a + 0.5 * eye if residual == "half" else a + eye
+            a = a / a.sum(dim=-1, keepdim=True) if renormalise else a
         result = result @ a if reverse else a @ result
-    return result[:, 0, 1:].float()
+    return (result[:, 1:, 0] if column else result[:, 0, 1:]).float()
+
+
+def _rollout_diagnoses(maps: Sequence[torch.Tensor]) -> list[tuple]:
+    """The slips of Exercise 4.1 that can be recognised, each as (its wrong answer, what it is)."""
+    return [
+        (lambda: _full_rollout(maps, reverse=True),
+         "the product is in the wrong order: the last layer's matrix goes on the left, R = A'_L ... A'_1 "
+         "(start from the first layer and left-multiply each next one)."),
+        (lambda: _full_rollout(maps, column=True),
+         "that is the CLS column, R[:, 1:, 0], how much each patch took from the CLS; the map is the CLS row, "
+         "R[:, 0, 1:], how much the CLS took from each patch."),
+        (lambda: _full_rollout(maps, transpose=True),
+         "each layer's matrix was transposed: row i of A is what token i reads (query i over the keys), so "
+         "use A as it is, (B, N_query, N_key)."),
+        (lambda: _full_rollout(maps, residual="none"),
+         "the residual connection is missing: use A' = 0.5 A + 0.5 I (rows renormalised), not A."),
+        (lambda: _full_rollout(maps, residual="sum", renormalise=False),
+         "that is A + I, whose rows sum to 2, and the product was not renormalised: each layer doubles the map. "
+         "Use 0.5 A + 0.5 I (or renormalise the rows of A + I)."),
+        (lambda: _full_rollout(maps, fusion="max"), "the heads were fused by the max; this exercise uses the mean."),
+        (lambda: _full_rollout(maps, fusion="min"), "the heads were fused by the min; this exercise uses the mean."),
+        (lambda: _full_rollout(maps[-1:]), "only the last layer went in: multiply through every layer."),
+    ]
 
 
 @checker_for("rollout")
@@ -52,7 +78,12 @@ def check_rollout(function: object, rec: AttentionRecorder, branch: str) -> None
     """Exercise 4.1: ``function(maps)`` = the per-branch rollout (B, N_patches) of ``maps =
     rec.self_attention(branch)``: heads fused by the mean, A' = rownorm(0.5 A + 0.5 I), R = A'_L ... A'_1, the
     CLS row over the patches. Reference: ``crossvit.attention_rollout(rec, branch)``, which the function may not
-    call (nor the library's other rollouts)."""
+    call (nor the library's other rollouts).
+
+    The function is called twice: on the recorded maps, and on the heads' maximum of each map (one "head" per
+    map, as ``head_fusion="max"`` fuses them), whose rows no longer sum to 1, so that the renormalisation of
+    0.5 A + 0.5 I matters (with the mean of heads it changes nothing). Reference of the second call:
+    ``attention_rollout(rec, branch, head_fusion="max")``."""
     name, checker = "rollout", "check_rollout"
     if not isinstance(rec, AttentionRecorder):
         raise TypeError(f"{checker} needs the recorder of `with crossvit.record_attention(model) as rec:`, got "
@@ -60,6 +91,8 @@ def check_rollout(function: object, rec: AttentionRecorder, branch: str) -> None
     branch = check_branch(checker, rec.model, branch)
     maps = rec.self_attention(branch)
     reference = attention_rollout(rec, branch)  # (B, N - 1)
+    peaked = [a.amax(dim=1, keepdim=True) for a in maps]  # (B, 1, N, N) each: rows sum to more than 1
+    peaked_reference = attention_rollout(rec, branch, head_fusion="max")
     b, n = reference.shape[0], reference.shape[1] + 1
     answer = run_learner(name, function, list(maps), shortcuts=ROLLOUTS)
     atol, rtol, precision = 1e-5, 1e-4, ""
@@ -70,23 +103,25 @@ def check_rollout(function: object, rec: AttentionRecorder, branch: str) -> None
         rtol = 4 * len(maps) * eps
         atol = rtol * float(reference.abs().max())
         precision = f" (compared at {answer.dtype}'s precision, {rtol:.2g}; compute in float32 for an exact match)"
-    answer = tensor_answer(
-        name, answer, "the rollout over the patches", (b, n - 1), "(B, N_patches)",
-        {(b, n): "drop the CLS column: the map is R[CLS, patches], R[:, 0, 1:].",
-         (b, n, n): "keep only the CLS token's row over the patches: R[:, 0, 1:].",
-         (b, n - 1, n - 1): "the map is the CLS row of R over the patches, R[:, 0, 1:]."})
-    compare(name, answer, reference, what="attention_rollout's map", atol=atol, rtol=rtol, diagnoses=[
-        (lambda: _full_rollout(maps, reverse=True),
-         "the product is in the wrong order: the last layer's matrix goes on the left, R = A'_L ... A'_1 "
-         "(start from the first layer and left-multiply each next one)."),
-        (lambda: _full_rollout(maps, residual=False),
-         "the residual connection is missing: use A' = 0.5 A + 0.5 I (rows renormalised), not A."),
-        (lambda: _full_rollout(maps, fusion="max"), "the heads were fused by the max; this exercise uses the mean."),
-        (lambda: _full_rollout(maps, fusion="min"), "the heads were fused by the min; this exercise uses the mean."),
-        (lambda: _full_rollout(maps[-1:]), "only the last layer went in: multiply through every layer."),
-    ])
+    hints = {(b, n): "drop the CLS column: the map is R[CLS, patches], R[:, 0, 1:].",
+             (b, n, n): "keep only the CLS token's row over the patches: R[:, 0, 1:].",
+             (b, n - 1, n - 1): "the map is the CLS row of R over the patches, R[:, 0, 1:]."}
+    answer = tensor_answer(name, answer, "the rollout over the patches", (b, n - 1), "(B, N_patches)", hints)
+    compare(name, answer, reference, what="attention_rollout's map", atol=atol, rtol=rtol,
+            diagnoses=_rollout_diagnoses(maps))
+    second = run_learner(name, function, peaked, shortcuts=ROLLOUTS)
+    second = tensor_answer(name, second, "the rollout of the heads' maximum", (b, n - 1), "(B, N_patches)", hints)
+    compare(name, second, peaked_reference, what="attention_rollout's map with head_fusion='max' (the checker's "
+            "second call gives your function each map's maximum over the heads, as one head: its rows sum to "
+            "more than 1)", atol=atol, rtol=rtol, diagnoses=[
+                (lambda: _full_rollout(peaked, renormalise=False),
+                 "the rows of 0.5 A + 0.5 I were not renormalised. With the mean of the heads every row of A sums "
+                 "to 1 and renormalising changes nothing, but a map whose rows do not sum to 1 (the heads' "
+                 "maximum, or a map after discarding its weakest entries) needs it: divide each row by its sum."),
+                *_rollout_diagnoses(peaked)])
     ok(name, f"your rollout equals attention_rollout(rec, '{branch}') for all {b} images, through "
-              f"{len(maps)} layers{precision}.")
+              f"{len(maps)} layers{precision}, and also with the heads fused by the max, where renormalising "
+              "the rows matters.")
 
 
 @checker_for("spread_to_pixels")
@@ -94,7 +129,8 @@ def check_spread_to_pixels(function: object, model: CrossViT, patch_map: torch.T
     """Exercise 4.2: ``function(patch_map, grid, image_size)`` = ``patch_map`` (B, N_patches of ``branch``)
     spread over the input pixels, (B, H, W): each input pixel takes the value of the patch that covers it
     (``grid = model.patch_grid(branch)``, ``image_size = model.image_size``). Reference:
-    ``crossvit.patch_map_to_pixels``; the function may call neither it nor ``F.interpolate``."""
+    ``crossvit.patch_map_to_pixels``; the function may call neither it nor ``F.interpolate`` (whose nearest
+    mode would do the exercise in one call: the point is to work out which patch covers each pixel)."""
     name, checker = "spread_to_pixels", "check_spread_to_pixels"
     model = check_model(checker, model)
     branch = check_branch(checker, model, branch)
@@ -109,12 +145,12 @@ def check_spread_to_pixels(function: object, model: CrossViT, patch_map: torch.T
             f"that is the {side} px image the {branch} branch saw. Its {rows}x{cols} grid covers the whole "
             f"{size} px input, so each patch covers {size / rows:g} input pixels: pixel row y belongs to patch "
             f"row floor(y * {rows} / {size}).")
+    pm = patch_map.detach().cpu().float()
+    reference = patch_map_to_pixels(model, branch, pm)
     answer = run_learner(name, function, patch_map, (rows, cols), size, shortcuts=[
         Shortcut(patch_map_to_pixels, "crossvit.patch_map_to_pixels"), Shortcut(F.interpolate, "F.interpolate"),
         Shortcut(explain, "crossvit.explain")])
     answer = tensor_answer(name, answer, "the pixel map", (b, size, size), "(B, H, W)", hints)
-    pm = patch_map.detach().cpu().float()
-    reference = patch_map_to_pixels(model, branch, pm)
     covered = (size / rows) * (size / cols)
     compare(name, answer, reference, what="patch_map_to_pixels's map", atol=1e-6, rtol=1e-5, diagnoses=[
         (lambda: patch_map_to_pixels(model, branch, pm.reshape(b, rows, cols).transpose(1, 2).reshape(b, -1)),
@@ -139,19 +175,21 @@ def check_gradient_weighted_attention(function: object, rec: AttentionRecorder, 
         raise ValueError(f"{checker}: no map with a gradient at {site!r}; recorded: {list(grads)[:4]}...")
     attention, grad = maps[site].detach(), grads[site]
     b, heads, nq, nk = attention.shape
+    reference = gradient_weighted(attention, grad)
+    product = grad * attention
     answer = run_learner(name, function, attention, grad, shortcuts=[
         Shortcut(gradient_weighted, "crossvit.rollout.gradient_weighted"),
         Shortcut(gradient_rollout, "crossvit.gradient_rollout")])
     answer = tensor_answer(name, answer, "the gradient-weighted map", (b, nq, nk), "(B, Nq, Nk)",
                             {(b, heads, nq, nk): "average over the heads (dimension 1)."})
-    reference = gradient_weighted(attention, grad)
-    product = grad * attention
     compare(name, answer, reference, what="gradient_weighted's map", atol=1e-7, rtol=1e-4, diagnoses=[
         (lambda: product.mean(dim=1), "negative contributions were kept: clamp grad * A at 0 before averaging."),
         (lambda: product.mean(dim=1).clamp(min=0),
          "the clamp came after the head average; clamp each head's grad * A first, then average."),
         (lambda: product.abs().mean(dim=1), "that is |grad * A|; keep the positive part only (clamp(min=0))."),
         (lambda: grad.clamp(min=0).mean(dim=1), "the attention itself is missing: weight the gradient by A."),
+        (lambda: (grad.abs() * attention).mean(dim=1),
+         "that is |grad| * A: the gradient's sign was dropped before multiplying; keep grad * A's positive part."),
     ])
     ok(name, f"your A_bar equals the library's at {site}: {100 * (reference > 0).float().mean().item():.0f}% "
               "of its entries are positive (only those feed the gradient rollout).")

@@ -7,7 +7,7 @@ import numbers
 import torch
 
 from ..explain import explain
-from ..metrics import pointing_game
+from ..metrics import MAXIMAL_RELATIVE_TOLERANCE, maximal_pixels, pointing_game
 from ..model import CrossViT, check_images
 from ..utils import eval_mode
 from .common import (
@@ -38,7 +38,10 @@ def _captum_shortcuts() -> list[Shortcut]:
 
 
 def _maximal_pixels(maps: torch.Tensor, relative: float) -> torch.Tensor:
-    """(B, H*W) bool: the pixels of each map within ``relative`` of its maximum (0: exactly the maximum)."""
+    """(B, H*W) bool: the pixels of each map within ``relative`` of its maximum (0: exactly the maximum; the
+    pointing game's own tolerance is :func:`crossvit.metrics.maximal_pixels`)."""
+    if relative == MAXIMAL_RELATIVE_TOLERANCE:
+        return maximal_pixels(maps).reshape(maps.shape[0], -1)
     flat = maps.double().reshape(maps.shape[0], -1)  # (B, H*W)
     top = flat.max(dim=1, keepdim=True).values  # (B, 1)
     return flat >= top - relative * top.abs()
@@ -80,7 +83,7 @@ def check_pointing_hits(function: object, maps: torch.Tensor, masks: torch.Tenso
                                    "pixels, not one point."})
     if not torch.equal(hits.bool(), reference):
         inside = cpu_masks.reshape(b, -1)  # (B, H*W)
-        near, exact = _maximal_pixels(cpu_maps, 1e-6), _maximal_pixels(cpu_maps, 0.0)
+        near, exact = _maximal_pixels(cpu_maps, MAXIMAL_RELATIVE_TOLERANCE), _maximal_pixels(cpu_maps, 0.0)
         share = (near & inside).sum(1) / near.sum(1)  # (B,) share of the maximal pixels on the object
         candidates = [
             (pointing_game(cpu_maps, cpu_masks, rule="first").hits.cpu(),
@@ -132,12 +135,12 @@ def check_saliency_map(function: object, model: CrossViT, images: torch.Tensor, 
     check_images(images, model)
     b, c, h, w = images.shape
     target = target_classes(checker, target, b, model.num_classes)
+    reference = explain(model, images, "saliency", target=target.to(images.device))
+    grad = _input_gradient(model, images, target)
     answer = run_learner(name, function, model, images, target.to(images.device), model=model,
                          shortcuts=[*_captum_shortcuts(), Shortcut(explain, "crossvit.explain")])
     answer = tensor_answer(name, answer, "the saliency map", (b, h, w), "(B, H, W)",
                             {(b, c, h, w): "reduce the colour channels: the largest |gradient| over dimension 1."})
-    reference = explain(model, images, "saliency", target=target.to(images.device))
-    grad = _input_gradient(model, images, target)
     compare(name, answer, reference, what="captum's saliency map", atol=1e-6, rtol=1e-3, diagnoses=[
         (lambda: grad.amax(dim=1), "the absolute value is missing: take |gradient| before the channel maximum."),
         (lambda: grad.abs().sum(dim=1), "the channels were summed; take the largest |gradient| over them."),
@@ -164,11 +167,7 @@ def check_integrated_gradients(function: object, model: CrossViT, images: torch.
     m = int_option(checker, "steps", steps, 2)
     b, c, h, w = images.shape
     target = target_classes(checker, target, b, model.num_classes).to(images.device)
-    answer = run_learner(name, function, model, images, target, steps=m, model=model,
-                         shortcuts=[*_captum_shortcuts(), Shortcut(explain, "crossvit.explain")])
-    answer = tensor_answer(name, answer, "the attributions", (b, c, h, w), "(B, C, H, W)",
-                            {(b, h, w): "keep the colour channels; crossvit.explain sums them only afterwards."})
-    x = images.detach()
+    x = images.detach().clone()
     baseline = torch.zeros_like(x)
 
     def captum_ig(method: str) -> torch.Tensor:
@@ -182,6 +181,12 @@ def check_integrated_gradients(function: object, model: CrossViT, images: torch.
 
     reference = captum_ig("riemann_right").detach().cpu().float()
     scale = reference.abs().max().item()
+    with torch.no_grad(), eval_mode(model):
+        gap = (model(x) - model(baseline)).gather(1, target[:, None])[:, 0].cpu()
+    answer = run_learner(name, function, model, images, target, steps=m, model=model,
+                         shortcuts=[*_captum_shortcuts(), Shortcut(explain, "crossvit.explain")])
+    answer = tensor_answer(name, answer, "the attributions", (b, c, h, w), "(B, C, H, W)",
+                            {(b, h, w): "keep the colour channels; crossvit.explain sums them only afterwards."})
     compare(name, answer, reference, what="captum's integrated gradients", atol=1e-4 * scale, rtol=1e-3, diagnoses=[
         (lambda: captum_ig("riemann_left"), "that is the left Riemann sum (k = 0 .. m-1); use the points "
                                             "k/m for k = 1 .. m, as in the paper."),
@@ -190,8 +195,6 @@ def check_integrated_gradients(function: object, model: CrossViT, images: torch.
         (lambda: reference * m, "the gradients were summed, not averaged: divide by the number of steps."),
         (lambda: -reference, "the sign is flipped: integrate from the baseline to the image, (x - baseline)."),
     ])
-    with torch.no_grad(), eval_mode(model):
-        gap = (model(x) - model(baseline)).gather(1, target[:, None])[:, 0].cpu()
     total = answer.sum(dim=(1, 2, 3))
     ok(name, f"your attributions equal captum's ({m} steps). Completeness: they sum to F(x) - F(0) up to "
               f"{(total - gap).abs().max().item():.3g} (the logit gap is {gap.abs().mean().item():.3g} on "

@@ -36,6 +36,7 @@ def check_lr_schedule(function: object, steps: int, warmup_steps: int) -> None:
     name, checker = "lr_schedule", "check_lr_schedule"
     steps = int_option(checker, "steps", steps, 1)
     warmup = int_option(checker, "warmup_steps", warmup_steps, 0)
+    reference = torch.tensor([lr_factor(s, steps, warmup) for s in range(steps)])
     run_learner(name, function, 0, steps, warmup, shortcuts=[Shortcut(lr_factor, "crossvit.train.lr_factor")])
     answer = run_learner(name, lambda: [function(s, steps, warmup) for s in range(steps)],
                          shortcuts=[Shortcut(lr_factor, "crossvit.train.lr_factor")])
@@ -45,7 +46,6 @@ def check_lr_schedule(function: object, steps: int, warmup_steps: int) -> None:
                                     f"{next(type(v).__name__ for v in answer if not isinstance(v, numbers.Real))}.")
         answer = torch.tensor([float(v) for v in answer])
     factors = tensor_answer(name, answer, "the multiplier of every step", (steps,), "(steps,)")
-    reference = torch.tensor([lr_factor(s, steps, warmup) for s in range(steps)])
 
     def schedule(warm: Callable[[int], float], decay: Callable[[float], float]) -> torch.Tensor:
         out = []

@@ -8,11 +8,13 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
+from ..metrics import maximal_pixels
 from ..model import CrossViT
 from .attention import _attention_panel, _grid_colorbars, _grid_scales
 from .base import (
@@ -130,15 +132,33 @@ def plot_method_grid(images: ArrayLike, maps_by_method: Mapping[str, ArrayLike],
     return fig
 
 
+MAXIMAL_COLOUR = "#39ff14"  # the marks of the maximal pixels: a green no heat map or object colour uses
+
+
+def mark_maximal_pixels(ax: Axes, heat: ArrayLike) -> None:
+    """Outline the *maximal pixels* of one (H, W) map on ``ax`` (green) and mark their centre with a +: the pixels
+    the pointing game scores (:func:`crossvit.metrics.maximal_pixels`), of the map as it is, signs included."""
+    maximal = to_numpy(maximal_pixels(torch.as_tensor(to_numpy(heat))[None])[0])  # (H, W) bool
+    rows, cols = np.nonzero(maximal)
+    if maximal.all():  # a constant map: every pixel is maximal, and an outline would only frame the panel
+        return
+    padded = np.pad(maximal, 1).astype(float)  # so that a region at the border gets a closed outline
+    ax.contour(np.arange(-1, maximal.shape[1] + 1), np.arange(-1, maximal.shape[0] + 1), padded, levels=[0.5],
+               colors=[MAXIMAL_COLOUR], linewidths=1.2)
+    ax.plot(cols.mean(), rows.mean(), marker="+", color=MAXIMAL_COLOUR, markersize=9, markeredgewidth=2)
+
+
 def plot_class_maps(image: ArrayLike, maps_by_method: Mapping[str, ArrayLike], masks: ArrayLike,
                     class_names: Sequence[str], *, hits: Mapping[str, Sequence[bool]] | None = None,
-                    alpha: float = 0.6, size: float = 1.9) -> Figure:
+                    alpha: float = 0.6, size: float = 1.9, mark_maximal: bool = True) -> Figure:
     """"Why this class?" on one image holding several objects: one row per object's class, one column per method.
 
     ``maps_by_method``: method -> (K, H, W), the method's map of ``image`` for each of the K classes in turn;
     ``masks`` (K, H, W): object k's mask (k's class is ``class_names[k]``); ``hits``: method -> K bools, whether
     the map for class k points at object k (shown in the title). In row k, object k is outlined solid and the other
-    objects dashed; each panel is min-max scaled on its own (signed maps by their magnitude).
+    objects dashed; each panel is min-max scaled on its own (signed maps by their magnitude). ``mark_maximal``
+    outlines each map's maximal pixels in green, with a + at their centre: what the pointing game scored (of the
+    signed map itself, so the mark can sit elsewhere than the strongest colour of a signed map's magnitude).
     """
     methods = list(maps_by_method)
     masks = to_numpy(masks).astype(bool)
@@ -165,11 +185,15 @@ def plot_class_maps(image: ArrayLike, maps_by_method: Mapping[str, ArrayLike], m
                 verdict = "\npoints at it" if hits[method][k] else "\nmisses it"
             overlay_heatmap(axes[k, j], image, heat, alpha=alpha, title=(method if k == 0 else "") + verdict)
             axes[k, j].title.set_fontsize(8)
+            if mark_maximal:
+                mark_maximal_pixels(axes[k, j], arrays[method][k])
         for ax in axes[k]:
             for other in range(k_count):
                 ax.contour(masks[other].astype(float), levels=[0.5], colors=["#00e5ff" if other == k else "white"],
                            linewidths=1.4 if other == k else 0.9, linestyles="solid" if other == k else "dashed")
-    add_colorbar(fig, list(axes.flat), "each panel min-max scaled\n(signed maps: |value|)", cmap=HEAT_CMAP,
+    label = "each panel min-max scaled\n(signed maps: |value|)" + ("\ngreen: maximal pixels, + their centre"
+                                                                   if mark_maximal else "")
+    add_colorbar(fig, list(axes.flat), label, cmap=HEAT_CMAP,
                  ticks=[0.0, 1.0], ticklabels=["min", "max"], shrink=0.6)
     return fig
 
