@@ -17,7 +17,7 @@ from explorer_node import needs_node, run_js
 
 import crossvit
 from crossvit.exercises.questions import QUESTIONS, answer_lines, ask, feedback
-from crossvit.explain import joint_rollout_pixels
+from crossvit.explain import REGISTRY, joint_rollout_pixels
 from crossvit.widgets import RolloutExplorer, attention_explorer, rollout_explorer
 from crossvit.widgets.base import decode_array
 from crossvit.widgets.html import widget_state
@@ -371,8 +371,11 @@ def test_rollout_explorer_computes_a_missing_class_map_on_demand_and_keeps_a_few
     front end (the `_extra` trait); at most EXTRA_CACHE of them are kept."""
     images, _, _ = batch
     explorer = rollout_explorer(model, images, classes=[])
-    assert set(explorer.stored) == {f"{m}|predicted|{s}" for m in ("gradient_rollout", "coattention_relevancy")
-                                    for s in range(model.arch.num_blocks)}
+    specific = [REGISTRY[m] for m in explorer.methods if REGISTRY[m].class_specific]
+    assert {"gradient_rollout", "coattention_relevancy", "attnlrp"} <= {r.name for r in specific}
+    # each image's predicted class, at every start block of a method that has one ("-" where it has none)
+    assert set(explorer.stored) == {f"{r.name}|predicted|{s}" for r in specific
+                                    for s in (range(model.arch.num_blocks) if "start_block" in r.defaults else "-")}
     explorer.controls["method"].value = "gradient_rollout"
     explorer.controls["target"].value = 2
     key = f"gradient_rollout|2|{explorer.start_block}"
@@ -436,26 +439,14 @@ def test_a_question_widget_answers_from_what_it_holds():
         ask(next(q for q in QUESTIONS if q.kind == "written").id)
 
 
-def test_a_question_record_with_reasons_gives_each_wrong_option_its_reason():
-    from dataclasses import dataclass, fields
-
-    from crossvit.exercises.questions import Question
-
-    q = next(q for q in QUESTIONS if q.kind == "choice")
-
-    @dataclass(frozen=True)
-    class WithReasons(Question):  # the shape the question records are moving to: one reason per option
-        reasons: tuple[str, ...] = ()
-
-    reasons = tuple(f"reason {k}" for k in range(len(q.options)))
-    richer = WithReasons(**{f.name: getattr(q, f.name) for f in fields(Question)}, reasons=reasons)
-    lines = answer_lines(richer)
-    for k, line in enumerate(lines):
-        if k == q.correct:
-            assert line == feedback(q.id, k)
-        else:
-            assert line.startswith("\u2717") and line.endswith(f"reason {k}") and q.options[k] in line
-    assert answer_lines(q) == [feedback(q.id, k) for k in range(len(q.options))]  # no reasons: today's lines
+def test_each_wrong_option_of_a_question_widget_gives_its_own_reason():
+    for q in (q for q in QUESTIONS if q.kind == "choice"):
+        lines = answer_lines(q)
+        assert len(lines) == len(q.options) and lines[q.correct] == f"\u2713 Right. {q.why}"
+        for k, line in enumerate(lines):
+            if k != q.correct:
+                assert line.startswith("\u2717") and q.options[k] in line and q.reasons[k] in line, (q.id, k)
+                assert q.why not in line, (q.id, k)
 
 
 @needs_node

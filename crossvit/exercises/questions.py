@@ -181,17 +181,9 @@ def feedback(question_id: str, choice: int) -> str:
 
 
 def answer_lines(q: Question) -> list[str]:
-    """The answer line of each option of choice question ``q``, as its widget shows them: :func:`feedback`, and for
-    a wrong option the question's reason for it (``q.reasons``, one per option) where the record has reasons and
-    the feedback does not already give that one."""
-    reasons = tuple(getattr(q, "reasons", ()) or ())
-    lines = []
-    for i, option in enumerate(q.options):
-        line = feedback(q.id, i)
-        if i != q.correct and i < len(reasons) and reasons[i] and reasons[i] not in line:
-            line = f"\u2717 Not this one: \u201c{option}\u201d. {reasons[i]}"
-        lines.append(line)
-    return lines
+    """The answer line of each option of choice question ``q``, as its widget shows them (:func:`feedback`: for a
+    wrong option, the question's reason for it)."""
+    return [feedback(q.id, i) for i in range(len(q.options))]
 
 
 def ask(question_id: str):  # noqa: ANN201 - a crossvit.widgets.question.QuestionWidget
