@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -164,7 +165,7 @@ def probe(args: argparse.Namespace) -> None:
         optimizer = torch.optim.AdamW(parameter_groups(model, 0.05), lr=1e-3)
         batches = torch.Generator().manual_seed(1)
         model.train()
-        for step in range(args.steps):
+        for step in tqdm(range(args.steps), desc=f"coarse ViT, texture only, antialias={antialias}", unit="step"):
             for group in optimizer.param_groups:
                 group["lr"] = 1e-3 * lr_factor(step, args.steps, args.steps // 10)
             index = torch.randint(0, len(train_y), (64,), generator=batches)
