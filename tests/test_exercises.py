@@ -527,7 +527,7 @@ def test_lrp_attention(capsys, model, images):
     args = (model, images[:2], LRP_SITE)
     check = exercises.check_lrp_attention
     out = accepted(capsys, check, sol.lrp_attention, *args)
-    assert "v holds" in out and "(half)" in out and "absorbed" in out
+    assert "v holds" in out and "(half)" in out and "absorbs the rest" in out
     accepted(capsys, check, attention_with(), *args)
 
     def by_tensor_hooks(q, k, v, scale):  # another right answer: hooks on the copies scale their gradients

@@ -281,7 +281,10 @@ def check_lrp_attention(function: object, model: CrossViT, images: torch.Tensor,
                         f"{type(site).__name__}")
     q, k, v, scale = _attention_inputs(checker, model, images, site)
     b, h, nq, d = q.shape
-    grad = torch.randn(b, h, nq, d, generator=torch.Generator().manual_seed(_RELEVANCE_SEED), dtype=torch.float64)
+    plain_out = (scale * q.double() @ k.double().transpose(-2, -1)).softmax(dim=-1) @ v.double()
+    # a random positive relevance R_out = out * grad at the output: |random| with the output's sign as its gradient
+    grad = torch.randn(b, h, nq, d, generator=torch.Generator().manual_seed(_RELEVANCE_SEED),
+                       dtype=torch.float64).abs() * plain_out.sign()
     out, relevance, r_scores = _uniform_rule(q, k, v, scale, grad)  # the reference, before the learner runs
     leaves = {n: t.double().requires_grad_(True) for n, t in (("q", q), ("k", k), ("v", v))}
     with torch.enable_grad():
@@ -347,6 +350,6 @@ def check_lrp_attention(function: object, model: CrossViT, images: torch.Tensor,
                     "input)", **tolerance[n])
     total = (out * grad).sum().item()
     ok(name, f"your attention keeps its output and follows the uniform rule. Of the relevance {total:.4g} handed "
-              f"to the output, v holds {relevance['v'].sum().item():.4g} (half), q and k "
-              f"{relevance['q'].sum().item():.4g} each; the softmax rule absorbed "
-              f"{total / 2 - r_scores.sum().item():.4g} (a bias takes relevance the same way).")
+              f"to the output, v holds {relevance['v'].sum().item():.4g} (half) and A the other half; of that, the "
+              f"softmax rule passes {r_scores.sum().item():.4g} on to the scores, split evenly between q and k "
+              f"({relevance['q'].sum().item():.4g} each), and absorbs the rest, as a bias would.")
