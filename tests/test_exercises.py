@@ -561,6 +561,16 @@ def test_lrp_attention(capsys, model, images):
     with pytest.raises(ValueError, match="not an attention site"):
         check(sol.lrp_attention, model, images[:2], "blocks.9.small.self.0")
 
+    def doubles_q_in_place(q, k, v, scale):
+        out = sol.lrp_attention(q, k, v, scale)
+        with torch.no_grad():
+            q.mul_(2)
+        return out
+
+    kept = images.clone()
+    rejected(check, doubles_q_in_place, *args, match="changed its input `q` in place")
+    assert torch.equal(images, kept)
+
 
 @pytest.mark.parametrize("site", ["blocks.2.large.self.1", "blocks.0.small.cross.0"])
 def test_lrp_attention_on_other_sites(capsys, model, images, site):
