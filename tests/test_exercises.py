@@ -504,6 +504,143 @@ def test_integrated_gradients(capsys, model, small_batch):
     rejected(check, answer / x.clamp(min=1e-3), model, x, target, 8, match="differ")
 
 
+LRP_SITE = "blocks.1.small.self.0"
+
+
+def attention_with(factors=(0.25, 0.25, 0.5), *, forward=False, scale=None, stop=False):
+    """softmax(q k^T scale) v whose gradients into q, k and v are scaled by ``factors`` (a learner's slip where
+    they are not 1/4, 1/4, 1/2); ``forward``: the factors scale the values too; ``scale``: a scale used in place of
+    the given one; ``stop``: the output detached."""
+    def function(q, k, v, s):
+        def part(x, c):
+            return x * c if forward else x * c + x.detach() * (1 - c)
+        q, k, v = (part(x, c) for x, c in zip((q, k, v), factors))
+        out = (q @ k.transpose(-2, -1) * (s if scale is None else scale)).softmax(dim=-1) @ v
+        return out.detach() if stop else out
+    return function
+
+
+def test_lrp_attention(capsys, model, images):
+    """The solution is accepted; a function written out independently of the solution and of crossvit.lrp (its own
+    factors) too; each slip is refused with its diagnosis."""
+    sol = load_solutions("05_attributions_compared")
+    args = (model, images[:2], LRP_SITE)
+    check = exercises.check_lrp_attention
+    out = accepted(capsys, check, sol.lrp_attention, *args)
+    assert "v holds" in out and "(half)" in out and "absorbs the rest" in out
+    accepted(capsys, check, attention_with(), *args)
+
+    def by_tensor_hooks(q, k, v, scale):  # another right answer: hooks on the copies scale their gradients
+        q, k, v = (x.view_as(x) for x in (q, k, v))
+        for x, c in ((q, 0.25), (k, 0.25), (v, 0.5)):
+            x.register_hook(lambda g, c=c: g * c)
+        return (q @ k.transpose(-2, -1) * scale).softmax(dim=-1) @ v
+
+    accepted(capsys, check, by_tensor_hooks, *args)
+    rejected(check, returning(None), *args, match="None", error=ExerciseTypeError)
+    slips = {
+        (0.25, 0.25, 1.0): "the 1/2 on v is missing",
+        (0.5, 0.5, 0.5): "scaled by 1/2 each, like v",
+        (0.0, 0.0, 1.0): "CP-LRP",
+        (0.0, 0.0, 0.5): "held constant, as in CP-LRP",
+        (1.0, 1.0, 1.0): "the ordinary ones",
+        (0.75, 0.75, 0.5): "swapped",
+        (0.25, 0.25, 0.25): "v is a factor of one product only",
+    }
+    for factors, diagnosis in slips.items():
+        message = rejected(check, attention_with(factors), *args, match="forward values are right")
+        assert diagnosis in message, (factors, message)
+    rejected(check, attention_with(forward=True), *args, match="changed the forward values too")
+    rejected(check, attention_with((0.25, 0.25, 1.0), forward=True), *args, match="changed the forward values too")
+    rejected(check, attention_with(scale=1.0), *args, match="the scale is missing")
+    rejected(check, attention_with(stop=True), *args, match="carries no gradient back")
+    message = rejected(check, attention_with((0.3, 0.25, 0.5)), *args, match="relevance of q")
+    assert "CP-LRP" not in message
+    rejected(check, lambda q, k, v, scale: sol.lrp_attention(q, k, v, scale).transpose(1, 2).flatten(2), *args,
+             match="keep the heads apart", error=ExerciseError)
+    with pytest.raises(ValueError, match="not an attention site"):
+        check(sol.lrp_attention, model, images[:2], "blocks.9.small.self.0")
+
+    def doubles_q_in_place(q, k, v, scale):
+        out = sol.lrp_attention(q, k, v, scale)
+        with torch.no_grad():
+            q.mul_(2)
+        return out
+
+    kept = images.clone()
+    rejected(check, doubles_q_in_place, *args, match="changed its input `q` in place")
+    assert torch.equal(images, kept)
+
+
+@pytest.mark.parametrize("site", ["blocks.2.large.self.1", "blocks.0.small.cross.0"])
+def test_lrp_attention_on_other_sites(capsys, model, images, site):
+    """Cross-attention (one query) and the large branch too."""
+    sol = load_solutions("05_attributions_compared")
+    accepted(capsys, exercises.check_lrp_attention, sol.lrp_attention, model, images[:2], site)
+    rejected(exercises.check_lrp_attention, attention_with((0.0, 0.0, 1.0)), model, images[:2], site,
+             match="CP-LRP")
+
+
+def test_lrp_attention_reference_is_the_rule_written_out():
+    """The checker's reference on a case small enough to write by hand: one query, two keys, one channel. Every
+    term of A v gets its share and hands half to each factor; the softmax's gradient x input; then q k^T likewise."""
+    from crossvit.exercises.nb05_attributions import _uniform_rule
+
+    q, k, v = torch.tensor([[[[0.7]]]]), torch.tensor([[[[1.0], [-2.0]]]]), torch.tensor([[[[3.0], [0.5]]]])
+    g, s = torch.tensor([[[[1.5]]]]), 0.5
+    out, rel, r_scores = _uniform_rule(q, k, v, s, g)
+    scores = [s * 0.7 * 1.0, s * 0.7 * -2.0]
+    a = torch.tensor(scores, dtype=torch.float64).softmax(0).tolist()
+    assert out.item() == pytest.approx(a[0] * 3.0 + a[1] * 0.5)
+    r_out = out.item() * 1.5
+    term = [a[0] * 3.0 * r_out / out.item(), a[1] * 0.5 * r_out / out.item()]  # each term's share of R_out
+    assert rel["v"].flatten().tolist() == pytest.approx([term[0] / 2, term[1] / 2])
+    r_a = [t / 2 for t in term]
+    r_s = [scores[j] * (r_a[j] - a[j] * sum(r_a)) for j in range(2)]  # softmax: gradient x input
+    assert r_scores.flatten().tolist() == pytest.approx(r_s)
+    assert rel["k"].flatten().tolist() == pytest.approx([r / 2 for r in r_s])  # S_j = s q k_j: one term each
+    assert rel["q"].item() == pytest.approx(sum(r_s) / 2)
+
+
+def test_lrp_attention_agrees_with_the_layer_by_layer_lrp_reference(model, images):
+    """The checker's reference equals the relevance of tests/lrp_reference.py's uniform matmul and softmax rules
+    (the written-out reference of the library's tests), read as the relevance of q, k and v."""
+    from lrp_reference import Ours
+
+    from crossvit.exercises.nb05_attributions import _attention_inputs, _uniform_rule
+
+    q, k, v, scale = _attention_inputs("test", model, images[:2], LRP_SITE)
+    grad = torch.randn(q.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out, rel, _ = _uniform_rule(q, k, v, scale, grad)
+    leaves = [t.double().requires_grad_(True) for t in (q, k, v)]
+    theirs = Ours("attnlrp").attend(*leaves, scale)  # relevance flows back as the rules' backward passes say
+    assert torch.allclose(theirs, out)
+    relevance = torch.autograd.grad(theirs, leaves, out * grad)  # the reference's functions carry relevance
+    for name, r in zip("qkv", relevance):
+        assert torch.allclose(r, rel[name], atol=1e-10 * rel[name].abs().max().item()), name
+
+
+def test_lrp_attention_near_misses(capsys, model, images):
+    """Just beyond the tolerance is refused, just within accepted: the output (atol 1e-5, rtol 1e-4) and the
+    relevance (atol 1e-5 x its largest entry, rtol 1e-4)."""
+    sol = load_solutions("05_attributions_compared")
+    args = (model, images[:2], LRP_SITE)
+    check = exercises.check_lrp_attention
+    answer = _solution_answer("lrp_attention", args, sol.lrp_attention).detach()
+
+    def output_nudged(factor):
+        delta = nudged(answer, 1e-5, 1e-4, factor) - answer  # a constant: the gradients stay right
+        return lambda q, k, v, scale: sol.lrp_attention(q, k, v, scale) + delta
+
+    check(output_nudged(0.3), *args)
+    assert capsys.readouterr().out.startswith("\u2713")
+    rejected(check, output_nudged(3.0), *args, match="differ")
+    # v's relevance scaled by (1 + e): its largest entry moves by e |r|, against a tolerance of about 1.0001e-4 |r|
+    check(attention_with((0.25, 0.25, 0.5 * (1 + 0.3e-4))), *args)
+    assert capsys.readouterr().out.startswith("\u2713")
+    rejected(check, attention_with((0.25, 0.25, 0.5 * (1 + 3.3e-4))), *args, match="relevance of v")
+
+
 # -- 06 --------------------------------------------------------------------------------------------------------
 
 
@@ -751,6 +888,12 @@ def _exercise_cases(model, images, imagenet_model):
             handle.remove()
         return seen[0], new_cls
 
+    def lrp_by_library(q, k, v, scale):
+        from crossvit.lrp import _ScaleGradient
+
+        q, k, v = (_ScaleGradient.apply(x, c) for x, c in ((q, 0.25), (k, 0.25), (v, 0.5)))
+        return (q @ k.transpose(-2, -1) * scale).softmax(dim=-1) @ v
+
     def ig_by_captum(model, images, target, steps):
         return IntegratedGradients(model).attribute(images.clone().requires_grad_(True), baselines=0.0,
                                                     target=target, n_steps=steps, method="riemann_right")
@@ -783,6 +926,8 @@ def _exercise_cases(model, images, imagenet_model):
                                                                        abs=True).amax(1)),
         "integrated_gradients": ((model, images[:2], target[:2], 4),
                                  sol("05_attributions_compared", "integrated_gradients"), ig_by_captum),
+        "lrp_attention": ((model, images[:2], LRP_SITE), sol("05_attributions_compared", "lrp_attention"),
+                          lrp_by_library),
         "lr_schedule": ((40, 5), sol("06_training_your_own", "lr_schedule"), lr_factor),
         "train_with_one_change": None,  # the exercise is to use the library's trainer: there is no shortcut
         "eval_transform": ((imagenet_model, photo), sol("07_imagenet_crossvit", "eval_transform"),

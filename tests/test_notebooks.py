@@ -65,7 +65,8 @@ EXPECTED_FIGURES: dict[str, list[str]] = {
         "04_rollout_variants.png", "04_rollout_start_block.png", "04_joint_rollout.png",
         "04_joint_rollout_last_block.png", "04_grad_rollout_classes.png",
     ],
-    "05_attributions_compared.ipynb": ["05_methods_gallery.png", "05_two_objects.png", "05_deletion_insertion.png"],
+    "05_attributions_compared.ipynb": ["05_methods_gallery.png", "05_two_objects.png", "05_attnlrp_two_objects.png",
+                                       "05_deletion_insertion.png"],
     "06_training_your_own.ipynb": ["06_training_curve.png"],
     # 07 writes figures only from timm's real ImageNet weights, which the tests (HF_HUB_OFFLINE=1) use only when
     # they are already in the Hugging Face cache; on random weights it writes none

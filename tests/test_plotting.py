@@ -394,6 +394,20 @@ def test_plot_deletion_insertion_plots_mean_curves():
     assert [t.get_text() for t in ax_ins.get_legend().get_texts()] == ["random (0.700)", "m (0.750)"]
 
 
+def test_plot_deletion_insertion_tells_every_method_apart():
+    """crossvit.METHODS has more methods than the colour cycle has colours: no two curves may look alike."""
+    from matplotlib.colors import to_hex
+
+    fractions = torch.linspace(0, 1, 5)
+    deletion = torch.tensor([[1.0, 0.5, 0.2, 0.1, 0.0]])
+    curves = {m: _Curves(fractions, deletion, 1 - deletion, 0.3, 0.7) for m in crossvit.METHODS}
+    fig = plotting.plot_deletion_insertion(curves)
+    for ax in fig.axes:
+        looks = [(to_hex(line.get_color()), line.get_linestyle()) for line in ax.lines]
+        assert len(looks) == len(crossvit.METHODS) and len(set(looks)) == len(looks), looks
+    plt.close(fig)
+
+
 def test_plot_deletion_insertion_names_the_score_and_refuses_a_mix():
     fractions = torch.linspace(0, 1, 3)
     curve = torch.tensor([[6.0, 2.0, -1.0]])

@@ -31,7 +31,12 @@ from .nb01_patch_embedding import check_embed_patches, check_patchify, check_tok
 from .nb02_dual_branch_encoding import check_cls_attention_row, check_logits_from_heads
 from .nb03_cross_attention import check_fusion_direction, check_record_with_hooks
 from .nb04_rollout import check_gradient_weighted_attention, check_rollout, check_spread_to_pixels
-from .nb05_attributions import check_integrated_gradients, check_pointing_hits, check_saliency_map
+from .nb05_attributions import (
+    check_integrated_gradients,
+    check_lrp_attention,
+    check_pointing_hits,
+    check_saliency_map,
+)
 from .nb06_training import check_lr_schedule, check_train_with_one_change
 from .nb07_imagenet import check_eval_transform, check_top_predictions
 from .notebook import (
@@ -60,6 +65,7 @@ __all__ = [
     "check_gradient_weighted_attention",
     "check_integrated_gradients",
     "check_logits_from_heads",
+    "check_lrp_attention",
     "check_lr_schedule",
     "check_patchify",
     "check_pointing_hits",

@@ -7,6 +7,7 @@ import functools
 import numbers
 import os
 import sys
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -64,6 +65,9 @@ EXERCISES: tuple[Exercise, ...] = (
              "a saliency map from one backward pass; compare with explain(..., 'saliency') (captum)"),
     Exercise("integrated_gradients", "05_attributions_compared", "5.3", 3,
              "integrated gradients as a Riemann sum; compare with captum's IntegratedGradients"),
+    Exercise("lrp_attention", "05_attributions_compared", "5.4", 2,
+             "AttnLRP's uniform rule on one attention layer: the same output, the gradients into q and k scaled by "
+             "1/4 and into v by 1/2; compare with the rule written out term by term"),
     Exercise("lr_schedule", "06_training_your_own", "6.1", 1,
              "the trainer's warm-up + cosine learning-rate schedule; compare with crossvit.train.lr_factor"),
     Exercise("train_with_one_change", "06_training_your_own", "6.2", 2,
@@ -232,16 +236,47 @@ def exercise(name: str) -> Exercise:
 @dataclass(frozen=True)
 class Shortcut:
     """A library function an exercise asks the learner to rebuild: calling it inside the learner's function is
-    refused. ``target`` is a Python function or method (matched by its code), a builtin (matched by identity), or
-    a ``(type, method name)`` pair for a builtin method such as ``(torch.Tensor, "unfold")``."""
+    refused. ``target`` is a Python function or method (matched by its code), a code object (see
+    :func:`module_shortcuts`), a builtin (matched by identity), or a ``(type, method name)`` pair for a builtin
+    method such as ``(torch.Tensor, "unfold")``."""
 
     target: Any
     label: str  # how the message names it, e.g. "F.unfold"
 
 
 def _code_of(target: Any) -> Any:
+    if isinstance(target, types.CodeType):
+        return target
     function = getattr(target, "__func__", target)
     return getattr(function, "__code__", None)
+
+
+def module_shortcuts(module: types.ModuleType) -> list[Shortcut]:
+    """Every function of ``module`` as a :class:`Shortcut`: its functions, the methods of its classes (autograd
+    Functions' forward and backward included), the functions behind its decorators (``__wrapped__``), and the
+    functions nested in any of these; each named ``module.qualname``."""
+    codes: dict[types.CodeType, None] = {}
+
+    def add(value: Any) -> None:
+        value = getattr(value, "__func__", value)  # staticmethod, classmethod
+        while hasattr(value, "__wrapped__"):
+            value = value.__wrapped__
+        code = getattr(value, "__code__", None)
+        if isinstance(code, types.CodeType) and code.co_filename == module.__file__:  # not dataclasses' own
+            stack = [code]
+            while stack:
+                c = stack.pop()
+                if c not in codes:
+                    codes[c] = None
+                    stack += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+
+    for value in vars(module).values():
+        if isinstance(value, type) and value.__module__ == module.__name__:
+            for member in vars(value).values():
+                add(member.fget if isinstance(member, property) else member)
+        else:
+            add(value)
+    return [Shortcut(code, f"{module.__name__}.{code.co_qualname}") for code in codes]
 
 
 class _ShortcutWatch:

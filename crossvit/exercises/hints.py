@@ -112,6 +112,15 @@ HINTS: dict[str, tuple[str, ...]] = {
         "A Python loop over k (or one batched forward), torch.autograd.grad, torch.zeros_like(images) as the "
         "baseline.",
     ),
+    "lrp_attention": (
+        "The rule changes only how gradients flow, never a forward value: a tensor can pass its value on unchanged "
+        "while only a fraction c of the gradient arriving at it goes back to it.",
+        "Make stand-ins for q, k and v that equal them in value but hand back only 1/4 (q, k) and 1/2 (v) of "
+        "their gradient: split each into a part that carries the gradient, weighted c, and a part of weight 1 - c "
+        "that carries none; then compute the attention from the stand-ins as usual.",
+        "Tensor.detach() gives the part without gradient; the @ operator, k.transpose(-2, -1), the scale as a "
+        "factor of the scores, softmax(dim=-1).",
+    ),
     "lr_schedule": (
         "The rate rises linearly during the warm-up, then falls along half a cosine to zero.",
         "Below warmup_steps the multiplier is (step + 1) / warmup_steps; after it, progress = (step - warmup) / "

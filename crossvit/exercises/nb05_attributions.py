@@ -1,4 +1,4 @@
-"""Checkers of notebook 05, attributions compared: exercises 5.1-5.3."""
+"""Checkers of notebook 05, attributions compared: exercises 5.1-5.4."""
 
 from __future__ import annotations
 
@@ -11,13 +11,19 @@ from ..metrics import MAXIMAL_RELATIVE_TOLERANCE, maximal_pixels, pointing_game
 from ..model import CrossViT, check_images
 from ..utils import eval_mode
 from .common import (
+    ExerciseError,
     ExerciseTypeError,
     Shortcut,
+    _ShortcutWatch,
+    capture_inputs,
     check_model,
     checker_for,
+    close,
     compare,
     fail,
+    find_site,
     int_option,
+    module_shortcuts,
     ok,
     run_learner,
     target_classes,
@@ -199,3 +205,151 @@ def check_integrated_gradients(function: object, model: CrossViT, images: torch.
     ok(name, f"your attributions equal captum's ({m} steps). Completeness: they sum to F(x) - F(0) up to "
               f"{(total - gap).abs().max().item():.3g} (the logit gap is {gap.abs().mean().item():.3g} on "
               "average); more steps shrink that error.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5.4 · the uniform rule on one attention layer (AttnLRP)
+
+_RELEVANCE_SEED = 0  # the random relevance the checker hands to the attention's output
+
+
+def _uniform_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, grad: torch.Tensor
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """AttnLRP's rules on ``softmax(q k^T scale) v`` written out term by term, in float64 and independent of
+    :mod:`crossvit.lrp`: the output ``out`` receives the relevance ``R_out = out * grad``. A bilinear product
+    ``z_i = sum_t a_t b_t`` hands each term ``a_t b_t`` its share ``a_t b_t R_i / z_i`` and splits it evenly, half to
+    each factor (the uniform rule); the softmax ``A = softmax(S)`` takes its gradient x input, ``R_S = S * A * (g_A -
+    sum A g_A)`` with ``g_A = R_A / A``, i.e. ``R_S = S * (R_A - A sum R_A)``. Returns (out (B, H, Nq, D), the
+    relevance of q, k and v (each like its tensor), R_S (B, H, Nq, Nk))."""
+    q, k, v, grad = (t.detach().double() for t in (q, k, v, grad))
+    scores = scale * q @ k.transpose(-2, -1)  # (B, H, Nq, Nk)
+    attn = scores.softmax(dim=-1)
+    out = attn @ v  # (B, H, Nq, D)
+    # A v: the term A_ij v_jc of out_ic gets A_ij v_jc R_out_ic / out_ic = A_ij v_jc grad_ic
+    terms = attn[..., :, :, None] * v[..., None, :, :] * grad[..., :, None, :]  # (B, H, Nq, Nk, D)
+    r_attn, r_v = terms.sum(dim=-1) / 2, terms.sum(dim=-3) / 2  # (B, H, Nq, Nk), (B, H, Nk, D)
+    per_score = r_attn - attn * r_attn.sum(dim=-1, keepdim=True)  # R_S / S (B, H, Nq, Nk): no division needed
+    r_scores = scores * per_score  # the softmax's gradient x input
+    # scale q k^T: the term scale q_id k_jd of S_ij gets scale q_id k_jd R_S_ij / S_ij = scale q_id k_jd per_score_ij
+    terms = scale * q[..., :, None, :] * k[..., None, :, :] * per_score[..., None]  # (B, H, Nq, Nk, D)
+    return out, {"q": terms.sum(dim=-2) / 2, "k": terms.sum(dim=-3) / 2, "v": r_v}, r_scores
+
+
+def _attention_inputs(checker: str, model: CrossViT, images: torch.Tensor, site_name: str
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """The q, k, v (B, heads, N, dim_head) that the attention of ``site_name`` receives, on the CPU in float32,
+    and its scale."""
+    site = find_site(checker, model, site_name)
+    (attention,) = [m for m in model.modules() if getattr(m, "attention_map", None) is site.module]
+    with torch.no_grad(), eval_mode(model):
+        _, (q, k, v) = capture_inputs(attention.inputs, lambda: model(images))
+    return (*(t.detach().to("cpu", torch.float32) for t in (q, k, v)), float(site.module.scale))
+
+
+_GRADIENT_SLIPS = (  # (the factors of q's, k's and v's gradients, what the mistake is)
+    ((1.0, 1.0, 1.0), "the gradients are the ordinary ones: no rule acts on them."),
+    ((0.25, 0.25, 1.0), "q and k are right, but v receives its whole gradient: the 1/2 on v is missing."),
+    ((0.5, 0.5, 0.5), "q and k were scaled by 1/2 each, like v; but q kᵀ sits inside the product A v, so q and "
+                      "k get half of the half that reaches A."),
+    ((0.5, 0.5, 1.0), "q and k were scaled by 1/2 each and v not at all; each of the two products halves what "
+                      "passes through it, and q, k lie behind both."),
+    ((0.0, 0.0, 1.0), "no gradient reaches q and k: the attention weights are held constant. That is CP-LRP's "
+                      "rule, not the uniform rule of AttnLRP."),
+    ((0.0, 0.0, 0.5), "no gradient reaches q and k (the attention weights are held constant, as in CP-LRP); the "
+                      "uniform rule lets a quarter of it through."),
+    ((0.75, 0.75, 0.5), "the gradients of q and k are 3/4 of the ordinary ones, not 1/4: in the detach trick the "
+                        "weight of the part that carries the gradient and that of the detached part are swapped."),
+    ((0.25, 0.25, 0.25), "v's gradient was scaled by 1/4 like q's and k's; v is a factor of one product only."),
+    ((0.5, 0.5, 0.25), "the factors are swapped: q and k lie behind two products, v behind one."),
+)
+
+
+@checker_for("lrp_attention")
+def check_lrp_attention(function: object, model: CrossViT, images: torch.Tensor, site: str) -> None:
+    """Exercise 5.4: ``function(q, k, v, scale)`` = ``softmax(q k^T scale) v`` (B, heads, Nq, dim_head) for the
+    q, k, v that the attention of ``site`` receives on ``images``, with the forward values unchanged and the
+    gradients of AttnLRP's uniform rule: a relevance handed to the output comes back, as gradient x input, as the
+    rule written out term by term says (:func:`_uniform_rule`). The function gets CPU float32 copies that require
+    grad; anything in :mod:`crossvit.lrp` is refused."""
+    from .. import lrp
+
+    name, checker = "lrp_attention", "check_lrp_attention"
+    model = check_model(checker, model)
+    check_images(images, model)
+    if not isinstance(site, str):
+        raise TypeError(f"{checker}: site must be a site's name such as 'blocks.2.small.self.0', got "
+                        f"{type(site).__name__}")
+    q, k, v, scale = _attention_inputs(checker, model, images, site)
+    b, h, nq, d = q.shape
+    plain_out = (scale * q.double() @ k.double().transpose(-2, -1)).softmax(dim=-1) @ v.double()
+    # a random positive relevance R_out = out * grad at the output: |random| with the output's sign as its gradient
+    grad = torch.randn(b, h, nq, d, generator=torch.Generator().manual_seed(_RELEVANCE_SEED),
+                       dtype=torch.float64).abs() * plain_out.sign()
+    out, relevance, r_scores = _uniform_rule(q, k, v, scale, grad)  # the reference, before the learner runs
+    leaves = {n: t.double().requires_grad_(True) for n, t in (("q", q), ("k", k), ("v", v))}
+    with torch.enable_grad():
+        plain = torch.autograd.grad(((scale * leaves["q"] @ leaves["k"].transpose(-2, -1)).softmax(-1)
+                                     @ leaves["v"] * grad).sum(), list(leaves.values()))
+    ordinary = {n: (t.detach() * g).float() for (n, t), g in zip(leaves.items(), plain)}  # gradient x input
+
+    seen: dict[str, tuple] = {}
+
+    def learner(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> object:
+        seen["inputs"] = (q, k, v)
+        return function(q, k, v, scale)
+
+    shortcuts = module_shortcuts(lrp)
+    given = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    with torch.enable_grad():
+        answer = run_learner(name, learner, *given, scale, shortcuts=shortcuts)
+    values = tensor_answer(name, answer, "the attention's output", (b, h, nq, d), "(B, heads, Nq, dim_head)",
+                           {(b, nq, h * d): "keep the heads apart; the output projection merges them later.",
+                            (b, h, nq, nq): "that is the attention map A; multiply it by v.",
+                            (b, h, nq, k.shape[2]): "that is the attention map A; multiply it by v."})
+
+    def attend(q_: torch.Tensor, k_: torch.Tensor, v_: torch.Tensor, s: float, dim: int = -1) -> torch.Tensor:
+        return (s * q_.double() @ k_.double().transpose(-2, -1)).softmax(dim) @ v_.double()
+
+    compare(name, values, out.float(), what="softmax(q kᵀ · scale) v", diagnoses=[
+        (lambda: attend(q / 4, k / 4, v / 2, scale), "the factors 1/4, 1/4 and 1/2 changed the forward values too; "
+                                                     "the rule changes only the gradients."),
+        (lambda: attend(q / 4, k / 4, v, scale), "the factors 1/4 on q and k changed the forward values too; the "
+                                                 "rule changes only the gradients."),
+        (lambda: attend(q, k, v / 2, scale), "the factor 1/2 on v changed the forward values too (the output is "
+                                             "halved); the rule changes only the gradients."),
+        (lambda: attend(q, k, v, 1.0), "the scale is missing: the scores are q kᵀ times scale."),
+        (lambda: attend(q, k, v, 1.0 / scale), "the scores were divided by scale; scale is the factor itself "
+                                               "(dim_head ** -0.5)."),
+        (lambda: attend(q, k, v, scale, dim=-2), "the softmax ran over the queries; each query's weights over the "
+                                                 "keys must sum to 1."),
+    ])
+    if not answer.requires_grad:
+        fail(name, "the output carries no gradient back to q, k and v (it does not require grad): the rule "
+                   "scales the gradients, it must not stop all of them.")
+    inputs = seen["inputs"]
+    watch = _ShortcutWatch(shortcuts)
+    try:
+        with watch:
+            grads = torch.autograd.grad(answer, inputs, grad.to(answer.dtype), allow_unused=True)
+    except Exception as err:  # noqa: BLE001 - a bug in the learner's backward becomes a sentence
+        raise ExerciseError(f"{name}: the backward pass through your function raised {type(err).__name__}: "
+                            f"{err}") from err
+    if watch.seen:
+        fail(name, f"your function's backward pass calls {watch.seen[0].label}, which this exercise asks you to "
+                   "rebuild yourself.")
+    got = {n: (t.detach().double() * (torch.zeros_like(t) if g is None else g.detach()).double()).float()
+           for n, t, g in zip("qkv", inputs, grads)}  # gradient x input
+    tolerance = {n: dict(atol=1e-5 * relevance[n].abs().max().item(), rtol=1e-4) for n in "qkv"}
+    if not all(close(got[n], relevance[n].float(), **tolerance[n]) for n in "qkv"):
+        for factors, mistake in _GRADIENT_SLIPS:
+            if all(close(got[n], ordinary[n] * f, **tolerance[n]) for n, f in zip("qkv", factors)):
+                fail(name, f"the forward values are right, but the relevance (gradient x input) is not the "
+                           f"uniform rule's: {mistake}")
+        for n in "qkv":
+            compare(name, got[n], relevance[n].float(), what=f"the uniform rule's relevance of {n} (gradient x "
+                    "input)", **tolerance[n])
+    total = (out * grad).sum().item()
+    ok(name, f"your attention keeps its output and follows the uniform rule. Of the relevance {total:.4g} handed "
+              f"to the output, v holds {relevance['v'].sum().item():.4g} (half) and A the other half; of that, the "
+              f"softmax rule passes {r_scores.sum().item():.4g} on to the scores, split evenly between q and k "
+              f"({relevance['q'].sum().item():.4g} each), and absorbs the rest, as a bias would.")

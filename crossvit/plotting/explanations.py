@@ -215,14 +215,14 @@ def plot_deletion_insertion(result_by_method: Mapping[str, Any], size: tuple[flo
     fig, (ax_del, ax_ins) = plt.subplots(1, 2, figsize=size, layout="constrained")
     # the dashed grey of the random baseline is for it alone: no method is drawn in grey
     cycle = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"]
-             if to_hex(c) not in (to_hex("grey"), "#7f7f7f")] + ["black"]  # ten colours for the ten methods
+             if to_hex(c) not in (to_hex("grey"), "#7f7f7f")] + ["black"]  # ten colours; past them, new dashes
     k = 0
     for method, result in result_by_method.items():
         fractions = to_numpy(result.fractions)
         if method == "random":
             style: dict[str, Any] = dict(color="grey", linestyle="--", linewidth=1.6)
         else:
-            style = dict(color=cycle[k % len(cycle)], linewidth=1.4)
+            style = dict(color=cycle[k % len(cycle)], linewidth=1.4, linestyle=("-", "-.", ":")[k // len(cycle) % 3])
             k += 1
         ax_del.plot(fractions, to_numpy(result.deletion).mean(axis=0),
                     label=f"{method} ({result.mean_deletion_auc:.3f})", **style)

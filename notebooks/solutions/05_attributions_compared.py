@@ -39,3 +39,15 @@ def integrated_gradients(model: torch.nn.Module, images: torch.Tensor, target: t
         (grad,) = torch.autograd.grad(score, point)
         total += grad
     return (images - baseline) * total / steps
+
+
+# Exercise 5.4 · lrp_attention
+def lrp_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(q kᵀ · scale) v with AttnLRP's uniform rule on its two products: the same output, the gradients into
+    q and k scaled by 1/4 and into v by 1/2. q (B, heads, Nq, dim_head), k and v (B, heads, Nk, dim_head)."""
+    def gradient_times(x: torch.Tensor, c: float) -> torch.Tensor:
+        return x * c + x.detach() * (1 - c)  # the value of x; only c of the gradient flows back into x
+
+    q, k, v = gradient_times(q, 0.25), gradient_times(k, 0.25), gradient_times(v, 0.5)
+    attention = (q @ k.transpose(-2, -1) * scale).softmax(dim=-1)  # (B, heads, Nq, Nk)
+    return attention @ v  # (B, heads, Nq, dim_head)
