@@ -74,7 +74,10 @@ def test_a_standalone_file_answers_every_control_with_the_network_blocked(page_f
                         answered[f"{kind}: {name}"] = (len(times), answers)
                         if name == "patch click":
                             assert pictures == 4, "every click on another patch changes the picture"
-                assert all(n == answers == 4 for n, answers in answered.values()), answered
+                # every action answered (the picture or the caption changed four times); a control may draw more
+                # frames than actions (an input and a change event of one action drawn apart on a loaded machine)
+                unanswered = {name: got for name, got in answered.items() if got[0] < 4 or got[1] != 4}
+                assert not unanswered, f"(frames, changed answers) of 4 actions: {unanswered}"
 
                 # a click on small patch (2, 5) makes it the query: the controls, the caption and the picture say so
                 root = page.locator(".cvx[data-explorer='attention']")

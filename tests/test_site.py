@@ -220,17 +220,33 @@ def _offline_browser(sync_api) -> Iterator[tuple[object, list[str]]]:
 # are anywidgets: e.g. ("explorer: a clicked patch becomes the query", "<the explorer's selector>", click_a_patch)
 # on notebook 03's page, checking that the picture changed.
 def _choose_an_answer(page, widget) -> None:
-    """A choice question: picking an option selects it (the widget's own state, kept in the browser)."""
-    options = widget.locator("input[type=radio]")
+    """A choice question: picking an option and pressing Check shows that option's answer line (the question's own
+    front end, kept in the browser)."""
+    options = widget.locator(".cvq-option input")
     assert options.count() >= 2
-    target = options.nth(options.count() - 1)
-    target.check()
-    page.wait_for_function("el => el.checked", arg=target.element_handle(), timeout=WAIT_MS)
+    options.nth(options.count() - 1).check()
+    widget.locator("button.cvq-check").click()
+    answer = widget.locator(".cvq-answer")
+    page.wait_for_function("el => /^[\u2713\u2717]/.test(el.innerText.trim())", arg=answer.element_handle(),
+                           timeout=WAIT_MS)
     assert sum(options.nth(i).is_checked() for i in range(options.count())) == 1
 
 
+def _click_a_patch(page, widget) -> None:
+    """An attention explorer: a click on a patch of the picture makes it the query, and the picture changes (drawn
+    by the explorer's JavaScript, no kernel behind the page)."""
+    page.wait_for_function("el => Number(el.dataset.draws || 0) > 0", arg=widget.element_handle(), timeout=WAIT_MS)
+    picture, caption = widget.locator("canvas.cvx-image"), widget.locator(".cvx-caption")
+    before = picture.evaluate("c => c.toDataURL()")
+    box = picture.bounding_box()
+    page.mouse.click(box["x"] + 0.69 * box["width"], box["y"] + 0.31 * box["height"])  # off the centre
+    page.wait_for_function("el => el.innerText.includes('patch (')", arg=caption.element_handle(), timeout=WAIT_MS)
+    assert picture.evaluate("c => c.toDataURL()") != before
+
+
 LIVE_WIDGETS: list[tuple[str, str, Callable]] = [
-    ("choice question: an option picked is selected", ".widget-radio-box", _choose_an_answer),
+    ("choice question: the option picked gets its answer line", ".cvq", _choose_an_answer),
+    ("attention explorer: a clicked patch becomes the query", ".cvx[data-explorer='attention']", _click_a_patch),
 ]
 
 
@@ -261,7 +277,9 @@ def test_widgets_come_alive_on_the_notebook_pages_with_the_network_off(site):
                     done.append((name, what))
         assert not errors, errors
     assert not blocked, f"requests that would need the network: {blocked}"
-    assert done, "no live widget was found to try on any notebook page"
+    kinds = {what for _, what in done}
+    assert kinds == {what for what, _, _ in LIVE_WIDGETS}, f"live widgets tried: {done}"
+    assert ("03_cross_attention_and_hooks", LIVE_WIDGETS[1][0]) in done, done  # the explorer of notebook 03
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
