@@ -147,6 +147,10 @@ def main() -> None:
     parser.add_argument("--replot", action="store_true", help="redraw ablations.png from the ablations.json in --out "
                         "(nothing is measured)")
     args = parser.parse_args()
+    if args.keep_trained and args.skip_training:
+        parser.error("--keep-trained and --skip-training exclude each other")
+    if args.keep_trained and not (Path(args.out) / "ablations.json").is_file():
+        parser.error(f"--keep-trained: no {Path(args.out) / 'ablations.json'} to keep the trained baselines of")
     if args.replot:
         recorded = json.loads((Path(args.out) / "ablations.json").read_text())
         plot(recorded["inference"], recorded["trained"], Path(args.out) / "ablations.png")
