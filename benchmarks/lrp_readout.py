@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=25)
     parser.add_argument("--out", default=os.environ.get("CROSSVIT_FIGURES_DIR", "figures"))
     args = parser.parse_args()
+    for name in ("images", "scenes", "batch"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     torch.manual_seed(0)
     model = load_pretrained()
     # the seeds of benchmarks/explanations.py's defaults
