@@ -147,39 +147,55 @@ def train_all(args: argparse.Namespace) -> None:
 
 
 def probe(args: argparse.Namespace) -> None:
-    """Can a ViT on the half-resolution copy read the fine texture? The coarse family's model (size m) trained on the
-    texture half of the label alone, with the anti-aliased resize and with a plain bicubic one; same optimiser and
-    schedule as the trainer's, its own short loop (the trainer trains the four classes)."""
+    """Can a ViT on the half-resolution copy read each half of the label alone? The coarse family's model (``--size``)
+    trained on one half of the label (``--half``: the texture, with the anti-aliased resize and with a plain bicubic
+    one; or the arrangement, anti-aliased), with the trainer's optimiser and schedule (and, with ``--augment``, its
+    flips and transposes) in its own short loop (the trainer trains the four classes). Appends its rows to ``figures/two_scales_probe.json``."""
     import torch.nn.functional as F
 
     from crossvit.train import lr_factor, parameter_groups
 
-    width = matched_width("coarse", count_flops(CrossViT(crossvit_config("m"))))
+    width = matched_width("coarse", count_flops(CrossViT(crossvit_config(args.size))))
+    half = (lambda y: y % 2) if args.half == "texture" else (lambda y: y // 2)
     test_x, test_y, _ = make_two_scale_shapes(TEST_IMAGES, TEST_SEED)
-    train_x, train_y = zip(*[make_two_scale_shapes(2000, seed)[:2] for seed in range(4)])
+    train_x, train_y = zip(*[make_two_scale_shapes(2000, seed)[:2] for seed in range(args.train_images // 2000)])
     train_x, train_y = torch.cat(train_x), torch.cat(train_y)
-    rows = []
-    for antialias in (True, False):
+    path = ROOT / "figures" / "two_scales_probe.json"
+    key = ("half", "antialias", "steps", "size", "lr", "augment")  # a rerun of the same probe replaces its row
+    rows = json.loads(path.read_text()) if path.is_file() else []
+    for antialias in ((True, False) if args.half == "texture" else (True,)):
         torch.manual_seed(0)
         model = single_branch("coarse", width, antialias)
-        optimizer = torch.optim.AdamW(parameter_groups(model, 0.05), lr=1e-3)
+        optimizer = torch.optim.AdamW(parameter_groups(model, 0.05), lr=args.lr)
         batches = torch.Generator().manual_seed(1)
         model.train()
-        for step in tqdm(range(args.steps), desc=f"coarse ViT, texture only, antialias={antialias}", unit="step"):
+        curve = []
+        for step in tqdm(range(args.steps), desc=f"coarse ViT, {args.half} only, antialias={antialias}", unit="step"):
             for group in optimizer.param_groups:
-                group["lr"] = 1e-3 * lr_factor(step, args.steps, args.steps // 10)
+                group["lr"] = args.lr * lr_factor(step, args.steps, args.steps // 10)
             index = torch.randint(0, len(train_y), (64,), generator=batches)
-            loss = F.cross_entropy(model(train_x[index]), train_y[index] % 2)
+            x = train_x[index]
+            if args.augment:  # the trainer's augmentation: flips and transposes keep every class
+                if torch.rand((), generator=batches) < 0.5:
+                    x = x.flip(-1)
+                if torch.rand((), generator=batches) < 0.5:
+                    x = x.transpose(-1, -2)
+            loss = F.cross_entropy(model(x), half(train_y[index]))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if (step + 1) % max(1, args.steps // 10) == 0:
+                curve.append([step + 1, round(loss.item(), 4)])
         model.eval()
         with torch.no_grad():
             predicted = torch.cat([model(test_x[i:i + 250]).argmax(1) for i in range(0, len(test_y), 250)])
-        rows.append({"antialias": antialias, "texture_accuracy": (predicted == test_y % 2).float().mean().item(),
-                     "steps": args.steps, "width": width, "chance": 0.5})
-        print(rows[-1], flush=True)
-    (ROOT / "figures" / "two_scales_probe.json").write_text(json.dumps(rows, indent=1) + "\n")
+        row = {"half": args.half, "antialias": antialias, "accuracy": (predicted == half(test_y)).float().mean().item(),
+               "steps": args.steps, "lr": args.lr, "train_images": len(train_y), "size": args.size, "width": width,
+               "augment": args.augment, "chance": 0.5, "loss_curve": curve}
+        rows = [r for r in rows if {k: r.get(k) for k in key}
+                != {k: row[k] for k in key}] + [row]
+        print({k: v for k, v in row.items() if k != "loss_curve"}, flush=True)
+        path.write_text(json.dumps(rows, indent=1) + "\n")
 
 
 def best_runs(results: list[dict]) -> dict[tuple[str, str], dict]:
@@ -285,14 +301,22 @@ def main() -> None:
     tr.add_argument("--lrs", nargs="+", type=float, default=[1e-3, 2e-3])
     tr.add_argument("--steps", type=int, default=1500)
     tr.add_argument("--threads", type=int, default=None)
-    pr = commands.add_parser("probe", help="a coarse ViT on the texture half of the label, with and without "
-                             "the anti-aliased resize")
+    pr = commands.add_parser("probe", help="a coarse ViT on one half of the label (the texture: with and "
+                             "without the anti-aliased resize)")
+    pr.add_argument("--half", default="texture", choices=["texture", "arrangement"])
+    pr.add_argument("--size", default="m", choices=list(CROSSVIT_SIZES))
     pr.add_argument("--steps", type=int, default=1500)
+    pr.add_argument("--lr", type=float, default=1e-3)
+    pr.add_argument("--augment", action="store_true", help="random flips and transposes, as the trainer's")
+    pr.add_argument("--train-images", type=int, default=8000, help="a multiple of 2000")
     pr.add_argument("--threads", type=int, default=None)
     rep = commands.add_parser("report")
     rep.add_argument("--analyse", default="m", choices=list(CROSSVIT_SIZES),
                      help="the CrossViT size whose ablations, relevance split and pointing game are reported")
     args = parser.parse_args()
+    if args.command == "probe" and (args.train_images < 2000 or args.train_images % 2000 or args.steps < 10):
+        parser.error(f"--train-images must be a positive multiple of 2000 and --steps at least 10, "
+                     f"got {args.train_images} and {args.steps}")
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)

@@ -45,6 +45,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow  # runs the CLI on timm's crossvit_9_240 over a photo folder: seconds on 2 cores, so `make test` runs it, not test-fast
 def test_explain_a_folder_of_photos(capsys, tmp_path, timm_model_and_file, photo_folder):
     timm_model, weights_file = timm_model_and_file
     out_dir = tmp_path / "out"
@@ -160,6 +161,7 @@ def test_bad_input_gets_one_clear_line(capsys, tmp_path, timm_model_and_file, ph
     assert not (tmp_path / "o" / "predictions.json").exists()
 
 
+@pytest.mark.slow  # subprocesses that import torch and train: seconds on 2 cores, so `make test` runs it, not test-fast
 def test_python_dash_m_crossvit_runs_and_forwards_train(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     bad = subprocess.run([sys.executable, "-m", "crossvit", "explain", str(tmp_path / "nope.png"), "--checkpoint",

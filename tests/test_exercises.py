@@ -484,6 +484,7 @@ def test_saliency_map(capsys, model, small_batch):
     rejected(check, answer.flip(-1), model, x, target, match="differ")
 
 
+@pytest.mark.slow  # the checker integrates many steps, with every slip: seconds on 2 cores, so `make test` runs it, not test-fast
 def test_integrated_gradients(capsys, model, small_batch):
     sol = load_solutions("05_attributions_compared")
     x, target = small_batch

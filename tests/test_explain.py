@@ -190,6 +190,7 @@ def test_explain_errors(model, images):
         crossvit.explain(model, images[:, :, :80, :80], "saliency")
 
 
+@pytest.mark.slow  # deletion curves of the trained model: seconds on 2 cores, so `make test` runs it, not test-fast
 def test_deletion_of_relevant_pixels_first_beats_random_order_on_the_trained_model():
     """Faithfulness on the bundled model: deleting the pixels integrated gradients ranks highest lowers the
     true-class probability faster (smaller deletion AUC) than deleting them in random order."""

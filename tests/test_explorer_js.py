@@ -231,6 +231,7 @@ def test_maps_sent_as_float16_change_the_picture_by_less_than_a_colour_step(bund
             assert_same_text(b["caption"].split(note)[0], a["caption"].split(note)[0], kind)
 
 
+@pytest.mark.slow  # many front-end views in node: seconds on 2 cores, so `make test` runs it, not test-fast
 def test_the_front_end_cache_stays_bounded_and_changes_no_answer(bundled):
     """However long a reader explores, the front end keeps at most its cache limit of computed results (fused maps,
     rollouts, outlines), and a small limit changes no answer, only how often it is computed again."""

@@ -109,6 +109,7 @@ def test_a_failed_run_leaves_no_csv_that_looks_current(tmp_path, monkeypatch):
     assert (tmp_path / "grades.csv.previous").read_text() == "student,score\nada,17\n"  # kept, under its new name
 
 
+@pytest.mark.slow  # a grading subprocess: seconds on 2 cores, so `make test` runs it, not test-fast
 def test_the_command_line_names_the_make_variable_that_replaces_a_csv(tmp_path):
     course = _source_course(tmp_path)
     (tmp_path / "submitted" / "ada").mkdir(parents=True)

@@ -200,6 +200,7 @@ def test_gradients_are_recorded_and_match_autograd():
     assert rec.cross_attention_grads("large")[0].shape == rec.cross_attention("large")[0].shape
 
 
+@pytest.mark.slow  # repeated recordings, memory measured: seconds on 2 cores, so `make test` runs it, not test-fast
 def test_many_recordings_do_not_accumulate_memory():
     torch.manual_seed(0)
     # cheap to run, but with maps of ~2 MiB per forward (257 small tokens), so a leak would show at once

@@ -362,6 +362,7 @@ def test_train_cli_checks_the_output_before_training(tmp_path, monkeypatch, caps
 # 8. torch.compile
 
 
+@pytest.mark.slow  # torch.compile: seconds on 2 cores, so `make test` runs it, not test-fast
 def test_recording_a_model_called_through_torch_compile_says_so():
     model, images = _tiny_seed(), _images(1)
     compiled = torch.compile(model, backend="eager")  # dynamo without code generation: fast, and as hook-blind

@@ -296,6 +296,7 @@ def _model_attention_bytes(model) -> int:
                if s.module._spare is not None)
 
 
+@pytest.mark.slow  # 50 calls of every method, memory measured: seconds on 2 cores, so `make test` runs it, not test-fast
 def test_memory_is_flat_over_50_explain_calls_of_every_method(micro):
     # what leaks is per call, not per pixel: the micro model (48 px, one layer per branch) makes each call cheap
     model, images = micro

@@ -80,6 +80,7 @@ def test_cli_writes_checkpoint_and_records_the_command(tmp_path, capsys):
     assert record["command"].startswith("python -m crossvit.train --preset shapes_tiny --steps 1")
 
 
+@pytest.mark.slow  # a subprocess that imports torch: seconds on 2 cores, so `make test` runs it, not test-fast
 def test_cli_help_documents_the_options():
     result = subprocess.run([sys.executable, "-m", "crossvit.train", "--help"], capture_output=True, text=True,
                             check=True)
