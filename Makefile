@@ -16,7 +16,7 @@ LAB_ARGS    ?=
 PYTEST_WORKERS ?= auto
 
 VPY   := $(VENV)/bin/python
-PYTEST = $(if $(filter 0,$(PYTEST_WORKERS)),,OMP_NUM_THREADS=1 )$(VPY) -m pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
+PYTEST = $(if $(filter 0,$(PYTEST_WORKERS)),,OMP_NUM_THREADS=1 )$(VPY) -m pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
 STAMP := $(VENV)/.crossvit-lab-installed
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -53,8 +53,7 @@ venv: $(STAMP)
 # make test runs the property-based tests with more examples than the fast set (tests/conftest.py's profiles).
 # Both spread the tests over PYTEST_WORKERS processes (pytest-xdist; `auto`: one per CPU core, PYTEST_WORKERS=0 runs
 # them in this process), each with one torch thread: two processes of two threads each on 2 cores run the fast set
-# three times slower than one. The tests that execute the course's notebooks share one worker (tests/conftest.py),
-# so the notebook cache is filled once.
+# three times slower than one. Two workers may execute the same notebook at once; the cache keeps one of the two.
 test: $(STAMP)
 	CROSSVIT_HYPOTHESIS_PROFILE=thorough $(PYTEST) $(PYTEST_ARGS)
 

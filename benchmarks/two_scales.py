@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/two_scales.py train [--sizes s m l] [--lrs 0.001 0.002] [--steps 1500] [--threads 1]
     .venv/bin/python benchmarks/two_scales.py report            # table, figure and the CrossViT's analysis
+    .venv/bin/python benchmarks/two_scales.py probe [--half texture|arrangement] [--steps 800] [--augment]
+                                                   # can a coarse ViT read one half of the label alone?
 
 The task (``crossvit.twoscale``): the class is a fine texture (readable at full resolution only) times a large
 arrangement of three beads (spanning the image). Every model takes the 96 px image; where a model looks at the

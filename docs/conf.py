@@ -27,7 +27,6 @@ Environment: ``CROSSVIT_SITE_EXECUTE=0`` builds without executing the notebooks 
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import os
 import shutil
 import sys
@@ -43,23 +42,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs"))
 
 import widget_assets  # noqa: E402  (docs/widget_assets.py)
+from course_kit import load_runner  # noqa: E402  (docs/course_kit.py)
 
 import crossvit  # noqa: E402
 from crossvit.explain import REGISTRY  # noqa: E402
 
 logger = logging.getLogger("crossvit.site")
 
-
-def _load_runner():
-    """``figures/build.py`` as a module: the cached notebook runner the site shares with ``make figures``."""
-    spec = importlib.util.spec_from_file_location("crossvit_figures_build", ROOT / "figures" / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # (its dataclasses look their module up there)
-    spec.loader.exec_module(module)
-    return module
-
-
-runner = _load_runner()
+runner = load_runner()  # figures/build.py: the cached notebook runner the site shares with `make figures`
 
 project = "CrossViT Lab"
 author = "CrossViT Lab developers"

@@ -120,8 +120,9 @@ require(["ASSETS/reveal.js/dist/reveal.js", "ASSETS/reveal.js/plugin/notes/notes
 """.replace("ASSETS", ASSETS)
 
 
-def _load_runner():
-    """``figures/build.py``, the project's cached notebook runner, as a module."""
+def load_runner():
+    """``figures/build.py``, the project's cached notebook runner, as a module: the one loader of it, shared by the
+    site (``docs/conf.py``), the slides and the notebook tests."""
     name = "crossvit_figures_build"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, ROOT / "figures" / "build.py")
@@ -134,7 +135,7 @@ def _load_runner():
 def executed_course() -> dict[str, nbformat.NotebookNode]:
     """Every course notebook executed (from the cache that ``make site`` and ``make figures`` share, executed now
     where it is not cached), by file stem. A notebook that fails stops the slides with its reason."""
-    runner = _load_runner()
+    runner = load_runner()
     executed = {}
     for path in runner.find_notebooks(None):
         nb = nbformat.read(path, as_version=4)

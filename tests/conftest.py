@@ -94,14 +94,3 @@ def save_timm_model(tmp_path_factory):
 
     return save
 
-
-COURSE_EXECUTIONS = {"test_notebooks.py", "test_site.py", "test_build_figures.py", "test_course_kit.py"}
-"""Test modules that execute the course's notebooks through the shared cache (``figures/build.py``)."""
-
-
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``make test``: ``--dist loadgroup``) the tests that execute the course's notebooks run in
-    one worker, one after another, so a cold cache is filled once rather than by two workers at the same time."""
-    for item in items:
-        if item.path.name in COURSE_EXECUTIONS:
-            item.add_marker(pytest.mark.xdist_group("course-executions"))

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def build():
     sys.path.insert(0, str(ROOT / "tests"))
     try:
-        from test_notebooks import load_runner  # the one loader of figures/build.py
+        from test_notebooks import load_runner  # docs/course_kit.py's, the one loader of figures/build.py
     finally:
         sys.path.remove(str(ROOT / "tests"))
     return load_runner()

@@ -18,7 +18,6 @@ cache: what it asserts (every cell ran, the figures written, the checkers' lines
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -34,16 +33,8 @@ NOTEBOOKS_DIR = ROOT / "notebooks"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def load_runner():
-    """``figures/build.py``, the project's one notebook runner (cached executions), as a module."""
-    name = "crossvit_figures_build"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "figures" / "build.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # (its dataclasses look their module up there)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
+sys.path.insert(0, str(ROOT / "docs"))
+from course_kit import load_runner  # noqa: E402  (docs/course_kit.py: the one loader of figures/build.py)
 
 runner = load_runner()
 
