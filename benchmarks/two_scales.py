@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/two_scales.py train [--sizes s m l] [--lrs 0.001 0.002] [--steps 1500] [--threads 1]
     .venv/bin/python benchmarks/two_scales.py report            # table, figure and the CrossViT's analysis
-    .venv/bin/python benchmarks/two_scales.py probe [--half texture|arrangement] [--steps 800] [--augment]
+    .venv/bin/python benchmarks/two_scales.py probe [--half texture|arrangement] [--steps N] [--augment]
                                                    # can a coarse ViT read one half of the label alone?
 
 The task (``crossvit.twoscale``): the class is a fine texture (readable at full resolution only) times a large
@@ -152,7 +152,8 @@ def probe(args: argparse.Namespace) -> None:
     """Can a ViT on the half-resolution copy read each half of the label alone? The coarse family's model (``--size``)
     trained on one half of the label (``--half``: the texture, with the anti-aliased resize and with a plain bicubic
     one; or the arrangement, anti-aliased), with the trainer's optimiser and schedule (and, with ``--augment``, its
-    flips and transposes) in its own short loop (the trainer trains the four classes). Appends its rows to ``figures/two_scales_probe.json``."""
+    flips and transposes) in its own short loop (the trainer trains the four classes). Appends its rows to
+    ``figures/two_scales_probe.json``."""
     import torch.nn.functional as F
 
     from crossvit.train import lr_factor, parameter_groups

@@ -93,4 +93,3 @@ def save_timm_model(tmp_path_factory):
         return model, path
 
     return save
-
