@@ -31,11 +31,21 @@ METHODS = ("attnlrp", "cp_lrp")
 READOUTS = ("tokens", "pixels")
 
 
-def class_specific_hits(model, images, pairs, masks, method: str, readout: str, batch: int) -> torch.Tensor:
-    """(N, 2) float: does the map for each of an image's two classes point at that class's object?"""
-    hits = [metrics.pointing_game(explain_batched(model, images, method, pairs[:, k], batch, readout=readout),
+def class_specific_hits(model, images, pairs, masks, method: str, batch: int, **options) -> torch.Tensor:
+    """(N, 2) float: does the map (``explain``'s ``options``) for each of an image's two classes point at that
+    class's object?"""
+    hits = [metrics.pointing_game(explain_batched(model, images, method, pairs[:, k], batch, **options),
                                   masks[:, k]).hits for k in range(pairs.shape[1])]
     return torch.stack(hits, dim=1).float()
+
+
+def held_out_sets(model, images: int, scenes: int):
+    """The held-out images of ``benchmarks/explanations.py``'s defaults: ``images`` single objects (images, labels,
+    masks), ``scenes`` two-object scenes and ``scenes`` composites (images, class pairs, masks)."""
+    size = model.image_size
+    return (data.make_shapes(images, seed=UNUSED_SEED_BASE + 1, image_size=size),
+            make_two_object_shapes(scenes, UNUSED_SEED_BASE + 3, size),
+            make_composites(scenes, UNUSED_SEED_BASE + 5, size))
 
 
 def main() -> None:
@@ -50,10 +60,7 @@ def main() -> None:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     torch.manual_seed(0)
     model = load_pretrained()
-    # the seeds of benchmarks/explanations.py's defaults
-    images, labels, masks = data.make_shapes(args.images, seed=UNUSED_SEED_BASE + 1, image_size=model.image_size)
-    scenes = make_two_object_shapes(args.scenes, UNUSED_SEED_BASE + 3, model.image_size)
-    composites = make_composites(args.scenes, UNUSED_SEED_BASE + 5, model.image_size)
+    (images, labels, masks), scenes, composites = held_out_sets(model, args.images, args.scenes)
     lines = [f"AttnLRP and CP-LRP on the bundled model, read at the tokens or at the pixels: {args.images} held-out "
              f"shapes images, {args.scenes} two-object scenes and {args.scenes} composites (the seeds of "
              "`benchmarks/explanations.py`). Command: `python benchmarks/lrp_readout.py"
@@ -65,8 +72,8 @@ def main() -> None:
         for readout in tqdm(READOUTS, desc=method):
             single = metrics.pointing_game(explain_batched(model, images, method, labels, args.batch,
                                                            readout=readout), masks).score
-            two = class_specific_hits(model, *scenes, method, readout, args.batch)
-            pasted = class_specific_hits(model, *composites, method, readout, args.batch)
+            two = class_specific_hits(model, *scenes, method, args.batch, readout=readout)
+            pasted = class_specific_hits(model, *composites, method, args.batch, readout=readout)
             lines.append(f"| {method} | {readout} | {single:.3f} | {two.mean():.3f} | {two.prod(1).mean():.3f} "
                          f"| {pasted.mean():.3f} | {pasted.prod(1).mean():.3f} |")
     out = Path(args.out)

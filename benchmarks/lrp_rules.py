@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from explanations import explain_batched  # noqa: E402  (benchmarks/explanations.py)
+from lrp_readout import class_specific_hits, held_out_sets  # noqa: E402  (benchmarks/lrp_readout.py)
 
-from crossvit import data, metrics  # noqa: E402
+from crossvit import metrics  # noqa: E402
 from crossvit.checkpoint import load_pretrained  # noqa: E402
 from crossvit.data import UNUSED_SEED_BASE  # noqa: E402
 from crossvit.scenes import make_composites, make_two_object_shapes  # noqa: E402
@@ -40,8 +41,7 @@ TUNING_SEED = UNUSED_SEED_BASE + 2**37
 
 def both_right(model, images, pairs, masks, method: str, batch: int, **options) -> tuple[float, float]:
     """(class-specific pointing, share of images with both classes right)."""
-    hits = torch.stack([metrics.pointing_game(explain_batched(model, images, method, pairs[:, k], batch, **options),
-                                              masks[:, k]).hits for k in range(pairs.shape[1])], dim=1).float()
+    hits = class_specific_hits(model, images, pairs, masks, method, batch, **options)
     return hits.mean().item(), hits.prod(1).mean().item()
 
 
@@ -75,9 +75,7 @@ def main() -> None:
     lines += [f"| {r['method']} | {r['gamma']:g} | {r['epsilon']:g} | {r['scenes'][0]:.3f} | {r['scenes'][1]:.3f} "
               f"| {r['composites'][0]:.3f} | {r['composites'][1]:.3f} |" for r in rows]
 
-    images, labels, masks = data.make_shapes(args.images, seed=UNUSED_SEED_BASE + 1, image_size=size)
-    scenes = make_two_object_shapes(args.scenes, UNUSED_SEED_BASE + 3, size)
-    composites = make_composites(args.scenes, UNUSED_SEED_BASE + 5, size)
+    (images, labels, masks), scenes, composites = held_out_sets(model, args.images, args.scenes)
     chosen = [("integrated_gradients", {}, "")]
     for method in METHODS:
         mine = [r for r in rows if r["method"] == method]
