@@ -16,7 +16,11 @@ LAB_ARGS    ?=
 PYTEST_WORKERS ?= auto
 
 VPY   := $(VENV)/bin/python
-PYTEST = $(if $(filter 0,$(PYTEST_WORKERS)),,OMP_NUM_THREADS=1 )$(VPY) -m pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS))
+ifeq ($(PYTEST_WORKERS),0)
+PYTEST = $(VPY) -m pytest -q
+else
+PYTEST = OMP_NUM_THREADS=1 $(VPY) -m pytest -q -n $(PYTEST_WORKERS)
+endif
 STAMP := $(VENV)/.crossvit-lab-installed
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1

@@ -152,11 +152,11 @@ def probe(args: argparse.Namespace) -> None:
     """Can a ViT on the half-resolution copy read each half of the label alone? The coarse family's model (``--size``)
     trained on one half of the label (``--half``: the texture, with the anti-aliased resize and with a plain bicubic
     one; or the arrangement, anti-aliased), with the trainer's optimiser and schedule (and, with ``--augment``, its
-    flips and transposes) in its own short loop (the trainer trains the four classes). Appends its rows to
-    ``figures/two_scales_probe.json``."""
+    augmentation, :func:`crossvit.train.augment`) in its own short loop (the trainer trains the four classes).
+    Appends its rows to ``figures/two_scales_probe.json``."""
     import torch.nn.functional as F
 
-    from crossvit.train import lr_factor, parameter_groups
+    from crossvit.train import augment, lr_factor, parameter_groups
 
     width = matched_width("coarse", count_flops(CrossViT(crossvit_config(args.size))))
     half = (lambda y: y % 2) if args.half == "texture" else (lambda y: y // 2)
@@ -177,12 +177,7 @@ def probe(args: argparse.Namespace) -> None:
             for group in optimizer.param_groups:
                 group["lr"] = args.lr * lr_factor(step, args.steps, args.steps // 10)
             index = torch.randint(0, len(train_y), (64,), generator=batches)
-            x = train_x[index]
-            if args.augment:  # the trainer's augmentation: flips and transposes keep every class
-                if torch.rand((), generator=batches) < 0.5:
-                    x = x.flip(-1)
-                if torch.rand((), generator=batches) < 0.5:
-                    x = x.transpose(-1, -2)
+            x = augment(train_x[index], batches) if args.augment else train_x[index]  # the trainer's, per image
             loss = F.cross_entropy(model(x), half(train_y[index]))
             optimizer.zero_grad()
             loss.backward()
@@ -310,7 +305,8 @@ def main() -> None:
     pr.add_argument("--size", default="m", choices=list(CROSSVIT_SIZES))
     pr.add_argument("--steps", type=int, default=1500)
     pr.add_argument("--lr", type=float, default=1e-3)
-    pr.add_argument("--augment", action="store_true", help="random flips and transposes, as the trainer's")
+    pr.add_argument("--augment", action="store_true",
+                    help="the trainer's augmentation: each image in one of the square's 8 symmetries")
     pr.add_argument("--train-images", type=int, default=8000, help="a multiple of 2000")
     pr.add_argument("--threads", type=int, default=None)
     rep = commands.add_parser("report")

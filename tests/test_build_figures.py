@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def build():
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "docs"))
     try:
-        from test_notebooks import load_runner  # docs/course_kit.py's, the one loader of figures/build.py
+        from course_kit import load_runner  # the one loader of figures/build.py
     finally:
-        sys.path.remove(str(ROOT / "tests"))
+        sys.path.remove(str(ROOT / "docs"))
     return load_runner()
 
 
