@@ -213,6 +213,11 @@ def check_integrated_gradients(function: object, model: CrossViT, images: torch.
 _RELEVANCE_SEED = 0  # the random relevance the checker hands to the attention's output
 
 
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, dim: int = -1) -> torch.Tensor:
+    """``softmax(q k^T scale) v`` in float64, with the softmax over ``dim`` (-1: over the keys)."""
+    return (scale * q.double() @ k.double().transpose(-2, -1)).softmax(dim) @ v.double()
+
+
 def _uniform_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, grad: torch.Tensor
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """AttnLRP's rules on ``softmax(q k^T scale) v`` written out term by term, in float64 and independent of
@@ -281,15 +286,15 @@ def check_lrp_attention(function: object, model: CrossViT, images: torch.Tensor,
                         f"{type(site).__name__}")
     q, k, v, scale = _attention_inputs(checker, model, images, site)
     b, h, nq, d = q.shape
-    plain_out = (scale * q.double() @ k.double().transpose(-2, -1)).softmax(dim=-1) @ v.double()
+    plain_out = _attend(q, k, v, scale)
     # a random positive relevance R_out = out * grad at the output: |random| with the output's sign as its gradient
     grad = torch.randn(b, h, nq, d, generator=torch.Generator().manual_seed(_RELEVANCE_SEED),
                        dtype=torch.float64).abs() * plain_out.sign()
     out, relevance, r_scores = _uniform_rule(q, k, v, scale, grad)  # the reference, before the learner runs
     leaves = {n: t.double().requires_grad_(True) for n, t in (("q", q), ("k", k), ("v", v))}
     with torch.enable_grad():
-        plain = torch.autograd.grad(((scale * leaves["q"] @ leaves["k"].transpose(-2, -1)).softmax(-1)
-                                     @ leaves["v"] * grad).sum(), list(leaves.values()))
+        plain = torch.autograd.grad((_attend(leaves["q"], leaves["k"], leaves["v"], scale) * grad).sum(),
+                                    list(leaves.values()))
     ordinary = {n: (t.detach() * g).float() for (n, t), g in zip(leaves.items(), plain)}  # gradient x input
 
     seen: dict[str, tuple] = {}
@@ -307,20 +312,17 @@ def check_lrp_attention(function: object, model: CrossViT, images: torch.Tensor,
                             (b, h, nq, nq): "that is the attention map A; multiply it by v.",
                             (b, h, nq, k.shape[2]): "that is the attention map A; multiply it by v."})
 
-    def attend(q_: torch.Tensor, k_: torch.Tensor, v_: torch.Tensor, s: float, dim: int = -1) -> torch.Tensor:
-        return (s * q_.double() @ k_.double().transpose(-2, -1)).softmax(dim) @ v_.double()
-
     compare(name, values, out.float(), what="softmax(q kᵀ · scale) v", diagnoses=[
-        (lambda: attend(q / 4, k / 4, v / 2, scale), "the factors 1/4, 1/4 and 1/2 changed the forward values too; "
+        (lambda: _attend(q / 4, k / 4, v / 2, scale), "the factors 1/4, 1/4 and 1/2 changed the forward values too; "
                                                      "the rule changes only the gradients."),
-        (lambda: attend(q / 4, k / 4, v, scale), "the factors 1/4 on q and k changed the forward values too; the "
+        (lambda: _attend(q / 4, k / 4, v, scale), "the factors 1/4 on q and k changed the forward values too; the "
                                                  "rule changes only the gradients."),
-        (lambda: attend(q, k, v / 2, scale), "the factor 1/2 on v changed the forward values too (the output is "
+        (lambda: _attend(q, k, v / 2, scale), "the factor 1/2 on v changed the forward values too (the output is "
                                              "halved); the rule changes only the gradients."),
-        (lambda: attend(q, k, v, 1.0), "the scale is missing: the scores are q kᵀ times scale."),
-        (lambda: attend(q, k, v, 1.0 / scale), "the scores were divided by scale; scale is the factor itself "
+        (lambda: _attend(q, k, v, 1.0), "the scale is missing: the scores are q kᵀ times scale."),
+        (lambda: _attend(q, k, v, 1.0 / scale), "the scores were divided by scale; scale is the factor itself "
                                                "(dim_head ** -0.5)."),
-        (lambda: attend(q, k, v, scale, dim=-2), "the softmax ran over the queries; each query's weights over the "
+        (lambda: _attend(q, k, v, scale, dim=-2), "the softmax ran over the queries; each query's weights over the "
                                                  "keys must sum to 1."),
     ])
     if not answer.requires_grad:
