@@ -2,12 +2,14 @@
 
     .venv/bin/python benchmarks/two_scales.py train [--sizes s m l] [--lrs 0.001 0.002] [--steps 1500] [--threads 1]
     .venv/bin/python benchmarks/two_scales.py report            # table, figure and the CrossViT's analysis
+    .venv/bin/python benchmarks/two_scales.py bundle [--size m]  # its best CrossViT becomes crossvit.load_pretrained(task="two_scale")
     .venv/bin/python benchmarks/two_scales.py probe [--half texture|arrangement] [--steps N] [--augment]
                                                    # can a coarse ViT read one half of the label alone?
 
-The task (``crossvit.twoscale``): the class is a fine texture (readable at full resolution only) times a large
-arrangement of three beads (spanning the image). Every model takes the 96 px image; where a model looks at the
-half-resolution copy, the resize is anti-aliased, so the copy holds no trace of the texture. Three families:
+The task (``crossvit.twoscale``): the class is a fine texture (readable at full resolution only) times the layout
+of a 16 px tile (two dark quadrants side by side or on a diagonal) that one coarse patch holds whole and fine patches
+see only as four flat squares. Every model takes the 96 px image; where a model looks at the half-resolution copy,
+the resize is anti-aliased, so the copy holds no trace of the texture. Three families:
 
 * ``crossvit``: the paper's asymmetric design, three multi-scale blocks of a shallow, narrow *small* branch on 8 px
   patches of the full image (12 x 12 = 144 tokens) and a deep, wide *large* branch on 8 px patches of the
@@ -15,7 +17,7 @@ half-resolution copy, the resize is anti-aliased, so the copy holds no trace of 
 * ``fine``: a ViT on the small branch's tokens alone (6 layers);
 * ``coarse``: a ViT on the large branch's tokens alone (9 layers).
 
-Each family comes in three sizes; a single-branch ViT's width is the one whose FLOPs (``crossvit.flops``, attention
+Each family comes in three sizes (``s``, ``m``, ``l``; the committed runs are ``s`` and ``m``); a single-branch ViT's width is the one whose FLOPs (``crossvit.flops``, attention
 included) come closest to the CrossViT of that size (within 10 %). Every run is ``crossvit.train.train`` with the
 same data (task ``two_scale``, 20,000 training images), schedule (AdamW, warm-up, cosine decay), steps and batch,
 and the same small learning-rate sweep for every family; the CrossViT's loss adds each head's own cross-entropy and
@@ -164,7 +166,9 @@ def probe(args: argparse.Namespace) -> None:
     train_x, train_y = zip(*[make_two_scale_shapes(2000, seed)[:2] for seed in range(args.train_images // 2000)])
     train_x, train_y = torch.cat(train_x), torch.cat(train_y)
     path = ROOT / "figures" / "two_scales_probe.json"
-    key = ("half", "antialias", "steps", "size", "lr", "augment")  # a rerun of the same probe replaces its row
+    # a rerun of the same probe replaces its row; "second_half" tells the task's versions apart (its first version's
+    # second half was three beads in a row or bent, "beads"; the tile replaced it)
+    key = ("second_half", "half", "antialias", "steps", "size", "lr", "augment")
     rows = json.loads(path.read_text()) if path.is_file() else []
     for antialias in ((True, False) if args.half == "texture" else (True,)):
         torch.manual_seed(0)
@@ -187,7 +191,7 @@ def probe(args: argparse.Namespace) -> None:
         model.eval()
         with torch.no_grad():
             predicted = torch.cat([model(test_x[i:i + 250]).argmax(1) for i in range(0, len(test_y), 250)])
-        row = {"half": args.half, "antialias": antialias, "accuracy": (predicted == half(test_y)).float().mean().item(),
+        row = {"second_half": "tile", "half": args.half, "antialias": antialias, "accuracy": (predicted == half(test_y)).float().mean().item(),
                "steps": args.steps, "lr": args.lr, "train_images": len(train_y), "size": args.size, "width": width,
                "augment": args.augment, "chance": 0.5, "loss_curve": curve}
         rows = [r for r in rows if {k: r.get(k) for k in key}
@@ -208,7 +212,7 @@ def best_runs(results: list[dict]) -> dict[tuple[str, str], dict]:
 
 def analyse(run: dict, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> dict:
     """For one trained CrossViT: each head alone, each fusion direction zeroed, the AttnLRP share of each branch,
-    and the pointing game of the attention maps on the class evidence (the object and the beads)."""
+    and the pointing game of the attention maps on the class evidence (the object and the tile)."""
     import crossvit
     from crossvit.ablation import head_accuracies, zero_cross_attention
     from crossvit.checkpoint import load_checkpoint
@@ -290,6 +294,31 @@ def report(args: argparse.Namespace) -> None:
     fig.savefig(ROOT / "figures" / "two_scales.png", dpi=120)
 
 
+def bundle(args: argparse.Namespace) -> None:
+    """Copy the best CrossViT of size ``args.size`` (validation accuracy) to the bundled two-scale checkpoint,
+    recording in its JSON the command that trained it; refuses to replace a bundled file unless ``--overwrite``."""
+    import shutil
+
+    from crossvit.checkpoint import BUNDLED_CHECKPOINTS, load_checkpoint
+
+    run = best_runs(load_results()).get(("crossvit", args.size))
+    if run is None:
+        raise SystemExit(f"no finished CrossViT run of size {args.size} in {RESULTS}; run `train` first")
+    target = BUNDLED_CHECKPOINTS["two_scale"]
+    meta_target = target.with_suffix(".json")
+    if not args.overwrite and (target.exists() or meta_target.exists()):
+        raise SystemExit(f"{target} exists; pass --overwrite to replace it")
+    source = RUNS / f"{run['run']}.safetensors"
+    shutil.copyfile(source, target)
+    meta = json.loads(source.with_suffix(".json").read_text())
+    lrs = " ".join(f"{r['lr']:g}" for r in load_results() if (r["family"], r["size"]) == ("crossvit", args.size))
+    meta["record"]["command"] = (f"python benchmarks/two_scales.py train --families crossvit --sizes {args.size} "
+                                 f"--lrs {lrs} --steps {run['steps']} (best validation accuracy: lr {run['lr']:g})")
+    meta_target.write_text(json.dumps(meta, indent=1) + "\n")
+    load_checkpoint(target)  # the hash still matches
+    print(f"bundled {run['run']} (test accuracy {run['accuracy']:.4f}) as {target}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -312,6 +341,9 @@ def main() -> None:
     rep = commands.add_parser("report")
     rep.add_argument("--analyse", default="m", choices=list(CROSSVIT_SIZES),
                      help="the CrossViT size whose ablations, relevance split and pointing game are reported")
+    bu = commands.add_parser("bundle", help="copy the best CrossViT of one size to the bundled two-scale checkpoint")
+    bu.add_argument("--size", default="m", choices=list(CROSSVIT_SIZES))
+    bu.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     if args.command == "probe" and (args.train_images < 2000 or args.train_images % 2000 or args.steps < 10):
         parser.error(f"--train-images must be a positive multiple of 2000 and --steps at least 10, "
@@ -323,6 +355,8 @@ def main() -> None:
         train_all(args)
     elif args.command == "probe":
         probe(args)
+    elif args.command == "bundle":
+        bundle(args)
     else:
         report(args)
 

@@ -46,6 +46,12 @@ ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 BUNDLED_CHECKPOINT = ASSETS_DIR / "shapes_tiny.safetensors"
 """The small CrossViT trained on the synthetic shapes task (``benchmarks/train_bundled.sh`` rebuilds it)."""
 
+BUNDLED_CHECKPOINTS: dict[str, Path] = {"shapes": BUNDLED_CHECKPOINT,
+                                        "two_scale": ASSETS_DIR / "two_scale_m.safetensors"}
+"""The bundled checkpoint of each task (:data:`crossvit.tasks.TASKS`): the shapes model above, and the CrossViT of
+size ``m`` trained on the two-scale task by ``benchmarks/two_scales.py train`` (the paper's asymmetric branches;
+its run's record says which learning rate won)."""
+
 
 def config_sha256(meta: dict[str, Any]) -> str:
     """Hex sha256 of everything in a sidecar that defines the model besides its weights: the ``config`` and the
@@ -245,12 +251,17 @@ def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str 
     return (model, record) if with_record else model
 
 
-def load_pretrained(path: str | Path | None = None, **kwargs: Any) -> CrossViT:
-    """The bundled shapes model (``BUNDLED_CHECKPOINT``, hash-verified) or, given ``path``, any checkpoint the
-    trainer wrote. ``kwargs`` go to :func:`load_checkpoint` (``map_location``, ``verify``, ``name``, ...)."""
+def load_pretrained(path: str | Path | None = None, *, task: str = "shapes", **kwargs: Any) -> CrossViT:
+    """A bundled model (hash-verified): the shapes model by default, or the two-scale task's with
+    ``task="two_scale"`` (:data:`BUNDLED_CHECKPOINTS`); or, given ``path``, any checkpoint the trainer wrote (then
+    ``task`` is not used). ``kwargs`` go to :func:`load_checkpoint` (``map_location``, ``verify``, ``name``, ...)."""
+    if not isinstance(task, str) or task not in BUNDLED_CHECKPOINTS:
+        raise ValueError(f"task must be one of {sorted(BUNDLED_CHECKPOINTS)}, got {task!r}")
     if path is None:
-        if not BUNDLED_CHECKPOINT.is_file():
-            raise FileNotFoundError(f"the bundled checkpoint {BUNDLED_CHECKPOINT} is missing; rebuild it with "
-                                    "benchmarks/train_bundled.sh")
-        path = BUNDLED_CHECKPOINT
+        path = BUNDLED_CHECKPOINTS[task]
+        if not path.is_file():
+            rebuild = "benchmarks/train_bundled.sh" if task == "shapes" else "benchmarks/two_scales.py train"
+            raise FileNotFoundError(f"the bundled checkpoint {path} is missing; rebuild it with {rebuild}")
+    elif task != "shapes":
+        raise ValueError(f"give either a path or a task, not both (got path={str(path)!r} and task={task!r})")
     return load_checkpoint(path, **kwargs)

@@ -2,8 +2,8 @@
 
 * ``"shapes"`` (:mod:`crossvit.data`): one finely textured object among decoys and distractors; the class is its
   colour family and texture. Either branch of a CrossViT solves it alone (``figures/ablations.md``).
-* ``"two_scale"`` (:mod:`crossvit.twoscale`): a finer texture *and* a large arrangement of three beads; each half of
-  the class is readable at one scale only.
+* ``"two_scale"`` (:mod:`crossvit.twoscale`): a finer texture *and* the layout of a tile that only a coarse patch
+  holds whole; each half of the class is read cheaply at one scale only.
 
 ``crossvit.train`` trains on either (``TrainConfig.task``); a checkpoint it writes records the task, so a loaded
 model's class names are the task's (:func:`crossvit.preprocessing.checkpoint_data_config`).
@@ -38,7 +38,7 @@ TASKS: dict[str, Task] = {
     "shapes": Task("shapes", data.make_shapes, data.CLASS_NAMES,
                    "one finely textured object; class = its colour family x texture"),
     "two_scale": Task("two_scale", twoscale.make_two_scale_shapes, twoscale.CLASS_NAMES,
-                      "a fine texture x a large arrangement of three beads; each readable at one scale only"),
+                      "a fine texture x the layout of a coarse-patch-sized tile; each read cheaply at one scale only"),
 }
 """Every task, by name."""
 

@@ -1,4 +1,4 @@
-"""The two-scale shapes task: a class that needs a fine texture *and* a large arrangement.
+"""The two-scale shapes task: a class that needs a fine texture *and* a tile that only a coarse patch sees whole.
 
 The shapes task of :mod:`crossvit.data` is solved by either branch of a CrossViT alone, so it cannot show what the
 second branch adds. Here the class has two halves, each readable at one scale only:
@@ -11,25 +11,31 @@ second branch adds. Here the class has two halves, each readable at one scale on
   folds it into coarser waves (which a ViT learns to read), while an anti-aliased one
   (``PaperConfig.resize_antialias``) flattens it to about a sixth of its contrast, near the object's mean colour
   (``tests/test_twoscale.py``; how well ViTs on either copy read it: ``benchmarks/two_scales.py``);
-* **a large arrangement** (the second half): three dark *beads* (disks of one radius, 6.5-8 px) lie either in a
-  row (the middle bead within 1.5 px of the line through the outer two, which are 44-64 px apart) or bent (the
-  middle bead 30-45 % of that distance off the line). It spans most of the image: at half resolution it is three
-  dark spots on a 6 x 6 grid of tokens, cheap to compare; on a 12 x 12 grid of fine tokens the same comparison
-  costs attention over four times as many tokens.
+* **a tile** (the second half): a grey square of :data:`TILE` px (16 at 96 px) made of four flat quadrants, two
+  dark and two light, with the dark ones side by side (*halved*) or on a diagonal (*diagonal*). The tile sits on a
+  grid of :data:`TILE` px cells, which is the patch grid of the coarse branch of the models in
+  ``benchmarks/two_scales.py`` (8 px patches on the half-resolution copy), so one coarse patch holds all of it and
+  its patch embedding can tell the two apart. Fine patches (8 px at full resolution) are the quadrants: each one
+  is a flat dark or light square in both classes, so a fine branch reads the class only by comparing four
+  neighbouring tokens through attention.
 
-Classes (:data:`CLASS_NAMES`): ``label = 2 * arrangement + texture``, i.e. 0 "striped, row", 1 "checkered, row",
-2 "striped, bent", 3 "checkered, bent". Besides the object and the beads, 1-2 *distractors* (the fills of
-:data:`crossvit.data.DISTRACTOR_TEXTURES`: flat, coarse stripes, coarse checker, dots; any vivid hue) make "find
-the finely textured shape" the only way to the object. No global statistic gives the class: the object's hue is
-random (so colour says nothing), the beads have the same size and darkness in every class (so the amount of dark
-pixels says nothing), and both textures have the same mean: a nearest-class-mean classifier on such statistics is at
-chance (``tests/test_twoscale.py``).
+Classes (:data:`CLASS_NAMES`): ``label = 2 * arrangement + texture``, i.e. 0 "striped, halved", 1 "checkered,
+halved", 2 "striped, diagonal", 3 "checkered, diagonal". Besides the object and the tile, 1-2 *distractors* (the
+fills of :data:`crossvit.data.DISTRACTOR_TEXTURES`: flat, coarse stripes, coarse checker, dots; any vivid hue) make
+"find the finely textured shape" the only way to the object. No global statistic gives the class: the object's
+hue is random (so colour says nothing), every tile has two dark and two light quadrants of the same size (so the
+amount of dark or light pixels says nothing), and both textures have the same mean: a nearest-class-mean
+classifier on such statistics is at chance (``tests/test_twoscale.py``).
 
-The flips and transposes of the square keep every class (stripes stay stripes, a row stays a row), so the
-trainer's augmentation applies. ``masks[i, 0]`` is the object's pixels, ``masks[i, 1]`` the beads' pixels; the
-class evidence is their union. Shapes never overlap: beads, object and distractors keep clear of each other's
-bounding circles (a distractor that finds no room is left out). Deterministic by ``seed`` as
-:func:`crossvit.data.make_shapes` is (every bit of the seed counts).
+The flips and transposes of the square keep every class (stripes stay stripes, a diagonal stays a diagonal) and map
+the tile grid onto itself, so the trainer's augmentation applies. ``masks[i, 0]`` is the object's pixels,
+``masks[i, 1]`` the tile's; the class evidence is their union. Shapes never overlap: tile, object and distractors
+keep clear of each other's bounding circles (a distractor that finds no room is left out). Deterministic by
+``seed`` as :func:`crossvit.data.make_shapes` is (every bit of the seed counts).
+
+An earlier version of the second half, three dark beads in a row or bent across most of the image, was learned by
+no model within a few thousand steps, at either scale (``figures/two_scales_probe.json`` keeps that probe): a
+relation between distant parts is hard to learn from scratch, whatever the patch size.
 """
 
 from __future__ import annotations
@@ -48,11 +54,8 @@ from .data import (
     _draw_class_texture,
     _draw_distractor,
     _paint_object,
-    _paste,
     _place,
-    _shape_mask,
     _uniform,
-    _window,
 )
 from .utils import seeded_generator
 
@@ -61,59 +64,52 @@ __all__ = ["ARRANGEMENTS", "CLASS_NAMES", "NUM_CLASSES", "TEXTURES", "make_two_s
 TEXTURES: tuple[str, ...] = ("striped", "checkered")
 """The object's fine texture; ``label % 2`` indexes this."""
 
-ARRANGEMENTS: tuple[str, ...] = ("row", "bent")
-"""How the three beads lie; ``label // 2`` indexes this."""
+ARRANGEMENTS: tuple[str, ...] = ("halved", "diagonal")
+"""How the tile's two dark quadrants lie; ``label // 2`` indexes this."""
 
 CLASS_NAMES: tuple[str, ...] = tuple(f"{t}, {a}" for a in ARRANGEMENTS for t in TEXTURES)
 """Class names, indexed by label."""
 
 NUM_CLASSES: int = len(CLASS_NAMES)
 
-BEADS = 3
-"""Beads per image."""
+TILE = 16
+"""The tile's side and the cell of the grid it sits on, in px at 96 px (scaled by image_size / 96)."""
 
 # lengths in px at 96 px (scaled by image_size / 96)
 _OBJ_SIZE = (11.0, 15.0)  # object radius r
 _STRIPE_PERIOD = (2.4, 3.0)  # class textures, ~1.4x finer than crossvit.data's
 _CHECKER_CELL = (1.5, 1.9)
-_BEAD_RADIUS = (6.5, 8.0)
-_BEAD_SPAN = (44.0, 64.0)  # distance between the outer two beads
-_ROW_OFFSET = 1.5  # a row: the middle bead at most this far from the line through the outer two
-_BENT_OFFSET = (0.30, 0.45)  # bent: the middle bead this share of the span off the line
-_BEAD_SHADE = (0.06, 0.16)  # the beads' grey level (a small tint is added per channel)
+_DARK = (0.06, 0.16)  # grey level of the tile's dark quadrants (a small tint is added per channel)
+_LIGHT = (0.84, 0.94)  # and of its light ones
 _DIS_SIZE = (8.0, 12.0)  # distractor radius
 _GAP = 3.0  # min free space between the bounding circles of any two shapes
-_TRIES = 64
+# the dark quadrants (top left, top right, bottom left, bottom right) of each tile layout
+_HALVED = torch.tensor([[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 1, 0], [0, 1, 0, 1]], dtype=torch.bool)
+_DIAGONAL = torch.tensor([[1, 0, 0, 1], [0, 1, 1, 0]], dtype=torch.bool)
 
 
-def _beads(g: torch.Generator, arrangement: torch.Tensor, size: int, s: float
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Centres (b, 3) x (b, 3) and radius (b,) of the beads; each image draws ``_TRIES`` candidate layouts and
-    keeps the first that fits inside the image with the beads apart (one always does at these sizes; a layout that
-    fails every try keeps its last one, checked by the caller)."""
+def _tile(g: torch.Generator, arrangement: torch.Tensor, size: int, s: float, images: torch.Tensor,
+          masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Paint one tile per image (``arrangement`` (b,): 0 halved, 1 diagonal) into ``images`` (b, 3, H, W), mark it
+    in ``masks`` (b, H, W) and return its bounding circle ``(cx, cy, radius)``, each (b,)."""
     b = arrangement.shape[0]
-    radius = _uniform(g, (b,), _BEAD_RADIUS[0] * s, _BEAD_RADIUS[1] * s)
-    u = torch.rand((b, _TRIES, 6), generator=g)
-    span = (_BEAD_SPAN[0] + (_BEAD_SPAN[1] - _BEAD_SPAN[0]) * u[..., 0]) * s
-    angle = u[..., 1] * 2.0 * math.pi
-    along = 0.4 + 0.2 * u[..., 2]  # where the middle bead sits between the outer two
-    row = (2.0 * u[..., 3] - 1.0) * _ROW_OFFSET * s
-    bent = (_BENT_OFFSET[0] + (_BENT_OFFSET[1] - _BENT_OFFSET[0]) * u[..., 3]) * span
-    off = torch.where(arrangement[:, None] == 0, row, bent * torch.where(u[..., 4] < 0.5, -1.0, 1.0))
-    cx, cy = u[..., 5] * (size - 1), torch.rand((b, _TRIES), generator=g) * (size - 1)  # the middle of the span
-    dx, dy = torch.cos(angle), torch.sin(angle)
-    first = torch.stack([cx - along * span * dx, cy - along * span * dy], -1)
-    last = torch.stack([cx + (1 - along) * span * dx, cy + (1 - along) * span * dy], -1)
-    middle = torch.stack([cx - off * dy, cy + off * dx], -1)
-    centres = torch.stack([first, middle, last], 2)  # (b, tries, 3, 2)
-    r = radius[:, None, None]
-    inside = ((centres >= r[..., None]) & (centres <= size - 1 - r[..., None])).all(-1).all(-1)
-    gaps = [torch.linalg.vector_norm(centres[:, :, i] - centres[:, :, j], dim=-1) for i, j in ((0, 1), (1, 2), (0, 2))]
-    apart = torch.stack(gaps, -1).min(-1).values >= 2 * radius[:, None] + _GAP * s
-    ok = inside & apart
-    pick = torch.where(ok.any(1), ok.float().argmax(1), torch.full((b,), _TRIES - 1))
-    chosen = centres[torch.arange(b), pick]  # (b, 3, 2)
-    return chosen[..., 0], chosen[..., 1], radius
+    side = max(2, round(TILE * s)) // 2 * 2
+    cells = size // side
+    col, row = (torch.randint(0, cells, (b,), generator=g) * side for _ in range(2))
+    layout = torch.where(arrangement[:, None] == 0, _HALVED[torch.randint(0, 4, (b,), generator=g)],
+                         _DIAGONAL[torch.randint(0, 2, (b,), generator=g)])  # (b, 4)
+    dark = _uniform(g, (b, 1), *_DARK) + _uniform(g, (b, 3), -0.03, 0.03)
+    light = _uniform(g, (b, 1), *_LIGHT) + _uniform(g, (b, 3), -0.03, 0.03)
+    offset = torch.arange(side)
+    quadrant = (offset[:, None] >= side // 2).long() * 2 + (offset[None, :] >= side // 2).long()  # (side, side)
+    is_dark = layout[:, quadrant]  # (b, side, side)
+    colour = torch.where(is_dark[..., None], dark[:, None, None], light[:, None, None]).clamp(0.0, 1.0)
+    ys, xs = row[:, None, None] + offset[None, :, None], col[:, None, None] + offset[None, None, :]
+    index = torch.arange(b)[:, None, None]
+    images.permute(0, 2, 3, 1)[index, ys, xs] = colour
+    masks[index, ys, xs] = True
+    centre = (side - 1) / 2
+    return col + centre, row + centre, torch.full((b,), side / math.sqrt(2))
 
 
 def _render(g: torch.Generator, labels: torch.Tensor, size: int, num_distractors: tuple[int, int], noise: float,
@@ -124,21 +120,11 @@ def _render(g: torch.Generator, labels: torch.Tensor, size: int, num_distractors
     _draw_background(g, size, images)
     texture, arrangement = labels % 2, labels // 2
 
-    # the beads: dark, one radius per image, drawn first (nothing overlaps them)
-    bx, by, br = _beads(g, arrangement, size, s)
-    grey = _uniform(g, (b, 1), *_BEAD_SHADE) + _uniform(g, (b, 3), -0.03, 0.03)
+    circles = [_tile(g, arrangement, size, s, images, masks[:, 1])]
     flat_masks = masks.view(b * 2, -1)
     pixels = size * size
-    circles = []
-    for k in range(BEADS):
-        xs, ys = _window(bx[:, k], by[:, k], float(_BEAD_RADIUS[1] * s), size)
-        disk = _shape_mask(xs, ys, torch.zeros(b, dtype=torch.long), bx[:, k], by[:, k], br, torch.zeros(b))
-        fill = grey.clamp(0.0, 1.0)[:, None, None, :].expand(-1, xs.shape[1], xs.shape[1], -1)
-        written = _paste(images, torch.arange(b), xs, ys, disk, fill)
-        flat_masks[(written // pixels) * 2 + 1, written % pixels] = True
-        circles.append((bx[:, k], by[:, k], br))
 
-    # the object, clear of the beads
+    # the object, clear of the tile
     ext_table = torch.tensor(_EXTENT)
     shape = torch.randint(0, len(data.SHAPES), (b,), generator=g)
     r = _uniform(g, (b,), _OBJ_SIZE[0] * s, _OBJ_SIZE[1] * s)
@@ -199,7 +185,7 @@ def make_two_scale_shapes(
 
     Returns:
         ``images`` ``(n, 3, H, W)`` float32 in ``[0, 1]``; ``labels`` ``(n,)`` int64 indexing :data:`CLASS_NAMES`
-        (exactly balanced up to ``n % 4``); ``masks`` ``(n, 2, H, W)`` bool: the object's pixels, the beads'.
+        (exactly balanced up to ``n % 4``); ``masks`` ``(n, 2, H, W)`` bool: the object's pixels, the tile's.
     """
     n, seed, image_size, num_distractors, noise = data._validate(n, seed, image_size, num_distractors, noise)
     g = seeded_generator(seed)

@@ -1,4 +1,4 @@
-"""The two-scale task: its classes are what the docstring says (a fine texture times a bead arrangement), the
+"""The two-scale task: its classes are what the docstring says (a fine texture times a tile's layout), the
 half-resolution copy a coarse branch sees holds no trace of the texture, and no colour or darkness statistic of the
 whole image gives the class."""
 
@@ -30,51 +30,30 @@ def test_contract(draw):
     assert 0 <= images.min() and images.max() <= 1
     assert masks.shape == (400, 2, 96, 96) and masks.dtype == torch.bool
     assert torch.bincount(labels, minlength=4).tolist() == [100] * 4
-    assert CLASS_NAMES == ("striped, row", "checkered, row", "striped, bent", "checkered, bent")
-    assert not (masks[:, 0] & masks[:, 1]).any()  # the object and the beads never overlap
+    assert CLASS_NAMES == ("striped, halved", "checkered, halved", "striped, diagonal", "checkered, diagonal")
+    assert not (masks[:, 0] & masks[:, 1]).any()  # the object and the tile never overlap
     assert masks.flatten(2).any(-1).all()
     first, again = make_two_scale_shapes(5, SEED), make_two_scale_shapes(5, SEED)
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not torch.equal(make_two_scale_shapes(5, SEED + 2**32)[0], first[0])
 
 
-def _components(mask: torch.Tensor) -> list[torch.Tensor]:
-    """The 4-connected components of an (H, W) bool mask, each as the (K, 2) coordinates of its pixels."""
-    left, out = mask.clone(), []
-    while left.any():
-        start = left.nonzero()[0]
-        grown = torch.zeros_like(left)
-        grown[start[0], start[1]] = True
-        while True:
-            wider = grown | (F.max_pool2d(grown[None, None].float(), 3, 1, 1)[0, 0] > 0) & left
-            if torch.equal(wider, grown):
-                break
-            grown = wider
-        out.append(grown.nonzero().double())
-        left &= ~grown
-    return out
-
-
-def test_three_beads_lie_in_a_row_or_clearly_bent_as_the_label_says(draw):
-    """The middle bead's distance from the line through the outer two: within 1.5 px (plus 0.5 px of pixel
-    rounding) for a row, at least 30 % of the outer beads' distance (less 1 px) when bent."""
+def test_the_tile_sits_on_the_coarse_patch_grid_and_its_dark_quadrants_lie_as_the_label_says(draw):
+    """Written out from the docstring: the tile's mask is one 16 x 16 square on the 16 px grid (one coarse patch of
+    the benchmark's models: 8 px patches on the half-resolution copy); each of its 8 x 8 quadrants (one fine patch)
+    is flat, two dark and two light; the dark two share a side for "halved" and a corner only for "diagonal"."""
     images, labels, masks = draw
-    for label, beads in zip(labels[:120], masks[:120, 1]):
-        parts = _components(beads)
-        assert len(parts) == 3
-        areas = [len(p) for p in parts]
-        assert max(areas) - min(areas) <= 0.2 * max(areas)  # one radius per image
-        centres = torch.stack([p.mean(0) for p in parts])
-        i, j = max(((a, b) for a in range(3) for b in range(a + 1, 3)),
-                   key=lambda ab: torch.dist(centres[ab[0]], centres[ab[1]]))
-        k = 3 - i - j
-        span = centres[j] - centres[i]
-        offset = abs(float(span[0] * (centres[k] - centres[i])[1] - span[1] * (centres[k] - centres[i])[0]))
-        offset /= float(span.norm())
-        if twoscale.ARRANGEMENTS[label // 2] == "row":
-            assert offset <= 2.0, offset
-        else:
-            assert offset >= 0.30 * float(span.norm()) - 1.0, offset
+    for image, label, tile in zip(images[:120], labels[:120], masks[:120, 1]):
+        rows, cols = tile.any(1).nonzero().squeeze(1), tile.any(0).nonzero().squeeze(1)
+        top, left = int(rows[0]), int(cols[0])
+        assert (len(rows), len(cols), top % 16, left % 16) == (16, 16, 0, 0)
+        assert tile.sum() == 256
+        quadrants = [image[:, top + dy:top + dy + 8, left + dx:left + dx + 8] for dy in (0, 8) for dx in (0, 8)]
+        assert all(q.std((1, 2)).max() < 0.1 for q in quadrants)  # flat up to the pixel noise (0.03)
+        dark = [i for i, q in enumerate(quadrants) if q.mean() < 0.3]
+        assert len(dark) == 2 and all(quadrants[i].mean() > 0.7 for i in set(range(4)) - set(dark))
+        side_by_side = dark in ([0, 1], [2, 3], [0, 2], [1, 3])
+        assert side_by_side == (twoscale.ARRANGEMENTS[label // 2] == "halved")
 
 
 def test_the_object_carries_the_labels_texture_which_the_anti_aliased_half_copy_flattens():
@@ -102,8 +81,8 @@ def test_the_object_carries_the_labels_texture_which_the_anti_aliased_half_copy_
 
 
 def test_no_colour_or_darkness_statistic_gives_the_class():
-    """Per-image statistics of the whole image (mean and spread of each channel, the share of dark pixels, of vivid
-    warm and of vivid cool pixels) fed to a nearest-class-mean classifier fitted on other images predict the class
+    """Per-image statistics of the whole image (mean and spread of each channel, the share of dark pixels, of light
+    pixels, of vivid warm and of vivid cool pixels) fed to a nearest-class-mean classifier fitted on other images predict the class
     at chance (0.25)."""
     train_x, train_y, _ = make_two_scale_shapes(800, SEED + 1)
     test_x, test_y, _ = make_two_scale_shapes(800, SEED + 2)
@@ -111,6 +90,7 @@ def test_no_colour_or_darkness_statistic_gives_the_class():
     def stats(images: torch.Tensor) -> torch.Tensor:
         grey = images.mean(1)
         return torch.cat([images.mean((2, 3)), images.std((2, 3)), (grey < 0.2).float().mean((1, 2))[:, None],
+                          (grey > 0.8).float().mean((1, 2))[:, None],
                           (images[:, 0] - images[:, 2] > 0.3).float().mean((1, 2))[:, None],
                           (images[:, 2] - images[:, 0] > 0.3).float().mean((1, 2))[:, None]], dim=1)
 
