@@ -1,8 +1,9 @@
 """Why two branches: CrossViT against single-branch ViTs of the same FLOPs, on the two-scale task.
 
     .venv/bin/python benchmarks/two_scales.py train [--sizes s m l] [--lrs 0.001 0.002] [--steps 1500] [--threads 1]
-    .venv/bin/python benchmarks/two_scales.py report            # table, figure and the CrossViT's analysis
-    .venv/bin/python benchmarks/two_scales.py bundle [--size m]  # its best CrossViT becomes crossvit.load_pretrained(task="two_scale")
+    .venv/bin/python benchmarks/two_scales.py bundle [--size m] [--steps N]  # the best CrossViT of a size becomes
+                                                   # crossvit.load_pretrained(task="two_scale")
+    .venv/bin/python benchmarks/two_scales.py report [--steps N]  # table, figure, and the bundled CrossViT's analysis
     .venv/bin/python benchmarks/two_scales.py probe [--half texture|arrangement] [--steps N] [--augment]
                                                    # can a coarse ViT read one half of the label alone?
 
@@ -200,25 +201,24 @@ def probe(args: argparse.Namespace) -> None:
         path.write_text(json.dumps(rows, indent=1) + "\n")
 
 
-def best_runs(results: list[dict]) -> dict[tuple[str, str], dict]:
-    """Per (family, size), the run with the best validation accuracy (ties: the smaller learning rate)."""
+def best_runs(results: list[dict], steps: int) -> dict[tuple[str, str], dict]:
+    """Per (family, size), among the runs of ``steps`` steps, the one with the best validation accuracy (ties: the
+    smaller learning rate)."""
     best: dict[tuple[str, str], dict] = {}
-    for r in sorted(results, key=lambda r: r["lr"]):
+    for r in sorted((r for r in results if r["steps"] == steps), key=lambda r: r["lr"]):
         key = (r["family"], r["size"])
         if key not in best or r["val_accuracy"] > best[key]["val_accuracy"]:
             best[key] = r
     return best
 
 
-def analyse(run: dict, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> dict:
+def analyse(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> dict:
     """For one trained CrossViT: each head alone, each fusion direction zeroed, the AttnLRP share of each branch,
     and the pointing game of the attention maps on the class evidence (the object and the tile)."""
     import crossvit
     from crossvit.ablation import head_accuracies, zero_cross_attention
-    from crossvit.checkpoint import load_checkpoint
 
-    model = load_checkpoint(RUNS / f"{run['run']}.safetensors")
-    out = {"run": run["run"], **head_accuracies(model, images, labels)}
+    out = dict(head_accuracies(model, images, labels))
     for query in ("small", "large"):
         with zero_cross_attention(model, query):
             out[f"{query} CLS reading zeroed"] = head_accuracies(model, images, labels)["model"]
@@ -245,13 +245,15 @@ def report(args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     results = load_results()
-    best = best_runs(results)
+    best = best_runs(results, args.steps)
     images, labels, masks = make_two_scale_shapes(TEST_IMAGES, TEST_SEED)
-    lines = [f"Two-scale task: {TEST_IMAGES} test images (data seed {TEST_SEED}); per family and size the learning "
-             "rate with the best validation accuracy (the trainer's held-out images); FLOPs per image by "
-             "`crossvit.flops.count_flops`. Command: `python benchmarks/two_scales.py train` then `report`.", "",
+    lines = [f"Two-scale task: {TEST_IMAGES} test images (data seed {TEST_SEED}); every run {args.steps} steps of "
+             f"{RECIPE['batch_size']} images; per family and size the learning rate with the best validation accuracy "
+             "(the trainer's held-out images); FLOPs per image by `crossvit.flops.count_flops`. Command: "
+             "`python benchmarks/two_scales.py train` then `report`.", "",
+             "![test accuracy against FLOPs per image, one line per family](two_scales.png)", "",
              "| size | family | MFLOP | parameters | learning rate | validation accuracy | test accuracy | "
-             "texture half | arrangement half |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "texture half | tile half |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for size in CROSSVIT_SIZES:
         for family in FAMILIES:
             r = best.get((family, size))
@@ -268,12 +270,25 @@ def report(args: argparse.Namespace) -> None:
             top = max(rivals, key=lambda r: r["accuracy"])
             lines.append(f"| {size} | {cv['accuracy']:.4f} | {top['family']} | {top['accuracy']:.4f} | "
                          f"{top['flops'] / cv['flops']:.2f} | {100 * (cv['accuracy'] - top['accuracy']):+.1f} |")
-    chosen = best.get(("crossvit", args.analyse))
-    if chosen:
-        a = analyse(chosen, images, labels, masks)
-        lines += ["", f"### The CrossViT of size {args.analyse} ({chosen['run']})", "",
-                  "| measure | value |", "|---|---:|"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in a.items() if k != "run"]
+    longer = sorted((r for r in results if r["steps"] != args.steps),
+                    key=lambda r: (r["steps"], r["size"], FAMILIES.index(r["family"]), r["lr"]))
+    if longer:
+        lines += ["", "Runs with another number of steps (not in the comparison above):", "",
+                  "| run | MFLOP | validation accuracy | test accuracy | texture half | tile half |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['run']} | {r['flops'] / 1e6:.1f} | {r['val_accuracy']:.4f} | {r['accuracy']:.4f} | "
+                  f"{r['texture_accuracy']:.4f} | {r['arrangement_accuracy']:.4f} |" for r in longer]
+    from crossvit.checkpoint import BUNDLED_CHECKPOINTS, load_pretrained
+
+    if BUNDLED_CHECKPOINTS["two_scale"].is_file():
+        model = load_pretrained(task="two_scale")
+        a = analyse(model, images, labels, masks)
+        lines += ["", "### The bundled two-scale CrossViT, `crossvit.load_pretrained(task=\"two_scale\")`", "",
+                  f"Trained by: `{model.training_record['command']}`. Each head alone, each direction of the fusion "
+                  "layers' cross-attention switched off (`crossvit.ablation`), AttnLRP's share of the true-class "
+                  "logit on each branch's tokens (mean over 400 test images), and the pointing game on the class "
+                  "evidence (object and tile; and on the object alone).", "", "| measure | value |", "|---|---:|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in a.items()]
     text = "\n".join(lines) + "\n"
     (ROOT / "figures" / "two_scales.md").write_text(text)
     print(text)
@@ -288,22 +303,26 @@ def report(args: argparse.Namespace) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("MFLOP per image (log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Two-scale task: accuracy at matched compute")
+    ax.axhline(50, color="grey", linestyle=":", label="one half of the label\n(texture or tile alone)")
+    ax.axhline(25, color="grey", linestyle="--", label="chance")
+    ax.set_title(f"Two-scale task: accuracy at matched compute ({args.steps} steps)")
     ax.legend(title="family")
     ax.grid(alpha=0.3)
     fig.savefig(ROOT / "figures" / "two_scales.png", dpi=120)
 
 
 def bundle(args: argparse.Namespace) -> None:
-    """Copy the best CrossViT of size ``args.size`` (validation accuracy) to the bundled two-scale checkpoint,
-    recording in its JSON the command that trained it; refuses to replace a bundled file unless ``--overwrite``."""
+    """Copy the best ``args.steps``-step CrossViT of size ``args.size`` (validation accuracy) to the bundled
+    two-scale checkpoint, recording in its JSON the command that trained it; refuses to replace a bundled file
+    unless ``--overwrite``."""
     import shutil
 
     from crossvit.checkpoint import BUNDLED_CHECKPOINTS, load_checkpoint
 
-    run = best_runs(load_results()).get(("crossvit", args.size))
+    run = best_runs(load_results(), args.steps).get(("crossvit", args.size))
     if run is None:
-        raise SystemExit(f"no finished CrossViT run of size {args.size} in {RESULTS}; run `train` first")
+        raise SystemExit(f"no finished {args.steps}-step CrossViT run of size {args.size} in {RESULTS}; run `train` "
+                         "first")
     target = BUNDLED_CHECKPOINTS["two_scale"]
     meta_target = target.with_suffix(".json")
     if not args.overwrite and (target.exists() or meta_target.exists()):
@@ -311,7 +330,8 @@ def bundle(args: argparse.Namespace) -> None:
     source = RUNS / f"{run['run']}.safetensors"
     shutil.copyfile(source, target)
     meta = json.loads(source.with_suffix(".json").read_text())
-    lrs = " ".join(f"{r['lr']:g}" for r in load_results() if (r["family"], r["size"]) == ("crossvit", args.size))
+    lrs = " ".join(f"{r['lr']:g}" for r in load_results()
+                   if (r["family"], r["size"], r["steps"]) == ("crossvit", args.size, args.steps))
     meta["record"]["command"] = (f"python benchmarks/two_scales.py train --families crossvit --sizes {args.size} "
                                  f"--lrs {lrs} --steps {run['steps']} (best validation accuracy: lr {run['lr']:g})")
     meta_target.write_text(json.dumps(meta, indent=1) + "\n")
@@ -339,10 +359,10 @@ def main() -> None:
     pr.add_argument("--train-images", type=int, default=8000, help="a multiple of 2000")
     pr.add_argument("--threads", type=int, default=None)
     rep = commands.add_parser("report")
-    rep.add_argument("--analyse", default="m", choices=list(CROSSVIT_SIZES),
-                     help="the CrossViT size whose ablations, relevance split and pointing game are reported")
+    rep.add_argument("--steps", type=int, default=1500, help="the runs of this many steps are compared")
     bu = commands.add_parser("bundle", help="copy the best CrossViT of one size to the bundled two-scale checkpoint")
     bu.add_argument("--size", default="m", choices=list(CROSSVIT_SIZES))
+    bu.add_argument("--steps", type=int, default=1500, help="the runs of this many steps")
     bu.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     if args.command == "probe" and (args.train_images < 2000 or args.train_images % 2000 or args.steps < 10):

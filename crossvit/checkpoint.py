@@ -47,7 +47,7 @@ BUNDLED_CHECKPOINT = ASSETS_DIR / "shapes_tiny.safetensors"
 """The small CrossViT trained on the synthetic shapes task (``benchmarks/train_bundled.sh`` rebuilds it)."""
 
 BUNDLED_CHECKPOINTS: dict[str, Path] = {"shapes": BUNDLED_CHECKPOINT,
-                                        "two_scale": ASSETS_DIR / "two_scale_m.safetensors"}
+                                        "two_scale": ASSETS_DIR / "two_scale.safetensors"}
 """The bundled checkpoint of each task (:data:`crossvit.tasks.TASKS`): the shapes model above, and the CrossViT of
 size ``m`` trained on the two-scale task by ``benchmarks/two_scales.py train`` (the paper's asymmetric branches;
 its run's record says which learning rate won)."""
@@ -255,7 +255,9 @@ def load_pretrained(path: str | Path | None = None, *, task: str = "shapes", **k
     """A bundled model (hash-verified): the shapes model by default, or the two-scale task's with
     ``task="two_scale"`` (:data:`BUNDLED_CHECKPOINTS`); or, given ``path``, any checkpoint the trainer wrote (then
     ``task`` is not used). ``kwargs`` go to :func:`load_checkpoint` (``map_location``, ``verify``, ``name``, ...)."""
-    if not isinstance(task, str) or task not in BUNDLED_CHECKPOINTS:
+    if not isinstance(task, str):
+        raise TypeError(f"task must be a task's name (a str), got {type(task).__name__}")
+    if task not in BUNDLED_CHECKPOINTS:
         raise ValueError(f"task must be one of {sorted(BUNDLED_CHECKPOINTS)}, got {task!r}")
     if path is None:
         path = BUNDLED_CHECKPOINTS[task]
