@@ -219,16 +219,23 @@ def analyse(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, masks: 
     from crossvit.ablation import head_accuracies, zero_cross_attention
 
     out = dict(head_accuracies(model, images, labels))
-    for query in ("small", "large"):
-        with zero_cross_attention(model, query):
-            out[f"{query} CLS reading zeroed"] = head_accuracies(model, images, labels)["model"]
+    for name, queries in (("small CLS reading", ("small",)), ("large CLS reading", ("large",)),
+                          ("both directions", ("small", "large"))):
+        with zero_cross_attention(model, queries):
+            zeroed = head_accuracies(model, images, labels)
+        out.update({f"{name} zeroed: {k}": v for k, v in zeroed.items()})
     n = min(400, len(images))
-    shares = {"small": [], "large": []}
+    totals: dict[str, list[torch.Tensor]] = {"small": [], "large": []}
+    shares: dict[str, list[torch.Tensor]] = {"small": [], "large": []}
     for i in range(0, n, 50):
         split = crossvit.relevance_by_branch(model, images[i:i + 50], labels[i:i + 50])
         for b in shares:
-            shares[b].append(split.total(b) / (split.total("small") + split.total("large")))
-    out.update({f"{b} branch relevance share": torch.cat(v).mean().item() for b, v in shares.items()})
+            totals[b].append(split.total(b))
+            shares[b].append(split.share(b))
+    both = sum(torch.cat(v).sum() for v in totals.values())
+    for b in shares:
+        out[f"{b} branch relevance share (its total / both totals)"] = (torch.cat(totals[b]).sum() / both).item()
+        out[f"{b} branch relevance share (mean of per-image shares)"] = torch.cat(shares[b]).mean().item()
     evidence = masks[:n].any(dim=1)
     for method in ("joint_rollout", "gradient_rollout", "attnlrp", "random"):
         maps = torch.cat([crossvit.explain(model, images[i:i + 50], method, target=labels[i:i + 50])
