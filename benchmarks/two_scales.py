@@ -18,8 +18,9 @@ the resize is anti-aliased, so the copy holds no trace of the texture. Three fam
 * ``fine``: a ViT on the small branch's tokens alone (6 layers);
 * ``coarse``: a ViT on the large branch's tokens alone (9 layers).
 
-Each family comes in three sizes (``s``, ``m``, ``l``; the committed runs are ``s`` and ``m``); a single-branch ViT's width is the one whose FLOPs (``crossvit.flops``, attention
-included) come closest to the CrossViT of that size (within 10 %). Every run is ``crossvit.train.train`` with the
+Each family comes in three sizes (``s``, ``m``, ``l``; the committed runs are ``s`` and ``m``); a single-branch
+ViT's width is the one whose FLOPs (``crossvit.flops``, attention included) come closest to the CrossViT of that
+size (within 10 %). Every run is ``crossvit.train.train`` with the
 same data (task ``two_scale``, 20,000 training images), schedule (AdamW, warm-up, cosine decay), steps and batch,
 and the same small learning-rate sweep for every family; the CrossViT's loss adds each head's own cross-entropy and
 the attention-entropy term of the bundled model's recipe (``crossvit/assets/shapes_tiny.json``). The learning rate
@@ -192,9 +193,10 @@ def probe(args: argparse.Namespace) -> None:
         model.eval()
         with torch.no_grad():
             predicted = torch.cat([model(test_x[i:i + 250]).argmax(1) for i in range(0, len(test_y), 250)])
-        row = {"second_half": "tile", "half": args.half, "antialias": antialias, "accuracy": (predicted == half(test_y)).float().mean().item(),
-               "steps": args.steps, "lr": args.lr, "train_images": len(train_y), "size": args.size, "width": width,
-               "augment": args.augment, "chance": 0.5, "loss_curve": curve}
+        row = {"second_half": "tile", "half": args.half, "antialias": antialias,
+               "accuracy": (predicted == half(test_y)).float().mean().item(), "steps": args.steps, "lr": args.lr,
+               "train_images": len(train_y), "size": args.size, "width": width, "augment": args.augment,
+               "chance": 0.5, "loss_curve": curve}
         rows = [r for r in rows if {k: r.get(k) for k in key}
                 != {k: row[k] for k in key}] + [row]
         print({k: v for k, v in row.items() if k != "loss_curve"}, flush=True)
@@ -325,6 +327,7 @@ def bundle(args: argparse.Namespace) -> None:
     import shutil
 
     from crossvit.checkpoint import BUNDLED_CHECKPOINTS, load_checkpoint
+    from crossvit.utils import atomic_write
 
     run = best_runs(load_results(), args.steps).get(("crossvit", args.size))
     if run is None:
@@ -335,13 +338,13 @@ def bundle(args: argparse.Namespace) -> None:
     if not args.overwrite and (target.exists() or meta_target.exists()):
         raise SystemExit(f"{target} exists; pass --overwrite to replace it")
     source = RUNS / f"{run['run']}.safetensors"
-    shutil.copyfile(source, target)
+    atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
     meta = json.loads(source.with_suffix(".json").read_text())
     lrs = " ".join(f"{r['lr']:g}" for r in load_results()
                    if (r["family"], r["size"], r["steps"]) == ("crossvit", args.size, args.steps))
     meta["record"]["command"] = (f"python benchmarks/two_scales.py train --families crossvit --sizes {args.size} "
                                  f"--lrs {lrs} --steps {run['steps']} (best validation accuracy: lr {run['lr']:g})")
-    meta_target.write_text(json.dumps(meta, indent=1) + "\n")
+    atomic_write(meta_target, lambda tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
     load_checkpoint(target)  # the hash still matches
     print(f"bundled {run['run']} (test accuracy {run['accuracy']:.4f}) as {target}")
 

@@ -59,7 +59,7 @@ from .data import (
 )
 from .utils import seeded_generator
 
-__all__ = ["ARRANGEMENTS", "CLASS_NAMES", "NUM_CLASSES", "TEXTURES", "make_two_scale_shapes"]
+__all__ = ["ARRANGEMENTS", "CLASS_NAMES", "NUM_CLASSES", "TEXTURES", "TILE", "make_two_scale_shapes"]
 
 TEXTURES: tuple[str, ...] = ("striped", "checkered")
 """The object's fine texture; ``label % 2`` indexes this."""
