@@ -218,14 +218,13 @@ def analyse(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, masks: 
     """For one trained CrossViT: each head alone, each fusion direction zeroed, the AttnLRP share of each branch,
     and the pointing game of the attention maps on the class evidence (the object and the tile)."""
     import crossvit
-    from crossvit.ablation import head_accuracies, zero_cross_attention
+    from crossvit.ablation import cross_attention_ablations
 
-    out = dict(head_accuracies(model, images, labels))
+    ablations = cross_attention_ablations(model, images, labels)
+    out = dict(ablations[()])
     for name, queries in (("small CLS reading", ("small",)), ("large CLS reading", ("large",)),
                           ("both directions", ("small", "large"))):
-        with zero_cross_attention(model, queries):
-            zeroed = head_accuracies(model, images, labels)
-        out.update({f"{name} zeroed: {k}": v for k, v in zeroed.items()})
+        out.update({f"{name} zeroed: {k}": v for k, v in ablations[queries].items()})
     n = min(400, len(images))
     totals: dict[str, list[torch.Tensor]] = {"small": [], "large": []}
     shares: dict[str, list[torch.Tensor]] = {"small": [], "large": []}

@@ -4,10 +4,11 @@
   replaced by zeros, so a CLS token no longer receives anything from the other branch (its own path through the
   fusion stays: in the paper flavour a fusion computes ``revert(proj(cls) + attn(...))`` and loses ``attn(...)``).
 * :func:`head_accuracies`: accuracy of the model's logits and of each branch head alone.
+* :func:`cross_attention_ablations`: :func:`head_accuracies` with each direction of the fusion zeroed, and both.
 * :class:`SingleBranchViT`: one branch of a CrossViT as a plain ViT, for single-branch baselines trained with
   ``crossvit.train.train(config, model=SingleBranchViT(arch, "small"))``.
 
-``benchmarks/ablations.py`` uses all three for the table and figure in ``figures/ablations.md``.
+``benchmarks/ablations.py`` uses them for the table and figure in ``figures/ablations.md``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,22 @@ def head_accuracies(model: CrossViT, images: torch.Tensor, labels: torch.Tensor,
     scores = evaluate(model, images, labels, batch_size=batch_size, device=images.device)
     return {"model": scores["accuracy"], "small head": scores["small_head_accuracy"],
             "large head": scores["large_head_accuracy"]}
+
+
+CROSS_ATTENTION_ABLATIONS: tuple[tuple[str, ...], ...] = ((), ("small",), ("large",), ("small", "large"))
+"""The query CLS tokens whose reading of the other branch :func:`cross_attention_ablations` zeroes, in turn: none,
+the small one, the large one, both."""
+
+
+def cross_attention_ablations(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250
+                              ) -> dict[tuple[str, ...], dict[str, float]]:
+    """For each entry of :data:`CROSS_ATTENTION_ABLATIONS`, :func:`head_accuracies` with those directions of every
+    fusion layer zeroed by :func:`zero_cross_attention` (nothing is retrained)."""
+    out = {}
+    for queries in CROSS_ATTENTION_ABLATIONS:
+        with zero_cross_attention(model, queries):
+            out[queries] = head_accuracies(model, images, labels, batch_size)
+    return out
 
 
 class SingleBranchViT(nn.Module):

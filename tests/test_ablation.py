@@ -58,3 +58,19 @@ def test_single_branch_vit_is_a_plain_vit_of_that_branch(model, branch, size, pa
     assert logits.shape == (2, 4)
     with pytest.raises(ValueError, match="'small' and 'large'"):
         SingleBranchViT(model.arch, "medium")
+
+
+def test_cross_attention_ablations_are_head_accuracies_under_each_zeroing(model):
+    """Written out: for each set of directions, the scores of head_accuracies inside zero_cross_attention."""
+    from crossvit.ablation import CROSS_ATTENTION_ABLATIONS, cross_attention_ablations
+
+    images, labels = torch.rand(6, 3, 96, 96), torch.arange(6) % 4
+    scores = cross_attention_ablations(model, images, labels, batch_size=4)
+    assert list(scores) == list(CROSS_ATTENTION_ABLATIONS) == [(), ("small",), ("large",), ("small", "large")]
+    for queries, got in scores.items():
+        with zero_cross_attention(model, queries):
+            assert got == head_accuracies(model, images, labels)
+    with torch.no_grad():
+        with zero_cross_attention(model):
+            both = model(images).argmax(1)
+    assert scores[("small", "large")]["model"] == pytest.approx((both == labels).float().mean().item())
