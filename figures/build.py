@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Execute the numbered notebooks, each once and cached, and collect the figures they write.
 
-    .venv/bin/python figures/build.py [--only PATTERN ...] [--budget SECONDS] [--save-executed] [--force]
+    .venv/bin/python figures/build.py [--only PATTERN ...] [--budget SECONDS] [--jobs N] [--save-executed] [--force]
 
-Runs every ``notebooks/[0-9][0-9]_*.ipynb`` in sorted order, each in a fresh kernel of the Python running this
+Runs every ``notebooks/[0-9][0-9]_*.ipynb``, two at a time where there are two cores (``--jobs``; the longest
+first, by the last run's time), each in a fresh kernel of the Python running this
 script (the venv's, via ``make figures``; no user kernelspec can hijack it), with ``notebooks/`` as its working
 directory and the checkout's ``crossvit/`` first on its path.
 
@@ -16,6 +17,9 @@ text, so editing a sentence re-executes nothing), every file of the library (``c
 included), the committed results the notebooks read (``figures/*.json``) and the environment (Python, torch,
 which ImageNet weights are in the Hugging Face cache): change any of them and the notebook runs again. Only a
 notebook that ran to the end is stored, so a rerun after a failure or an interruption continues where it stopped.
+One process at a time executes a given notebook (a lock file per notebook and key, ``.locks/`` in the cache): a
+second caller, e.g. another test worker or ``make site`` started beside ``make figures``, waits for it and then reads
+its execution from the cache.
 
 **No per-cell time limit.** A loaded machine makes every cell slow without anything being wrong, so nothing is
 stopped for being slow; the one bound is the whole run's budget (``--budget``, ``$CROSSVIT_EXECUTION_BUDGET``,
@@ -63,6 +67,8 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import concurrent.futures
+import contextlib
 import fnmatch
 import hashlib
 import io
@@ -78,6 +84,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import filelock
 import nbformat
 import numpy as np
 from jupyter_client.kernelspec import KernelSpecManager
@@ -294,13 +301,39 @@ def run_notebook(nb, name: str, *, cache_dir: Path | None = CACHE_DIR, deadline:
     is running is stopped and the failure says where. A failure is returned in ``Execution.failure`` with the
     partially executed notebook (never cached), not raised."""
     key = notebook_key(nb)
-    if cache_dir is not None and not force:
-        found = cached_execution(nb, name, cache_dir, key)
-        if found is not None:
-            return found
+    if cache_dir is None:
+        return _execute_and_store(nb, name, key, None, deadline)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # One process at a time executes a given notebook and key: a second caller (another test worker, `make site`
+    # beside `make figures`) waits for it and then reads its execution from the cache instead of running it twice.
+    lock = filelock.FileLock(_lock_path(cache_dir, name, key))
+    waited = time.monotonic()
+    try:
+        lock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic()))
+    except filelock.Timeout:
+        return Execution(name, key, nb, {}, time.monotonic() - waited, failure=NotebookFailed(
+            f"{name}: the run's time budget was spent waiting for another process that is executing it",
+            f"lock file {lock.lock_file}"))
+    try:
+        if not force:
+            found = cached_execution(nb, name, cache_dir, key)
+            if found is not None:
+                return found
+        return _execute_and_store(nb, name, key, cache_dir, deadline)
+    finally:
+        lock.release()
+
+
+def _lock_path(cache_dir: Path, name: str, key: str) -> Path:
+    locks = cache_dir / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return locks / f"{Path(name).stem}-{key}.lock"
+
+
+def _execute_and_store(nb, name: str, key: str, cache_dir: Path | None, deadline: float | None) -> Execution:
+    """:func:`run_notebook`'s execution, stored in ``cache_dir`` when it ran to the end (the caller holds the
+    lock)."""
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # a copy: the caller's notebook stays as it was
-    if cache_dir is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{Path(name).stem}-", dir=cache_dir))
     figures_dir = work / "figures"
     figures_dir.mkdir()
@@ -341,6 +374,9 @@ def _prune(folder: Path, keep: int = CACHE_KEEP) -> None:
     for stale in folder.parent.glob(".*-*"):
         if stale.is_dir() and time.time() - stale.stat().st_mtime > 86400:
             shutil.rmtree(stale, ignore_errors=True)
+    for lock in (folder.parent / ".locks").glob(f"{folder.name}-*.lock"):  # the locks of keys no longer kept
+        if lock.stem.removeprefix(f"{folder.name}-") not in {p.name for p in entries[:keep]}:
+            lock.unlink(missing_ok=True)
 
 
 def with_outputs(source, executed):
@@ -484,6 +520,30 @@ def _execute(nb, name: str, figures_dir: Path, deadline: float | None) -> None:
 # make figures
 
 
+DEFAULT_JOBS = 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
+def last_seconds(name: str, cache_dir: Path = CACHE_DIR) -> float:
+    """How long the newest cached execution of notebook ``name`` took (0 when there is none)."""
+    records = [entry / "record.json" for entry in (cache_dir / Path(name).stem).glob("*")]
+    times = [(path.stat().st_mtime, json.loads(path.read_text())["seconds"]) for path in records if path.is_file()]
+    return max(times)[1] if times else 0.0
+
+
+@contextlib.contextmanager
+def _torch_threads_per_kernel(jobs: int):
+    """Kernels started inside get ``cores // jobs`` torch threads (OMP_NUM_THREADS), unless the caller set it: on 2
+    cores two kernels of one thread each do more work than two of two threads fighting for the cores."""
+    if jobs == 1 or "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    try:
+        yield
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -506,6 +566,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-cache", action="store_true", help="execute every notebook again (and replace its cached execution)"
     )
     parser.add_argument(
+        "--jobs", type=int, default=DEFAULT_JOBS,
+        help=f"notebooks executed at once, each kernel with its share of the CPU cores as torch threads (default "
+        f"{DEFAULT_JOBS}: two where there are at least two cores; 1 runs them one after another)",
+    )
+    parser.add_argument(
         "--force",
         action="store_true",
         help="keep every regenerated figure, even one within the pixel tolerance of the previous file",
@@ -519,24 +584,40 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.budget <= 0:
         parser.error(f"--budget must be positive, got {args.budget}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
 
     FIGURES_DIR.mkdir(exist_ok=True)
     print(f"kernel: {sys.executable}  cwd: {NOTEBOOKS_DIR}  figures: {FIGURES_DIR}  cache: {CACHE_DIR}")
     total_start = time.perf_counter()
     deadline = time.monotonic() + args.budget
     summary, failures = [], []
-    bar = tqdm(notebooks, unit="nb", file=sys.stderr)
-    for path in bar:
-        bar.set_description(path.name)
-        previous_pngs = {} if args.force else read_pngs()
-        done = run_notebook(nbformat.read(path, as_version=4), path.name, deadline=deadline, force=args.no_cache)
+    previous_pngs = {} if args.force else read_pngs()  # before any notebook writes (each writes its own files)
+    jobs = min(args.jobs, len(notebooks))
+    bar = tqdm(total=len(notebooks), unit="nb", file=sys.stderr, desc=f"{jobs} at a time")
+
+    def run(path: Path) -> Execution:
+        return run_notebook(nbformat.read(path, as_version=4), path.name, deadline=deadline, force=args.no_cache)
+
+    with _torch_threads_per_kernel(jobs), concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        # longest first (the last run's time, from the cache), so that no kernel is left alone at the end
+        started = {pool.submit(run, path): path for path in sorted(notebooks, key=lambda p: -last_seconds(p.name))}
+        finished = {}
+        for future in concurrent.futures.as_completed(started):
+            done = finished[started[future]] = future.result()
+            bar.update()
+            how = "from the cache" if done.cached else f"{done.seconds:.1f} s"
+            tqdm.write(f"{done.name}: {'FAILED' if done.failure else how}", file=sys.stderr)
+    bar.close()
+    for path in notebooks:  # collect in the notebooks' order
+        done = finished[path]
         if args.save_executed:
             EXECUTED_DIR.mkdir(parents=True, exist_ok=True)
             nbformat.write(done.notebook, EXECUTED_DIR / path.name)
         if done.failure is not None:
             details = done.failure.details if sys.stderr.isatty() else ANSI_ESCAPE.sub("", done.failure.details)
-            tqdm.write(("\n" + details.rstrip() + "\n" if details else "")
-                       + f"FAILED after {done.seconds:.1f} s: {done.failure.summary}", file=sys.stderr)
+            print(("\n" + details.rstrip() + "\n" if details else "")
+                  + f"FAILED after {done.seconds:.1f} s: {done.failure.summary}", file=sys.stderr)
             failures.append(done.failure.summary)
             continue
         written = []
@@ -545,9 +626,6 @@ def main(argv: list[str] | None = None) -> int:
             written.append(Path(figure))
         kept = set(keep_unchanged(previous_pngs, written))
         summary.append((path.name, done, written, kept))
-        how = "from the cache" if done.cached else f"{done.seconds:.1f} s"
-        tqdm.write(f"{path.name}: {how}, {len(written)} file(s) written, {len(kept)} unchanged")
-    bar.close()
 
     n_files = sum(len(w) for _, _, w, _ in summary)
     n_kept = sum(len(k) for _, _, _, k in summary)

@@ -8,9 +8,11 @@ out of the cache, and does not stop the other notebooks; no cell has a time limi
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -236,6 +238,68 @@ def test_make_figures_runs_every_notebook_and_names_each_failure(build, tmp_path
 
     monkeypatch.setattr(build, "run_notebook", fake_run)
     assert build.main([]) == 1
-    assert ran == ["01_a.ipynb", "02_b.ipynb", "03_c.ipynb"]
+    assert sorted(ran) == ["01_a.ipynb", "02_b.ipynb", "03_c.ipynb"]
     err = capsys.readouterr().err
     assert "1 notebook(s) FAILED" in err and "02_b.ipynb: cell 1 raised ValueError: no" in err.split("FAILED")[-1]
+
+
+def test_make_figures_runs_two_notebooks_at_once_each_kernel_with_its_share_of_the_cores(build, tmp_path,
+                                                                                         monkeypatch):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name in ("01_a.ipynb", "02_b.ipynb"):
+        nbformat.write(_notebook(f"# {name}"), notebooks / name)
+    for name, value in (("NOTEBOOKS_DIR", notebooks), ("ROOT", tmp_path), ("FIGURES_DIR", tmp_path / "figures")):
+        monkeypatch.setattr(build, name, value)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(build.os, "cpu_count", lambda: 4)
+    both_running = threading.Barrier(2, timeout=60)  # broken unless the two runs overlap
+    threads = []
+
+    def fake_run(nb, name, **kwargs):
+        threads.append(os.environ.get("OMP_NUM_THREADS"))  # what a kernel started now would inherit
+        both_running.wait()
+        return build.Execution(name, "k", nb, {}, 0.1)
+
+    monkeypatch.setattr(build, "run_notebook", fake_run)
+    assert build.main(["--jobs", "2"]) == 0
+    assert threads == ["2", "2"] and "OMP_NUM_THREADS" not in os.environ  # 4 cores // 2 jobs; restored after
+    with pytest.raises(SystemExit):
+        build.main(["--jobs", "0"])
+
+
+_RUN_ONE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from course_kit import load_runner
+import nbformat
+from pathlib import Path
+build = load_runner()
+done = build.run_notebook(nbformat.read(sys.argv[2], as_version=4), "shared.ipynb", cache_dir=Path(sys.argv[3]))
+print("cached" if done.cached else "executed", done.failure)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_asking_for_one_notebook_execute_it_once(build, tmp_path):
+    """Two callers at once (two test workers, `make site` beside `make figures`): one executes the notebook, the
+    other waits for it and reads the execution from the cache."""
+    runs = tmp_path / "runs.txt"
+    path = tmp_path / "shared.ipynb"
+    nbformat.write(_notebook(f"import os, time\nopen({str(runs)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+                             "time.sleep(3)"), path)
+    command = [sys.executable, "-c", _RUN_ONE, str(ROOT / "docs"), str(path), str(tmp_path / "cache")]
+    both = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    said = sorted(p.communicate(timeout=600)[0].strip() for p in both)
+    assert said == ["cached None", "executed None"], said
+    assert len(runs.read_text().splitlines()) == 1  # one kernel ran the cell
+
+
+def test_a_caller_waiting_for_another_execution_stops_at_its_budget(build, tmp_path):
+    import filelock
+
+    nb = _notebook("x = 1")
+    with filelock.FileLock(build._lock_path(tmp_path, "held.ipynb", build.notebook_key(nb))):  # another process's
+        stopped = build.run_notebook(nb, "held.ipynb", cache_dir=tmp_path, deadline=time.monotonic() + 0.5)
+    assert "waiting for another process" in stopped.failure.summary and not stopped.cached
+    assert build.run_notebook(nb, "held.ipynb", cache_dir=tmp_path).failure is None  # released: it runs
