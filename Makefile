@@ -19,7 +19,7 @@ VPY   := $(VENV)/bin/python
 ifeq ($(PYTEST_WORKERS),0)
 PYTEST = $(VPY) -m pytest -q
 else
-PYTEST = OMP_NUM_THREADS=1 $(VPY) -m pytest -q -n $(PYTEST_WORKERS)
+PYTEST = OMP_NUM_THREADS=1 $(VPY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 endif
 STAMP := $(VENV)/.crossvit-lab-installed
 
@@ -57,7 +57,8 @@ venv: $(STAMP)
 # make test runs the property-based tests with more examples than the fast set (tests/conftest.py's profiles).
 # Both spread the tests over PYTEST_WORKERS processes (pytest-xdist; `auto`: one per CPU core, PYTEST_WORKERS=0 runs
 # them in this process), each with one torch thread: two processes of two threads each on 2 cores run the fast set
-# three times slower than one. Two workers may execute the same notebook at once; the cache keeps one of the two.
+# three times slower than one. Work is handed out longest first, a module at a time (tests/conftest.py's schedule);
+# when two workers need the same notebook, one executes it and the other reads the cache.
 test: $(STAMP)
 	CROSSVIT_HYPOTHESIS_PROFILE=thorough $(PYTEST) $(PYTEST_ARGS)
 

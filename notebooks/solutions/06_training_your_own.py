@@ -19,8 +19,9 @@ def lr_schedule(step: int, steps: int, warmup_steps: int) -> float:
 
 # Exercise 6.2 · train_with_one_change
 def train_with_one_change(config: TrainConfig):
-    """Train again with one setting changed: here, no flips and transposes of the training images."""
+    """Train again with one setting changed: here, half the steps (the schedule's warm-up and cosine decay then
+    fit into 150 steps; the run stops about where the baseline's curve was still climbing)."""
     import dataclasses
 
-    changed = dataclasses.replace(config, augment=False)
+    changed = dataclasses.replace(config, steps=config.steps // 2)
     return train(changed)
