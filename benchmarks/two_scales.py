@@ -1,9 +1,11 @@
 """Why two branches: CrossViT against single-branch ViTs of the same FLOPs, on the two-scale task.
 
     .venv/bin/python benchmarks/two_scales.py train [--sizes s m l] [--lrs 0.001 0.002] [--steps 1500] [--threads 1]
+                                                   # [--head-loss-weight W]: the CrossViT's heads' own losses
     .venv/bin/python benchmarks/two_scales.py bundle [--size m] [--steps N]  # the best CrossViT of a size becomes
                                                    # crossvit.load_pretrained(task="two_scale")
-    .venv/bin/python benchmarks/two_scales.py report [--steps N]  # table, figure, and the bundled CrossViT's analysis
+    .venv/bin/python benchmarks/two_scales.py report [--steps N] [--analyse RUN ...]  # table, figure, and the
+                                                   # analysis of the bundled CrossViT (and of the runs named)
     .venv/bin/python benchmarks/two_scales.py probe [--half texture|arrangement] [--steps N] [--augment]
                                                    # can a coarse ViT read one half of the label alone?
 
@@ -110,15 +112,24 @@ def load_results() -> list[dict]:
     return json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
 
 
-def run_name(family: str, size: str, lr: float, steps: int) -> str:
-    return f"{family}-{size}-lr{lr:g}-{steps}steps"
+def run_name(family: str, size: str, lr: float, steps: int, head_loss_weight: float = RECIPE["head_loss_weight"]) -> str:
+    """The run's name; a CrossViT trained with another weight on its heads' own losses than the recipe's says so."""
+    heads = "" if family != "crossvit" or head_loss_weight == RECIPE["head_loss_weight"] else f"-heads{head_loss_weight:g}"
+    return f"{family}-{size}-lr{lr:g}-{steps}steps{heads}"
 
 
-def train_one(family: str, size: str, lr: float, steps: int, test: tuple[torch.Tensor, torch.Tensor]) -> dict:
+def recipe_of(run: dict) -> float:
+    """The head-loss weight a recorded run was trained with (runs recorded before the option have the recipe's)."""
+    return run.get("head_loss_weight", RECIPE["head_loss_weight"])
+
+
+def train_one(family: str, size: str, lr: float, steps: int, test: tuple[torch.Tensor, torch.Tensor],
+              head_loss_weight: float = RECIPE["head_loss_weight"]) -> dict:
     model, config = build(family, size)
     train_config = TrainConfig(preset=config or crossvit_config(size), steps=steps, lr=lr,
-                               warmup_steps=max(1, steps // 10), eval_every=max(1, steps // 4), **RECIPE)
-    name = run_name(family, size, lr, steps)
+                               warmup_steps=max(1, steps // 10), eval_every=max(1, steps // 4),
+                               **{**RECIPE, "head_loss_weight": head_loss_weight})
+    name = run_name(family, size, lr, steps, head_loss_weight)
     RUNS.mkdir(parents=True, exist_ok=True)
     trained, record = train(train_config, RUNS if family == "crossvit" else None, progress=True, name=name,
                             model=None if family == "crossvit" else model, overwrite=True,
@@ -133,6 +144,7 @@ def train_one(family: str, size: str, lr: float, steps: int, test: tuple[torch.T
             "val_accuracy": record["held_out_accuracy"], "accuracy": scores["accuracy"],
             "test_seed": TEST_SEED, "test_images": TEST_IMAGES, "wall_time_s": record["wall_time_s"],
             "torch_threads": torch.get_num_threads(), "run": name,
+            **({"head_loss_weight": head_loss_weight} if family == "crossvit" else {}),
             **({"small_head_accuracy": scores["small_head_accuracy"],
                 "large_head_accuracy": scores["large_head_accuracy"]} if family == "crossvit" else {})}
 
@@ -141,11 +153,12 @@ def train_all(args: argparse.Namespace) -> None:
     done = {r["run"] for r in load_results()}
     images, labels, _ = make_two_scale_shapes(TEST_IMAGES, TEST_SEED)
     todo = [(f, s, lr) for s in args.sizes for f in args.families for lr in args.lrs
-            if run_name(f, s, lr, args.steps) not in done]
+            if run_name(f, s, lr, args.steps, args.head_loss_weight) not in done]
     print(f"{len(done)} runs done, {len(todo)} to go", flush=True)
     for k, (family, size, lr) in enumerate(todo):
-        print(f"[{k + 1}/{len(todo)}] {run_name(family, size, lr, args.steps)} ({time.strftime('%H:%M')})", flush=True)
-        result = train_one(family, size, lr, args.steps, (images, labels))
+        name = run_name(family, size, lr, args.steps, args.head_loss_weight)
+        print(f"[{k + 1}/{len(todo)}] {name} ({time.strftime('%H:%M')})", flush=True)
+        result = train_one(family, size, lr, args.steps, (images, labels), args.head_loss_weight)
         results = load_results() + [result]
         RESULTS.write_text(json.dumps(results, indent=1) + "\n")
         print(f"    test accuracy {result['accuracy']:.4f} (validation {result['val_accuracy']:.4f}), "
@@ -204,10 +217,11 @@ def probe(args: argparse.Namespace) -> None:
 
 
 def best_runs(results: list[dict], steps: int) -> dict[tuple[str, str], dict]:
-    """Per (family, size), among the runs of ``steps`` steps, the one with the best validation accuracy (ties: the
-    smaller learning rate)."""
+    """Per (family, size), among the runs of ``steps`` steps with the recipe's head-loss weight, the one with the best
+    validation accuracy (ties: the smaller learning rate)."""
     best: dict[tuple[str, str], dict] = {}
-    for r in sorted((r for r in results if r["steps"] == steps), key=lambda r: r["lr"]):
+    for r in sorted((r for r in results if r["steps"] == steps and recipe_of(r) == RECIPE["head_loss_weight"]),
+                    key=lambda r: r["lr"]):
         key = (r["family"], r["size"])
         if key not in best or r["val_accuracy"] > best[key]["val_accuracy"]:
             best[key] = r
@@ -278,15 +292,16 @@ def report(args: argparse.Namespace) -> None:
             top = max(rivals, key=lambda r: r["accuracy"])
             lines.append(f"| {size} | {cv['accuracy']:.4f} | {top['family']} | {top['accuracy']:.4f} | "
                          f"{top['flops'] / cv['flops']:.2f} | {100 * (cv['accuracy'] - top['accuracy']):+.1f} |")
-    longer = sorted((r for r in results if r["steps"] != args.steps),
-                    key=lambda r: (r["steps"], r["size"], FAMILIES.index(r["family"]), r["lr"]))
+    longer = sorted((r for r in results if r["steps"] != args.steps or recipe_of(r) != RECIPE["head_loss_weight"]),
+                    key=lambda r: (r["steps"], r["size"], FAMILIES.index(r["family"]), r["lr"], r["run"]))
     if longer:
-        lines += ["", "Runs with another number of steps (not in the comparison above):", "",
+        lines += ["", "Runs with another number of steps or another head-loss weight (`-headsW` in the name; not in "
+                  "the comparison above):", "",
                   "| run | MFLOP | validation accuracy | test accuracy | texture half | tile half |",
                   "|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['run']} | {r['flops'] / 1e6:.1f} | {r['val_accuracy']:.4f} | {r['accuracy']:.4f} | "
                   f"{r['texture_accuracy']:.4f} | {r['arrangement_accuracy']:.4f} |" for r in longer]
-    from crossvit.checkpoint import BUNDLED_CHECKPOINTS, load_pretrained
+    from crossvit.checkpoint import BUNDLED_CHECKPOINTS, load_checkpoint, load_pretrained
 
     if BUNDLED_CHECKPOINTS["two_scale"].is_file():
         model = load_pretrained(task="two_scale")
@@ -296,6 +311,13 @@ def report(args: argparse.Namespace) -> None:
                   "layers' cross-attention switched off (`crossvit.ablation`), AttnLRP's share of the true-class "
                   "logit on each branch's tokens (mean over 400 test images), and the pointing game on the class "
                   "evidence (object and tile; and on the object alone).", "", "| measure | value |", "|---|---:|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in a.items()]
+    for name in args.analyse:  # other trained CrossViTs, e.g. one trained with another head-loss weight
+        run = next(r for r in results if r["run"] == name)
+        model = load_checkpoint(RUNS / f"{name}.safetensors")
+        a = analyse(model, images, labels, masks)
+        lines += ["", f"### Run `{name}` (head-loss weight {recipe_of(run):g}), analysed as the bundled one", "",
+                  "| measure | value |", "|---|---:|"]
         lines += [f"| {k} | {v:.4f} |" for k, v in a.items()]
     text = "\n".join(lines) + "\n"
     (ROOT / "figures" / "two_scales.md").write_text(text)
@@ -357,6 +379,9 @@ def main() -> None:
     tr.add_argument("--lrs", nargs="+", type=float, default=[1e-3, 2e-3])
     tr.add_argument("--steps", type=int, default=1500)
     tr.add_argument("--threads", type=int, default=None)
+    tr.add_argument("--head-loss-weight", type=float, default=RECIPE["head_loss_weight"],
+                    help="weight of each CrossViT head's own cross-entropy (the recipe's by default; 0 trains the "
+                    "averaged logits only, so the heads are free to specialise)")
     pr = commands.add_parser("probe", help="a coarse ViT on one half of the label (the texture: with and "
                              "without the anti-aliased resize)")
     pr.add_argument("--half", default="texture", choices=["texture", "arrangement"])
@@ -369,6 +394,8 @@ def main() -> None:
     pr.add_argument("--threads", type=int, default=None)
     rep = commands.add_parser("report")
     rep.add_argument("--steps", type=int, default=1500, help="the runs of this many steps are compared")
+    rep.add_argument("--analyse", nargs="*", default=[], metavar="RUN",
+                     help="CrossViT runs (names in figures/two_scales.json) to analyse as the bundled model is")
     bu = commands.add_parser("bundle", help="copy the best CrossViT of one size to the bundled two-scale checkpoint")
     bu.add_argument("--size", default="m", choices=list(CROSSVIT_SIZES))
     bu.add_argument("--steps", type=int, default=1500, help="the runs of this many steps")
@@ -377,6 +404,10 @@ def main() -> None:
     if args.command == "probe" and (args.train_images < 2000 or args.train_images % 2000 or args.steps < 10):
         parser.error(f"--train-images must be a positive multiple of 2000 and --steps at least 10, "
                      f"got {args.train_images} and {args.steps}")
+    if args.command == "report":
+        known = {r["run"] for r in load_results() if r["family"] == "crossvit"}
+        if not set(args.analyse) <= known:
+            parser.error(f"--analyse: no CrossViT run named {sorted(set(args.analyse) - known)} in {RESULTS}")
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
