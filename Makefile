@@ -19,7 +19,7 @@ VPY   := $(VENV)/bin/python
 ifeq ($(PYTEST_WORKERS),0)
 PYTEST = $(VPY) -m pytest -q
 else
-PYTEST = OMP_NUM_THREADS=1 $(VPY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+PYTEST = OMP_NUM_THREADS=1 $(VPY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder
 endif
 STAMP := $(VENV)/.crossvit-lab-installed
 

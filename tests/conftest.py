@@ -95,16 +95,17 @@ def save_timm_model(tmp_path_factory):
     return save
 
 
-# make test's schedule. The Makefile runs the tests with pytest-xdist's `--dist loadgroup --no-loadscope-reorder`:
-# a worker that is free takes the next unit of work in the order below. A unit is a whole module (its module-scoped
-# fixtures, e.g. test_site.py's site build, then run once), except in SPLIT_MODULES, whose tests are long one by one
-# and each a unit of its own. Units that take minutes go first, longest first (measured with `make test
-# PYTEST_ARGS=--durations=15`), so that no worker is left with one at the end while the other idles; the order
-# changes only how long the run takes, never what it asserts.
+# make test's schedule. The Makefile runs the tests with pytest-xdist's `--dist loadscope --no-loadscope-reorder`, and
+# the scheduler below decides what a unit of work is: a whole module (so its module-scoped fixtures, e.g.
+# test_site.py's site build, run once), except in SPLIT_MODULES, whose tests are long one by one and each a unit of
+# its own. A free worker takes the next unit in collection order, and the collection is sorted so that the units that
+# take minutes go first, longest first (measured with `make test PYTEST_ARGS=--durations=15`): no worker is left with
+# one at the end while the other idles. The order changes only how long the run takes, never what it asserts.
+# (xdist's own `--dist loadgroup` would do this with marks, but it renames node ids in a way this pytest ignores.)
 SPLIT_MODULES = ("test_notebooks.py", "test_browser.py")
 LONGEST_FIRST = (
-    "tests/test_notebooks.py::test_notebook_runs_with_the_solutions[06",  # trains twice: ~4 min
-    "tests/test_site.py",  # `make site` executes the committed notebooks (their tests then read the cache): ~3 min
+    "tests/test_notebooks.py::test_notebook_runs_with_the_solutions[06",  # trains twice: ~3 min
+    "tests/test_site.py",  # `make site` executes the committed notebooks (their tests then read the cache): ~4 min
     "tests/test_notebooks.py::test_notebook_runs_with_the_solutions[05",
     "tests/test_grading.py",
     "tests/test_browser.py::test_every_notebook_link_opens_its_target_in_jupyterlab",
@@ -112,7 +113,6 @@ LONGEST_FIRST = (
 )
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     def rank(item) -> int:
         for index, prefix in enumerate(LONGEST_FIRST):
@@ -121,7 +121,17 @@ def pytest_collection_modifyitems(config, items):
         return len(LONGEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
 
     items.sort(key=rank)  # stable: within a rank, the collection order
-    for item in items:
-        module = item.nodeid.split("::")[0].rsplit("/", 1)[-1]
-        if module not in SPLIT_MODULES:
-            item.add_marker(pytest.mark.xdist_group(module))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """With ``--dist loadscope``: a module per unit of work, but a test per unit in SPLIT_MODULES."""
+    if config.getvalue("dist") != "loadscope":
+        return None  # xdist's own scheduler
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndLongTests(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return nodeid if module.rsplit("/", 1)[-1] in SPLIT_MODULES else module
+
+    return ModulesAndLongTests(config, log)
