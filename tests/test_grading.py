@@ -11,6 +11,7 @@ import copy
 import csv
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -264,3 +265,41 @@ def test_a_course_edited_by_hand_is_never_overwritten(tmp_path):
     assert source.read_text(encoding="utf-8") == edited  # untouched
     grading.build_assignments(course, [NOTEBOOK], overwrite=True)
     assert source.read_text(encoding="utf-8") != edited
+
+
+@pytest.mark.slow
+def test_a_notebook_that_runs_past_its_budget_is_stopped_and_says_so(course, tmp_path, monkeypatch):
+    """A cell may run as long as its notebook's budget lasts, and at least CELL_TIMEOUT_S: a slow answer that
+    returns within the budget counts, an answer that never returns is stopped when the budget is spent, grading goes
+    on, the item scores 0 and the reason says the time ran out. (Here a budget of 90 s and at least 20 s a cell,
+    where grading gives an hour and 10 minutes.)"""
+    monkeypatch.setattr(grading, "CELL_TIMEOUT_S", 20)
+    course_dir, release = course
+    solved = exercises.with_solutions(nbformat.read(NOTEBOOK, as_version=4), exercises.solutions_path(NOTEBOOK))
+    solutions = {name: solved.cells[i].source for i, name in exercises.exercise_cells(solved)}
+    stuck = copy.deepcopy(nbformat.read(release, as_version=4))
+    for name, source in solutions.items():
+        _replace_function(stuck, name, source)
+    first, last = ITEMS[0].split()[-1], ITEMS[-1].split()[-1]
+    slow = solutions[first].replace(f"def {first}(", f"_SLEPT = []\n\n\ndef {first}(", 1)
+    slow = slow.replace('"""\n', '"""\n    if not _SLEPT:  # once: slower than 20 s, within 90 s\n'
+                        '        _SLEPT.append(__import__("time").sleep(40))\n', 1)
+    stuck = _replace_function(stuck, first, slow)
+    stuck = _replace_function(stuck, last, f"def {last}(*args, **kwargs):\n    import time\n    time.sleep(3600)")
+    (tmp_path / "in" / "zed").mkdir(parents=True)
+    nbformat.write(stuck, tmp_path / "in" / "zed" / NOTEBOOK.name)
+    with pytest.raises(ValueError, match="positive"):
+        grading.grade_submissions(course_dir, tmp_path / "in", budget_s=0)
+    started = time.monotonic()
+    rows = grading.grade_submissions(course_dir, tmp_path / "in", budget_s=90)
+    assert time.monotonic() - started < 600  # the sleeping answer did not hold the run
+    by = {r["item"]: r for r in rows}
+    assert float(by[ITEMS[0]]["score"]) == float(by[ITEMS[0]]["max_score"]) > 0, by[ITEMS[0]]  # slow, but it counts
+    assert float(by[ITEMS[-1]]["score"]) == 0 and "Timeout" in by[ITEMS[-1]]["reason"], by[ITEMS[-1]]
+
+
+@pytest.mark.parametrize("budget, error", [(0, ValueError), (-5.0, ValueError), (float("nan"), ValueError),
+                                           ("60", TypeError), (True, TypeError)])
+def test_a_bad_budget_is_refused_before_anything_is_read(tmp_path, budget, error):
+    with pytest.raises(error, match="budget_s"):
+        grading.grade_submissions(tmp_path / "no course", tmp_path / "no submissions", budget_s=budget)

@@ -1,5 +1,6 @@
 """``python -m crossvit.exercises list | solve NOTEBOOK... [--out DIR] | assignments --course DIR |
-grade SUBMISSIONS --course DIR [--csv FILE] [--students FILE] [--notebooks STEM...] [--overwrite]``."""
+grade SUBMISSIONS --course DIR [--csv FILE] [--students FILE] [--notebooks STEM...] [--budget SECONDS]
+[--overwrite]``."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="a class list, one student id a line: students without a folder get 'missing' rows")
     grade.add_argument("--notebooks", nargs="*", default=None,
                        help="the assignments to grade, by notebook stem (default: every one someone handed in)")
+    grade.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                       help="how long one student's notebook may execute, all cells together (default: "
+                       "crossvit.exercises.grading.GRADING_BUDGET_S, an hour); each cell gets at least 10 minutes")
     args = parser.parse_args(argv)
     if args.command == "assignments":
         from .grading import build_assignments
@@ -57,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             roster = [] if args.students is None else [
                 line.strip() for line in args.students.read_text(encoding="utf-8").splitlines() if line.strip()]
+            budget = {} if args.budget is None else {"budget_s": args.budget}
             rows = grade_submissions(args.course, args.submissions, args.csv, overwrite=args.overwrite,
-                                     students=roster, notebooks=args.notebooks)
+                                     students=roster, notebooks=args.notebooks, **budget)
         except (FileExistsError, FileNotFoundError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

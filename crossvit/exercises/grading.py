@@ -21,7 +21,9 @@ cell that is not an answer raised, so the items after it may have scored 0 for t
 a browser download (``03_cross_attention_and_hooks (1).ipynb``) is recognised. The checkers are the tests: during
 grading (``CROSSVIT_GRADING=1``) an exercise left as a stub scores 0 instead of printing "not attempted yet", and
 so does one that calls the library function it rebuilds or raises; a notebook that raises in one cell is still
-graded in all the others. The CSV is written only when the whole run succeeds.
+graded in all the others. The CSV is written only when the whole run succeeds. No fixed per-cell limit can fail a
+student on a busy machine: each notebook has a budget (:data:`GRADING_BUDGET_S`, ``--budget``) that any cell may use,
+and an answer that never returns is interrupted when it is spent.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,7 +48,15 @@ from .questions import QUESTION_TAG, QUESTIONS
 NOTEBOOKS_DIR = Path("notebooks")
 """Where the course notebooks are, relative to the working directory (the repository root)."""
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+GRADING_BUDGET_S = 3600.0
+"""How long one student's notebook may execute during :func:`grade_submissions`, all its cells together: a cell may
+run as long as the budget lasts (a loaded machine makes every cell slow without anything being wrong), and never
+less than :data:`CELL_TIMEOUT_S`. An answer that never returns is interrupted when its time is up; its item scores
+0 with the timeout as the reason, and the cells after it still run."""
 CELL_TIMEOUT_S = 600
+"""The least time a cell is given during grading, even once its notebook's budget is spent; also the per-cell limit
+written into ``COURSE/nbgrader_config.py`` for a teacher who runs nbgrader's own command line (a configuration
+file cannot give each notebook a budget)."""
 OVERWRITE_HINT = "--overwrite (through make: OVERWRITE=1)"
 """How a refusal to replace a file tells the teacher to replace it, on the command line and through make."""
 CSV_COLUMNS = ("student", "notebook", "item", "kind", "score", "max_score", "status", "reason", "feedback")
@@ -142,9 +153,16 @@ def _config(course: Path) -> Any:
     config = Config()
     config.CourseDirectory.root = str(course)
     config.CourseDirectory.db_url = f"sqlite:///{course / 'gradebook.db'}"
-    config.Execute.timeout = CELL_TIMEOUT_S
+    config.Execute.timeout = CELL_TIMEOUT_S  # grade_submissions gives each notebook a budget on top (timeout_func)
     config.Execute.interrupt_on_timeout = True
     return config
+
+
+def notebook_budget(seconds: float) -> Any:
+    """nbclient's ``timeout_func`` for one notebook: each cell may take what is left of ``seconds`` from now, and at
+    least :data:`CELL_TIMEOUT_S`."""
+    deadline = time.monotonic() + seconds
+    return lambda cell: max(CELL_TIMEOUT_S, int(deadline - time.monotonic()))
 
 
 def build_assignments(course: str | os.PathLike, notebooks: list[Path] | None = None, *,
@@ -297,19 +315,24 @@ def _row(student: str, stem: str, item: Item, score: Any, status: str, reason: s
 
 def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
                       csv_path: str | os.PathLike | None = None, *, overwrite: bool = False,
-                      students: Iterable[str] = (), notebooks: Sequence[str] | None = None
-                      ) -> list[dict[str, Any]]:
+                      students: Iterable[str] = (), notebooks: Sequence[str] | None = None,
+                      budget_s: float = GRADING_BUDGET_S) -> list[dict[str, Any]]:
     """Autograde ``submissions/<student>/<stem>.ipynb`` against the course built by :func:`build_assignments`,
     write each student's feedback, and return (and write to ``csv_path``) one row per student and item of every
     notebook graded (columns :data:`CSV_COLUMNS`; see the module docstring for the statuses).
 
     ``students``: ids expected besides the folders found (a class list), so that a student who handed in nothing
-    gets *missing* rows; ``notebooks``: the assignments to grade (default: every one that someone handed in).
+    gets *missing* rows; ``notebooks``: the assignments to grade (default: every one that someone handed in);
+    ``budget_s``: the time one student's notebook may execute (:data:`GRADING_BUDGET_S`).
     An existing ``csv_path`` is refused (FileExistsError, before any grading) unless ``overwrite=True``; it is
     then renamed ``<name>.previous`` first, so that a run that fails half-way leaves no file that looks current,
     and the new CSV appears only when the run succeeds."""
     import nbformat
 
+    if isinstance(budget_s, bool) or not isinstance(budget_s, int | float):
+        raise TypeError(f"budget_s must be a number of seconds, got {type(budget_s).__name__}")
+    if not budget_s > 0:
+        raise ValueError(f"budget_s must be positive, got {budget_s}")
     csv_path = Path(csv_path) if csv_path is not None else None
     if csv_path is not None and csv_path.exists() and not overwrite:
         raise FileExistsError(f"{csv_path} exists; choose another --csv, or replace it with {OVERWRITE_HINT}")
@@ -359,6 +382,7 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
             shutil.copyfile(found, target)
             (target.parent / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC\n", encoding="utf-8")
             # GRADING_ENV: a stub scores 0 instead of printing "not attempted yet"
+            api.config.Execute.timeout_func = notebook_budget(budget_s)  # read when autograde starts its kernel
             with _environment(PATH=_tools_path(), **{GRADING_ENV: "1"}):
                 result = api.autograde(stem, student, force=True, create=True)
                 feedback_result = api.generate_feedback(stem, student, force=True) if result["success"] else None
