@@ -525,8 +525,12 @@ DEFAULT_JOBS = 2 if (os.cpu_count() or 1) >= 2 else 1
 
 def last_seconds(name: str, cache_dir: Path = CACHE_DIR) -> float:
     """How long the newest cached execution of notebook ``name`` took (0 when there is none)."""
-    records = [entry / "record.json" for entry in (cache_dir / Path(name).stem).glob("*")]
-    times = [(path.stat().st_mtime, json.loads(path.read_text())["seconds"]) for path in records if path.is_file()]
+    times = []
+    for record in (cache_dir / Path(name).stem).glob("*/record.json"):
+        try:
+            times.append((record.stat().st_mtime, float(json.loads(record.read_text())["seconds"])))
+        except (OSError, ValueError, KeyError, TypeError):  # an entry being written or pruned right now
+            continue
     return max(times)[1] if times else 0.0
 
 

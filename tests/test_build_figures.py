@@ -8,6 +8,7 @@ out of the cache, and does not stop the other notebooks; no cell has a time limi
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -266,6 +267,21 @@ def test_make_figures_runs_two_notebooks_at_once_each_kernel_with_its_share_of_t
     assert threads == ["2", "2"] and "OMP_NUM_THREADS" not in os.environ  # 4 cores // 2 jobs; restored after
     with pytest.raises(SystemExit):
         build.main(["--jobs", "0"])
+
+
+def test_the_longest_notebook_is_started_first_by_its_last_cached_time(build, tmp_path):
+    def record(key: str, seconds, age: float) -> None:
+        entry = tmp_path / "06_training" / key
+        entry.mkdir(parents=True)
+        (entry / "record.json").write_text(json.dumps({"seconds": seconds}))
+        os.utime(entry / "record.json", (time.time() - age, time.time() - age))
+
+    assert build.last_seconds("06_training.ipynb", tmp_path) == 0.0  # never ran: no estimate
+    record("old", 300.0, age=3600)
+    record("new", 85.5, age=60)
+    (tmp_path / "06_training" / "broken").mkdir()
+    (tmp_path / "06_training" / "broken" / "record.json").write_text("{ half written")
+    assert build.last_seconds("06_training.ipynb", tmp_path) == 85.5  # the newest run's time, the broken one skipped
 
 
 _RUN_ONE = """
