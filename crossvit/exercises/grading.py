@@ -353,7 +353,8 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
                          "SUBMISSIONS/<student>/)")
     if csv_path is not None and csv_path.exists():  # asked to replace it: never leave it looking current
         csv_path.replace(csv_path.with_name(csv_path.name + ".previous"))
-    api = _nbgrader()(config=_config(course))
+    config = _config(course)
+    api = _nbgrader()(config=config)
     rows: list[dict[str, Any]] = []
     for student in sorted(set(folders) | set(students)):
         folder = folders.get(student)
@@ -382,7 +383,7 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
             shutil.copyfile(found, target)
             (target.parent / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC\n", encoding="utf-8")
             # GRADING_ENV: a stub scores 0 instead of printing "not attempted yet"
-            api.config.Execute.timeout_func = notebook_budget(budget_s)  # read when autograde starts its kernel
+            config.Execute.timeout_func = notebook_budget(budget_s)  # the api's config, read as autograde starts
             with _environment(PATH=_tools_path(), **{GRADING_ENV: "1"}):
                 result = api.autograde(stem, student, force=True, create=True)
                 feedback_result = api.generate_feedback(stem, student, force=True) if result["success"] else None
