@@ -113,10 +113,11 @@ def load_results() -> list[dict]:
     return json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
 
 
-def run_name(family: str, size: str, lr: float, steps: int, head_loss_weight: float = RECIPE["head_loss_weight"]) -> str:
+def run_name(family: str, size: str, lr: float, steps: int,
+             head_loss_weight: float = RECIPE["head_loss_weight"]) -> str:
     """The run's name; a CrossViT trained with another weight on its heads' own losses than the recipe's says so."""
-    heads = "" if family != "crossvit" or head_loss_weight == RECIPE["head_loss_weight"] else f"-heads{head_loss_weight:g}"
-    return f"{family}-{size}-lr{lr:g}-{steps}steps{heads}"
+    other = family == "crossvit" and head_loss_weight != RECIPE["head_loss_weight"]
+    return f"{family}-{size}-lr{lr:g}-{steps}steps" + (f"-heads{head_loss_weight:g}" if other else "")
 
 
 def recipe_of(run: dict) -> float:
