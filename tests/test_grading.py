@@ -303,3 +303,9 @@ def test_a_notebook_that_runs_past_its_budget_is_stopped_and_says_so(course, tmp
 def test_a_bad_budget_is_refused_before_anything_is_read(tmp_path, budget, error):
     with pytest.raises(error, match="budget_s"):
         grading.grade_submissions(tmp_path / "no course", tmp_path / "no submissions", budget_s=budget)
+
+
+def test_a_cell_may_use_what_is_left_of_the_budget_and_never_less_than_the_floor():
+    assert grading.notebook_budget(5000)(None) in (4999, 5000)  # what is left, whole seconds
+    assert grading.notebook_budget(5)(None) == grading.CELL_TIMEOUT_S  # the floor
+    assert grading.notebook_budget(float("inf"))(None) is None  # no limit: nbclient's None

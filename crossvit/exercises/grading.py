@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import math
 import os
 import re
 import shutil
@@ -160,9 +161,9 @@ def _config(course: Path) -> Any:
 
 def notebook_budget(seconds: float) -> Any:
     """nbclient's ``timeout_func`` for one notebook: each cell may take what is left of ``seconds`` from now, and at
-    least :data:`CELL_TIMEOUT_S`."""
+    least :data:`CELL_TIMEOUT_S` (``seconds=math.inf``: no limit at all, None to nbclient)."""
     deadline = time.monotonic() + seconds
-    return lambda cell: max(CELL_TIMEOUT_S, int(deadline - time.monotonic()))
+    return lambda cell: None if seconds == math.inf else max(CELL_TIMEOUT_S, int(deadline - time.monotonic()))
 
 
 def build_assignments(course: str | os.PathLike, notebooks: list[Path] | None = None, *,
