@@ -121,7 +121,8 @@ def run_name(family: str, size: str, lr: float, steps: int,
 
 
 def recipe_of(run: dict) -> float:
-    """The head-loss weight a recorded run was trained with (runs recorded before the option have the recipe's)."""
+    """The head-loss weight a recorded run was trained with; a single-branch run, which has no heads, counts as
+    trained with the recipe's."""
     return run.get("head_loss_weight", RECIPE["head_loss_weight"])
 
 
@@ -255,23 +256,26 @@ def analyse(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, masks: 
         out[f"{b} branch relevance share (mean of per-image shares)"] = torch.cat(shares[b]).mean().item()
     evidence = masks[:n].any(dim=1)
 
-    def pointing(method: str, x: torch.Tensor, y: torch.Tensor, where: torch.Tensor, **kwargs) -> float:
-        maps = torch.cat([crossvit.explain(model, x[i:i + 50], method, target=y[i:i + 50], **kwargs)
+    def explained(method: str, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.cat([crossvit.explain(model, x[i:i + 50], method, target=y[i:i + 50], **kwargs)
                           for i in range(0, len(y), 50)])
+
+    def pointing(maps: torch.Tensor, where: torch.Tensor) -> float:
         return crossvit.metrics.pointing_game(maps, where).score
 
     for method in ("joint_rollout", "gradient_rollout", "attnlrp", "random"):
-        out[f"pointing {method}"] = pointing(method, images[:n], labels[:n], evidence)
-        out[f"pointing {method}, object only"] = pointing(method, images[:n], labels[:n], masks[:n, 0])
+        maps = explained(method, images[:n], labels[:n])
+        out[f"pointing {method}"] = pointing(maps, evidence)
+        out[f"pointing {method}, object only"] = pointing(maps, masks[:n, 0])
     # explain's start_block defaults were chosen on the shapes model; for this model, choose each rollout's on
     # other images (CHOICE_SEED), then score the choice on the test images
     x, y, m = make_two_scale_shapes(n, CHOICE_SEED)
     for method in ("joint_rollout", "gradient_rollout"):
-        scores = {b: pointing(method, x, y, m.any(dim=1), start_block=b) for b in range(len(model.blocks))}
+        scores = {b: pointing(explained(method, x, y, start_block=b), m.any(dim=1)) for b in range(len(model.blocks))}
         best = max(scores, key=lambda b: (scores[b], -b))
         out[f"pointing {method}, start_block {best} (chosen on {n} other images: "
             + ", ".join(f"{b}: {v:.3f}" for b, v in scores.items()) + ")"] = pointing(
-                method, images[:n], labels[:n], evidence, start_block=best)
+                explained(method, images[:n], labels[:n], start_block=best), evidence)
     return out
 
 
