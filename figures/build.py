@@ -4,9 +4,9 @@
     .venv/bin/python figures/build.py [--only PATTERN ...] [--budget SECONDS] [--jobs N] [--save-executed] [--force]
 
 Runs every ``notebooks/[0-9][0-9]_*.ipynb``, two at a time where there are two cores (``--jobs``; the longest
-first, by the last run's time), each in a fresh kernel of the Python running this
-script (the venv's, via ``make figures``; no user kernelspec can hijack it), with ``notebooks/`` as its working
-directory and the checkout's ``crossvit/`` first on its path.
+first, by the last run's time or on a fresh clone by ``TYPICAL_SECONDS``), each in a fresh kernel of the Python
+running this script (the venv's, via ``make figures``; no user kernelspec can hijack it), with ``notebooks/`` as
+its working directory and the checkout's ``crossvit/`` first on its path.
 
 **One execution, cached, for everything that needs one.** :func:`run_notebook` is the one way the project executes
 a notebook: ``make figures`` (this script), ``make site`` (``docs/conf.py`` shows the cached outputs, widget state
@@ -486,7 +486,8 @@ def _execute(nb, name: str, figures_dir: Path, deadline: float | None) -> None:
     """Execute ``nb`` in place (outputs and widget state added); raises :class:`NotebookFailed`."""
     km = venv_kernel_manager()
     client = NotebookClient(nb, km=km, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
-                            startup_timeout=600, allow_errors=False, record_timing=False, store_widget_state=True)
+                            startup_timeout=600, allow_errors=False, record_timing=False, store_widget_state=True,
+                            shutdown_kernel="immediate")
     client.current_index = None
     started = time.monotonic()
 
@@ -521,6 +522,9 @@ def _execute(nb, name: str, figures_dir: Path, deadline: float | None) -> None:
 
 
 DEFAULT_JOBS = 2 if (os.cpu_count() or 1) >= 2 else 1
+# What the two long notebooks took in a quiet `make figures` on 2 cores (one torch thread per kernel), used only to
+# order a cache that has timed no run yet (a fresh clone); every later run orders by its own cached times.
+TYPICAL_SECONDS = {"06_training_your_own.ipynb": 130.0, "05_attributions_compared.ipynb": 77.0}
 
 
 def last_seconds(name: str, cache_dir: Path = CACHE_DIR) -> float:
@@ -532,6 +536,11 @@ def last_seconds(name: str, cache_dir: Path = CACHE_DIR) -> float:
         except (OSError, ValueError, KeyError, TypeError):  # an entry being written or pruned right now
             continue
     return max(times)[1] if times else 0.0
+
+
+def expected_seconds(name: str, cache_dir: Path = CACHE_DIR) -> float:
+    """How long notebook ``name`` should take: its last cached time, else :data:`TYPICAL_SECONDS` (else 0)."""
+    return last_seconds(name, cache_dir) or TYPICAL_SECONDS.get(name, 0.0)
 
 
 @contextlib.contextmanager
@@ -605,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with _torch_threads_per_kernel(jobs), concurrent.futures.ThreadPoolExecutor(jobs) as pool:
         # longest first (the last run's time, from the cache), so that no kernel is left alone at the end
-        started = {pool.submit(run, path): path for path in sorted(notebooks, key=lambda p: -last_seconds(p.name))}
+        order = sorted(notebooks, key=lambda p: -expected_seconds(p.name))
+        started = {pool.submit(run, path): path for path in order}
         finished = {}
         for future in concurrent.futures.as_completed(started):
             done = finished[started[future]] = future.result()

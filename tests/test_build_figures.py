@@ -284,6 +284,16 @@ def test_the_longest_notebook_is_started_first_by_its_last_cached_time(build, tm
     assert build.last_seconds("06_training.ipynb", tmp_path) == 85.5  # the newest run's time, the broken one skipped
 
 
+def test_a_cold_cache_still_starts_the_long_notebooks_first(build, tmp_path):
+    names = sorted(path.name for path in build.find_notebooks(None))
+    order = sorted(names, key=lambda name: -build.expected_seconds(name, tmp_path))  # as main() orders them
+    assert order[:2] == ["06_training_your_own.ipynb", "05_attributions_compared.ipynb"]
+    assert order[2:] == names[:4] + names[6:]  # the rest in file order
+    (tmp_path / "01_patch_embedding" / "k").mkdir(parents=True)
+    (tmp_path / "01_patch_embedding" / "k" / "record.json").write_text(json.dumps({"seconds": 500.0}))
+    assert build.expected_seconds("01_patch_embedding.ipynb", tmp_path) == 500.0  # a timed run wins
+
+
 _RUN_ONE = """
 import sys
 sys.path.insert(0, sys.argv[1])
