@@ -5,12 +5,13 @@ second branch adds. Here the class has two halves, each readable at one scale on
 
 * **a fine texture** (the first half): one *object* (disk, square or triangle, radius 11-15 px at 96 px) is filled
   with parallel stripes (period 2.4-3.0 px) or an axis-aligned checkerboard (cells 1.5-1.9 px, period 3-3.8 px), in
-  a light tint and a dark shade of a random vivid hue, as in :mod:`crossvit.data` but about 1.4x finer. A branch
-  that sees the image at full resolution reads it. A copy at half resolution holds it only as an artefact: the
-  texture lies above that copy's Nyquist frequency (0.25 cycles per original pixel), so a plain bicubic resize
-  folds it into coarser waves (which a ViT learns to read), while an anti-aliased one
-  (``PaperConfig.resize_antialias``) flattens it to about a sixth of its contrast, near the object's mean colour
-  (``tests/test_twoscale.py``; how well ViTs on either copy read it: ``benchmarks/two_scales.py``);
+  a light tint and a dark shade of a random vivid hue, as in :mod:`crossvit.data` but finer (about 1.5x for the
+  stripes, 1.8x for the checkers). A branch that sees the image at full resolution reads it. A copy at half
+  resolution holds it only as an artefact: the texture lies above that copy's Nyquist frequency (0.25 cycles per
+  original pixel), so a plain bicubic resize folds it into coarser waves (which a ViT learns to read), while an
+  anti-aliased one (``PaperConfig.resize_antialias``) flattens it to about a sixth of its contrast, near the
+  object's mean colour (``tests/test_twoscale.py``; how well ViTs on either copy read it:
+  ``benchmarks/two_scales.py``);
 * **a tile** (the second half): a grey square of :data:`TILE` px (16 at 96 px) made of four flat quadrants, two
   dark and two light, with the dark ones side by side (*halved*) or on a diagonal (*diagonal*). The tile sits on a
   grid of :data:`TILE` px cells, which is the patch grid of the coarse branch of the models in
@@ -77,7 +78,7 @@ TILE = 16
 
 # lengths in px at 96 px (scaled by image_size / 96)
 _OBJ_SIZE = (11.0, 15.0)  # object radius r
-_STRIPE_PERIOD = (2.4, 3.0)  # class textures, ~1.4x finer than crossvit.data's
+_STRIPE_PERIOD = (2.4, 3.0)  # class textures, stripes ~1.5x, checkers ~1.8x finer than crossvit.data's
 _CHECKER_CELL = (1.5, 1.9)
 _DARK = (0.06, 0.16)  # grey level of the tile's dark quadrants (a small tint is added per channel)
 _LIGHT = (0.84, 0.94)  # and of its light ones
