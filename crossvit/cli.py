@@ -29,11 +29,11 @@ image named twice (also through a folder or a symlink) is explained once. Deprec
 Signed methods (integrated gradients, occlusion) are drawn on a diverging scale centred at 0, as in the notebooks;
 the others min-max scaled.
 
-Weights: ``--pretrained`` (timm's ImageNet weights, cached after one download), ``--checkpoint FILE`` with a timm
-state dict (``.safetensors``, ``.pth``, ``.bin``; needs ``--model``; the number of classes is read from the file, or
-given with ``--num-classes``), or ``--checkpoint`` with one of this project's
-checkpoints (``NAME.safetensors`` + ``NAME.json``, e.g. ``crossvit/assets/shapes_tiny.safetensors``; the model
-comes from its JSON, so no ``--model``). Bad input ends with one ``error:`` line and exit status 1 (2 for
+Weights: ``--pretrained`` (timm's ImageNet weights, cached after one download; for ``shapes_tiny`` the bundled
+checkpoint), ``--checkpoint FILE`` with a timm state dict (``.safetensors``, ``.pth``, ``.bin``; needs ``--model``;
+the number of classes is read from the file, or given with ``--num-classes``), or ``--checkpoint`` with one of this
+project's checkpoints (``NAME.safetensors`` + ``NAME.json``, e.g. ``crossvit/assets/shapes_tiny.safetensors``; the
+model comes from its JSON, so no ``--model``). Bad input ends with one ``error:`` line and exit status 1 (2 for
 command-line usage errors).
 """
 
@@ -57,7 +57,7 @@ from .explain import METHODS, explain, get_method
 from .model import CrossViT
 from .photos import check_image_file, find_images
 from .preprocessing import display_images, preprocess
-from .presets import create_model, list_models
+from .presets import SHAPES_PRESETS, create_model, list_models
 from .utils import atomic_write
 from .utils import resolve_device as _resolve_device
 from .weights import file_num_classes
@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "when --checkpoint is one of this project's checkpoints")
     weights = ex.add_mutually_exclusive_group()
     weights.add_argument("--pretrained", action="store_true",
-                         help="timm's ImageNet weights (Hugging Face cache, or downloaded once)")
+                         help="the model's published weights: timm's ImageNet weights (Hugging Face cache, or "
+                              "downloaded once), the bundled checkpoint for shapes_tiny")
     weights.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
                          help="a timm state dict (.safetensors/.pth/.bin) or a crossvit checkpoint "
                               "(NAME.safetensors + NAME.json)")
@@ -179,9 +180,11 @@ def load_model(model_name: str | None, pretrained: bool, checkpoint: Path | None
         return model, f"{model_name} ({num_classes} classes) weights from {checkpoint}"
     if model_name is None:
         raise UsageError("give --model NAME with --pretrained, or --checkpoint FILE")
+    published = "this project's bundled checkpoint" if model_name in SHAPES_PRESETS else "timm's ImageNet weights"
     if not pretrained:
-        raise UsageError("say which weights to explain: --pretrained (timm's ImageNet weights) or --checkpoint FILE")
-    return create_model(model_name, pretrained=True).eval(), f"{model_name} with timm's ImageNet weights"
+        raise UsageError(f"say which weights to explain: --pretrained ({published} for {model_name}) or --checkpoint "
+                         "FILE")
+    return create_model(model_name, pretrained=True).eval(), f"{model_name} with {published}"
 
 
 def resolve_target(target: str | None, names: Sequence[str]) -> int | None:

@@ -98,6 +98,17 @@ def test_explain_with_this_projects_checkpoint_and_a_target(capsys, tmp_path, ph
     assert (tmp_path / "chelsea.small_rollout.png").is_file()
 
 
+def test_the_bundled_models_weights_are_named_as_what_they_are(capsys, tmp_path, photo_folder):
+    code, _, err = run_cli(capsys, "explain", photo_folder / "coffee.jpg", "--model", "shapes_tiny", "--pretrained",
+                           "--method", "small_rollout", "--out", tmp_path, "--quiet")
+    assert code == 0, err
+    weights = json.loads((tmp_path / "predictions.json").read_text())["weights"]
+    assert "bundled checkpoint" in weights and "ImageNet" not in weights, weights
+    code, _, err = run_cli(capsys, "explain", photo_folder / "coffee.jpg", "--model", "shapes_tiny",
+                           "--out", tmp_path / "again")
+    assert code == 2 and "bundled checkpoint" in err and "ImageNet" not in err, err
+
+
 def test_same_stems_in_two_folders_get_distinct_files(capsys, tmp_path, photo_folder):
     other = tmp_path / "other"
     other.mkdir()
