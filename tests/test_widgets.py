@@ -303,6 +303,19 @@ def test_the_packet_holds_the_recorded_maps(model, batch, recording):
     assert explorer.memory_bytes > sum(m.untyped_storage().nbytes() for m in explorer.maps.values())
 
 
+def test_explorers_name_classes_as_the_model_does(model, bundled, batch):
+    images = batch[0][:2]
+    for build in (attention_explorer, rollout_explorer):
+        named = build(bundled, images, classes=[0]) if build is rollout_explorer else build(bundled, images)
+        assert named.packet()["class_names"] == list(crossvit.data.CLASS_NAMES)  # the checkpoint's names
+        given = build(model, images, class_names=[f"mine {k}" for k in range(model.num_classes)])
+        assert given.packet()["class_names"] == [f"mine {k}" for k in range(model.num_classes)]
+    torch.manual_seed(0)
+    bare = crossvit.CrossViT(model.config).eval()  # built from a config alone: no names, so numbered
+    unnamed = attention_explorer(bare, images)
+    assert crossvit.class_names(bare)[0] == "class 0" and unnamed.packet()["class_names"] == [f"class {k}" for k in range(model.num_classes)]
+
+
 @pytest.mark.slow  # two explorers of 8 images, the rollout explorer's class maps included
 def test_a_notebook_page_saves_less_than_five_megabytes_of_widget_state(bundled):
     """Notebooks 03 and 04 each show one explorer of 8 images and a question: the widget state a page saves (the

@@ -241,11 +241,13 @@ def attention_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Te
     """A widget to browse every recorded attention map of ``model`` on ``images`` (B, 3, H, W).
 
     Sliders and menus pick the image, block, branch, kind (``self``: a row of the branch's self-attention;
-    ``cross``: what the branch CLS reads in the other branch), layer, head (or the mean / max / min over heads)
-    and the query token: the branch's CLS, or any patch by its grid row and column or by clicking it on the
-    picture. A patch token has a self-attention row over its own branch only; the picture says so for
-    ``cross``. The model runs once, here; the recorded maps go to the browser once, and every control is answered
-    there (no kernel needed: the widget works in a saved notebook page and in ``explorer.save_html(path)``).
+    ``cross``: what the branch CLS reads in the other branch), layer, head (or the mean / max / min over heads) and
+    the query token: the branch's CLS, or any patch by its grid row and column or by clicking it on the picture. A
+    patch token has a self-attention row over its own branch only; the picture says so for ``cross``. Classes are
+    named by ``class_names``, by default the model's own (:func:`crossvit.class_names`: its checkpoint's,
+    ImageNet's, else "class k"). The model runs once, here; the recorded maps go to the browser once, and every
+    control is answered there (no kernel needed: the widget works in a saved notebook page and in
+    ``explorer.save_html(path)``).
 
     Memory: the explorer keeps every attention map of every image (:func:`attention_bytes_per_image`: 0.4 MB per
     image for the bundled model, about 11 MB for crossvit_15_240), so it takes at most ``max_images`` images

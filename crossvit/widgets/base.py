@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import traitlets
 
+from ..classes import class_names as model_class_names
 from ..explain import patch_map_to_pixels
 from ..model import CrossViT
 from ..plotting import GRID_COLORS, HEAT_CMAP, MASK_COLOR, SIGNED_CMAP, grid_edges
@@ -267,7 +268,8 @@ class _Explorer(anywidget.AnyWidget):
         self.model = model
         self.images = images.detach().cpu()
         self.masks = None if masks is None else masks.detach().cpu().bool()
-        self.class_names = None if class_names is None else [str(name) for name in class_names]
+        # the names the model carries (its checkpoint's, ImageNet's; else 'class k') unless the caller gives some
+        self.class_names = model_class_names(model) if class_names is None else [str(name) for name in class_names]
         rec, logits = _record(model, images)
         self.logits = logits
         self.predictions = logits.argmax(dim=1)

@@ -409,7 +409,8 @@ def rollout_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Tens
     and discard ratio adjustable), the joint rollout through the fusion layers (head fusion adjustable), and the
     class-specific methods of the registry (gradient rollout, co-attention relevancy, ...) for a target class (each
     image's predicted class, or one chosen in the ``target`` menu). ``masks`` (B, H, W) outline the objects and say
-    whether the map's maximum lands on one.
+    whether the map's maximum lands on one. Classes are named by ``class_names``, by default the model's own
+    (:func:`crossvit.class_names`).
 
     The model runs once here, plus the backward passes of the class-specific maps: every start block, for every
     class when there are at most :data:`RolloutExplorer.ALL_CLASSES_UP_TO` (else each image's predicted class and
