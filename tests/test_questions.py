@@ -88,6 +88,15 @@ def test_every_option_has_its_own_reason_and_the_right_one_moves():
     assert all(not q.reasons for q in QUESTIONS if q.kind == "written")
 
 
+def test_the_right_option_does_not_stand_out_by_its_length():
+    """A right option written out with its explanation, beside short wrong ones, gives itself away: it may be at
+    most a fifth longer than the longest wrong option of its question (the why says the rest)."""
+    for q in QUESTIONS:
+        if q.kind == "choice":
+            longest_wrong = max(len(option) for k, option in enumerate(q.options) if k != q.correct)
+            assert len(q.options[q.correct]) <= 1.2 * longest_wrong, (q.id, q.options[q.correct])
+
+
 # A prediction is worth asking only before it is answered: for each "predict" question, what in a cell (of its own
 # notebook or an earlier one) gives the answer away. Each must come after the question.
 GIVEAWAYS = {

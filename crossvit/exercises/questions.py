@@ -42,7 +42,7 @@ QUESTIONS: tuple[Question, ...] = (
          "image to 80 px, and 80 / 16 = 5 patches fit along each side."),
         ("81 and 25",
          "81 = 9 × 9 would need nine 12 px patches along each side, 108 px; the 96 px image holds 96 / 12 = 8."),
-        ("64 small-branch tokens and 25 large-branch tokens",
+        ("64 and 25",
          "The small branch cuts the 96 px image into 96 / 12 = 8 × 8 = 64 patches; the large branch first resizes "
          "it to 80 px and cuts 80 / 16 = 5 × 5 = 25 patches. Each branch adds one CLS token on top, which is not a "
          "patch token."),
@@ -55,7 +55,7 @@ QUESTIONS: tuple[Question, ...] = (
         ("s + l, their sum",
          "That is the seed flavour (lucidrains' vit-pytorch), which adds the two heads. This is the paper flavour "
          "(IBM's code, packaged by timm), and it averages them."),
-        ("(s + l) / 2, the mean of the two heads' logits",
+        ("(s + l) / 2, their mean",
          "The paper flavour (timm's CrossViT) averages the two heads' logits; lucidrains' seed flavour sums them. "
          "Both are linear, so each head moves every class's logit in proportion to its own."),
         ("the larger of s and l, class by class",
@@ -76,7 +76,7 @@ QUESTIONS: tuple[Question, ...] = (
         ("(B, heads, 26, 65)",
          "That would let every large token read the small branch. The patch tokens never cross between the "
          "branches; only the CLS token does."),
-        ("(B, heads, 1, 65): one query, the large CLS; 65 keys, its own projected CLS and the 64 small patches",
+        ("(B, heads, 1, 65)",
          "In a fusion layer only a CLS token asks. The large CLS is projected to the small branch's width and "
          "reads [itself, the small patches]: one query and 1 + 64 keys, so the map is (B, heads, 1, 1 + 64)."),
     ), 3),
@@ -121,7 +121,7 @@ QUESTIONS: tuple[Question, ...] = (
         ("the blurred start image already shows the model the object",
          "The blur removes the fine texture that carries the class: every insertion curve starts far below the "
          "whole image's logit, so the evidence must be put back."),
-        ("the area over a linear axis is dominated by the many fractions restored after the logit is back",
+        ("a linear axis is mostly fractions after the logit is back",
          "The logit comes back after the first few percent of the pixels for every good method; the area, taken "
          "over the fraction of pixels on a linear axis, is mostly the long flat stretch after that, where all the "
          "curves agree. The early rise that tells the methods apart weighs little in it, and the figure's "
@@ -143,7 +143,7 @@ QUESTIONS: tuple[Question, ...] = (
     ), 1),
     Question("6.b", "06_training_your_own", "written"),
     _choice("7.a", "07_imagenet_crossvit", (
-        ("floor(240 / 0.875): the crop keeps 87.5 % of the shorter side, timm's crop_pct",
+        ("floor(240 / 0.875), from timm's crop_pct",
          "timm's eval transform resizes the shorter side to floor(input size / crop_pct) = floor(240 / 0.875) = "
          "274 and crops the central 240 x 240, the way the model saw its validation images."),
         ("240 + 34 px of margin for augmentation",
