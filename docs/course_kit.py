@@ -27,12 +27,18 @@ they link to and the course page. Two editions:
 
 Both unpack to ``crossvit-lab-course/``. ``folder`` writes an edition's files unpacked (no wheel), e.g. the
 student edition of the course folder for a lab's shared drive.
+
+Nothing of yours is replaced: ``slides`` and ``bundle`` list what they write in ``--out`` (``.course_kit.json``)
+and rebuild only those files; a file by the same name that no earlier run wrote there, or an ``--out`` that is a
+file, ends the command with one ``error:`` line (exit status 1), as an existing ``folder`` target does. The
+project's own build folders, ``site/`` and ``dist/`` in the checkout, are rebuilt freely.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import shutil
 import subprocess
 import sys
@@ -56,6 +62,8 @@ BUNDLE_FILES = ("notebooks/README.md", "docs/architecture.md", "docs/rollout.md"
 BUNDLE_GLOBS = ("notebooks/" + NOTEBOOK_GLOB,)
 TEACHER_FILES = ("docs/teacher/answer_key.md",)  # and the solutions: the teacher's edition only
 TEACHER_GLOBS = ("notebooks/solutions/*.py",)
+OWN_BUILD_DIRS = (ROOT / "site", ROOT / "dist")  # the Makefile's output folders (gitignored), rebuilt freely
+WRITTEN_LIST = ".course_kit.json"  # in --out: the names this script wrote there, which a rerun may replace
 SKIPPED_TAGS = {"exercise"}  # exercise stubs say nothing in a lecture
 
 
@@ -146,6 +154,26 @@ def executed_course() -> dict[str, nbformat.NotebookNode]:
     return executed
 
 
+def claim_outputs(out: Path, names: list[str]) -> None:
+    """Make ``out`` ready for this script to write ``names`` (files or folders) in it: refused (FileExistsError)
+    when ``out`` is not a folder, or when one of ``names`` exists there and no earlier run of this script wrote it
+    (see the module docstring); the names are then added to ``out``'s list of what this script wrote."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder")
+    listed = out / WRITTEN_LIST
+    try:
+        ours = set(json.loads(listed.read_text())) if listed.is_file() else set()
+    except (ValueError, TypeError, OSError):  # an unreadable list vouches for nothing
+        ours = set()
+    own_build = any(out.resolve().is_relative_to(folder.resolve()) for folder in OWN_BUILD_DIRS)
+    for name in names:
+        if not own_build and name not in ours and (out / name).exists():
+            raise FileExistsError(f"{out / name} exists and no earlier run of this script wrote it; choose another "
+                                  "--out, or move it away first")
+    out.mkdir(parents=True, exist_ok=True)
+    listed.write_text(json.dumps(sorted(ours | set(names)), indent=1) + "\n")
+
+
 def build_slides(executed: Path | dict[str, nbformat.NotebookNode], out: Path) -> list[Path]:
     """One ``<notebook>.slides.html`` in ``out`` per executed notebook (a folder searched for them, or the
     notebooks by name), with the assets they load beside them (``out/_assets``)."""
@@ -157,7 +185,7 @@ def build_slides(executed: Path | dict[str, nbformat.NotebookNode], out: Path) -
         if not found:
             raise SystemExit(f"no executed notebooks under {executed}: run `make slides` without --executed")
         executed = {path.stem: nbformat.read(path, as_version=4) for path in found}
-    out.mkdir(parents=True, exist_ok=True)
+    claim_outputs(out, [ASSETS, *(f"{stem}.slides.html" for stem in executed)])
     assets = out / ASSETS
     for folder in ("reveal.js", "mathjax", "widgets"):
         shutil.copytree(STATIC / folder, assets / folder, dirs_exist_ok=True)
@@ -216,7 +244,7 @@ def build_folder(out: Path, edition: str) -> Path:
 def build_bundle(out: Path, editions: tuple[str, ...] = EDITIONS) -> list[Path]:
     """One zip per edition in ``out`` (see the module docstring): the wheel (built from this checkout) and the
     edition's course files."""
-    out.mkdir(parents=True, exist_ok=True)
+    claim_outputs(out, [bundle_path(out, edition).name for edition in editions])
     written = []
     with tempfile.TemporaryDirectory() as tmp:
         # --no-build-isolation: setuptools comes from the environment, so the build needs no network
@@ -253,16 +281,17 @@ def main(argv: list[str] | None = None) -> int:
     folder.add_argument("--edition", choices=EDITIONS, required=True)
     folder.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    if args.command == "slides":
-        build_slides(args.executed if args.executed is not None else executed_course(), args.out)
-    elif args.command == "bundle":
-        build_bundle(args.out, EDITIONS if args.edition == "both" else (args.edition,))
-    else:
-        try:
+    try:
+        if args.command == "slides":
+            claim_outputs(args.out, [])  # a bad --out is refused before the notebooks are executed
+            build_slides(args.executed if args.executed is not None else executed_course(), args.out)
+        elif args.command == "bundle":
+            build_bundle(args.out, EDITIONS if args.edition == "both" else (args.edition,))
+        else:
             build_folder(args.out, args.edition)
-        except FileExistsError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
+    except FileExistsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -107,6 +107,39 @@ def test_slides_say_what_to_do_when_there_is_no_executed_course(tmp_path):
         course_kit.build_slides(tmp_path, tmp_path / "slides")
 
 
+def test_slides_and_bundles_never_replace_a_file_of_yours(tmp_path, capsys, monkeypatch):
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    nbformat.write(_executed_notebook(), executed / "01_title.ipynb")
+    out = tmp_path / "talks"
+    out.mkdir()
+    mine = out / "01_title.slides.html"
+    mine.write_text("my own deck")
+    argv = ["slides", "--executed", str(executed), "--out", str(out)]
+    assert course_kit.main(argv) == 1
+    assert "01_title.slides.html exists" in capsys.readouterr().err
+    assert mine.read_text() == "my own deck" and not (out / "_assets").exists()
+    mine.unlink()
+    assert course_kit.main(argv) == 0 and "reveal" in mine.read_text()  # written by this script ...
+    assert course_kit.main(argv) == 0  # ... so a rebuild may replace it
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("notes")
+    assert course_kit.main(["slides", "--executed", str(executed), "--out", str(a_file)]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err and a_file.read_text() == "notes"
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "crossvit-lab-course.zip").write_text("someone's zip")
+    with pytest.raises(FileExistsError, match="crossvit-lab-course.zip exists"):
+        course_kit.build_bundle(dist, ("student",))  # refused before the wheel is built
+    assert (dist / "crossvit-lab-course.zip").read_text() == "someone's zip"
+    own = tmp_path / "site" / "slides"  # the Makefile's own output folder (site/ in the checkout) is rebuilt freely
+    own.mkdir(parents=True)
+    (own / "01_title.slides.html").write_text("a deck from before the list existed")
+    monkeypatch.setattr(course_kit, "OWN_BUILD_DIRS", (tmp_path / "site",))
+    assert course_kit.main(["slides", "--executed", str(executed), "--out", str(own)]) == 0
+    assert "reveal" in (own / "01_title.slides.html").read_text()
+
+
 def test_the_student_edition_holds_no_solution_and_no_answer_key():
     student = {p.relative_to(ROOT).as_posix() for p in course_kit.edition_files("student")}
     teacher = {p.relative_to(ROOT).as_posix() for p in course_kit.edition_files("teacher")}
