@@ -7,8 +7,9 @@ services and shared drives.
     .venv/bin/python docs/course_kit.py folder --edition student --out DIR
 
 ``slides`` turns each course notebook, executed, into a reveal.js deck with nbconvert: a new slide at every
-``#``/``##`` heading, a sub-slide for every further markdown cell and every figure, the code cells hidden (their
-outputs shown), exercise stubs and empty cells left out. A deck opens on the lecture: its title slide is the
+``#``/``##`` heading, a sub-slide for every further markdown cell and every figure or widget (an explorer, a
+question), the code cells hidden (their outputs shown), exercise stubs and empty cells left out; a slide taller than
+the deck (a long table) scrolls. A deck opens on the lecture: its title slide is the
 notebook's title alone, without the learner's instructions that follow it (time, objectives, prerequisites, how
 the exercises work). The executions are ``figures/build.py``'s cached ones, the same that ``make site`` and
 ``make figures`` use (executed now only when not cached); ``--executed DIR`` takes executed notebooks from a
@@ -73,8 +74,12 @@ def _heading_level(source: str) -> int:
     return hashes if first[hashes:hashes + 1] == " " else 0
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
 def _has_figure(cell) -> bool:
-    return any("image/png" in output.get("data", {}) for output in cell.get("outputs", []))
+    """Whether ``cell`` shows a picture: a figure, or a widget (an explorer or a question) that draws its own."""
+    return any({"image/png", WIDGET_VIEW} & set(output.get("data", {})) for output in cell.get("outputs", []))
 
 
 def mark_slides(nb):
@@ -110,6 +115,13 @@ SLIDES_TEMPLATE = """{%- extends 'index.html.j2' -%}
 <script>window.MathJax = {tex: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], processEscapes: true}};</script>
 <script src="ASSETS/mathjax/tex-chtml-full.js" defer></script>
 {%- endblock html_head_js_mathjax -%}
+{%- block html_head_css -%}
+{{ super() }}
+<style>
+/* a slide taller than the deck's 700 px (a long table, a long paragraph) scrolls instead of running off the screen */
+.reveal .slides section:not(.stack) { max-height: 700px; overflow-y: auto; }
+</style>
+{%- endblock html_head_css -%}
 {% block jupyter_widgets %}
 {%- if "widgets" in nb.metadata -%}
 <script src="ASSETS/widgets/front-ends.js"></script>

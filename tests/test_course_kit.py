@@ -102,6 +102,45 @@ def test_the_slides_open_on_the_lecture_with_the_network_off(tmp_path):
     assert not blocked, blocked
 
 
+def test_a_widget_gets_a_slide_of_its_own():
+    v4 = nbformat.v4
+    view = v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {"model_id": "m"},
+                                               "text/plain": "Explorer(...)"})
+    nb = v4.new_notebook(cells=[v4.new_markdown_cell("## Explore\n\nA long paragraph before the explorer."),
+                                v4.new_code_cell("explorer", outputs=[view])])
+    kinds = [cell.metadata["slideshow"]["slide_type"] for cell in course_kit.mark_slides(nb).cells]
+    assert kinds == ["slide", "subslide"]  # not under the paragraph, where it ran off the slide
+
+
+@pytest.mark.slow  # a real browser
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_a_slide_taller_than_the_deck_scrolls_instead_of_running_off_the_screen(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    nb = _executed_notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell("## A long table\n\n| k | value |\n|---|---|\n"
+                                                  + "".join(f"| {k} | row {k} |\n" for k in range(60))))
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    nbformat.write(nb, executed / "01_title.ipynb")
+    (deck,) = course_kit.build_slides(executed, tmp_path / "slides")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(deck.as_uri() + "#/2")  # the third slide: the long table
+            page.locator(".reveal.ready").wait_for(timeout=60_000)
+            slide = page.locator(".reveal .slides section.present").last
+            slide.get_by_text("row 0", exact=True).wait_for(timeout=60_000)
+            box = slide.bounding_box()
+            assert box["y"] >= 0 and box["y"] + box["height"] <= 800  # on the screen, all of it
+            assert slide.evaluate("s => s.scrollHeight > s.clientHeight")  # the rest is below, to scroll to
+            page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            page.mouse.wheel(0, 300)
+            page.wait_for_function("s => s.scrollTop > 0", arg=slide.element_handle(), timeout=60_000)
+        finally:
+            browser.close()
+
+
 def test_slides_say_what_to_do_when_there_is_no_executed_course(tmp_path):
     with pytest.raises(SystemExit, match="make slides"):
         course_kit.build_slides(tmp_path, tmp_path / "slides")
