@@ -435,8 +435,11 @@ def write_explorers_page(model: CrossViT, paths: Sequence[Path], target: int | N
     images = preprocess(model, list(paths))
     names = class_names(model)
     classes = None if target is None or model.num_classes <= RolloutExplorer.ALL_CLASSES_UP_TO else [target]
-    explorers = [attention_explorer(model, images, class_names=names),
-                 rollout_explorer(model, images, class_names=names, classes=classes, progress=progress)]
+    files = [path.name for path in paths]  # what the captions call each image; paths where two names collide
+    files = files if len(set(files)) == len(files) else [str(path) for path in paths]
+    explorers = [attention_explorer(model, images, class_names=names, image_names=files),
+                 rollout_explorer(model, images, class_names=names, classes=classes, progress=progress,
+                                  image_names=files)]
     write_html(page, explorers, title=f"{len(paths)} image(s): {title}")
 
 

@@ -44,6 +44,8 @@ def test_html_writes_one_page_per_run_and_never_a_readers_file(capsys, tmp_path,
         assert (out / f"{name}.random.png").is_file()
     state = json.loads(text.split('id="crossvit-widgets">', 1)[1].split("</script>", 1)[0].replace("<\\/", "</"))
     assert [w["state"]["_data"]["num_images"] for w in state] == [3, 3]
+    shown = json.loads((out / "predictions.json").read_text())["images"]  # the images in the order the page has them
+    assert [w["state"]["_data"]["image_names"] for w in state] == [[p["path"].rsplit("/", 1)[-1] for p in shown]] * 2
     assert json.loads((out / "predictions.json").read_text())["html"] == cli.EXPLORERS_PAGE
 
     # an earlier run: refused without --overwrite, replaced with it (the page was listed in its predictions.json)

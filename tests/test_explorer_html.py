@@ -33,8 +33,9 @@ READY_MS = 120_000
 def page_file(tmp_path_factory) -> Path:
     model = crossvit.load_pretrained()
     images, _, masks = data.make_shapes(3, seed=data.UNUSED_SEED_BASE + 77)
-    explorers = [attention_explorer(model, images, masks=masks, class_names=data.CLASS_NAMES),
-                 rollout_explorer(model, images, masks=masks, class_names=data.CLASS_NAMES)]
+    names = ["first <i>.png", "second.png", "third.png"]  # as the CLI names its images: their files
+    explorers = [attention_explorer(model, images, masks=masks, class_names=data.CLASS_NAMES, image_names=names),
+                 rollout_explorer(model, images, masks=masks, class_names=data.CLASS_NAMES, image_names=names)]
     return write_html(tmp_path_factory.mktemp("standalone") / "explorers.html", explorers, title="two explorers")
 
 
@@ -105,6 +106,7 @@ def test_a_standalone_file_opened_from_disk_works(page_file):
             page, blocked, errors = _open(browser, page_file.as_uri(), ("file://",))
             root = page.locator(".cvx[data-explorer='rollout']")
             caption = root.locator(".cvx-caption").inner_text()
+            assert caption.startswith("image 0: first <i>.png (predicted:")  # the name as text, not as markup
             root.locator("[data-control='method'] select").select_option(label="gradient_rollout")
             root.locator("[data-control='target'] select").select_option(index=2)
             assert "gradients of class" in root.locator(".cvx-caption").inner_text() != caption

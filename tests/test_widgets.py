@@ -316,6 +316,19 @@ def test_explorers_name_classes_as_the_model_does(model, bundled, batch):
     assert crossvit.class_names(bare)[0] == "class 0" and unnamed.packet()["class_names"] == [f"class {k}" for k in range(model.num_classes)]
 
 
+def test_explorers_call_images_by_the_names_given(model, batch):
+    images = batch[0][:2]
+    names = ["cat.jpg", "<b>dog</b>.png"]
+    attention = attention_explorer(model, images, image_names=names)
+    attention.controls["image"].value = 1
+    assert "<b>image 1: &lt;b&gt;dog&lt;/b&gt;.png</b>" in attention.caption  # escaped: a file name is not HTML
+    rollout = rollout_explorer(model, images, image_names=names, classes=[0])
+    assert "<b>image 0: cat.jpg</b>" in rollout.caption and rollout.packet()["image_names"] == names
+    assert "<b>image 0</b>" in attention_explorer(model, images).caption  # no names: numbered
+    with pytest.raises(ValueError, match="image_names must name each of the 2 images"):
+        attention_explorer(model, images, image_names=["only one"])
+
+
 @pytest.mark.slow  # two explorers of 8 images, the rollout explorer's class maps included
 def test_a_notebook_page_saves_less_than_five_megabytes_of_widget_state(bundled):
     """Notebooks 03 and 04 each show one explorer of 8 images and a question: the widget state a page saves (the

@@ -12,7 +12,7 @@ import traitlets
 
 from ..model import CrossViT
 from ..plotting import cross_row, fuse, to_numpy
-from .base import _Explorer, class_label, menu, slider
+from .base import _Explorer, class_label, image_label, menu, slider
 
 HEAD_FUSION_LABELS = (("mean of heads", "mean"), ("max of heads", "max"), ("min of heads", "min"))
 NO_CROSS_ROW_NOTE = ("A patch token has no cross-attention row: only the two CLS tokens are fusion queries (each "
@@ -45,8 +45,9 @@ class AttentionExplorer(_Explorer):
     notice = traitlets.Unicode("").tag(sync=True)  # what a click changed besides the query, for the next caption
 
     def __init__(self, model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
-                 class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None) -> None:
-        rec = self._take_inputs(model, images, masks, class_names, max_images)
+                 class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None,
+                 image_names: Sequence[str] | None = None) -> None:
+        rec = self._take_inputs(model, images, masks, class_names, max_images, image_names)
         self.maps: dict[str, torch.Tensor] = {name: m.cpu() for name, m in rec.sites.items()}
         first = model.branch_names[0]
         rows, cols = model.patch_grid(first)
@@ -180,6 +181,7 @@ class AttentionExplorer(_Explorer):
         name, token, query = self.site_name(), self.query_token(), self.query_label()
         grid_branch = self._grid_branch()
         predicted = html.escape(class_label(self.class_names, int(self.predictions[i])))
+        shown = html.escape(image_label(self.image_names, i))
         patch = None if self.query == "CLS" else [branch, self.patch_row, self.patch_col]
         if kind == "cross" and token != 0:  # only the CLS tokens are fusion queries
             return {
@@ -187,7 +189,7 @@ class AttentionExplorer(_Explorer):
                 "query_cell": False, "vmax": None, "note": NO_CROSS_ROW_NOTE,
                 "title": f"{name}: {query} has no cross-attention row", "image_title": f"query: {query}",
                 "panel_title": "",
-                "caption": f"<b>image {i}</b> (predicted: {predicted}). <b>{query}</b> is a patch token: a patch "
+                "caption": f"<b>{shown}</b> (predicted: {predicted}). <b>{query}</b> is a patch token: a patch "
                            f"has no cross-attention row, because only the CLS tokens attend to the other branch in a "
                            f"fusion layer. Choose query <i>CLS</i> to see what the {branch} CLS reads in the "
                            f"{grid_branch} branch, or kind <i>self</i> for this patch's self-attention row."}
@@ -210,7 +212,7 @@ class AttentionExplorer(_Explorer):
             "note": "", "title": f"{name} ({head_text}): {query} -> {grid_branch} patches",
             "image_title": f"{query} -> {grid_branch} patches",
             "panel_title": f"attention weights on the {rows}x{cols} {grid_branch} grid",
-            "caption": f"{self.notice}<b>image {i}</b> (predicted: {predicted}). {what}. Patch weights sum to "
+            "caption": f"{self.notice}<b>{shown}</b> (predicted: {predicted}). {what}. Patch weights sum to "
                        f"{row[1:].sum():.3f}."}
 
     @property
@@ -236,8 +238,8 @@ class AttentionExplorer(_Explorer):
 
 
 def attention_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
-                       class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None
-                       ) -> AttentionExplorer:
+                       class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None,
+                       image_names: Sequence[str] | None = None) -> AttentionExplorer:
     """A widget to browse every recorded attention map of ``model`` on ``images`` (B, 3, H, W).
 
     Sliders and menus pick the image, block, branch, kind (``self``: a row of the branch's self-attention;
@@ -245,12 +247,13 @@ def attention_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Te
     the query token: the branch's CLS, or any patch by its grid row and column or by clicking it on the picture. A
     patch token has a self-attention row over its own branch only; the picture says so for ``cross``. Classes are
     named by ``class_names``, by default the model's own (:func:`crossvit.class_names`: its checkpoint's,
-    ImageNet's, else "class k"). The model runs once, here; the recorded maps go to the browser once, and every
-    control is answered there (no kernel needed: the widget works in a saved notebook page and in
-    ``explorer.save_html(path)``).
+    ImageNet's, else "class k"), images by ``image_names`` (e.g. their files) if given, else by number. The model
+    runs once, here; the recorded maps go to the browser once, and every control is answered there (no kernel
+    needed: the widget works in a saved notebook page and in ``explorer.save_html(path)``).
 
     Memory: the explorer keeps every attention map of every image (:func:`attention_bytes_per_image`: 0.4 MB per
     image for the bundled model, about 11 MB for crossvit_15_240), so it takes at most ``max_images`` images
     (default :data:`AttentionExplorer.MAX_IMAGES`); ``explorer.memory_bytes`` says what it holds.
     """
-    return AttentionExplorer(model, images, masks=masks, class_names=class_names, index=index, max_images=max_images)
+    return AttentionExplorer(model, images, masks=masks, class_names=class_names, index=index, max_images=max_images,
+                             image_names=image_names)

@@ -209,6 +209,12 @@ def class_label(class_names: Sequence[str] | None, k: int) -> str:
     return class_names[k] if class_names is not None and k < len(class_names) else f"class {k}"
 
 
+def image_label(image_names: Sequence[str] | None, i: int) -> str:
+    """How a caption names image ``i``: ``image 2``, or ``image 2: cat.jpg`` when the images have names (as
+    explorer.js's ``imageLabel``; HTML-escaped where it is shown)."""
+    return f"image {i}" if image_names is None else f"image {i}: {image_names[i]}"
+
+
 def attention_bytes_per_image(model: CrossViT) -> int:
     """Bytes of every attention map of one image's forward (float32): what an explorer keeps per image."""
     total = 0
@@ -240,7 +246,8 @@ class _Explorer(anywidget.AnyWidget):
 
     # -- inputs ---------------------------------------------------------------------------------------------
     def _take_inputs(self, model: CrossViT, images: torch.Tensor, masks: torch.Tensor | None,
-                     class_names: Sequence[str] | None, max_images: int | None = None) -> AttentionRecorder:
+                     class_names: Sequence[str] | None, max_images: int | None = None,
+                     image_names: Sequence[str] | None = None) -> AttentionRecorder:
         """Check and store the inputs and the predicted classes; return the recorder of the forward."""
         if not isinstance(model, CrossViT):
             raise TypeError(f"an explorer needs a crossvit.CrossViT, got {type(model).__name__}")
@@ -265,11 +272,14 @@ class _Explorer(anywidget.AnyWidget):
                                  f"{tuple(images.shape)}, got {tuple(masks.shape)}")
         if class_names is not None and (isinstance(class_names, str) or len(class_names) < model.num_classes):
             raise ValueError(f"class_names must name every one of the model's {model.num_classes} classes")
+        if image_names is not None and (isinstance(image_names, str) or len(image_names) != images.shape[0]):
+            raise ValueError(f"image_names must name each of the {images.shape[0]} images, one name each")
         self.model = model
         self.images = images.detach().cpu()
         self.masks = None if masks is None else masks.detach().cpu().bool()
         # the names the model carries (its checkpoint's, ImageNet's; else 'class k') unless the caller gives some
         self.class_names = model_class_names(model) if class_names is None else [str(name) for name in class_names]
+        self.image_names = None if image_names is None else [str(name) for name in image_names]
         rec, logits = _record(model, images)
         self.logits = logits
         self.predictions = logits.argmax(dim=1)
@@ -302,6 +312,7 @@ class _Explorer(anywidget.AnyWidget):
             "num_classes": model.num_classes,
             "class_names": [class_label(self.class_names, k) for k in range(model.num_classes)],
             "predictions": [int(k) for k in self.predictions],
+            "image_names": self.image_names,
             "colors": {"heat": colormap_table(HEAT_CMAP), "signed": colormap_table(SIGNED_CMAP),
                        "grid": dict(GRID_COLORS), "mask": MASK_COLOR, "query": QUERY_COLOR},
         }

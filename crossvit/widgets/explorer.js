@@ -340,6 +340,10 @@ function menu(description, options, { buttons = false, disabled = false, tooltip
 function grid(data, branch) { return data.geometry[branch].grid; }
 function otherBranch(data, branch) { return data.branches.find((b) => b !== branch); }
 function classLabel(data, k) { return data.class_names[k]; }
+// as base.py's image_label: "image 2", or "image 2: cat.jpg" when the images have names (HTML-escaped)
+function imageLabel(data, i) {
+  return escapeHtml(data.image_names ? `image ${i}: ${data.image_names[i]}` : `image ${i}`);
+}
 
 export const attention = {
   controls: ["image", "block", "branch", "kind", "layer", "head", "query", "patch_row", "patch_col"],
@@ -432,7 +436,8 @@ export const attention = {
         vmax: null, note: "A patch token has no cross-attention row: only the two CLS tokens are fusion queries "
           + "(each reads the other branch's patches). Pick query CLS, or kind self.",
         title: `${name}: ${query} has no cross-attention row`, image_title: `query: ${query}`, panel_title: "",
-        caption: `<b>image ${i}</b> (predicted: ${predicted}). <b>${query}</b> is a patch token: a patch has no `
+        caption: `<b>${imageLabel(data, i)}</b> (predicted: ${predicted}). <b>${query}</b> is a patch token: `
+          + "a patch has no "
           + "cross-attention row, because only the CLS tokens attend to the other branch in a fusion layer. Choose "
           + `query <i>CLS</i> to see what the ${branch} CLS reads in the ${gridBranch} branch, or kind <i>self</i> `
           + "for this patch's self-attention row.",
@@ -458,7 +463,7 @@ export const attention = {
       query_cell: patch !== null && gridBranch === branch, vmax: top > 0 ? top : 1, note: "",
       title: `${name} (${headText}): ${query} -> ${gridBranch} patches`, image_title: `${query} -> ${gridBranch} patches`,
       panel_title: `attention weights on the ${rows}x${gcols} ${gridBranch} grid`,
-      caption: `${s.notice || ""}<b>image ${i}</b> (predicted: ${predicted}). ${what}. Patch weights `
+      caption: `${s.notice || ""}<b>${imageLabel(data, i)}</b> (predicted: ${predicted}). ${what}. Patch weights `
         + `sum to ${fixed(sum, 3)}.`,
     };
   },
@@ -559,7 +564,7 @@ export const rollout = {
       settings.push(s.target === PREDICTED ? `gradients of the predicted class, ${predicted}`
         : `gradients of class ${escapeHtml(classLabel(data, s.target))}`);
     }
-    const head = `<b>image ${i}</b> (predicted: ${predicted}); ${s.method}`
+    const head = `<b>${imageLabel(data, i)}</b> (predicted: ${predicted}); ${s.method}`
       + (settings.length ? ` (${settings.join(", ")})` : "") + ".";
     if (map === null) {
       return { map: null, missing: true, signed: r.signed, limit: null, title, lines: null, centre: null,

@@ -19,7 +19,7 @@ from ..model import CrossViT
 from ..plotting import SIGNED_CLIP_PERCENTILE, signed_scale
 from ..rollout import HEAD_FUSIONS, joint_rollout, rollout_from_maps
 from ..utils import check_bool, check_int
-from .base import _Explorer, class_label, encode_array, menu, model_device, slider
+from .base import _Explorer, class_label, encode_array, image_label, menu, model_device, slider
 
 PREDICTED = -1
 """Value of the ``target`` control that explains each image's predicted class."""
@@ -121,8 +121,9 @@ class RolloutExplorer(_Explorer):
 
     def __init__(self, model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
                  class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None,
-                 classes: Sequence[int] | None = None, progress: bool = False) -> None:
-        self.recorder = self._take_inputs(model, images, masks, class_names, max_images)
+                 classes: Sequence[int] | None = None, progress: bool = False,
+                 image_names: Sequence[str] | None = None) -> None:
+        self.recorder = self._take_inputs(model, images, masks, class_names, max_images, image_names)
         self.progress = check_bool("progress", progress)
         self.methods = explorer_methods()
         if not self.methods:
@@ -381,10 +382,11 @@ class RolloutExplorer(_Explorer):
         if "start_block" in record.defaults:
             settings.append(f"from block {self.start_block}")
         predicted = html.escape(class_label(self.class_names, int(self.predictions[i])))
+        shown = html.escape(image_label(self.image_names, i))
         if record.class_specific:
             settings.append(f"gradients of the predicted class, {predicted}" if self.target == PREDICTED else
                             f"gradients of class {html.escape(class_label(self.class_names, self.target))}")
-        caption = f"<b>image {i}</b> (predicted: {predicted}); {method}" + \
+        caption = f"<b>{shown}</b> (predicted: {predicted}); {method}" + \
                   (f" ({', '.join(settings)})" if settings else "") + "." + verdict + unchanged
         return {"map": heat, "signed": signed, "limit": signed_scale(heat) if signed else None, "title": title, "lines": record.branch,
                 "centre": centre, "caption": caption}
@@ -404,13 +406,14 @@ class RolloutExplorer(_Explorer):
 
 def rollout_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Tensor | None = None,
                      class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None,
-                     classes: Sequence[int] | None = None, progress: bool = False) -> RolloutExplorer:
+                     classes: Sequence[int] | None = None, progress: bool = False,
+                     image_names: Sequence[str] | None = None) -> RolloutExplorer:
     """A widget to compare rollout maps of ``model`` on ``images`` (B, 3, H, W): per-branch rollout (head fusion
     and discard ratio adjustable), the joint rollout through the fusion layers (head fusion adjustable), and the
     class-specific methods of the registry (gradient rollout, co-attention relevancy, ...) for a target class (each
     image's predicted class, or one chosen in the ``target`` menu). ``masks`` (B, H, W) outline the objects and say
     whether the map's maximum lands on one. Classes are named by ``class_names``, by default the model's own
-    (:func:`crossvit.class_names`).
+    (:func:`crossvit.class_names`), images by ``image_names`` if given, else by number.
 
     The model runs once here, plus the backward passes of the class-specific maps: every start block, for every
     class when there are at most :data:`RolloutExplorer.ALL_CLASSES_UP_TO` (else each image's predicted class and
@@ -424,4 +427,4 @@ def rollout_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Tens
     block); ``explorer.memory_bytes`` says what it holds.
     """
     return RolloutExplorer(model, images, masks=masks, class_names=class_names, index=index, max_images=max_images,
-                           classes=classes, progress=progress)
+                           classes=classes, progress=progress, image_names=image_names)
