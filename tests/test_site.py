@@ -127,6 +127,10 @@ def test_the_index_says_where_next_leads(site):
     block = re.search(r'<a class="next-page" href="([^"]+)">.*?<div class="title">(.*?)</div>', text, re.S)
     assert block and block.group(1) == "../README.html", block
     assert block.group(2).strip() == "Getting started", block.group(2)
+    # and the page it opens says the same, not the index's own heading (the README's first line, the site's name)
+    readme = (site / "README.html").read_text(encoding="utf-8")
+    heading = re.sub(r"<[^>]+>|¶", "", re.search(r"<h1[^>]*>(.*?)</h1>", readme, re.S).group(1)).strip()
+    assert heading == "Getting started with CrossViT Lab", heading
 
 
 def test_the_widget_manager_and_front_ends_are_served_by_the_site(site):
