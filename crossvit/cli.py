@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from tqdm.auto import tqdm
 
 from .checkpoint import WEIGHTS_SUFFIX, checkpoint_paths, load_checkpoint
 from .classes import class_names, top_classes
@@ -58,7 +57,7 @@ from .model import CrossViT
 from .photos import check_image_file, find_images
 from .preprocessing import display_images, preprocess
 from .presets import SHAPES_PRESETS, create_model, list_models
-from .utils import atomic_write
+from .utils import atomic_write, progress_bar
 from .utils import resolve_device as _resolve_device
 from .weights import file_num_classes
 
@@ -388,7 +387,7 @@ def _explain_command(args: argparse.Namespace) -> int:
         text = json.dumps(summary, indent=1) + "\n"
         atomic_write(args.out / PREDICTIONS, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
-    bar = tqdm(total=len(paths), unit="image", desc="explain", disable=args.quiet, file=sys.stderr)
+    bar = progress_bar(total=len(paths), unit="image", desc="explain", progress=not args.quiet, file=sys.stderr)
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start:start + args.batch_size]
         batch = preprocess(model, chunk)  # (B, 3, H, W) on the model's device

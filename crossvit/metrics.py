@@ -33,9 +33,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from .utils import eval_mode
+from .utils import eval_mode, progress_bar
 
 __all__ = [
     "DEFAULT_BLUR_SIGMA",
@@ -469,8 +468,8 @@ def deletion_insertion(
 
     with eval_mode(model), torch.no_grad():
         chunks = _chunks(total, batch_size, device)
-        for items in tqdm(chunks, total=math.ceil(total / batch_size), desc="deletion/insertion",
-                          disable=not progress):                    # items: (N,) long
+        for items in progress_bar(chunks, total=math.ceil(total / batch_size), desc="deletion/insertion",
+                                  progress=progress):               # items: (N,) long
             insert = items >= B * points                            # (N,) bool
             k = items % (B * points)
             b, s = k // points, k % points                          # (N,), (N,)

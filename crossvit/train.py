@@ -34,7 +34,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import data
 from .checkpoint import check_checkpoint_name, check_not_taken, save_checkpoint
@@ -45,7 +44,7 @@ from .presets import SHAPES_PRESETS
 from .recording import AttentionRecorder, record_attention
 from .scenes import make_two_object_shapes
 from .tasks import TASKS, get_task
-from .utils import atomic_write, eval_mode
+from .utils import atomic_write, eval_mode, progress_bar
 from .utils import resolve_device as _resolve_device
 
 TRAIN_PRESETS = SHAPES_PRESETS
@@ -190,21 +189,25 @@ def make_training_set(config: TrainConfig, progress: bool = True) -> tuple[torch
     ``F.cross_entropy`` takes either."""
     images, targets = [], []
     singles, scenes = _split(config)
-    seeds = iter(tqdm(training_data_seeds(config), desc="training data", unit="chunk", disable=not progress,
-                      leave=False))
-    for count, two_objects in ((singles, False), (scenes, True)):
-        remaining = count
-        while remaining > 0:
-            n = min(_CHUNK_IMAGES, remaining)
-            if two_objects:
-                x, pairs, _ = make_two_object_shapes(n, next(seeds), config.image_size, progress=False)
-                y = torch.zeros(n, data.NUM_CLASSES).scatter_(1, pairs, 0.5)
-            else:
-                x, y, _ = get_task(config.task).make(n, next(seeds), config.image_size)  # no masks needed here
-                y = F.one_hot(y, data.NUM_CLASSES).float() if scenes else y
-            images.append(x.mul_(255).round_().to(torch.uint8))
-            targets.append(y)
-            remaining -= n
+    all_seeds = training_data_seeds(config)
+    seeds = iter(all_seeds)
+    # a bar counted by hand, one step per chunk made: one over the seeds would stop a step short (this loop takes
+    # the seeds with next() and never asks for the end), which a notebook draws as a red, unfinished bar
+    with progress_bar(total=len(all_seeds), desc="training data", unit="chunk", progress=progress, leave=False) as bar:
+        for count, two_objects in ((singles, False), (scenes, True)):
+            remaining = count
+            while remaining > 0:
+                n = min(_CHUNK_IMAGES, remaining)
+                if two_objects:
+                    x, pairs, _ = make_two_object_shapes(n, next(seeds), config.image_size, progress=False)
+                    y = torch.zeros(n, data.NUM_CLASSES).scatter_(1, pairs, 0.5)
+                else:
+                    x, y, _ = get_task(config.task).make(n, next(seeds), config.image_size)  # no masks needed
+                    y = F.one_hot(y, data.NUM_CLASSES).float() if scenes else y
+                images.append(x.mul_(255).round_().to(torch.uint8))
+                targets.append(y)
+                remaining -= n
+                bar.update()
     return torch.cat(images), torch.cat(targets)
 
 
@@ -397,8 +400,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         losses, entropies, eval_history = saved["losses"], saved["entropies"], saved["eval_history"]
         recent_correct.extend(saved["recent"])
     model.train()
-    bar = tqdm(range(first_step, config.steps), desc="train", unit="step", disable=not progress,
-               initial=first_step, total=config.steps)
+    bar = progress_bar(range(first_step, config.steps), desc="train", unit="step", progress=progress,
+                       initial=first_step, total=config.steps)
     for step in bar:
         if cursor + config.batch_size > len(order):  # new epoch: reshuffle
             order, cursor = torch.randperm(len(train_y), generator=batches), 0

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 BRANCHES: tuple[str, str] = ("small", "large")
 """The two branches of every CrossViT, in forward order."""
@@ -228,3 +229,13 @@ def class_indices(name: str, target: object, batch: int, num_classes: int) -> to
     if (out < 0).any() or (out >= num_classes).any():
         raise ValueError(f"{name}: target class indices must be in [0, {num_classes}), got {out.tolist()}")
     return out
+
+
+def progress_bar(iterable=None, *, progress: bool, **kwargs) -> tqdm:
+    """The library's one way to show a tqdm bar (``tqdm.auto``: a widget in a notebook, text elsewhere): silent when
+    ``progress`` is false. When it is true, ``disable`` is left to tqdm, so ``TQDM_DISABLE=1`` in the environment
+    still silences every bar (the site build, ``make figures`` and the notebook tests set it: bars would fill the
+    pages); passing ``disable=False`` would override it."""
+    if not progress:
+        kwargs["disable"] = True
+    return tqdm(iterable, **kwargs)

@@ -11,14 +11,13 @@ from typing import Any
 import numpy as np
 import torch
 import traitlets
-from tqdm.auto import tqdm
 
 from ..explain import REGISTRY, Method, explain, joint_rollout_pixels, patch_map_to_pixels
 from ..metrics import pointing_game
 from ..model import CrossViT
 from ..plotting import SIGNED_CLIP_PERCENTILE, signed_scale
 from ..rollout import HEAD_FUSIONS, joint_rollout, rollout_from_maps
-from ..utils import check_bool, check_int
+from ..utils import check_bool, check_int, progress_bar
 from .base import _Explorer, class_label, encode_array, image_label, menu, model_device, slider
 
 PREDICTED = -1
@@ -188,8 +187,8 @@ class RolloutExplorer(_Explorer):
                 targets = [None]
             jobs += [(name, targets, start) for start in self._starts(record)]
         stored: dict[str, torch.Tensor] = {}
-        for name, targets, start in tqdm(jobs, desc="class-specific maps", unit="map set",
-                                         disable=not (jobs and self.progress)):
+        for name, targets, start in progress_bar(jobs, desc="class-specific maps", unit="map set",
+                                                 progress=bool(jobs and self.progress)):
             if targets == [None]:
                 maps = explain(self.model, self.images.to(model_device(self.model)), name,
                                **({} if start is None else {"start_block": start})).cpu()
