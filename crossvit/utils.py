@@ -233,9 +233,10 @@ def class_indices(name: str, target: object, batch: int, num_classes: int) -> to
 
 def progress_bar(iterable=None, *, progress: bool, **kwargs) -> tqdm:
     """The library's one way to show a tqdm bar (``tqdm.auto``: a widget in a notebook, text elsewhere): silent when
-    ``progress`` is false. When it is true, ``disable`` is left to tqdm, so ``TQDM_DISABLE=1`` in the environment
-    still silences every bar (the site build, ``make figures`` and the notebook tests set it: bars would fill the
-    pages); passing ``disable=False`` would override it."""
-    if not progress:
+    ``progress`` is false, and also when ``TQDM_DISABLE`` is set to anything in the environment, as tqdm reads it.
+    (tqdm's text bar honours that variable by itself, but its notebook bar turns a missing ``disable`` into
+    ``False`` and shows anyway; the site build, ``make figures`` and the notebook tests set it, since bars would
+    fill the pages.)"""
+    if not progress or os.environ.get("TQDM_DISABLE"):
         kwargs["disable"] = True
     return tqdm(iterable, **kwargs)

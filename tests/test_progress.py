@@ -48,6 +48,16 @@ def test_the_training_bars_end_at_their_totals(bars, tmp_path):
     assert bars == []  # progress=False: no bar at all
 
 
+def test_tqdm_disable_silences_a_notebook_bar_too(monkeypatch):
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    monkeypatch.setattr(crossvit.utils, "tqdm", notebook_tqdm)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert crossvit.utils.progress_bar(range(3), progress=True).disable  # tqdm.notebook alone would show it
+    monkeypatch.delenv("TQDM_DISABLE")
+    assert not crossvit.utils.progress_bar(range(3), progress=True, display=False).disable  # without it: shown
+
+
 @pytest.mark.slow  # two Python processes that import torch
 @pytest.mark.parametrize("disabled", [False, True])
 def test_tqdm_disable_in_the_environment_silences_the_bars(disabled):
