@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from .config import config_from_dict
 from .model import CrossViT
 from .preprocessing import checkpoint_data_config, stored_data_config
-from .utils import atomic_write
+from .utils import atomic_write, check_bool
 
 FORMAT = 2
 """Version of the JSON sidecar layout written by :func:`save_checkpoint` (2 added ``config_sha256``). ``"format"``
@@ -93,10 +93,28 @@ def check_checkpoint_name(name: object) -> str:
     return name
 
 
+def _check_map_location(map_location: object) -> torch.device:
+    """``map_location`` as a torch.device this machine has; a TypeError/ValueError naming it otherwise (before any
+    file is read, rather than torch's error after the weights are hashed)."""
+    if not isinstance(map_location, (str, torch.device)):
+        raise TypeError(f"map_location must be a device name such as 'cpu' or 'cuda:0', or a torch.device, got "
+                        f"{type(map_location).__name__}")
+    try:
+        device = torch.device(map_location)
+    except RuntimeError as err:
+        raise ValueError(f"map_location {map_location!r} is not a device: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"map_location {map_location!r}: this machine has no CUDA device; use 'cpu'")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"map_location {map_location!r}: this machine has {torch.cuda.device_count()} CUDA "
+                         "device(s)")
+    return device
+
+
 def check_not_taken(directory: str | Path, name: str, overwrite: bool) -> None:
     """A FileExistsError when ``<directory>/<name>.safetensors`` or ``.json`` exists (a symlink too, even one that
     points nowhere) and ``overwrite`` is False."""
-    if overwrite:
+    if check_bool("overwrite", overwrite):
         return
     taken = [p for p in (Path(directory) / f"{name}{WEIGHTS_SUFFIX}", Path(directory) / f"{name}{META_SUFFIX}")
              if os.path.lexists(p)]  # a dangling symlink too: writing would replace it
@@ -187,6 +205,11 @@ def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str 
     where the model has float weights is never cast). ``verify=False`` skips the hash checks (and so also loads
     format 1). A missing file is a FileNotFoundError.
     """
+    for flag, value in (("verify", verify), ("allow_unverified_config", allow_unverified_config),
+                        ("with_record", with_record)):
+        check_bool(flag, value)
+    check_checkpoint_name(name)  # as save_checkpoint: a plain file name, no path
+    map_location = _check_map_location(map_location)
     weights_path, meta_path = checkpoint_paths(path, name)
     if not weights_path.is_file():
         raise FileNotFoundError(f"checkpoint weights {weights_path} not found")

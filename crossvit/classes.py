@@ -16,6 +16,7 @@ from functools import lru_cache
 import torch
 
 from .model import CrossViT
+from .utils import check_int
 
 
 @lru_cache(maxsize=1)
@@ -55,8 +56,9 @@ def top_classes(model: CrossViT, logits: torch.Tensor, k: int = 5) -> list[list[
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != model.num_classes:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be (B, {model.num_classes}), got {shape}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    if not isinstance(model, CrossViT):
+        raise TypeError(f"top_classes needs a crossvit.CrossViT, got {type(model).__name__}")
+    k = check_int("k", k, 1)
     names = class_names(model)
     probabilities, indices = logits.detach().float().softmax(dim=1).topk(min(k, model.num_classes), dim=1)
     return [[Prediction(int(i), names[int(i)], float(p)) for p, i in zip(row_p, row_i)]

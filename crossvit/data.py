@@ -93,7 +93,7 @@ import numbers
 import torch
 from torch.utils.data import Dataset
 
-from .utils import check_int, check_seed, progress_bar, seeded_generator
+from .utils import check_bool, check_int, check_seed, progress_bar, seeded_generator
 
 __all__ = ["CLASS_NAMES", "NUM_CLASSES", "SHAPES", "COLOURS", "TEXTURES", "make_shapes", "ShapesDataset"]
 
@@ -376,7 +376,7 @@ def _chunk_size(image_size: int) -> int:
 def _chunk_ranges(n: int, chunk: int, progress: bool, desc: str):
     """``(start, stop)`` of each chunk of ``n`` images, with a tqdm bar over the chunks when ``progress``."""
     starts = range(0, n, chunk)
-    if progress:
+    if check_bool("progress", progress):
         starts = progress_bar(starts, total=math.ceil(n / chunk), desc=desc, unit="chunk", progress=True)
     return ((i, min(i + chunk, n)) for i in starts)
 

@@ -79,6 +79,7 @@ from .utils import (
     BRANCHES,
     check_bool,
     check_choice,
+    check_finite_images,
     check_int,
     check_number,
     check_seed,
@@ -215,9 +216,16 @@ def patch_map_to_pixels(model: CrossViT, branch: str, patch_map: torch.Tensor, d
     Each input pixel takes the value of the patch that covers it. The branch saw the input resized to its own
     size (or centre-cropped); resizing keeps the grid over the whole image, so patch (i, j) of a g x g grid covers
     input rows ``[i * H / g, (i + 1) * H / g)``; a crop leaves the pixels outside the crop at 0.
-    With ``density=True`` each value is divided by the number of input pixels its patch covers, so that maps of
-    the two grids carry mass per pixel and can be added.
+    With ``density=True`` each value is divided by its patch's area in input pixels, ``(H / rows) * (W / cols)``
+    (the resized or cropped side for a crop), so that maps of the two grids carry mass per pixel and can be added.
+    That is the patch's exact area in the continuous image; where the grid does not divide the image, the
+    nearest-pixel spreading gives a patch a whole number of pixels a side (19 or 20 for a 5 x 5 grid over 96 px), so
+    a density map's sum differs from the patch map's by up to that rounding (a few per cent), not exactly.
     """
+    density = check_bool("density", density)
+    if not isinstance(patch_map, torch.Tensor) or not patch_map.is_floating_point():
+        raise TypeError(f"patch_map must be a floating-point (B, N_patches) tensor, got "
+                        f"{patch_map.dtype if isinstance(patch_map, torch.Tensor) else type(patch_map).__name__}")
     rows, cols = model.patch_grid(branch)
     if patch_map.ndim != 2 or patch_map.shape[1] != rows * cols:
         raise ValueError(f"the {branch} branch has a {rows}x{cols} grid, so the patch map must be (B, {rows * cols}); "
@@ -544,6 +552,7 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
     record = get_method(method)
     chosen = record.resolve(model, options)
     check_images(images, model)
+    check_finite_images(images)
     # inference_mode(False): gradient methods must work inside a caller's torch.inference_mode() too
     with eval_mode(model), torch.inference_mode(False):
         if target is not None or (record.class_specific and not record.own_prediction):

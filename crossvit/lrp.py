@@ -47,7 +47,7 @@ from torch import nn
 
 from .layers import AttentionInputs
 from .model import CrossViT, check_images
-from .utils import BRANCHES, check_choice, check_number, class_indices, eval_mode
+from .utils import BRANCHES, check_choice, check_finite_images, check_number, class_indices, eval_mode
 
 RULES: tuple[str, ...] = ("attnlrp", "cp_lrp")
 """The relevance rules :func:`lrp_rules` knows (see the module docstring)."""
@@ -205,8 +205,8 @@ def lrp_rules(model: CrossViT, rule: str = "attnlrp", *, epsilon: float = 0.0, g
     """
     if not isinstance(model, CrossViT):
         raise TypeError(f"lrp_rules needs a crossvit.CrossViT, got {type(model).__name__}")
-    rules = _Rules(check_choice("rule", rule, RULES), check_number("epsilon", epsilon, 0.0, float("inf")),
-                   check_number("gamma", gamma, 0.0, float("inf")), threading.get_ident())
+    rules = _Rules(check_choice("rule", rule, RULES), check_number("epsilon", epsilon, 0.0, float("inf"), high_open=True),
+                   check_number("gamma", gamma, 0.0, float("inf"), high_open=True), threading.get_ident())
     attention, norm, elementwise, linear = _hooks(rules)
     served = {}  # id of one of the model's modules -> the rule's hook
     for module in model.modules():
@@ -301,6 +301,7 @@ def _check(model: CrossViT, images: torch.Tensor, target: object) -> torch.Tenso
     if not isinstance(model, CrossViT):
         raise TypeError(f"expected a crossvit.CrossViT, got {type(model).__name__}")
     check_images(images, model)
+    check_finite_images(images)
     return None if target is None else class_indices("relevance", target, images.shape[0], model.num_classes).to(
         images.device)
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .utils import eval_mode, progress_bar
+from .utils import check_bool, check_finite_images, eval_mode, progress_bar
 
 __all__ = [
     "DEFAULT_BLUR_SIGMA",
@@ -266,6 +266,7 @@ def _check_image_batch(images: object) -> None:
     if images.ndim != 4:
         raise ValueError(f"images must have shape (B, C, H, W), "
                          f"got {images.ndim} dimensions {tuple(images.shape)}")
+    check_finite_images(images)
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float = DEFAULT_BLUR_SIGMA) -> torch.Tensor:
@@ -288,7 +289,7 @@ def gaussian_blur(images: torch.Tensor, sigma: float = DEFAULT_BLUR_SIGMA) -> to
     def kernel(size: int) -> tuple[torch.Tensor, int]:
         radius = min(math.ceil(3 * sigma), size - 1)
         d = torch.arange(-radius, radius + 1, dtype=torch.float64, device=images.device)
-        k = torch.exp(-d * d / (2 * sigma * sigma))
+        k = torch.exp(-0.5 * (d / sigma) ** 2)  # (d / sigma first: sigma * sigma underflows to 0 below 1e-162)
         return (k / k.sum()).to(images.dtype), radius
 
     x = images.reshape(B * C, 1, H, W)                                  # (B*C, 1, H, W)
@@ -310,13 +311,22 @@ def pixel_counts(num_pixels: int, steps: int) -> torch.Tensor:
     """
     num_pixels = _check_int(num_pixels, "num_pixels", 1)
     steps = _check_int(steps, "steps", 1)
+    if 2 * steps * num_pixels + steps > 2**63 - 1:  # the exact integer formula must fit torch's int64
+        raise ValueError(f"num_pixels x steps is too large to count exactly in 64 bits: {num_pixels} x {steps}")
     i = torch.arange(steps + 1, dtype=torch.long)
     return (2 * i * num_pixels + steps) // (2 * steps)
 
 
 def _counts_at(fractions: Sequence[float] | torch.Tensor, num_pixels: int) -> torch.Tensor:
     """Pixels changed at each of the given fractions, ``round(f * num_pixels)`` (halves up), as (points,) long."""
-    f = torch.as_tensor(fractions, dtype=torch.float64)
+    if isinstance(fractions, (str, bytes)) or (isinstance(fractions, torch.Tensor) and fractions.dtype == torch.bool):
+        raise TypeError(f"fractions must be a sequence of numbers, got {fractions!r:.60}")
+    if not isinstance(fractions, torch.Tensor) and any(isinstance(v, bool) for v in fractions):
+        raise TypeError(f"fractions must be numbers, not True/False: got {list(fractions)!r:.60}")
+    try:
+        f = torch.as_tensor(fractions, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"fractions must be a 1-D sequence of numbers: {err}") from None
     if f.ndim != 1 or len(f) < 2:
         raise ValueError(f"fractions must be a 1-D sequence of at least 2 points, got shape {tuple(f.shape)}")
     if not torch.isfinite(f).all() or f[0] != 0 or f[-1] != 1 or not (f[1:] > f[:-1]).all():
@@ -436,6 +446,7 @@ def deletion_insertion(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_image_batch(images)
+    check_bool("progress", progress)
     if not isinstance(maps, torch.Tensor):
         raise TypeError(f"maps must be a torch.Tensor of shape (B, H, W), got {type(maps).__name__}")
     if maps.ndim != 3 or maps.shape[0] != images.shape[0] or maps.shape[1:] != images.shape[2:]:

@@ -100,6 +100,8 @@ def create_model(name: str, pretrained: bool = False, checkpoint_path: str | os.
     """
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
     if name == SEED:
         if pretrained or checkpoint_path is not None:
             raise ValueError("the 'seed' flavour has no published weights; use pretrained=False, or convert your "

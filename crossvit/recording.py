@@ -36,6 +36,7 @@ from torch import nn
 
 from .layers import AttentionMap
 from .model import CrossViT, in_forward
+from .utils import check_bool
 
 Kind = Literal["self", "cross"]
 
@@ -117,6 +118,7 @@ class AttentionRecorder:
     """
 
     def __init__(self, model: CrossViT, sites: list[Site], detach: bool, grads: bool) -> None:
+        detach, grads = check_bool("detach", detach), check_bool("grads", grads)
         self.model = model
         self.recorded_sites = sites
         self.detach = detach and not grads

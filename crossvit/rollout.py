@@ -129,6 +129,7 @@ def attention_rollout(rec: AttentionRecorder, branch: str, head_fusion: HeadFusi
     ``start_block`` and later enter the product. With ``include_cls=True`` the CLS's own column comes first,
     (B, 1 + N_patches), and each row sums to 1.
     """
+    _check_recorder(rec)
     if head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
     start = check_start_block(rec.model, start_block)
@@ -205,8 +206,15 @@ def joint_rows(layers: Sequence[GraphLayer], num_tokens: dict[str, int], normali
     return rows
 
 
+def _check_recorder(rec: object) -> None:
+    if not isinstance(rec, AttentionRecorder):
+        raise TypeError(f"rec must be the AttentionRecorder of a record_attention(model) block, got "
+                        f"{type(rec).__name__}")
+
+
 def _graph_layers(rec: AttentionRecorder, fuse: Callable[[str, torch.Tensor], torch.Tensor], start_block: int = 0
                   ) -> list[GraphLayer]:
+    _check_recorder(rec)
     model = rec.model
     start = check_start_block(model, start_block)
     maps = rec.sites  # checks that a forward was recorded
@@ -270,6 +278,7 @@ def gradient_rollout(rec: AttentionRecorder, include_cls: bool = False, start_bl
     backward from one branch head's logit, the other CLS's last fusion): its gradient is zero, so its layer
     enters as 0.5 I. (A backward restricted with ``inputs=`` to some of the maps makes the others zero too.)
     """
+    _check_recorder(rec)
     grads = rec.gradients  # raises when no map received a gradient (or only those of an earlier forward)
 
     def weighted(name: str, attention: torch.Tensor) -> torch.Tensor:

@@ -240,3 +240,12 @@ def progress_bar(iterable=None, *, progress: bool, **kwargs) -> tqdm:
     if not progress or os.environ.get("TQDM_DISABLE"):
         kwargs["disable"] = True
     return tqdm(iterable, **kwargs)
+
+
+def check_finite_images(images: torch.Tensor) -> None:
+    """A ValueError if ``images`` holds NaN or an infinity: every analysis of such a batch (a map, a score, an
+    accuracy) would be NaN or wrong without saying so. (The model's own forward does not check: a reduction over
+    the batch on every call, a synchronisation on CUDA, would slow training.)"""
+    if not bool(torch.isfinite(images).all()):
+        bad = (~torch.isfinite(images)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(f"images {bad[:10]}{' ...' if len(bad) > 10 else ''} hold NaN or infinite values")
