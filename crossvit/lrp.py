@@ -205,7 +205,8 @@ def lrp_rules(model: CrossViT, rule: str = "attnlrp", *, epsilon: float = 0.0, g
     """
     if not isinstance(model, CrossViT):
         raise TypeError(f"lrp_rules needs a crossvit.CrossViT, got {type(model).__name__}")
-    rules = _Rules(check_choice("rule", rule, RULES), check_number("epsilon", epsilon, 0.0, float("inf"), high_open=True),
+    rules = _Rules(check_choice("rule", rule, RULES),
+                   check_number("epsilon", epsilon, 0.0, float("inf"), high_open=True),  # inf: NaN relevance
                    check_number("gamma", gamma, 0.0, float("inf"), high_open=True), threading.get_ident())
     attention, norm, elementwise, linear = _hooks(rules)
     served = {}  # id of one of the model's modules -> the rule's hook

@@ -321,8 +321,12 @@ def _counts_at(fractions: Sequence[float] | torch.Tensor, num_pixels: int) -> to
     """Pixels changed at each of the given fractions, ``round(f * num_pixels)`` (halves up), as (points,) long."""
     if isinstance(fractions, (str, bytes)) or (isinstance(fractions, torch.Tensor) and fractions.dtype == torch.bool):
         raise TypeError(f"fractions must be a sequence of numbers, got {fractions!r:.60}")
+    try:
+        fractions = fractions if isinstance(fractions, torch.Tensor) else list(fractions)  # (a generator once)
+    except TypeError:
+        raise TypeError(f"fractions must be a sequence of numbers, got {type(fractions).__name__}") from None
     if not isinstance(fractions, torch.Tensor) and any(isinstance(v, bool) for v in fractions):
-        raise TypeError(f"fractions must be numbers, not True/False: got {list(fractions)!r:.60}")
+        raise TypeError(f"fractions must be numbers, not True/False: got {fractions!r:.60}")
     try:
         f = torch.as_tensor(fractions, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as err:

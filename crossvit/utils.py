@@ -237,7 +237,7 @@ def progress_bar(iterable=None, *, progress: bool, **kwargs) -> tqdm:
     (tqdm's text bar honours that variable by itself, but its notebook bar turns a missing ``disable`` into
     ``False`` and shows anyway; the site build, ``make figures`` and the notebook tests set it, since bars would
     fill the pages.)"""
-    if not progress or os.environ.get("TQDM_DISABLE"):
+    if not check_bool("progress", progress) or os.environ.get("TQDM_DISABLE"):
         kwargs["disable"] = True
     return tqdm(iterable, **kwargs)
 
