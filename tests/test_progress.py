@@ -55,7 +55,10 @@ def test_tqdm_disable_silences_a_notebook_bar_too(monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert crossvit.utils.progress_bar(range(3), progress=True).disable  # tqdm.notebook alone would show it
     monkeypatch.delenv("TQDM_DISABLE")
-    assert not crossvit.utils.progress_bar(range(3), progress=True, display=False).disable  # without it: shown
+    shown = crossvit.utils.progress_bar(range(3), progress=True, display=False)
+    assert not shown.disable  # without it: shown
+    shown.close()
+    shown.container.close()  # (else ipywidgets keeps it, and its weak proxy to the bar outlives the bar)
 
 
 @pytest.mark.slow  # two Python processes that import torch

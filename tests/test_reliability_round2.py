@@ -279,7 +279,11 @@ def _live_tensor_bytes() -> int:
     gc.collect()
     total, seen = 0, set()
     for obj in gc.get_objects():
-        if isinstance(obj, torch.Tensor) and not isinstance(obj, torch.nn.Parameter):
+        try:
+            is_tensor = isinstance(obj, torch.Tensor) and not isinstance(obj, torch.nn.Parameter)
+        except ReferenceError:  # a weak proxy whose object is gone (a closed notebook progress bar leaves one)
+            continue
+        if is_tensor:
             try:  # tensors without real memory (fake or meta tensors another test left behind) do not count
                 storage = obj.untyped_storage()
                 pointer = storage.data_ptr()
