@@ -24,7 +24,7 @@ from .config import Architecture
 from .layers import TransformerBlock
 from .model import BranchEmbedding, ClassifierHead, CrossViT, branch_image, check_images
 from .train import evaluate  # the trainer's held-out scoring, which scores each head too
-from .utils import BRANCHES, check_choice, check_finite_images, check_int, renamed_argument
+from .utils import BRANCHES, check_choice, check_finite_images, check_int, class_indices, renamed_argument
 
 
 def _check_model(model: object) -> CrossViT:
@@ -71,13 +71,8 @@ def head_accuracies(model: CrossViT, images: torch.Tensor, labels: torch.Tensor,
     check_finite_images(images)
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or len(labels) != len(images):
         raise ValueError("labels must be a (B,) tensor with one class index per image")
-    if labels.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
-    if len(labels) and not (0 <= int(labels.min()) and int(labels.max()) < model.num_classes):
-        raise ValueError(f"labels must be class indices in [0, {model.num_classes}), got values from "
-                         f"{int(labels.min())} to {int(labels.max())}")
+    labels = class_indices("labels", labels, len(images), model.num_classes)  # int64, as cross-entropy takes them
     batch_size = check_int("batch_size", batch_size, 1)
-    labels = labels.long()  # (a copy where they were another integer type: cross-entropy takes int64)
     scores = evaluate(model, images, labels, batch_size=batch_size, device=images.device)
     return {"model": scores["accuracy"], "small head": scores["small_head_accuracy"],
             "large head": scores["large_head_accuracy"]}

@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from .config import config_from_dict
 from .model import CrossViT
 from .preprocessing import checkpoint_data_config, stored_data_config
-from .utils import atomic_write, check_bool
+from .utils import atomic_write, check_bool, resolve_device
 
 FORMAT = 2
 """Version of the JSON sidecar layout written by :func:`save_checkpoint` (2 added ``config_sha256``). ``"format"``
@@ -91,24 +91,6 @@ def check_checkpoint_name(name: object) -> str:
             or "\0" in name:
         raise ValueError(f"checkpoint name must be a plain file stem such as 'model', got {name!r}")
     return name
-
-
-def _check_map_location(map_location: object) -> torch.device:
-    """``map_location`` as a torch.device this machine has; a TypeError/ValueError naming it otherwise (before any
-    file is read, rather than torch's error after the weights are hashed)."""
-    if not isinstance(map_location, (str, torch.device)):
-        raise TypeError(f"map_location must be a device name such as 'cpu' or 'cuda:0', or a torch.device, got "
-                        f"{type(map_location).__name__}")
-    try:
-        device = torch.device(map_location)
-    except RuntimeError as err:
-        raise ValueError(f"map_location {map_location!r} is not a device: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"map_location {map_location!r}: this machine has no CUDA device; use 'cpu'")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"map_location {map_location!r}: this machine has {torch.cuda.device_count()} CUDA "
-                         "device(s)")
-    return device
 
 
 def check_not_taken(directory: str | Path, name: str, overwrite: bool) -> None:
@@ -209,7 +191,7 @@ def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str 
                         ("with_record", with_record)):
         check_bool(flag, value)
     check_checkpoint_name(name)  # as save_checkpoint: a plain file name, no path
-    map_location = _check_map_location(map_location)
+    map_location = resolve_device(map_location, "map_location")  # before any file is read, not torch's error after
     weights_path, meta_path = checkpoint_paths(path, name)
     if not weights_path.is_file():
         raise FileNotFoundError(f"checkpoint weights {weights_path} not found")

@@ -155,6 +155,8 @@ def resolve_device(device: str | torch.device, what: str = "device") -> torch.de
             raise ValueError(f"{what} {device!r} is not a device name ('auto', 'cpu', 'cuda'): {err}") from None
     if out.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"{what} is {str(device)!r} but CUDA is not available; use 'cpu' or 'auto'")
+    if out.type == "cuda" and out.index is not None and out.index >= torch.cuda.device_count():
+        raise ValueError(f"{what} is {str(device)!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
     return out
 
 

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..utils import check_number
 from .common import EXERCISES, GRADING_ENV
 from .notebook import exercise_cells, is_exercise_cell, solution_functions, solutions_path
 from .questions import QUESTION_TAG, QUESTIONS
@@ -330,10 +331,9 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
     and the new CSV appears only when the run succeeds."""
     import nbformat
 
-    if isinstance(budget_s, bool) or not isinstance(budget_s, int | float):
-        raise TypeError(f"budget_s must be a number of seconds, got {type(budget_s).__name__}")
-    if not budget_s > 0:
-        raise ValueError(f"budget_s must be positive, got {budget_s}")
+    budget_s = check_number("budget_s", budget_s, 0.0, math.inf)  # math.inf: no limit
+    if budget_s == 0:
+        raise ValueError("budget_s must be positive, got 0")
     csv_path = Path(csv_path) if csv_path is not None else None
     if csv_path is not None and csv_path.exists() and not overwrite:
         raise FileExistsError(f"{csv_path} exists; choose another --csv, or replace it with {OVERWRITE_HINT}")
