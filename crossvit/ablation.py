@@ -23,6 +23,7 @@ from torch import nn
 from .config import Architecture
 from .layers import TransformerBlock
 from .model import BranchEmbedding, ClassifierHead, CrossViT, branch_image, check_images
+from .recording import leaves_recordings_alone
 from .train import evaluate  # the trainer's held-out scoring, which scores each head too
 from .utils import BRANCHES, check_choice, check_finite_images, check_int, class_indices, renamed_argument
 
@@ -36,7 +37,7 @@ def _check_model(model: object) -> CrossViT:
 @contextmanager
 def zero_cross_attention(model: CrossViT, query: str | Sequence[str] = "both", **deprecated: Any) -> Iterator[None]:
     """Within the block, every fusion direction whose query CLS is ``query``'s ("small", "large", "both", or a
-    sequence of branch names) adds nothing read from the other branch: its cross-attention output is replaced by
+    sequence of branch names; an empty one zeroes nothing) adds nothing read from the other branch: its cross-attention output is replaced by
     zeros (forward hooks, removed on exit). (``queries=`` is the deprecated name of ``query``.)"""
     _check_model(model)
     query = renamed_argument("zero_cross_attention", deprecated, "queries", "query", query, "both")
@@ -44,10 +45,12 @@ def zero_cross_attention(model: CrossViT, query: str | Sequence[str] = "both", *
         queries: Sequence[str] = BRANCHES
     elif isinstance(query, str):
         queries = (check_choice("query", query, ("small", "large", "both")),)
-    else:
+    elif isinstance(query, Sequence):
         queries = tuple(query)
-        if not all(q in BRANCHES for q in queries):
+        if not all(isinstance(q, str) and q in BRANCHES for q in queries):
             raise ValueError(f"query must be 'small', 'large', 'both' or a sequence of branch names, got {query!r}")
+    else:
+        raise TypeError(f"query must be 'small', 'large', 'both' or a sequence of branch names, got {query!r}")
     handles = []
     for block in model.blocks:
         for fusion in block.fusions:
@@ -61,6 +64,7 @@ def zero_cross_attention(model: CrossViT, query: str | Sequence[str] = "both", *
             handle.remove()
 
 
+@leaves_recordings_alone
 @torch.no_grad()
 def head_accuracies(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250
                     ) -> dict[str, float]:
@@ -83,6 +87,7 @@ CROSS_ATTENTION_ABLATIONS: tuple[tuple[str, ...], ...] = ((), ("small",), ("larg
 the small one, the large one, both."""
 
 
+@leaves_recordings_alone
 def cross_attention_ablations(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250
                               ) -> dict[tuple[str, ...], dict[str, float]]:
     """For each entry of :data:`CROSS_ATTENTION_ABLATIONS`, :func:`head_accuracies` with those directions of every

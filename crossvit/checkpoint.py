@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 from .config import config_from_dict
 from .model import CrossViT
 from .preprocessing import checkpoint_data_config, stored_data_config
-from .utils import atomic_write, check_bool, resolve_device
+from .utils import atomic_write, check_bool, check_path, resolve_device
 
 FORMAT = 2
 """Version of the JSON sidecar layout written by :func:`save_checkpoint` (2 added ``config_sha256``). ``"format"``
@@ -73,9 +73,7 @@ def file_sha256(path: str | Path) -> str:
 def checkpoint_paths(path: str | Path, name: str = "model") -> tuple[Path, Path]:
     """(weights file, JSON file) of a checkpoint given as its .safetensors file, its .json file, or a directory
     holding ``<name>.safetensors`` and ``<name>.json``. Only names paths; checks nothing."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"checkpoint path must be a str or Path, got {type(path).__name__}")
-    path = Path(path)
+    path = check_path("checkpoint path", path)
     if path.is_dir():
         path = path / f"{name}{WEIGHTS_SUFFIX}"
     if path.suffix == META_SUFFIX:
@@ -113,6 +111,7 @@ def save_checkpoint(model: CrossViT, directory: str | Path, *, record: dict[str,
     if not isinstance(model, CrossViT):
         raise TypeError(f"save_checkpoint expects a crossvit.CrossViT, got {type(model).__name__}")
     check_checkpoint_name(name)
+    directory = check_path("directory", directory)
     check_not_taken(directory, name, overwrite)
     if record is not None and not isinstance(record, dict):
         raise TypeError(f"record must be a dict or None, got {type(record).__name__}")
@@ -122,7 +121,6 @@ def save_checkpoint(model: CrossViT, directory: str | Path, *, record: dict[str,
         raise TypeError(f"record must be plain JSON (dict/list/str/number/bool/None, finite floats): {err}") from None
 
     data_config = stored_data_config(model)
-    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights_path = directory / f"{name}{WEIGHTS_SUFFIX}"
     meta_path = directory / f"{name}{META_SUFFIX}"

@@ -65,7 +65,7 @@ import torch.nn.functional as F
 
 from .lrp import READOUTS, patch_relevance, pixel_relevance
 from .model import CrossViT, check_images
-from .recording import attention_sites, record_attention, release_attention_memory
+from .recording import attention_sites, leaves_recordings_alone, record_attention, release_attention_memory
 from .relevancy import coattention_relevancy
 from .rollout import (
     HEAD_FUSIONS,
@@ -251,7 +251,15 @@ def _resolve_target(model: CrossViT, images: torch.Tensor, target: int | torch.T
 
 def joint_rollout_pixels(model: CrossViT, rollout: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
     """Model-level (B, H, W) map from a joint (or gradient) rollout: for each query CLS, add the two grids' mass
-    per pixel; then average over the two CLS tokens (the head averages their logits)."""
+    per pixel; then average over the two CLS tokens (the head averages their logits). ``rollout[query][patches]``
+    is the (B, N_patches) row of query CLS ``query`` over branch ``patches``'s patch tokens, for all four pairs."""
+    if not isinstance(rollout, Mapping):
+        raise TypeError(f"rollout must be a dict of dicts (query -> patch branch -> rows), got "
+                        f"{type(rollout).__name__}")
+    for q in model.branch_names:
+        if not isinstance(rollout.get(q), Mapping) or any(p not in rollout[q] for p in model.branch_names):
+            raise ValueError(f"rollout must hold rollout[{q!r}][patch branch] for both branches "
+                             f"{model.branch_names}; it has keys {list(rollout)!r:.80}")
     maps = [
         sum(patch_map_to_pixels(model, p, rollout[q][p], density=True) for p in model.branch_names)
         for q in model.branch_names
@@ -524,6 +532,7 @@ for that method, besides the :data:`SHARED_OPTIONS` every method accepts."""
 # the entry point
 
 
+@leaves_recordings_alone
 def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | torch.Tensor | None = None,
             **options: object) -> torch.Tensor:
     """Explain ``model``'s score for ``target`` on ``images`` (B, C, H, W): returns (B, H, W), higher = more

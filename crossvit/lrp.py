@@ -47,6 +47,7 @@ from torch import nn
 
 from .layers import AttentionInputs
 from .model import CrossViT, check_images
+from .recording import leaves_recordings_alone
 from .utils import BRANCHES, check_choice, check_finite_images, check_number, class_indices, eval_mode
 
 RULES: tuple[str, ...] = ("attnlrp", "cp_lrp")
@@ -253,6 +254,7 @@ class BranchRelevance:
 
     def total(self, branch: str) -> torch.Tensor:
         """Everything on branch ``branch``'s tokens: patches, CLS token and positions."""
+        check_choice("branch", branch, BRANCHES)
         return self.patches[branch].sum(dim=1) + self.cls[branch] + self.positions[branch]
 
     @property
@@ -307,6 +309,7 @@ def _check(model: CrossViT, images: torch.Tensor, target: object) -> torch.Tenso
         images.device)
 
 
+@leaves_recordings_alone
 def relevance_by_branch(model: CrossViT, images: torch.Tensor, target: int | torch.Tensor | None = None, *,
                         rule: str = "attnlrp", epsilon: float = 0.0, gamma: float = 0.0) -> BranchRelevance:
     """Split each image's ``target`` logit (default: the predicted class) by ``rule`` (see :func:`lrp_rules`)

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .recording import leaves_recordings_alone
 from .utils import check_bool, check_finite_images, eval_mode, progress_bar
 
 __all__ = [
@@ -399,6 +400,7 @@ def _chunks(total: int, size: int, device: torch.device) -> Iterator[torch.Tenso
         yield torch.arange(start, min(start + size, total), device=device)
 
 
+@leaves_recordings_alone
 def deletion_insertion(
     model: nn.Module,
     images: torch.Tensor,

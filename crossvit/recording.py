@@ -25,11 +25,14 @@ fusion layer's small and large direction. A site that nothing records keeps the 
 
 from __future__ import annotations
 
+import functools
+import itertools
 import threading
 import weakref
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
@@ -93,13 +96,46 @@ def _select(sites: list[Site], selector: SiteSelector) -> list[Site]:
     raise ValueError(f"sites must be 'all', 'self', 'cross' or a predicate on site names, got {selector!r}")
 
 
+_serials = itertools.count(1)  # each recording that starts gets the next number
+_pause = threading.local()  # .below: recordings of this thread numbered below it ignore forwards (0: none)
+
+
+@contextmanager
+def outer_recordings_paused() -> Iterator[None]:
+    """Within the block, the recordings this thread had already started ignore every forward: a library function
+    that runs the model on images of its own (perturbed, interpolated, flipped) leaves the caller's recording as it
+    was. Recordings started inside the block record as usual."""
+    previous = getattr(_pause, "below", 0)
+    _pause.below = next(_serials)
+    try:
+        yield
+    finally:
+        _pause.below = previous
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def leaves_recordings_alone(fn: F) -> F:
+    """Decorator: ``fn`` runs inside :func:`outer_recordings_paused`."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with outer_recordings_paused():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
 class AttentionRecorder:
     """Holds the maps (and optionally their gradients) recorded by :func:`record_attention`.
 
     Each forward pass of the model (``model(x)`` or ``model.forward_features(x)``) *replaces* the maps of the
     previous one (``num_forwards`` counts them), so the maps always belong to the latest forward. Calling a part
     of the model on its own (``model.embed["small"](x)``, ``model.blocks[0](s, l)``) is not a forward: it neither
-    replaces nor adds maps. The maps stay readable after the ``with`` block ends. With ``grads=True`` only
+    replaces nor adds maps. Nor are the forwards that the library's own analyses run on images of their own
+    (``explain``, ``relevance_by_branch``, ``deletion_insertion``, ``head_accuracies``,
+    ``cross_attention_ablations``): called inside the block, they leave its maps as they were. The maps stay
+    readable after the ``with`` block ends. With ``grads=True`` only
     gradients of the latest forward's maps are kept: reading gradients that arrived for an earlier forward only
     raises an error that says so. Several backward passes through one recorded forward (``retain_graph=True``)
     add up: ``rec.gradients`` is then the gradient of their sum, as PyTorch's ``.grad`` accumulates (a
@@ -133,17 +169,20 @@ class AttentionRecorder:
         self._unseen_calls = 0  # model calls in which no forward of ours ran (compiled code skips module hooks)
         self._latest_call_unseen = False
         self._thread: int | None = None  # the thread that entered the recording: only its forwards are recorded
+        self._serial = 0  # set on entering: a recording started before an outer_recordings_paused block ignores it
 
     # -- hooks ----------------------------------------------------------------------------------------------
     def _ours(self) -> bool:
         """True when the running forward belongs to this recording: it runs in the thread that entered the
         ``with`` block. Forwards of other threads through the same modules (the same model, or another model
-        sharing its modules) are neither recorded nor counted, and never write into the kept map memory."""
-        return threading.get_ident() == self._thread
+        sharing its modules) are neither recorded nor counted, and never write into the kept map memory; nor are
+        forwards inside a library function that runs the model on images of its own (outer_recordings_paused)."""
+        return threading.get_ident() == self._thread and self._serial >= getattr(_pause, "below", 0)
 
     def _attach(self) -> None:
         model = self.model
         self._thread = threading.get_ident()
+        self._serial = next(_serials)
         # a forward begins where both model(x) and model.forward_features(x) begin: the first branch's embedding
         first_embedding = model.embed[model.branch_names[0]]
         self._handles += [

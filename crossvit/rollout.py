@@ -90,8 +90,16 @@ def rollout_from_maps(maps: Sequence[torch.Tensor], head_fusion: HeadFusion = "m
     Returns R[CLS, patches] with R = A'_L ... A'_1, A' = rownorm(0.5 A + 0.5 I); with ``include_cls=True`` the
     whole row R[CLS, :], (B, N), which sums to 1.
     """
+    if isinstance(maps, torch.Tensor) or not isinstance(maps, Sequence):
+        raise TypeError(f"maps must be a list or tuple of (B, heads, N, N) tensors, got {type(maps).__name__}")
     if not maps:
         raise ValueError("rollout needs at least one self-attention map")
+    for k, attention in enumerate(maps):
+        if not isinstance(attention, torch.Tensor):
+            raise TypeError(f"maps[{k}] must be a (B, heads, N, N) tensor, got {type(attention).__name__}")
+        if attention.ndim != 4:
+            raise ValueError(f"maps[{k}] must be a (B, heads, N, N) tensor, got shape {tuple(attention.shape)}")
+    check_bool("include_cls", include_cls)
     first = maps[0]
     b, _, n, _ = first.shape
     dtype = accumulation_dtype(first.dtype)

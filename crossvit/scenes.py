@@ -160,15 +160,16 @@ def make_composites(n: int, seed: int, image_size: int = 96, *, gap: int = 2
     Unlike :func:`make_two_object_shapes`, every piece comes from the single-object task the bundled model was
     trained on, so a composite differs from its training images only by holding a second object. The donor's object
     (its pixels under its mask) is moved to a random place in the host image where it lies fully inside and keeps
-    at least ``gap`` px from the host's object (it may cover the host's decoy or distractors); a host for which no
-    such place exists is skipped, and the images come from a longer draw until ``n`` composites are made.
+    at least ``gap`` px (0 to ``image_size // 2``) from the host's object (it may cover the host's decoy or
+    distractors); a host for which no such place exists is skipped, and the images come from a longer draw until
+    ``n`` composites are made (a ValueError when that draw has too few places, at gaps far above the default).
 
     Returns ``images`` (n, 3, H, W); ``labels`` (n, 2), the host object's class and the pasted object's class
     (always different); ``masks`` (n, 2, H, W), each object's pixels (they never overlap). Deterministic by
     ``seed`` (every bit counts).
     """
     n, seed, image_size, _, _ = data._validate(n, seed, image_size, (0, 0), 0.0)
-    gap = check_int("gap", gap, 0)
+    gap = check_int("gap", gap, 0, image_size // 2)
     g = seeded_generator(seed)
     pool = 2 * n + 16  # hosts and donors
     images, labels, masks = data.make_shapes(pool, int(torch.randint(0, 2**62, (1,), generator=g)), image_size)
@@ -201,6 +202,7 @@ def make_composites(n: int, seed: int, image_size: int = 96, *, gap: int = 2
         out_images.append(image)
         out_labels.append(torch.stack([labels[host], labels[donor]]))
         out_masks.append(torch.stack([masks[host], pasted]))
-    if len(out_images) < n:  # pragma: no cover - at these sizes a place is found for almost every host
-        raise RuntimeError(f"only {len(out_images)} of {n} composites found room; ask for fewer")
+    if len(out_images) < n:  # at the default gap a place is found for almost every host
+        raise ValueError(f"only {len(out_images)} of {n} composites found room {gap} px from the host's object; "
+                         "ask for a smaller gap or fewer composites")
     return torch.stack(out_images), torch.stack(out_labels), torch.stack(out_masks)

@@ -44,7 +44,7 @@ from .presets import SHAPES_PRESETS
 from .recording import AttentionRecorder, record_attention
 from .scenes import make_two_object_shapes
 from .tasks import TASKS, get_task
-from .utils import atomic_write, eval_mode, progress_bar
+from .utils import atomic_write, check_path, eval_mode, progress_bar
 from .utils import resolve_device as _resolve_device
 
 TRAIN_PRESETS = SHAPES_PRESETS
@@ -306,8 +306,8 @@ def check_output(out_dir: str | Path, name: str, overwrite: bool = False) -> Pat
     file stem, ``out_dir`` a directory (created if missing) in which a file can be created, and no checkpoint of
     that name may be there unless ``overwrite``. Returns ``out_dir``."""
     check_checkpoint_name(name)
-    check_not_taken(out_dir, name, overwrite)
-    out = Path(out_dir)
+    out = check_path("out_dir", out_dir)
+    check_not_taken(out, name, overwrite)
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):

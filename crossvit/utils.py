@@ -97,6 +97,14 @@ def check_bool(name: str, value: object) -> bool:
     return value
 
 
+def check_path(name: str, value: object) -> Path:
+    """``value`` (a str or an ``os.PathLike``) as a Path; a TypeError naming ``name`` otherwise (an int or None
+    would otherwise be taken as a file descriptor or fail deep inside ``pathlib``)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or Path, got {type(value).__name__}")
+    return Path(value)
+
+
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     """``value`` when it is one of ``choices``; otherwise a ValueError that lists them."""
     if not isinstance(value, str) or value not in choices:

@@ -27,6 +27,7 @@ from safetensors.torch import load_file
 
 from .convert import timm_state_dict_to_ours
 from .model import CrossViT
+from .utils import check_path
 
 HUB_TAG = "in1k"
 """timm's pretrained tag of the paper variants' ImageNet-1k weights."""
@@ -55,9 +56,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict (name -> tensor, on the CPU) from a ``.safetensors`` file or a ``torch.save`` file read with
     ``weights_only=True``. A ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper (EMA weights first, as in timm)
     is unwrapped and ``module.`` prefixes are stripped. Errors name the file."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"checkpoint_path must be a str or Path, got {type(path).__name__}")
-    path = Path(path)
+    path = check_path("checkpoint_path", path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
     suffix = path.suffix.lower()
