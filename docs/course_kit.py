@@ -49,6 +49,8 @@ from pathlib import Path
 
 import nbformat
 
+from crossvit.utils import atomic_write
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "docs"))
 import widget_assets  # noqa: E402  (docs/widget_assets.py)
@@ -183,7 +185,8 @@ def claim_outputs(out: Path, names: list[str]) -> None:
             raise FileExistsError(f"{out / name} exists and no earlier run of this script wrote it; choose another "
                                   "--out, or move it away first")
     out.mkdir(parents=True, exist_ok=True)
-    listed.write_text(json.dumps(sorted(ours | set(names)), indent=1) + "\n")
+    text = json.dumps(sorted(ours | set(names)), indent=1) + "\n"
+    atomic_write(listed, lambda tmp: tmp.write_text(text))  # an interrupted run leaves the old list whole
 
 
 def build_slides(executed: Path | dict[str, nbformat.NotebookNode], out: Path) -> list[Path]:
