@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from crossvit.widgets.base import ESM, to_base64
+from crossvit.widgets.base import ESM
+from crossvit.widgets.packet import to_base64
 
 NODE = shutil.which("node")
 HARNESS = Path(__file__).resolve().parent / "js" / "explorer_harness.mjs"

@@ -19,8 +19,8 @@ import crossvit
 from crossvit.exercises.questions import QUESTIONS, answer_lines, ask, feedback
 from crossvit.explain import REGISTRY, joint_rollout_pixels
 from crossvit.widgets import RolloutExplorer, attention_explorer, rollout_explorer
-from crossvit.widgets.base import decode_array
 from crossvit.widgets.html import widget_state
+from crossvit.widgets.packet import decode_array
 
 
 @pytest.fixture(scope="module")

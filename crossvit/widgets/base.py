@@ -16,8 +16,6 @@ own functions, and the front end computes it in JavaScript; ``tests/test_explore
 
 from __future__ import annotations
 
-import base64
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from ..plotting import GRID_COLORS, HEAT_CMAP, MASK_COLOR, SIGNED_CMAP, grid_edg
 from ..preprocessing import display_images
 from ..recording import AttentionRecorder, attention_sites, record_attention, release_attention_memory
 from ..utils import check_int, eval_mode, other_branch
+from .packet import encode_array, packet_bytes
 
 HERE = Path(__file__).resolve().parent
 ESM = HERE / "explorer.js"
@@ -51,53 +50,12 @@ equal to the Python definitions on the very same maps."""
 # the packet
 
 
-def encode_array(array: np.ndarray | torch.Tensor, dtype: str) -> dict[str, Any]:
-    """An array as the front end reads it: ``{"dtype", "shape", "zlib": True, "data": bytes}``, C order, the bytes
-    zlib-compressed (little-endian, as every machine here)."""
-    if isinstance(array, torch.Tensor):
-        array = array.detach().cpu().numpy()
-    array = np.ascontiguousarray(array, dtype=np.dtype(dtype).newbyteorder("<"))
-    return {"dtype": dtype, "shape": list(array.shape), "zlib": True, "data": zlib.compress(array.tobytes(), 6)}
-
-
-def decode_array(spec: Mapping[str, Any]) -> np.ndarray:
-    """The inverse of :func:`encode_array` (also for a base64 string in ``data``, as a standalone page holds it)."""
-    data = spec["data"]
-    raw = base64.b64decode(data) if isinstance(data, str) else bytes(data)
-    if spec.get("zlib"):
-        raw = zlib.decompress(raw)
-    return np.frombuffer(raw, dtype=np.dtype(spec["dtype"]).newbyteorder("<")).reshape(spec["shape"])
-
-
 def colormap_table(name: str) -> list[str]:
     """Matplotlib colour map ``name`` as 256 ``#rrggbb`` colours, the lookup table the front end paints with."""
     from matplotlib import colormaps
 
     rgba = colormaps[name].resampled(256)(np.arange(256), bytes=True)  # (256, 4) uint8: the table's entries
     return ["#" + "".join(f"{c:02x}" for c in colour[:3]) for colour in rgba]
-
-
-def packet_bytes(packet: object) -> int:
-    """Bytes of binary data in a packet (nested dicts and lists), before base64."""
-    if isinstance(packet, (bytes, bytearray, memoryview)):
-        return len(packet)
-    if isinstance(packet, Mapping):
-        return sum(packet_bytes(v) for v in packet.values())
-    if isinstance(packet, (list, tuple)):
-        return sum(packet_bytes(v) for v in packet)
-    return 0
-
-
-def to_base64(packet: object) -> object:
-    """A packet with every bytes value as a base64 string (what a notebook's saved widget state and a standalone
-    page hold); the front end reads both forms."""
-    if isinstance(packet, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(packet)).decode("ascii")
-    if isinstance(packet, Mapping):
-        return {k: to_base64(v) for k, v in packet.items()}
-    if isinstance(packet, (list, tuple)):
-        return [to_base64(v) for v in packet]
-    return packet
 
 
 def grid_geometry(model: CrossViT) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import anywidget
 
-from .base import to_base64
+from .packet import to_base64
 
 HTML_SUFFIXES = (".html", ".htm")
 _NOT_SENT = {"_esm", "_css", "_anywidget_id", "layout", "tabbable", "tooltip", "_dom_classes", "_model_module",

@@ -18,7 +18,8 @@ from ..model import CrossViT
 from ..plotting import SIGNED_CLIP_PERCENTILE, signed_scale
 from ..rollout import HEAD_FUSIONS, joint_rollout, rollout_from_maps
 from ..utils import check_bool, check_int, progress_bar
-from .base import _Explorer, class_label, encode_array, image_label, menu, model_device, slider
+from .base import _Explorer, class_label, image_label, menu, model_device, slider
+from .packet import encode_array
 
 PREDICTED = -1
 """Value of the ``target`` control that explains each image's predicted class."""
