@@ -25,7 +25,7 @@ from .layers import TransformerBlock
 from .model import BranchEmbedding, ClassifierHead, CrossViT, branch_image, check_images
 from .recording import leaves_recordings_alone
 from .train import evaluate  # the trainer's held-out scoring, which scores each head too
-from .utils import BRANCHES, check_choice, check_finite_images, check_int, class_indices, renamed_argument
+from .utils import BRANCHES, check_choice, renamed_argument
 
 
 def _check_model(model: object) -> CrossViT:
@@ -71,12 +71,7 @@ def head_accuracies(model: CrossViT, images: torch.Tensor, labels: torch.Tensor,
     """Held-out accuracy of the model's logits (``"model"``) and of each head alone (``"small head"``,
     ``"large head"``), in eval mode (restored afterwards)."""
     _check_model(model)
-    check_images(images, model)
-    check_finite_images(images)
-    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or len(labels) != len(images):
-        raise ValueError("labels must be a (B,) tensor with one class index per image")
-    labels = class_indices("labels", labels, len(images), model.num_classes)  # int64, as cross-entropy takes them
-    batch_size = check_int("batch_size", batch_size, 1)
+    check_images(images, model)  # before images.device below; evaluate checks the rest
     scores = evaluate(model, images, labels, batch_size=batch_size, device=images.device)
     return {"model": scores["accuracy"], "small head": scores["small_head_accuracy"],
             "large head": scores["large_head_accuracy"]}
@@ -130,8 +125,18 @@ class SingleBranchViT(nn.Module):
             nn.init.trunc_normal_(self.embed.cls_token, std=0.02)
             nn.init.trunc_normal_(self.embed.pos_embed, std=0.02)
 
+    @property
+    def image_size(self) -> int:
+        return self.arch.image_size
+
+    @property
+    def in_chans(self) -> int:
+        return self.arch.in_chans
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) at the CrossViT's input size -> logits (B, num_classes)."""
+        """Images (B, C, H, W) at the CrossViT's input size -> logits (B, num_classes); refused as the CrossViT
+        refuses them (:func:`crossvit.model.check_images`)."""
+        check_images(images, self)
         if self.arch.input_norm is not None:
             images = (images - self.input_mean) / self.input_std
         return self.head(self.layers(self.embed(branch_image(images, self.spec, self.arch))))

@@ -14,6 +14,10 @@ written (``sha256``) and that nothing that defines the model was edited since (`
 ``config`` and the ``data_config``: an edited ``num_heads`` would load the same weights into another network). ``load_pretrained()`` loads the small model bundled in ``crossvit/assets/``. A loaded
 model knows how its inputs must be prepared (``model.pretrained_cfg``, see :mod:`crossvit.preprocessing`): the
 stored ``data_config``, else the shapes task's for a model ``crossvit.train`` wrote.
+
+The trainer's files live here too: :func:`check_output` and :func:`check_state_file` make sure a run can write its
+checkpoint and its resumable state before it starts; that state (weights, optimiser, schedule, batch order) is a
+``torch.save`` file read back with ``weights_only=True`` (:func:`save_training_state`, :func:`load_training_state`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -101,6 +106,58 @@ def check_not_taken(directory: str | Path, name: str, overwrite: bool) -> None:
     if taken:
         raise FileExistsError(f"{taken[0]} exists: a checkpoint named {name!r} is already in {directory}; choose "
                               "another name or directory, or pass overwrite=True (--overwrite) to replace it")
+
+
+def check_output(out_dir: str | Path, name: str, overwrite: bool = False) -> Path:
+    """Make sure a checkpoint ``<out_dir>/<name>.*`` can be written, before any training: ``name`` must be a plain
+    file stem, ``out_dir`` a directory (created if missing) in which a file can be created, and no checkpoint of
+    that name may be there unless ``overwrite``. Returns ``out_dir``."""
+    check_checkpoint_name(name)
+    out = check_path("out_dir", out_dir)
+    check_not_taken(out, name, overwrite)
+    _check_writable_folder(out, "the checkpoint")
+    return out
+
+
+def _check_writable_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` if missing and make sure a file can be created in it; a ValueError naming ``what``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write {what} to {str(folder)!r}: {err.strerror or err}") from None
+
+
+def check_state_file(state_file: str | Path) -> Path:
+    """Make sure the training state can be written to ``state_file`` before any training (a file path, not a
+    folder; its folder is created if missing). Returns it as a Path."""
+    path = check_path("state_file", state_file)
+    if path.is_dir():
+        raise ValueError(f"state_file {str(path)!r} is a folder; give the path of a file in it (e.g. {path / 'state.pt'})")
+    _check_writable_folder(path.parent, "the training state")
+    return path
+
+
+def save_training_state(path: Path, state: dict[str, Any]) -> None:
+    """Write a resumable training state (:func:`crossvit.train.train`'s ``state_file``) atomically."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_training_state(path: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The training state saved in ``path`` (None if there is none); a ValueError if it belongs to a run of
+    another config (``config``: the run's ``TrainConfig.to_dict()``)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise ValueError(f"{path}: not a training state this trainer wrote ({err}); move it away to start afresh") \
+            from None
+    if state.get("config") != config:
+        raise ValueError(f"{path} holds the state of a run with another TrainConfig; move it away or give that "
+                         "config")
+    return state
 
 
 def save_checkpoint(model: CrossViT, directory: str | Path, *, record: dict[str, Any] | None = None,

@@ -53,11 +53,13 @@ class Prediction:
 
 def top_classes(model: CrossViT, logits: torch.Tensor, k: int = 5) -> list[list[Prediction]]:
     """The ``k`` most probable classes of each image (softmax over ``logits`` (B, num_classes)), best first."""
+    if not isinstance(model, CrossViT):
+        raise TypeError(f"top_classes needs a crossvit.CrossViT first (then the logits), got {type(model).__name__}")
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != model.num_classes:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be (B, {model.num_classes}), got {shape}")
-    if not isinstance(model, CrossViT):
-        raise TypeError(f"top_classes needs a crossvit.CrossViT, got {type(model).__name__}")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError("logits hold NaN or infinite values: the model's input or weights are not finite")
     k = check_int("k", k, 1)
     names = class_names(model)
     probabilities, indices = logits.detach().float().softmax(dim=1).topk(min(k, model.num_classes), dim=1)

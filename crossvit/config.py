@@ -288,6 +288,11 @@ def paper_architecture(cfg: PaperConfig) -> Architecture:
         _positive_int(name, getattr(cfg, name))
     if isinstance(cfg.num_classes, bool) or not isinstance(cfg.num_classes, int) or cfg.num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {cfg.num_classes!r}")
+    for name in ("img_scale", "patch_size", "embed_dim", "num_heads", "mlp_ratio", "depth"):
+        if not isinstance(getattr(cfg, name), (tuple, list)):
+            shape = "(small, large, fusion) triples, one per block" if name == "depth" else "(small, large) pair"
+            raise TypeError(f"{name} must be a tuple of {shape}, got {type(getattr(cfg, name)).__name__} "
+                            f"{getattr(cfg, name)!r}")
     for name in ("img_scale", "patch_size", "embed_dim", "num_heads"):
         if len(getattr(cfg, name)) != 2:
             raise ValueError(f"{name} needs one entry per branch (small, large), got {getattr(cfg, name)!r}")
@@ -302,7 +307,7 @@ def paper_architecture(cfg: PaperConfig) -> Architecture:
     for name in ("multi_conv", "crop_scale", "qkv_bias", "resize_antialias"):
         _check_bool(name, getattr(cfg, name))
     _positive_number("norm_eps", cfg.norm_eps)
-    if not cfg.depth or any(len(d) != 3 for d in cfg.depth):
+    if not cfg.depth or any(not isinstance(d, (tuple, list)) or len(d) != 3 for d in cfg.depth):
         raise ValueError(f"depth must be (small, large, fusion) triples, one per block; got {cfg.depth!r}")
     for triple in cfg.depth:
         for value in triple:

@@ -222,6 +222,9 @@ def patch_map_to_pixels(model: CrossViT, branch: str, patch_map: torch.Tensor, d
     nearest-pixel spreading gives a patch a whole number of pixels a side (19 or 20 for a 5 x 5 grid over 96 px), so
     a density map's sum differs from the patch map's by up to that rounding (a few per cent), not exactly.
     """
+    if not isinstance(model, CrossViT):
+        raise TypeError(f"patch_map_to_pixels needs a crossvit.CrossViT first (then branch and patch_map), got "
+                        f"{type(model).__name__}")
     density = check_bool("density", density)
     if not isinstance(patch_map, torch.Tensor) or not patch_map.is_floating_point():
         raise TypeError(f"patch_map must be a floating-point (B, N_patches) tensor, got "

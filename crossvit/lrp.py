@@ -332,6 +332,7 @@ def patch_relevance(model: CrossViT, images: torch.Tensor, target: torch.Tensor 
     """Per branch, the relevance of each patch token for each image's ``target`` logit (None: the predicted
     class): ``{"small": (B, N_small), "large": (B, N_large)}``, patches row-major over the branch's grid. The model
     must be in the mode to explain (:func:`crossvit.explain` puts it in eval mode)."""
+    target = _check(model, images, target)
     _, _, seen = _lrp_backward(model, images, target, rule, epsilon, gamma, "tokens")
     return {b: (seen[b]["patches"].detach() * seen[b]["grad"][:, 1:]).sum(dim=-1) for b in model.branch_names}
 
@@ -341,6 +342,7 @@ def pixel_relevance(model: CrossViT, images: torch.Tensor, target: torch.Tensor 
     """(B, H, W): the relevance of each input pixel (summed over channels) for each image's ``target`` logit, read
     at the normalised input the first layer sees (``(x - mean) / std`` for a model with ``input_norm``, whose
     relevance is ``(x - mean) * dlogit/dx``; the mean is a bias)."""
+    target = _check(model, images, target)
     _, grad, _ = _lrp_backward(model, images, target, rule, epsilon, gamma, "pixels")
     x = images.detach()
     if model.arch.input_norm is not None:

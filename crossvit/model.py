@@ -285,12 +285,20 @@ class CrossViT(nn.Module):
                 small, large = block(small, large)
         return {"small": small, "large": large}
 
+    def _check_by_branch(self, name: str, value: object, what: str) -> None:
+        if not isinstance(value, dict) or set(value) != set(self.branch_names):
+            got = f"keys {sorted(value)}" if isinstance(value, dict) else type(value).__name__
+            raise TypeError(f"{name} must be a dict with one {what} per branch ({', '.join(self.branch_names)}), "
+                            f"as forward_features returns; got {got}")
+
     def branch_logits(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Each branch head's logits, (B, num_classes)."""
+        self._check_by_branch("features", features, "token tensor")
         return {name: self.heads[name](tokens) for name, tokens in features.items()}
 
     def combine_heads(self, branch_logits: dict[str, torch.Tensor]) -> torch.Tensor:
         """The model's logits from its two heads' logits: their sum (seed flavour) or mean (paper flavour)."""
+        self._check_by_branch("branch_logits", branch_logits, "(B, num_classes) tensor")
         total = branch_logits["small"] + branch_logits["large"]
         return total if self.arch.logit_reduction == "sum" else total / 2
 

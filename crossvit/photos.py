@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .utils import check_path
+
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                                    ".pgm")
 """File suffixes (lower case) treated as images when a folder is scanned (``crossvit explain FOLDER``)."""
@@ -171,8 +173,8 @@ def _skimage_data_dir() -> Path:
 
 def sample_photo_path(name: str) -> Path:
     """Path of a sample photo (a key of :data:`SAMPLE_PHOTOS`) inside the installed scikit-image."""
-    if name not in SAMPLE_PHOTOS:
-        raise ValueError(f"unknown sample photo {name!r}; available: {', '.join(SAMPLE_PHOTOS)}")
+    if not isinstance(name, str) or name not in SAMPLE_PHOTOS:
+        raise ValueError(f"unknown sample photo {name!r:.60}; available: {', '.join(SAMPLE_PHOTOS)}")
     path = _skimage_data_dir() / SAMPLE_PHOTOS[name]["file"]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing from the installed scikit-image; reinstall scikit-image")
@@ -186,6 +188,8 @@ def sample_photo(name: str) -> np.ndarray:
 
 def sample_photos(names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Several sample photos by name (default: all of :data:`SAMPLE_PHOTOS`), as (H, W, 3) uint8 arrays."""
+    if isinstance(names, str):
+        raise TypeError(f"names must be a list of sample photo names, e.g. [{names!r:.40}]; got one string")
     return {name: sample_photo(name) for name in (SAMPLE_PHOTOS if names is None else names)}
 
 
@@ -199,7 +203,10 @@ def collage(images: Sequence[Any], tile: int = 240, ncols: int | None = None) ->
         raise ValueError(f"tile must be a positive int (pixels), got {tile!r}")
     if not isinstance(images, Sequence) or isinstance(images, (str, bytes)) or not images:
         raise ValueError("collage needs a non-empty list of images")
-    ncols = ncols or math.ceil(math.sqrt(len(images)))
+    if ncols is None:
+        ncols = math.ceil(math.sqrt(len(images)))
+    elif isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int (columns) or None, got {ncols!r}")
     nrows = math.ceil(len(images) / ncols)
     canvas = np.full((nrows * tile, ncols * tile, 3), 255, dtype=np.uint8)
     for k, image in enumerate(images):
@@ -214,7 +221,7 @@ def collage(images: Sequence[Any], tile: int = 240, ncols: int | None = None) ->
 
 def check_image_file(path: str | os.PathLike) -> None:
     """Raise (naming the file) unless PIL recognises ``path`` as an image; reads the header only, so it is cheap."""
-    path = Path(path)
+    path = check_path("path", path)
     if not path.is_file():
         if path.exists():
             raise ValueError(f"{path}: {_NOT_REGULAR}")
@@ -226,15 +233,19 @@ def check_image_file(path: str | os.PathLike) -> None:
         raise ValueError(f"{path}: not an image file that PIL can read ({type(err).__name__}: {err})") from None
 
 
-def find_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
+def find_images(paths: Sequence[str | os.PathLike] | str | os.PathLike) -> list[Path]:
     """The image files named by ``paths``: files as given, folders scanned (not recursively) for files with an
     :data:`IMAGE_SUFFIXES` suffix, in sorted order (a folder's entries that are not regular files are skipped).
     A missing path raises FileNotFoundError naming it; a folder without images, or a path that is not a regular
     file (a FIFO, a device), raises ValueError. The same file named twice (also through a folder or a symlink) is
-    listed once, where it first appears."""
+    listed once, where it first appears. A single path (a str or Path) is read as a list of one."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if not isinstance(paths, Sequence):
+        raise TypeError(f"paths must be a list of file or folder paths, got {type(paths).__name__}")
     found: list[Path] = []
-    for item in paths:
-        path = Path(item)
+    for k, item in enumerate(paths):
+        path = check_path(f"paths[{k}]", item)
         if path.is_dir():
             inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not inside:

@@ -203,6 +203,9 @@ def display_images(model: CrossViT, batch: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected a preprocessed batch (B, C, H, W), got "
                          f"{tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__}")
     config = data_config(model)
+    if batch.shape[1] != len(config["mean"]):
+        raise ValueError(f"the batch has {batch.shape[1]} channels but the model's data config normalises "
+                         f"{len(config['mean'])}: pass the preprocessed batch the model takes")
     mean = torch.tensor(config["mean"]).reshape(1, -1, 1, 1)
     std = torch.tensor(config["std"]).reshape(1, -1, 1, 1)
     return (batch.detach().float().cpu() * std + mean).clamp(0, 1)

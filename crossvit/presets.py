@@ -20,6 +20,7 @@ from .checkpoint import load_pretrained
 from .config import CrossViTConfig, PaperConfig, SeedConfig
 from .model import CrossViT
 from .preprocessing import imagenet_data_config, shapes_data_config
+from .utils import check_path
 from .weights import cached_weights, fetch_imagenet_weights, hub_reachable, load_timm_weights
 
 _240 = dict(img_size=240, img_scale=(1.0, 224 / 240))
@@ -102,6 +103,8 @@ def create_model(name: str, pretrained: bool = False, checkpoint_path: str | os.
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
     if not isinstance(pretrained, bool):
         raise TypeError(f"pretrained must be True or False, got {pretrained!r}")
+    if checkpoint_path is not None:
+        check_path("checkpoint_path", checkpoint_path)
     if name == SEED:
         if pretrained or checkpoint_path is not None:
             raise ValueError("the 'seed' flavour has no published weights; use pretrained=False, or convert your "

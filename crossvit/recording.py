@@ -339,6 +339,14 @@ def _recording_hook(fn: Callable) -> Callable:
     return hook
 
 
+def check_recorder(rec: object) -> AttentionRecorder:
+    """``rec`` if it is an :class:`AttentionRecorder`; a TypeError naming ``rec`` otherwise."""
+    if not isinstance(rec, AttentionRecorder):
+        raise TypeError(f"rec must be the AttentionRecorder of a record_attention(model) block, got "
+                        f"{type(rec).__name__}")
+    return rec
+
+
 class record_attention:  # noqa: N801 - used as a function-like context manager
     """Context manager: record the attention maps of ``model`` while the block runs.
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import torch
 
-from .recording import AttentionRecorder, attention_sites
+from .recording import AttentionRecorder, attention_sites, check_recorder
 from .rollout import accumulation_dtype, check_start_block, gradient_weighted
 from .utils import check_bool, other_branch
 
@@ -44,6 +44,9 @@ from .utils import check_bool, other_branch
 def normalize_self_relevancy(relevancy: torch.Tensor) -> torch.Tensor:
     """Chefer et al.'s eq. 8-9 on (B, N, N) self-relevancies: (R - I) with each row divided by its sum, plus I.
     A row of R - I that sums to zero (nothing accumulated yet) stays zero before I is added."""
+    if not isinstance(relevancy, torch.Tensor) or relevancy.ndim < 2 or relevancy.shape[-1] != relevancy.shape[-2]:
+        raise TypeError(f"relevancy must be a (B, N, N) tensor, got "
+                        f"{tuple(relevancy.shape) if isinstance(relevancy, torch.Tensor) else type(relevancy).__name__}")
     eye = torch.eye(relevancy.shape[-1], dtype=relevancy.dtype, device=relevancy.device)
     return _normalized_residual(relevancy - eye) + eye
 
@@ -60,8 +63,10 @@ def coattention_relevancy(rec: AttentionRecorder, normalize_self: bool = True, s
     ``include_cls=True`` (B, 1 + N_patches) starting with the patch branch's CLS column. Needs
     ``record_attention(model, grads=True)`` and a backward pass from the class score to explain, as
     :func:`crossvit.rollout.gradient_rollout`; only the layers of blocks ``start_block`` and later enter."""
+    check_recorder(rec)
     check_bool("normalize_self", normalize_self)
     check_bool("self_in_cross", self_in_cross)
+    check_bool("include_cls", include_cls)
     model = rec.model
     start = check_start_block(model, start_block)
     maps, grads = rec.sites, rec.gradients

@@ -41,7 +41,7 @@ from typing import Literal
 
 import torch
 
-from .recording import AttentionRecorder, attention_sites
+from .recording import AttentionRecorder, attention_sites, check_recorder
 from .utils import check_bool, check_int, check_number, other_branch
 
 HeadFusion = Literal["mean", "max", "min"]
@@ -53,8 +53,18 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def _check_map(name: str, value: object, ndim: int, shape: str) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a {shape} tensor, got {type(value).__name__}")
+    if value.ndim != ndim:
+        raise ValueError(f"{name} must be a {shape} tensor, got shape {tuple(value.shape)}")
+
+
 def fuse_heads(attention: torch.Tensor, head_fusion: HeadFusion = "mean") -> torch.Tensor:
     """(B, heads, Nq, Nk) -> (B, Nq, Nk) by the mean, max or min over heads."""
+    if not isinstance(attention, torch.Tensor) or attention.ndim < 2:  # dim 1 is the heads (also of one row)
+        raise TypeError(f"attention must be a (B, heads, Nq, Nk) tensor, got "
+                        f"{tuple(attention.shape) if isinstance(attention, torch.Tensor) else type(attention).__name__}")
     if head_fusion == "mean":
         return attention.mean(dim=1)
     if head_fusion == "max":
@@ -70,6 +80,7 @@ def discard_lowest(attention: torch.Tensor, ratio: float) -> torch.Tensor:
     ``k = int(ratio * (N - 1) * N)`` entries are zeroed per image (vit-explain discards per batch element 0 only;
     here every image gets its own threshold).
     """
+    _check_map("attention", attention, 3, "(B, N, N)")
     ratio = check_number("discard_ratio", ratio, 0.0, 1.0, high_open=True)
     if ratio == 0.0:
         return attention
@@ -95,10 +106,7 @@ def rollout_from_maps(maps: Sequence[torch.Tensor], head_fusion: HeadFusion = "m
     if not maps:
         raise ValueError("rollout needs at least one self-attention map")
     for k, attention in enumerate(maps):
-        if not isinstance(attention, torch.Tensor):
-            raise TypeError(f"maps[{k}] must be a (B, heads, N, N) tensor, got {type(attention).__name__}")
-        if attention.ndim != 4:
-            raise ValueError(f"maps[{k}] must be a (B, heads, N, N) tensor, got shape {tuple(attention.shape)}")
+        _check_map(f"maps[{k}]", attention, 4, "(B, heads, N, N)")
     check_bool("include_cls", include_cls)
     first = maps[0]
     b, _, n, _ = first.shape
@@ -137,7 +145,7 @@ def attention_rollout(rec: AttentionRecorder, branch: str, head_fusion: HeadFusi
     ``start_block`` and later enter the product. With ``include_cls=True`` the CLS's own column comes first,
     (B, 1 + N_patches), and each row sums to 1.
     """
-    _check_recorder(rec)
+    check_recorder(rec)
     if head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
     start = check_start_block(rec.model, start_block)
@@ -214,15 +222,9 @@ def joint_rows(layers: Sequence[GraphLayer], num_tokens: dict[str, int], normali
     return rows
 
 
-def _check_recorder(rec: object) -> None:
-    if not isinstance(rec, AttentionRecorder):
-        raise TypeError(f"rec must be the AttentionRecorder of a record_attention(model) block, got "
-                        f"{type(rec).__name__}")
-
-
 def _graph_layers(rec: AttentionRecorder, fuse: Callable[[str, torch.Tensor], torch.Tensor], start_block: int = 0
                   ) -> list[GraphLayer]:
-    _check_recorder(rec)
+    check_recorder(rec)
     model = rec.model
     start = check_start_block(model, start_block)
     maps = rec.sites  # checks that a forward was recorded
@@ -286,7 +288,7 @@ def gradient_rollout(rec: AttentionRecorder, include_cls: bool = False, start_bl
     backward from one branch head's logit, the other CLS's last fusion): its gradient is zero, so its layer
     enters as 0.5 I. (A backward restricted with ``inputs=`` to some of the maps makes the others zero too.)
     """
-    _check_recorder(rec)
+    check_recorder(rec)
     grads = rec.gradients  # raises when no map received a gradient (or only those of an earlier forward)
 
     def weighted(name: str, attention: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,6 @@ import math
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from collections import deque
 from contextlib import nullcontext
@@ -36,15 +35,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data
-from .checkpoint import check_checkpoint_name, check_not_taken, save_checkpoint
+from .checkpoint import (
+    check_checkpoint_name,
+    check_output,
+    check_state_file,
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+)
 from .config import CrossViTConfig, PaperConfig, SeedConfig
 from .data import HELD_OUT_SEED_BASE
-from .model import CrossViT, count_parameters
+from .model import CrossViT, check_images, count_parameters
 from .presets import SHAPES_PRESETS
 from .recording import AttentionRecorder, record_attention
 from .scenes import make_two_object_shapes
 from .tasks import TASKS, get_task
-from .utils import atomic_write, check_path, eval_mode, progress_bar
+from .utils import (
+    check_bool,
+    check_finite_images,
+    check_int,
+    class_indices,
+    eval_mode,
+    progress_bar,
+)
 from .utils import resolve_device as _resolve_device
 
 TRAIN_PRESETS = SHAPES_PRESETS
@@ -131,6 +144,8 @@ def validate(config: TrainConfig) -> CrossViTConfig:
     for name, minimum in (("steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("train_images", 1),
                           ("eval_images", 1), ("eval_every", 0), ("image_size", 32)):
         _check_int(name, getattr(config, name), minimum)
+    for name in ("augment", "amp"):
+        check_bool(f"TrainConfig.{name}", getattr(config, name))
     _check_int("seed", config.seed, 0)
     if config.seed >= 2**32:
         raise ValueError(f"TrainConfig.seed must be < 2**32, got {config.seed}")
@@ -275,8 +290,24 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
              device: torch.device | str = "cpu", amp: bool = False) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``model`` on float images (n, 3, H, W) with labels (n,); for a CrossViT
     also the accuracy of each branch head alone (``small_head_accuracy``, ``large_head_accuracy``). The model runs
-    in eval mode; every submodule's train/eval flag is restored afterwards."""
-    device = torch.device(device)
+    in eval mode; every submodule's train/eval flag is restored afterwards. A ValueError / TypeError names a bad
+    argument (an empty batch, images holding NaN, labels that are not class indices)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, CrossViT):
+        check_images(images, model)
+    elif not isinstance(images, torch.Tensor) or images.ndim != 4 or not images.is_floating_point():
+        raise TypeError("images must be a float torch.Tensor (n, 3, H, W)")
+    if len(images) == 0:
+        raise ValueError("evaluate needs at least one image; got an empty batch")
+    check_finite_images(images)
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError("labels must be a (B,) tensor with one class index per image")
+    num_classes = getattr(model, "num_classes", None)
+    labels = class_indices("labels", labels, len(images), num_classes if isinstance(num_classes, int) else 2**62)
+    batch_size = check_int("batch_size", batch_size, 1)
+    device = _resolve_device(device, "device")
+    amp = check_bool("amp", amp)
     heads = isinstance(model, CrossViT)
     correct, loss_sum = 0, 0.0
     head_correct = {"small": 0, "large": 0}
@@ -290,6 +321,9 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
                     logits = model.combine_heads(by_head).float()  # (b, num_classes)
                 else:
                     logits = model(x).float()
+            if i == 0 and int(labels.max()) >= logits.shape[1]:  # a module that does not say its num_classes
+                raise ValueError(f"labels: class indices must be < the model's {logits.shape[1]} classes, got "
+                                 f"{int(labels.max())}")
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(dim=1) == y).sum().item()
             if heads:
@@ -299,41 +333,6 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
     if heads:
         scores.update({f"{name}_head_accuracy": c / len(labels) for name, c in head_correct.items()})
     return scores
-
-
-def check_output(out_dir: str | Path, name: str, overwrite: bool = False) -> Path:
-    """Make sure a checkpoint ``<out_dir>/<name>.*`` can be written, before any training: ``name`` must be a plain
-    file stem, ``out_dir`` a directory (created if missing) in which a file can be created, and no checkpoint of
-    that name may be there unless ``overwrite``. Returns ``out_dir``."""
-    check_checkpoint_name(name)
-    out = check_path("out_dir", out_dir)
-    check_not_taken(out, name, overwrite)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise ValueError(f"cannot write the checkpoint to {str(out)!r}: {err.strerror or err}") from None
-    return out
-
-
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def _load_state(path: Path, config: TrainConfig) -> dict[str, Any] | None:
-    """The training state saved in ``path`` (None if there is none); a ValueError if it belongs to another run."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise ValueError(f"{path}: not a training state this trainer wrote ({err}); move it away to start afresh") \
-            from None
-    if state.get("config") != config.to_dict():
-        raise ValueError(f"{path} holds the state of a run with another TrainConfig; move it away or give that "
-                         "config")
-    return state
 
 
 def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool = True, *,
@@ -362,6 +361,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     default_name = config.preset if isinstance(config.preset, str) else "model"
     if out_dir is not None:  # fail now, not after the training
         check_output(out_dir, name or default_name, overwrite)
+    state_path = None if state_file is None else check_state_file(state_file)
     device = resolve_device(config.device)
     amp = config.amp and device.type == "cuda"
     started = time.perf_counter()
@@ -389,8 +389,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     eval_history: list[dict[str, float]] = []
     order = torch.randperm(len(train_y), generator=batches)
     cursor, first_step, earlier_s = 0, 0, 0.0
-    state_path = None if state_file is None else Path(state_file)
-    saved = None if state_path is None else _load_state(state_path, config)
+    saved = None if state_path is None else load_training_state(state_path, config.to_dict())
     if saved is not None:  # continue where the saved run stopped
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -445,7 +444,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
             heads = "".join(f", {k.split('_')[0]} head {v:.4f}" for k, v in scores.items() if k.endswith("_head_accuracy"))
             bar.write(f"step {step + 1}: held-out accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f}{heads}")
         if state_path is not None and (last or (step + 1) % state_every == 0):
-            _save_state(state_path, {
+            save_training_state(state_path, {
                 "config": config.to_dict(), "step": step + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "generator": batches.get_state(), "order": order, "cursor": cursor, "losses": losses,

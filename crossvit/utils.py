@@ -221,6 +221,8 @@ def class_indices(name: str, target: object, batch: int, num_classes: int) -> to
     """``target`` (an int, or a (batch,) sequence or tensor of ints; numpy integers too) as a (batch,) long tensor
     of class indices in ``[0, num_classes)``. A float (2.7), a bool or a string is a TypeError, never cast to a
     class; a wrong shape or an index out of range a ValueError. ``name`` starts each message."""
+    if isinstance(target, numbers.Integral) and not isinstance(target, bool) and not 0 <= target < num_classes:
+        raise ValueError(f"{name}: target class indices must be in [0, {num_classes}), got {int(target)}")
     as_tensor = None
     if not isinstance(target, (str, bytes, bool)):
         try:

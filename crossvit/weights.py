@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from .convert import timm_state_dict_to_ours
 from .model import CrossViT
-from .utils import check_path
+from .utils import check_bool, check_path
 
 HUB_TAG = "in1k"
 """timm's pretrained tag of the paper variants' ImageNet-1k weights."""
@@ -57,6 +57,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ``weights_only=True``. A ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper (EMA weights first, as in timm)
     is unwrapped and ``module.`` prefixes are stripped. Errors name the file."""
     path = check_path("checkpoint_path", path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the weights file itself (.safetensors, .pth or .bin)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such weights file")
     suffix = path.suffix.lower()
@@ -130,7 +132,8 @@ def load_timm_weights(model: CrossViT, path: str | os.PathLike, *, reset_classif
     """
     if not isinstance(model, CrossViT) or model.flavour != "paper":
         raise TypeError("timm weights load into a paper-flavour crossvit.CrossViT (create_model(<paper name>))")
-    path = Path(path)
+    path = check_path("path", path)
+    check_bool("reset_classifier", reset_classifier)
     state = _timm_key_fixes(read_state_dict(path))
     if "cls_token_0" not in state or "head.0.weight" not in state:
         raise ValueError(f"{path}: not a timm CrossViT state dict (no 'cls_token_0' / 'head.0.weight'; first keys: "

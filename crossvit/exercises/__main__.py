@@ -1,10 +1,11 @@
-"""``python -m crossvit.exercises list | solve NOTEBOOK... [--out DIR] | assignments --course DIR |
+"""``python -m crossvit.exercises list | solve NOTEBOOK... [--out DIR] [--overwrite] | assignments --course DIR |
 grade SUBMISSIONS --course DIR [--csv FILE] [--students FILE] [--notebooks STEM...] [--budget SECONDS]
 [--overwrite]``."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     solve = commands.add_parser("solve", help="write <out>/<notebook name> with the solutions filled in")
     solve.add_argument("notebooks", nargs="+", type=Path)
     solve.add_argument("--out", type=Path, default=Path("solved"), help="output directory (default: ./solved)")
+    solve.add_argument("--overwrite", action="store_true", help="replace solved copies that are already in --out")
     build = commands.add_parser("assignments", help="build an nbgrader course: source/ and release/ of every "
                                                     "notebook (needs the teach extra: nbgrader)")
     build.add_argument("--course", type=Path, default=Path("course"), help="course directory (default: ./course)")
@@ -77,17 +79,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import nbformat
 
-    for notebook in args.notebooks:
-        solutions = solutions_path(notebook)
+    if args.out.exists() and not args.out.is_dir():
+        print(f"error: --out {args.out} is a file, not a folder", file=sys.stderr)
+        return 1
+    for notebook in args.notebooks:  # every check before the first write: an error leaves --out as it was
+        solutions, target = solutions_path(notebook), args.out / notebook.name
+        problem = None
         if not notebook.is_file() or not solutions.is_file():
-            print(f"error: {notebook if not notebook.is_file() else solutions} not found", file=sys.stderr)
+            problem = f"{notebook if not notebook.is_file() else solutions} not found"
+        elif target.resolve() == notebook.resolve():
+            problem = f"{target} would overwrite the notebook itself; choose another --out"
+        elif os.path.lexists(target) and not args.overwrite:
+            problem = f"{target} exists; pass --overwrite to replace it, or choose another --out"
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
             return 1
-        solved = with_solutions(nbformat.read(notebook, as_version=4), solutions)
-        args.out.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for notebook in args.notebooks:
+        solved = with_solutions(nbformat.read(notebook, as_version=4), solutions_path(notebook))
         target = args.out / notebook.name
-        if target.resolve() == notebook.resolve():
-            print(f"error: {target} would overwrite the notebook itself; choose another --out", file=sys.stderr)
-            return 1
         nbformat.write(solved, target)
         print(f"{target}: {len(exercise_cells(solved))} exercise(s) solved")
     return 0

@@ -12,6 +12,7 @@ import traitlets
 
 from ..model import CrossViT
 from ..plotting import cross_row, fuse, to_numpy
+from ..utils import check_int
 from .base import _Explorer, class_label, image_label, menu, slider
 
 HEAD_FUSION_LABELS = (("mean of heads", "mean"), ("max of heads", "max"), ("min of heads", "min"))
@@ -143,6 +144,7 @@ class AttentionExplorer(_Explorer):
         if branch not in self.model.branch_names:
             raise ValueError(f"branch must be one of {self.model.branch_names}, got {branch!r}")
         rows, cols = self.model.patch_grid(branch)
+        row, col = check_int("row", row), check_int("col", col)  # 0.5 is no patch (it was truncated to 0)
         if not (0 <= row < rows and 0 <= col < cols):
             raise ValueError(f"the {branch} branch has a {rows}x{cols} grid; patch ({row}, {col}) is outside it")
         changed = [f"kind {self.kind} -> self"] if self.kind != "self" else []

@@ -27,11 +27,11 @@ import traitlets
 
 from ..classes import class_names as model_class_names
 from ..explain import patch_map_to_pixels
-from ..model import CrossViT
+from ..model import CrossViT, check_images
 from ..plotting import GRID_COLORS, HEAT_CMAP, MASK_COLOR, SIGNED_CMAP, grid_edges
 from ..preprocessing import display_images
 from ..recording import AttentionRecorder, attention_sites, record_attention, release_attention_memory
-from ..utils import check_int, eval_mode, other_branch
+from ..utils import check_finite_images, check_int, eval_mode, other_branch
 from .packet import encode_array, packet_bytes
 
 HERE = Path(__file__).resolve().parent
@@ -212,6 +212,8 @@ class _Explorer(anywidget.AnyWidget):
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             raise TypeError(f"images must be a (B, 3, H, W) torch.Tensor, got "
                             f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+        check_images(images, model)
+        check_finite_images(images)  # else every recorded map is NaN
         limit = self.MAX_IMAGES if max_images is None else check_int("max_images", max_images, 1)
         if images.shape[0] > limit:
             per_image = attention_bytes_per_image(model)

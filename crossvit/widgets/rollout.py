@@ -144,6 +144,9 @@ class RolloutExplorer(_Explorer):
     def _choose_classes(self, classes: Sequence[int] | None) -> list[int]:
         n = self.model.num_classes
         if classes is not None:
+            if isinstance(classes, (str, bytes)) or not isinstance(classes, (Sequence, torch.Tensor, np.ndarray)):
+                raise TypeError(f"classes must be a sequence of class indices (e.g. [{classes!r:.20}] for one), got "
+                                f"{type(classes).__name__}")
             chosen = [check_int("classes", k, 0, n - 1) for k in classes]
             return sorted(set(chosen))
         if n <= self.ALL_CLASSES_UP_TO:
