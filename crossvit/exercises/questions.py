@@ -103,7 +103,7 @@ QUESTIONS: tuple[Question, ...] = (
         ("0 %: a random map never points at the object",
          "A random map's maximal pixels are scattered over the whole image, the object included, so now and then "
          "they land on it by chance."),
-        ("about the share of the image the object covers (here about 9 %)",
+        ("about the share of the image the object covers (here about 10 %)",
          "A random map's maximal pixels fall anywhere, so they land on the object about as often as the object "
          "covers the image. That is the bar every method must clear."),
         ("about 25 %, one class in four",
