@@ -287,3 +287,17 @@ def test_solve_never_replaces_a_file_unless_asked(tmp_path, capsys):
     assert main(["solve", str(source), "--out", str(tmp_path), "--overwrite"]) == 0
     solved = nbformat.read(mine, as_version=4)
     assert not any("NotImplementedError" in cell.source for cell in solved.cells if cell.cell_type == "code")
+
+
+def test_a_shortcut_on_a_decorated_function_watches_that_function_only(model, batch):
+    # explain and relevance_by_branch share the decorator that leaves an open recording alone: a checker that
+    # refuses explain must not refuse relevance_by_branch for sharing the decorator's wrapper code
+    from crossvit.exercises.common import Shortcut, _ShortcutWatch
+
+    shortcut = Shortcut(crossvit.explain, "crossvit.explain")
+    with _ShortcutWatch([shortcut]) as watch:
+        relevance_by_branch(model, batch[0])
+    assert watch.seen == []
+    with _ShortcutWatch([shortcut]) as watch:
+        crossvit.explain(model, batch[0], "joint_rollout")
+    assert watch.seen == [shortcut]

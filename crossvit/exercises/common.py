@@ -248,6 +248,8 @@ def _code_of(target: Any) -> Any:
     if isinstance(target, types.CodeType):
         return target
     function = getattr(target, "__func__", target)
+    while hasattr(function, "__wrapped__"):  # a decorated function: its own code, not the decorator's wrapper,
+        function = function.__wrapped__  # which other decorated functions share
     return getattr(function, "__code__", None)
 
 
