@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -371,12 +372,12 @@ def bundle(args: argparse.Namespace) -> None:
 
     run = best_runs(load_results(), args.steps).get(("crossvit", args.size))
     if run is None:
-        raise SystemExit(f"no finished {args.steps}-step CrossViT run of size {args.size} in {RESULTS}; run `train` "
+        raise SystemExit(f"error: no finished {args.steps}-step CrossViT run of size {args.size} in {RESULTS}; run `train` "
                          "first")
     target = BUNDLED_CHECKPOINTS["two_scale"]
     meta_target = target.with_suffix(".json")
     if not args.overwrite and (target.exists() or meta_target.exists()):
-        raise SystemExit(f"{target} exists; pass --overwrite to replace it")
+        raise SystemExit(f"error: {target} exists; pass --overwrite to replace it")
     source = RUNS / f"{run['run']}.safetensors"
     atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
     meta = json.loads(source.with_suffix(".json").read_text())
@@ -423,10 +424,21 @@ def main() -> None:
     if args.command == "probe" and (args.train_images < 2000 or args.train_images % 2000 or args.steps < 10):
         parser.error(f"--train-images must be a positive multiple of 2000 and --steps at least 10, "
                      f"got {args.train_images} and {args.steps}")
+    if args.command == "train" and (args.steps < 1 or not all(lr > 0 and math.isfinite(lr) for lr in args.lrs)
+                                    or not (args.head_loss_weight >= 0 and math.isfinite(args.head_loss_weight))):
+        parser.error(f"--steps must be >= 1, --lrs positive numbers and --head-loss-weight a number >= 0; got "
+                     f"{args.steps}, {args.lrs} and {args.head_loss_weight}")
+    if args.command == "probe" and not (args.lr > 0 and math.isfinite(args.lr)):
+        parser.error(f"--lr must be a positive number, got {args.lr}")
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     if args.command == "report":
         known = {r["run"] for r in load_results() if r["family"] == "crossvit"}
         if not set(args.analyse) <= known:
             parser.error(f"--analyse: no CrossViT run named {sorted(set(args.analyse) - known)} in {RESULTS}")
+        if not best_runs(load_results(), args.steps):  # the table and the figure would be empty
+            parser.error(f"no finished {args.steps}-step runs in {RESULTS}: the report would replace the committed "
+                         "table and figure with empty ones; give the --steps of the runs")
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)

@@ -37,8 +37,9 @@ def _check_model(model: object) -> CrossViT:
 @contextmanager
 def zero_cross_attention(model: CrossViT, query: str | Sequence[str] = "both", **deprecated: Any) -> Iterator[None]:
     """Within the block, every fusion direction whose query CLS is ``query``'s ("small", "large", "both", or a
-    sequence of branch names; an empty one zeroes nothing) adds nothing read from the other branch: its cross-attention output is replaced by
-    zeros (forward hooks, removed on exit). (``queries=`` is the deprecated name of ``query``.)"""
+    sequence of branch names; an empty one zeroes nothing) adds nothing read from the other branch: its
+    cross-attention output is replaced by zeros (forward hooks, removed on exit). (``queries=`` is the deprecated
+    name of ``query``.)"""
     _check_model(model)
     query = renamed_argument("zero_cross_attention", deprecated, "queries", "query", query, "both")
     if query == "both":

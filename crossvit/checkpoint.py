@@ -134,7 +134,8 @@ def check_state_file(state_file: str | Path) -> Path:
     folder; its folder is created if missing). Returns it as a Path."""
     path = check_path("state_file", state_file)
     if path.is_dir():
-        raise ValueError(f"state_file {str(path)!r} is a folder; give the path of a file in it (e.g. {path / 'state.pt'})")
+        raise ValueError(f"state_file {str(path)!r} is a folder; give the path of a file in it (e.g. "
+                         f"{path / 'state.pt'})")
     _check_writable_folder(path.parent, "the training state")
     return path
 
@@ -152,8 +153,12 @@ def load_training_state(path: Path, config: dict[str, Any]) -> dict[str, Any] | 
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise ValueError(f"{path}: not a training state this trainer wrote ({err}); move it away to start afresh") \
-            from None
+        first_line = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"{path}: not a training state this trainer wrote ({first_line}); move it away to start "
+                         "afresh") from None
+    if not isinstance(state, dict) or "config" not in state:  # a tensor, a list, another program's dict
+        raise ValueError(f"{path}: not a training state this trainer wrote (it holds a {type(state).__name__}); "
+                         "move it away to start afresh")
     if state.get("config") != config:
         raise ValueError(f"{path} holds the state of a run with another TrainConfig; move it away or give that "
                          "config")

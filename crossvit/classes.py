@@ -54,7 +54,8 @@ class Prediction:
 def top_classes(model: CrossViT, logits: torch.Tensor, k: int = 5) -> list[list[Prediction]]:
     """The ``k`` most probable classes of each image (softmax over ``logits`` (B, num_classes)), best first."""
     if not isinstance(model, CrossViT):
-        raise TypeError(f"top_classes needs a crossvit.CrossViT first (then the logits), got {type(model).__name__}")
+        raise TypeError(f"top_classes needs a crossvit.CrossViT first (then the logits), got "
+                        f"{type(model).__name__}")
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != model.num_classes:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be (B, {model.num_classes}), got {shape}")

@@ -45,8 +45,8 @@ def normalize_self_relevancy(relevancy: torch.Tensor) -> torch.Tensor:
     """Chefer et al.'s eq. 8-9 on (B, N, N) self-relevancies: (R - I) with each row divided by its sum, plus I.
     A row of R - I that sums to zero (nothing accumulated yet) stays zero before I is added."""
     if not isinstance(relevancy, torch.Tensor) or relevancy.ndim < 2 or relevancy.shape[-1] != relevancy.shape[-2]:
-        raise TypeError(f"relevancy must be a (B, N, N) tensor, got "
-                        f"{tuple(relevancy.shape) if isinstance(relevancy, torch.Tensor) else type(relevancy).__name__}")
+        got = tuple(relevancy.shape) if isinstance(relevancy, torch.Tensor) else type(relevancy).__name__
+        raise TypeError(f"relevancy must be a (B, N, N) tensor, got {got}")
     eye = torch.eye(relevancy.shape[-1], dtype=relevancy.dtype, device=relevancy.device)
     return _normalized_residual(relevancy - eye) + eye
 

@@ -63,8 +63,8 @@ def _check_map(name: str, value: object, ndim: int, shape: str) -> None:
 def fuse_heads(attention: torch.Tensor, head_fusion: HeadFusion = "mean") -> torch.Tensor:
     """(B, heads, Nq, Nk) -> (B, Nq, Nk) by the mean, max or min over heads."""
     if not isinstance(attention, torch.Tensor) or attention.ndim < 2:  # dim 1 is the heads (also of one row)
-        raise TypeError(f"attention must be a (B, heads, Nq, Nk) tensor, got "
-                        f"{tuple(attention.shape) if isinstance(attention, torch.Tensor) else type(attention).__name__}")
+        got = tuple(attention.shape) if isinstance(attention, torch.Tensor) else type(attention).__name__
+        raise TypeError(f"attention must be a (B, heads, Nq, Nk) tensor, got {got}")
     if head_fusion == "mean":
         return attention.mean(dim=1)
     if head_fusion == "max":

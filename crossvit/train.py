@@ -39,6 +39,7 @@ from .checkpoint import (
     check_checkpoint_name,
     check_output,
     check_state_file,
+    checkpoint_paths,
     load_training_state,
     save_checkpoint,
     save_training_state,
@@ -362,6 +363,9 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     if out_dir is not None:  # fail now, not after the training
         check_output(out_dir, name or default_name, overwrite)
     state_path = None if state_file is None else check_state_file(state_file)
+    if out_dir is not None and state_path is not None and state_path.resolve() in {
+            path.resolve() for path in checkpoint_paths(Path(out_dir), name or default_name)}:
+        raise ValueError(f"state_file {str(state_path)!r} is the checkpoint's own file; name the state otherwise")
     device = resolve_device(config.device)
     amp = config.amp and device.type == "cuda"
     started = time.perf_counter()

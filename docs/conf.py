@@ -142,7 +142,7 @@ def _deadline() -> float:
     """The whole build's execution deadline, started at the first notebook that is read."""
     global _budget_deadline
     if _budget_deadline is None:
-        _budget_deadline = time.monotonic() + runner.DEFAULT_BUDGET_S
+        _budget_deadline = time.monotonic() + runner.budget_from_environment()
     return _budget_deadline
 
 

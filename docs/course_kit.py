@@ -184,6 +184,8 @@ def claim_outputs(out: Path, names: list[str]) -> None:
         if not own_build and name not in ours and (out / name).exists():
             raise FileExistsError(f"{out / name} exists and no earlier run of this script wrote it; choose another "
                                   "--out, or move it away first")
+    if not names:  # only checking --out: nothing written yet
+        return
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(sorted(ours | set(names)), indent=1) + "\n"
     atomic_write(listed, lambda tmp: tmp.write_text(text))  # an interrupted run leaves the old list whole
@@ -198,7 +200,9 @@ def build_slides(executed: Path | dict[str, nbformat.NotebookNode], out: Path) -
     if isinstance(executed, Path):
         found = sorted(executed.rglob(NOTEBOOK_GLOB))
         if not found:
-            raise SystemExit(f"no executed notebooks under {executed}: run `make slides` without --executed")
+            what = "no executed notebooks (NN_*.ipynb) there" if executed.is_dir() else "no such folder"
+            raise FileNotFoundError(f"--executed {executed}: {what}; run `make slides` without --executed to "
+                                    "execute them")
         executed = {path.stem: nbformat.read(path, as_version=4) for path in found}
     claim_outputs(out, [ASSETS, *(f"{stem}.slides.html" for stem in executed)])
     assets = out / ASSETS
@@ -245,6 +249,8 @@ def bundle_path(out: Path, edition: str) -> Path:
 def build_folder(out: Path, edition: str) -> Path:
     """The files of ``edition`` unpacked under ``out/crossvit-lab-course/`` (refused if that folder exists)."""
     target = out / BUNDLE_NAME
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder")
     if target.exists():
         raise FileExistsError(f"{target} exists; choose another --out, or move it away first")
     for path in edition_files(edition):
@@ -287,24 +293,29 @@ def main(argv: list[str] | None = None) -> int:
     slides = commands.add_parser("slides", help="reveal.js decks from the executed notebooks")
     slides.add_argument("--executed", type=Path, default=None,
                         help="a folder of executed notebooks (default: the cached executions, run where missing)")
-    slides.add_argument("--out", type=Path, default=ROOT / "site" / "slides")
+    slides.add_argument("--out", type=Path, default=ROOT / "site" / "slides",
+                        help="folder for the decks and their assets (default: site/slides in the checkout)")
     bundle = commands.add_parser("bundle", help="the course as zips for hosted notebook services")
     bundle.add_argument("--edition", choices=[*EDITIONS, "both"], default="both",
                         help="student (no solutions, no answer key), teacher, or both (default)")
-    bundle.add_argument("--out", type=Path, default=ROOT / "dist")
+    bundle.add_argument("--out", type=Path, default=ROOT / "dist",
+                        help="folder for the zips (default: dist/ in the checkout)")
     folder = commands.add_parser("folder", help="an edition of the course folder, unpacked")
     folder.add_argument("--edition", choices=EDITIONS, required=True)
-    folder.add_argument("--out", type=Path, required=True)
+    folder.add_argument("--out", type=Path, required=True,
+                        help="folder to write crossvit-lab-course/ into (that subfolder must not exist yet)")
     args = parser.parse_args(argv)
     try:
         if args.command == "slides":
             claim_outputs(args.out, [])  # a bad --out is refused before the notebooks are executed
+            if args.executed is not None and not args.executed.is_dir():
+                raise FileNotFoundError(f"--executed {args.executed}: no such folder")
             build_slides(args.executed if args.executed is not None else executed_course(), args.out)
         elif args.command == "bundle":
             build_bundle(args.out, EDITIONS if args.edition == "both" else (args.edition,))
         else:
             build_folder(args.out, args.edition)
-    except FileExistsError as err:
+    except (OSError, SystemExit) as err:  # FileExistsError, FileNotFoundError; SystemExit: a notebook failed
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -106,7 +106,23 @@ RESULT_GLOBS = ("figures/*.json",)
 CACHE_DIR = Path(os.environ.get("CROSSVIT_NOTEBOOK_CACHE") or ROOT / ".cache" / "notebooks").resolve()
 CACHE_KEEP = 3
 """Executions kept per notebook (the newest): going back to a previous version of the library reuses its run."""
-DEFAULT_BUDGET_S = float(os.environ.get("CROSSVIT_EXECUTION_BUDGET") or 3600)
+DEFAULT_BUDGET_S = 3600.0
+"""The whole run's budget unless ``--budget`` or ``$CROSSVIT_EXECUTION_BUDGET`` says otherwise."""
+
+
+def budget_from_environment() -> float:
+    """``$CROSSVIT_EXECUTION_BUDGET`` in seconds, else :data:`DEFAULT_BUDGET_S`; a ValueError naming the variable
+    when it is not a positive number."""
+    raw = os.environ.get("CROSSVIT_EXECUTION_BUDGET") or str(DEFAULT_BUDGET_S)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:  # NaN too
+        raise ValueError(f"$CROSSVIT_EXECUTION_BUDGET must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 # The kernel's environment, the same for every caller so that one execution serves them all (module docstring).
 KERNEL_ENV = {
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
@@ -569,8 +585,9 @@ def main(argv: list[str] | None = None) -> int:
         "repeatable",
     )
     parser.add_argument(
-        "--budget", type=float, default=DEFAULT_BUDGET_S,
-        help=f"wall-clock budget of the whole run in seconds (default {DEFAULT_BUDGET_S:.0f}); no per-cell limit",
+        "--budget", type=float, default=None,
+        help=f"wall-clock budget of the whole run in seconds (default: $CROSSVIT_EXECUTION_BUDGET, else "
+        f"{DEFAULT_BUDGET_S:.0f}); no per-cell limit",
     )
     parser.add_argument(
         "--save-executed", action="store_true", help="write executed copies to figures/executed/"
@@ -589,21 +606,26 @@ def main(argv: list[str] | None = None) -> int:
         help="keep every regenerated figure, even one within the pixel tolerance of the previous file",
     )
     args = parser.parse_args(argv)
+    if args.budget is not None and not args.budget > 0:  # NaN too
+        parser.error(f"--budget must be positive, got {args.budget}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    try:
+        budget = args.budget if args.budget is not None else budget_from_environment()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
     notebooks = find_notebooks(args.only)
     if not notebooks:
         what = f" matching {args.only}" if args.only else ""
         print(f"error: no notebooks {NOTEBOOKS_DIR.relative_to(ROOT)}/{NOTEBOOK_GLOB}{what}", file=sys.stderr)
         return 1
-    if args.budget <= 0:
-        parser.error(f"--budget must be positive, got {args.budget}")
-    if args.jobs < 1:
-        parser.error(f"--jobs must be at least 1, got {args.jobs}")
 
     FIGURES_DIR.mkdir(exist_ok=True)
     print(f"kernel: {sys.executable}  cwd: {NOTEBOOKS_DIR}  figures: {FIGURES_DIR}  cache: {CACHE_DIR}")
     total_start = time.perf_counter()
-    deadline = time.monotonic() + args.budget
+    deadline = time.monotonic() + budget
     summary, failures = [], []
     previous_pngs = {} if args.force else read_pngs()  # before any notebook writes (each writes its own files)
     jobs = min(args.jobs, len(notebooks))

@@ -142,7 +142,7 @@ def test_a_slide_taller_than_the_deck_scrolls_instead_of_running_off_the_screen(
 
 
 def test_slides_say_what_to_do_when_there_is_no_executed_course(tmp_path):
-    with pytest.raises(SystemExit, match="make slides"):
+    with pytest.raises(FileNotFoundError, match="no executed notebooks .* run `make slides` without --executed"):
         course_kit.build_slides(tmp_path, tmp_path / "slides")
 
 

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             released = build_assignments(args.course, args.notebooks, overwrite=args.overwrite)
-        except FileExistsError as err:
+        except (OSError, ValueError, ImportError, RuntimeError) as err:  # FileExistsError is an OSError
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(f"{len(released)} assignment(s): sources in {args.course / 'source'}, student versions in "
@@ -60,13 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "grade":
         from .grading import describe, grade_submissions
 
+        if args.budget is not None and not args.budget > 0:  # NaN too
+            print(f"error: --budget must be a positive number of seconds, got {args.budget}", file=sys.stderr)
+            return 1
         try:
             roster = [] if args.students is None else [
                 line.strip() for line in args.students.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as err:
+            print(f"error: --students {args.students}: {getattr(err, 'strerror', None) or err}", file=sys.stderr)
+            return 1
+        try:
             budget = {} if args.budget is None else {"budget_s": args.budget}
             rows = grade_submissions(args.course, args.submissions, args.csv, overwrite=args.overwrite,
                                      students=roster, notebooks=args.notebooks, **budget)
-        except (FileExistsError, FileNotFoundError, ValueError) as err:
+        except (OSError, ValueError, ImportError) as err:  # FileExistsError, FileNotFoundError are OSErrors
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(describe(rows))
@@ -82,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists() and not args.out.is_dir():
         print(f"error: --out {args.out} is a file, not a folder", file=sys.stderr)
         return 1
+    solved_copies = {}
     for notebook in args.notebooks:  # every check before the first write: an error leaves --out as it was
         solutions, target = solutions_path(notebook), args.out / notebook.name
         problem = None
@@ -89,15 +97,21 @@ def main(argv: list[str] | None = None) -> int:
             problem = f"{notebook if not notebook.is_file() else solutions} not found"
         elif target.resolve() == notebook.resolve():
             problem = f"{target} would overwrite the notebook itself; choose another --out"
+        elif target in solved_copies:
+            problem = f"two notebooks named {notebook.name} would both be written to {target}; solve one at a time"
         elif os.path.lexists(target) and not args.overwrite:
             problem = f"{target} exists; pass --overwrite to replace it, or choose another --out"
+        else:
+            try:
+                solved_copies[target] = with_solutions(nbformat.read(notebook, as_version=4), solutions)
+            except Exception as err:  # noqa: BLE001 - a file that is not a notebook, or solutions that do not fit
+                first_line = (str(err).splitlines() or [""])[0][:200]
+                problem = f"{notebook}: cannot be solved ({type(err).__name__}: {first_line})"
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 1
     args.out.mkdir(parents=True, exist_ok=True)
-    for notebook in args.notebooks:
-        solved = with_solutions(nbformat.read(notebook, as_version=4), solutions_path(notebook))
-        target = args.out / notebook.name
+    for target, solved in solved_copies.items():
         nbformat.write(solved, target)
         print(f"{target}: {len(exercise_cells(solved))} exercise(s) solved")
     return 0

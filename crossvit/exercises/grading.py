@@ -171,13 +171,27 @@ def build_assignments(course: str | os.PathLike, notebooks: list[Path] | None = 
                       overwrite: bool = False) -> list[Path]:
     """Write the nbgrader course in ``course`` (source and release versions of every course notebook, and an
     ``nbgrader_config.py``); returns the release notebooks. A file of an earlier course that differs from what
-    would be written now (a teacher's edit of a source notebook, say) is refused with a FileExistsError unless
-    ``overwrite=True``; rebuilding an unchanged course is fine."""
+    would be written now (a teacher's edit of a source notebook, say), or a file of someone else's in a release
+    folder (nbgrader rebuilds those folders from scratch), is refused with a FileExistsError unless
+    ``overwrite=True``; rebuilding an unchanged course is fine. ``notebooks`` defaults to ``notebooks/NN_*.ipynb``
+    under the current folder (a ValueError when there are none)."""
     import nbformat
 
+    api_class = _nbgrader()  # before anything is read or written
     course = Path(course).resolve()  # nbgrader works from the course root: every path it gets is absolute
-    notebooks = notebooks or sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
-    api_class = _nbgrader()
+    if course.exists() and not course.is_dir():
+        raise FileExistsError(f"--course {course} is a file, not a folder")
+    notebooks = [Path(nb) for nb in notebooks] if notebooks else sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if not notebooks:
+        raise ValueError(f"no course notebooks in {NOTEBOOKS_DIR.resolve()} (NN_name.ipynb): run this from the "
+                         "folder that holds notebooks/, or name them with --notebooks")
+    for nb in notebooks:
+        if not nb.is_file():
+            raise FileNotFoundError(f"{nb}: no such notebook")
+        try:
+            nbformat.read(nb, as_version=4)
+        except Exception as err:  # noqa: BLE001 - any reason it is not a notebook
+            raise ValueError(f"{nb} is not a readable notebook ({type(err).__name__})") from None
     config_text = ("c = get_config()  # noqa: F821\n"
                    f"c.CourseDirectory.db_url = 'sqlite:///{course / 'gradebook.db'}'\n"
                    f"c.Execute.timeout = {CELL_TIMEOUT_S}\n")
@@ -188,6 +202,13 @@ def build_assignments(course: str | os.PathLike, notebooks: list[Path] | None = 
     if changed and not overwrite:
         raise FileExistsError(f"{changed[0]} differs from the course notebook it would be rebuilt from (edited by "
                               f"hand?); move it away, or rebuild with {OVERWRITE_HINT} to replace it")
+    # nbgrader regenerates release/<stem>/ from scratch (force=True): anything else in it would be deleted
+    foreign = [path for nb in notebooks if (course / "release" / nb.stem).is_dir()
+               for path in sorted((course / "release" / nb.stem).iterdir()) if path.name != nb.name]
+    if foreign and not overwrite:
+        raise FileExistsError(f"{foreign[0]} is not a file this command wrote, and rebuilding "
+                              f"release/{foreign[0].parent.name}/ would delete it; move it away, or rebuild with "
+                              f"{OVERWRITE_HINT} to let it go")
     course.mkdir(parents=True, exist_ok=True)
     released = []
     for path, text in planned.items():
@@ -198,8 +219,9 @@ def build_assignments(course: str | os.PathLike, notebooks: list[Path] | None = 
         with _environment(PATH=_tools_path()):
             result = api.generate_assignment(notebook.stem, force=True, create=True)
         if not result["success"]:
-            raise RuntimeError(f"nbgrader generate_assignment {notebook.stem} failed:\n{result['log']}\n"
-                               f"{result['error']}")
+            log = course / "nbgrader_error.log"
+            log.write_text(f"{result['log']}\n{result['error']}\n", encoding="utf-8")
+            raise RuntimeError(f"nbgrader could not generate the assignment {notebook.stem}; its log is in {log}")
         released.append(course / "release" / notebook.stem / notebook.name)
     return released
 
@@ -334,10 +356,19 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
     budget_s = check_number("budget_s", budget_s, 0.0, math.inf)  # math.inf: no limit
     if budget_s == 0:
         raise ValueError("budget_s must be positive, got 0")
+    api_class = _nbgrader()  # before anything is read, graded or moved
     csv_path = Path(csv_path) if csv_path is not None else None
-    if csv_path is not None and csv_path.exists() and not overwrite:
-        raise FileExistsError(f"{csv_path} exists; choose another --csv, or replace it with {OVERWRITE_HINT}")
     course, submissions = Path(course).resolve(), Path(submissions).resolve()
+    if csv_path is not None:
+        if csv_path.exists() and not csv_path.is_file():
+            raise FileExistsError(f"--csv {csv_path} is not a regular file (a folder?); name a CSV file")
+        if csv_path.exists() and not overwrite:
+            raise FileExistsError(f"{csv_path} exists; choose another --csv, or replace it with {OVERWRITE_HINT}")
+        where = csv_path.resolve()
+        if where.is_relative_to(course) or where.is_relative_to(submissions):
+            raise ValueError(f"--csv {csv_path} lies inside the course or the submissions; write it elsewhere")
+        if not csv_path.parent.is_dir():
+            raise FileNotFoundError(f"--csv {csv_path}: the folder {csv_path.parent} does not exist")
     if not (course / "source").is_dir():
         raise FileNotFoundError(f"{course} has no source/ folder: build the course first (assignments --course)")
     if not submissions.is_dir():
@@ -355,7 +386,7 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
     if csv_path is not None and csv_path.exists():  # asked to replace it: never leave it looking current
         csv_path.replace(csv_path.with_name(csv_path.name + ".previous"))
     config = _config(course)
-    api = _nbgrader()(config=config)
+    api = api_class(config=config)
     rows: list[dict[str, Any]] = []
     for student in sorted(set(folders) | set(students)):
         folder = folders.get(student)
