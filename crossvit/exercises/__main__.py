@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--notebooks", type=Path, nargs="*", default=None,
                        help="notebooks to include (default: notebooks/[0-9][0-9]_*.ipynb)")
     build.add_argument("--overwrite", action="store_true",
-                       help="replace source notebooks of an earlier course that were edited by hand")
+                       help="replace source notebooks of an earlier course that were edited by hand, and let "
+                            "nbgrader delete other files in the release/ folders it rebuilds")
     grade = commands.add_parser("grade", help="autograde SUBMISSIONS/<student>/<notebook>.ipynb; one CSV row per "
                                               "student and exercise or question")
     grade.add_argument("submissions", type=Path)
