@@ -263,6 +263,10 @@ def joint_rollout_pixels(model: CrossViT, rollout: dict[str, dict[str, torch.Ten
         if not isinstance(rollout.get(q), Mapping) or any(p not in rollout[q] for p in model.branch_names):
             raise ValueError(f"rollout must hold rollout[{q!r}][patch branch] for both branches "
                              f"{model.branch_names}; it has keys {list(rollout)!r:.80}")
+    batches = {len(rollout[q][p]) for q in model.branch_names for p in model.branch_names
+               if isinstance(rollout[q][p], torch.Tensor)}
+    if len(batches) > 1:
+        raise ValueError(f"the four rollout rows must have one batch size, got {sorted(batches)}")
     maps = [
         sum(patch_map_to_pixels(model, p, rollout[q][p], density=True) for p in model.branch_names)
         for q in model.branch_names

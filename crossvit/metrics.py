@@ -280,9 +280,10 @@ def gaussian_blur(images: torch.Tensor, sigma: float = DEFAULT_BLUR_SIGMA) -> to
     and renormalised. ``sigma = 0`` returns a copy of the images.
     """
     _check_image_batch(images)
-    valid = not isinstance(sigma, bool) and isinstance(sigma, numbers.Real) and math.isfinite(sigma)
-    if not valid or sigma < 0:
-        raise ValueError(f"blur sigma must be a finite number >= 0, got {sigma!r}")
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
+        raise TypeError(f"sigma (the blur's, in pixels) must be a number, got {type(sigma).__name__} {sigma!r:.40}")
+    if not math.isfinite(sigma) or sigma < 0:
+        raise ValueError(f"sigma (the blur's, in pixels) must be a finite number >= 0, got {sigma!r}")
     B, C, H, W = images.shape
     if sigma == 0 or images.numel() == 0:
         return images.clone()
@@ -370,7 +371,14 @@ class DeletionInsertionResult:
 
 
 def _check_target(target: object, batch: int, device: torch.device) -> torch.Tensor:
-    """``target`` as a (B,) long tensor of non-negative class indices on ``device``."""
+    """``target`` (an int, or a (B,) tensor, list or numpy array of ints, as :func:`crossvit.explain` takes it) as a
+    (B,) long tensor of non-negative class indices on ``device``."""
+    if isinstance(target, (list, tuple)) or (hasattr(target, "__array__") and not isinstance(target, torch.Tensor)):
+        try:
+            target = torch.as_tensor(target)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"target must be an int or a (B,) integer tensor of class indices, got "
+                            f"{type(target).__name__} {target!r:.60}") from None
     if isinstance(target, bool):
         raise TypeError("target must be an int or a (B,) integer tensor of class indices, got bool")
     if isinstance(target, numbers.Integral):

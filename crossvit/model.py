@@ -383,5 +383,7 @@ def check_images(images: object, model: CrossViT) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (trainable or not)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"count_parameters needs a torch.nn.Module, got {type(model).__name__}")
     return sum(p.numel() for p in model.parameters())
 

@@ -301,3 +301,36 @@ def test_a_shortcut_on_a_decorated_function_watches_that_function_only(model, ba
     with _ShortcutWatch([shortcut]) as watch:
         crossvit.explain(model, batch[0], "joint_rollout")
     assert watch.seen == [shortcut]
+
+
+def test_what_the_api_audit_listed_as_minor(model, batch):
+    from crossvit import plotting
+    from crossvit.explain import joint_rollout_pixels as pixels
+    from crossvit.model import count_parameters
+
+    images, labels = batch
+    rows = {q: {p: torch.ones(2 if q == "small" else 3, model.num_patches(p)) for p in model.branch_names}
+            for q in model.branch_names}
+    with pytest.raises(ValueError, match=r"one batch size, got \[2, 3\]"):
+        pixels(model, rows)  # was torch's size mismatch
+    with pytest.raises(TypeError, match="sigma .* must be a number, got str"):
+        metrics.gaussian_blur(images, "5")  # was a ValueError about "blur sigma"
+    with pytest.raises(TypeError, match="count_parameters needs a torch.nn.Module"):
+        count_parameters(None)
+    maps = crossvit.explain(model, images, "joint_rollout")
+    as_list = metrics.deletion_insertion(model, images, maps, labels.tolist(), steps=2)  # refused: "got list"
+    as_tensor = metrics.deletion_insertion(model, images, maps, labels, steps=2)
+    torch.testing.assert_close(as_list.deletion_auc, as_tensor.deletion_auc)
+    with crossvit.record_attention(model) as rec, torch.no_grad():
+        model(images)
+    self_map = rec.self_attention("small")[0]
+    with pytest.raises(ValueError, match=r"index must be <= 1, got 5"):
+        plotting.plot_cls_attention(model, images[0], self_map, "small", index=5)  # was IndexError
+    with pytest.raises(ValueError, match=r"head must be <= 3, got 9"):
+        plotting.plot_cls_attention(model, images[0], self_map, "small", heads=[9])
+    with pytest.raises(ValueError, match=r"titles must have one entry per image \(2\), got 1"):
+        plotting.plot_images(images, titles=["only one"])
+    with pytest.raises(ValueError, match="record must be the record train"):
+        plotting.plot_training_curve({})  # was KeyError: 'loss_history'
+    with pytest.raises(ValueError, match="signed must be None, True, False or a list of method names"):
+        plotting.plot_method_grid(images, {"joint_rollout": maps}, signed="yes")  # was read as a list of letters

@@ -23,6 +23,7 @@ from .base import (
     _grid_of_axes,
     add_colorbar,
     balanced_columns,
+    check_image_index,
     cls_row,
     cross_row,
     draw_patch_grid,
@@ -243,7 +244,7 @@ def plot_branch_logits(logits: Mapping[str, ArrayLike], class_names: Sequence[st
     colors = {"small": "#1f77b4", "large": "#ff7f0e"}
     for k, name in enumerate(names):
         values = to_numpy(logits[name])
-        values = values[index] if values.ndim == 2 else values
+        values = values[check_image_index(index, len(values))] if values.ndim == 2 else values
         ax.bar(x + (k - (len(names) - 1) / 2) * width, values, width, label=name,
                color=colors.get(name, "#444444"))
     ax.axhline(0, color="black", linewidth=0.6)

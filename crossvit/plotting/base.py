@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from ..explain import REGISTRY
 from ..model import CrossViT
 from ..rollout import HEAD_FUSIONS, fuse_heads
+from ..utils import check_int
 
 FIGURES_ENV = "CROSSVIT_FIGURES_DIR"
 """Environment variable naming the directory figures are written to. ``make figures`` sets it to the repository's
@@ -160,10 +161,15 @@ def cls_row(attention: ArrayLike, index: int = 0) -> np.ndarray:
     (heads, N, N). Entry 0 is the CLS's weight on itself, entries 1: the patches in row-major grid order."""
     array = to_numpy(attention)
     if array.ndim == 4:
-        array = array[index]
+        array = array[check_image_index(index, array.shape[0])]
     if array.ndim != 3:
         raise ValueError(f"expected a self-attention map (B, heads, N, N) or (heads, N, N), got {array.shape}")
     return array[:, 0, :]
+
+
+def check_image_index(index: object, batch: int) -> int:
+    """``index`` as an image of a batch of ``batch``; a ValueError / TypeError naming it otherwise."""
+    return check_int("index", index, -batch, batch - 1)
 
 
 def cross_row(attention: ArrayLike, index: int = 0) -> np.ndarray:
@@ -171,7 +177,7 @@ def cross_row(attention: ArrayLike, index: int = 0) -> np.ndarray:
     ``index``) or (heads, 1, 1 + N_other). Entry 0 is the weight on the query's own (projected) CLS."""
     array = to_numpy(attention)
     if array.ndim == 4:
-        array = array[index]
+        array = array[check_image_index(index, array.shape[0])]
     if array.ndim != 3 or array.shape[1] != 1:
         raise ValueError(f"expected a cross-attention map (B, heads, 1, 1 + N) or (heads, 1, 1 + N), got "
                          f"{array.shape}")
@@ -184,7 +190,7 @@ def fuse(rows: np.ndarray, head: int | str) -> np.ndarray:
         if head not in HEAD_FUSIONS:
             raise ValueError(f"head must be an index or one of the head fusions {HEAD_FUSIONS}; got {head!r}")
         return fuse_heads(torch.as_tensor(rows)[None], head)[0].numpy()  # (heads, ...) -> (...)
-    return rows[head]
+    return rows[check_int("head", head, -rows.shape[0], rows.shape[0] - 1)]
 
 
 def patch_pixels(model: CrossViT, branch: str, values: ArrayLike) -> np.ndarray:

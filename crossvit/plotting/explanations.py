@@ -25,6 +25,7 @@ from .base import (
     ArrayLike,
     add_colorbar,
     balanced_columns,
+    check_image_index,
     draw_mask_contour,
     is_signed,
     overlay_heatmap,
@@ -44,7 +45,8 @@ def plot_joint_rollout(model: CrossViT, image: ArrayLike, joint: Mapping[str, Ma
     branches = list(model.branch_names)
     fig, axes = plt.subplots(len(branches), len(branches), figsize=(size * len(branches), size * len(branches)),
                              squeeze=False, layout="constrained")
-    rows = {q: {p: to_numpy(joint[q][p])[index] for p in branches} for q in branches}
+    arrays = {q: {p: to_numpy(joint[q][p]) for p in branches} for q in branches}
+    rows = {q: {p: a[check_image_index(index, len(a))] for p, a in arrays[q].items()} for q in branches}
     scales = _grid_scales([(p, rows[q][p]) for q in branches for p in branches], scale)
     for i, query in enumerate(branches):
         total = sum(float(r.sum()) for r in rows[query].values())
@@ -89,6 +91,9 @@ def plot_method_grid(images: ArrayLike, maps_by_method: Mapping[str, ArrayLike],
         signed_methods = {m for m in methods if is_signed(m, arrays[m])}
     elif isinstance(signed, bool):
         signed_methods = set(methods) if signed else set()
+    elif isinstance(signed, str) or not all(m in methods for m in signed):
+        raise ValueError(f"signed must be None, True, False or a list of method names among {methods}, got "
+                         f"{signed!r:.60}")
     else:
         signed_methods = set(signed)
     per_band = balanced_columns(len(methods), max(1, max_columns - int(show_input)))
@@ -257,6 +262,9 @@ def plot_training_curve(record: Mapping[str, Any], window: int = 10, size: tuple
                         ) -> Figure:
     """Training loss per step (and its running mean over ``window`` steps) from a :func:`crossvit.train.train`
     record, with the held-out evaluations on a second axis."""
+    if not isinstance(record, Mapping) or "loss_history" not in record:
+        raise ValueError("record must be the record train() returns (it has a 'loss_history'); got "
+                         f"{type(record).__name__}{' without loss_history' if isinstance(record, Mapping) else ''}")
     losses = np.asarray(record["loss_history"], dtype=np.float64)
     steps = np.arange(1, len(losses) + 1)
     fig, ax = plt.subplots(figsize=size, layout="constrained")

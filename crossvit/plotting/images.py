@@ -34,6 +34,9 @@ def plot_images(images: ArrayLike, titles: Sequence[str] | None = None, masks: A
                 ncols: int = MAX_COLUMNS, size: float = 1.8) -> Figure:
     """A row (or rows, at most ``ncols`` columns) of images (B, 3, H, W) with optional titles and mask outlines."""
     n = len(images)
+    for name, given in (("titles", titles), ("masks", masks)):
+        if given is not None and len(given) != n:
+            raise ValueError(f"{name} must have one entry per image ({n}), got {len(given)}")
     fig, axes = _grid_of_axes(n, ncols, size)
     for i, ax in enumerate(axes):
         show_image(ax, images[i], titles[i] if titles is not None else None)
