@@ -57,7 +57,7 @@ def test_grade_checks_nbgrader_and_its_csv_before_grading(tmp_path, capsys, monk
     folder.mkdir()
     (folder / "kept.txt").write_text("mine")
     for csv, message in ((folder, "is not a regular file"),  # was renamed folder.previous, a CSV in its place
-                         (submissions / "alice" / "g.csv", "lies inside the course or the submissions"),
+                         (submissions / "alice" / "g.csv", "lies inside the course or a student's folder"),
                          (tmp_path / "no such folder" / "g.csv", "does not exist")):  # was: graded, then lost
         assert exercises_main(["grade", str(submissions), "--course", str(course), "--csv", str(csv),
                                "--overwrite"]) == 1

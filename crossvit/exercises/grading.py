@@ -364,9 +364,9 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
             raise FileExistsError(f"--csv {csv_path} is not a regular file (a folder?); name a CSV file")
         if csv_path.exists() and not overwrite:
             raise FileExistsError(f"{csv_path} exists; choose another --csv, or replace it with {OVERWRITE_HINT}")
-        where = csv_path.resolve()
-        if where.is_relative_to(course) or where.is_relative_to(submissions):
-            raise ValueError(f"--csv {csv_path} lies inside the course or the submissions; write it elsewhere")
+        where = csv_path.resolve()  # the course and the students' folders are inputs (a file beside them is not)
+        if where.is_relative_to(course) or (where.is_relative_to(submissions) and where.parent != submissions):
+            raise ValueError(f"--csv {csv_path} lies inside the course or a student's folder; write it elsewhere")
         if not csv_path.parent.is_dir():
             raise FileNotFoundError(f"--csv {csv_path}: the folder {csv_path.parent} does not exist")
     if not (course / "source").is_dir():

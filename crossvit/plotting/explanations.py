@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -91,8 +91,8 @@ def plot_method_grid(images: ArrayLike, maps_by_method: Mapping[str, ArrayLike],
         signed_methods = {m for m in methods if is_signed(m, arrays[m])}
     elif isinstance(signed, bool):
         signed_methods = set(methods) if signed else set()
-    elif isinstance(signed, str) or not all(m in methods for m in signed):
-        raise ValueError(f"signed must be None, True, False or a list of method names among {methods}, got "
+    elif isinstance(signed, str) or not isinstance(signed, Iterable) or not all(isinstance(m, str) for m in signed):
+        raise ValueError(f"signed must be None, True, False or a list of method names (of {methods}), got "
                          f"{signed!r:.60}")
     else:
         signed_methods = set(signed)
