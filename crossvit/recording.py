@@ -134,7 +134,7 @@ class AttentionRecorder:
     of the model on its own (``model.embed["small"](x)``, ``model.blocks[0](s, l)``) is not a forward: it neither
     replaces nor adds maps. Nor are the forwards that the library's own analyses run on images of their own
     (``explain``, ``relevance_by_branch``, ``deletion_insertion``, ``head_accuracies``,
-    ``cross_attention_ablations``): called inside the block, they leave its maps as they were. The maps stay
+    ``cross_attention_ablations``, building an explorer): called inside the block, they leave its maps as they were. The maps stay
     readable after the ``with`` block ends. With ``grads=True`` only
     gradients of the latest forward's maps are kept: reading gradients that arrived for an earlier forward only
     raises an error that says so. Several backward passes through one recorded forward (``retain_graph=True``)
@@ -170,6 +170,7 @@ class AttentionRecorder:
         self._latest_call_unseen = False
         self._thread: int | None = None  # the thread that entered the recording: only its forwards are recorded
         self._serial = 0  # set on entering: a recording started before an outer_recordings_paused block ignores it
+        self._reuse_before: list[tuple[bool, int | None]] = []  # each site's memory-reuse flags before entering
 
     # -- hooks ----------------------------------------------------------------------------------------------
     def _ours(self) -> bool:
@@ -190,6 +191,8 @@ class AttentionRecorder:
             model.register_forward_hook(_recording_hook(self._after_model_call)),
             first_embedding.register_forward_pre_hook(_recording_hook(self._on_forward)),
         ]
+        # a recording inside another one gives the sites back as it found them (the outer one still reuses memory)
+        self._reuse_before = [(site.module.reuse_memory, site.module.reuse_thread) for site in self.recorded_sites]
         for site in self.recorded_sites:
             self._handles.append(site.module.register_forward_hook(self._hook_for(site.name)))
             site.module.reuse_memory = True  # a later forward may write into a map nobody holds any more
@@ -199,9 +202,9 @@ class AttentionRecorder:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        for site in self.recorded_sites:
-            site.module.reuse_memory = False  # the kept memory stays for the next recording (release_memory)
-            site.module.reuse_thread = None
+        for site, (reuse, thread) in zip(self.recorded_sites, self._reuse_before):
+            # outside every recording: off (the kept memory stays for the next recording, see release_memory)
+            site.module.reuse_memory, site.module.reuse_thread = reuse, thread
 
     def _on_forward(self, module: nn.Module, inputs: tuple) -> None:
         if not self._ours() or not in_forward(self.model):  # the embedding called on its own is no forward

@@ -334,3 +334,21 @@ def test_what_the_api_audit_listed_as_minor(model, batch):
         plotting.plot_training_curve({})  # was KeyError: 'loss_history'
     with pytest.raises(ValueError, match="signed must be None, True, False or a list of method names"):
         plotting.plot_method_grid(images, {"joint_rollout": maps}, signed="yes")  # was read as a list of letters
+
+
+def test_an_explorer_and_a_nested_recording_leave_the_outer_recording_as_it_was(model, batch):
+    from crossvit.widgets import attention_explorer
+
+    images = batch[0]
+    with crossvit.record_attention(model) as rec, torch.no_grad():
+        model(images)
+        kept = {name: m.clone() for name, m in rec.sites.items()}
+        attention_explorer(model, images.flip(-1))  # its own recorded forward replaced the caller's maps
+        assert rec.num_forwards == 1
+        assert all(torch.equal(m, kept[name]) for name, m in rec.sites.items())
+        with crossvit.record_attention(model, sites="self"):
+            model(images)
+        # the inner recording gave the sites back as it found them: the outer one still reuses map memory
+        sites = crossvit.attention_sites(model)
+        assert all(site.module.reuse_memory for site in sites)  # the self-attention sites were switched off
+    assert not any(site.module.reuse_memory for site in sites)

@@ -30,7 +30,13 @@ from ..explain import patch_map_to_pixels
 from ..model import CrossViT, check_images
 from ..plotting import GRID_COLORS, HEAT_CMAP, MASK_COLOR, SIGNED_CMAP, grid_edges
 from ..preprocessing import display_images
-from ..recording import AttentionRecorder, attention_sites, record_attention, release_attention_memory
+from ..recording import (
+    AttentionRecorder,
+    attention_sites,
+    leaves_recordings_alone,
+    record_attention,
+    release_attention_memory,
+)
 from ..utils import check_finite_images, check_int, eval_mode, other_branch
 from .packet import encode_array, packet_bytes
 
@@ -150,6 +156,7 @@ def menu(description: str, options: Sequence[tuple[str, Any]], *, buttons: bool 
 # the widget both explorers are
 
 
+@leaves_recordings_alone  # built inside a caller's recording, an explorer leaves its maps as they were
 def _record(model: CrossViT, images: torch.Tensor) -> tuple[AttentionRecorder, torch.Tensor]:
     """One recorded forward of ``images`` in eval mode: the recorder and the logits (on the CPU). The model keeps
     no attention memory afterwards (the explorer holds the maps it needs)."""
