@@ -134,10 +134,10 @@ class AttentionRecorder:
     of the model on its own (``model.embed["small"](x)``, ``model.blocks[0](s, l)``) is not a forward: it neither
     replaces nor adds maps. Nor are the forwards that the library's own analyses run on images of their own
     (``explain``, ``relevance_by_branch``, ``deletion_insertion``, ``head_accuracies``,
-    ``cross_attention_ablations``, building an explorer): called inside the block, they leave its maps as they were. The maps stay
-    readable after the ``with`` block ends. With ``grads=True`` only
-    gradients of the latest forward's maps are kept: reading gradients that arrived for an earlier forward only
-    raises an error that says so. Several backward passes through one recorded forward (``retain_graph=True``)
+    ``cross_attention_ablations``, building an explorer): called inside the block, they leave its maps as they
+    were. The maps stay readable after the ``with`` block ends. With ``grads=True`` only gradients of the latest
+    forward's maps are kept: reading gradients that arrived for an earlier forward only raises an error that says
+    so. Several backward passes through one recorded forward (``retain_graph=True``)
     add up: ``rec.gradients`` is then the gradient of their sum, as PyTorch's ``.grad`` accumulates (a
     ``torch.autograd.grad`` call through the maps runs the same hooks, and counts as a pass too).
 
