@@ -126,14 +126,6 @@ class SingleBranchViT(nn.Module):
             nn.init.trunc_normal_(self.embed.cls_token, std=0.02)
             nn.init.trunc_normal_(self.embed.pos_embed, std=0.02)
 
-    @property
-    def image_size(self) -> int:
-        return self.arch.image_size
-
-    @property
-    def in_chans(self) -> int:
-        return self.arch.in_chans
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, C, H, W) at the CrossViT's input size -> logits (B, num_classes); refused as the CrossViT
         refuses them (:func:`crossvit.model.check_images`)."""

@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from .config import config_from_dict
 from .model import CrossViT
 from .preprocessing import checkpoint_data_config, stored_data_config
-from .utils import atomic_write, check_bool, check_path, resolve_device
+from .utils import atomic_write, check_bool, check_path, first_line, resolve_device
 
 FORMAT = 2
 """Version of the JSON sidecar layout written by :func:`save_checkpoint` (2 added ``config_sha256``). ``"format"``
@@ -153,9 +153,8 @@ def load_training_state(path: Path, config: dict[str, Any]) -> dict[str, Any] | 
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-        first_line = (str(err).splitlines() or [type(err).__name__])[0][:200]
-        raise ValueError(f"{path}: not a training state this trainer wrote ({first_line}); move it away to start "
-                         "afresh") from None
+        raise ValueError(f"{path}: not a training state this trainer wrote ({first_line(err)[:200]}); move it away "
+                         "to start afresh") from None
     if not isinstance(state, dict) or "config" not in state:  # a tensor, a list, another program's dict
         raise ValueError(f"{path}: not a training state this trainer wrote (it holds a {type(state).__name__}); "
                          "move it away to start afresh")

@@ -342,7 +342,8 @@ def _autocast_enabled(device_type: str) -> bool:
 
 
 def check_images(images: object, model: CrossViT) -> None:
-    """Raise a TypeError/ValueError that names the problem if ``images`` is not a batch the model accepts.
+    """Raise a TypeError/ValueError that names the problem if ``images`` is not a batch the model accepts (a
+    CrossViT, or any module with its ``arch``, such as :class:`crossvit.ablation.SingleBranchViT`).
 
     The images' dtype must be the model's (float16 images for a float16 model, ...) unless autocast is on: mixed
     dtypes are refused rather than converted, so that what runs is what the caller asked for.
@@ -354,21 +355,22 @@ def check_images(images: object, model: CrossViT) -> None:
             f"images must be a floating-point tensor, got dtype {images.dtype}; convert integer images first, "
             "e.g. images.float() / 255"
         )
-    expected = (model.in_chans, model.image_size, model.image_size)
+    in_chans, size = model.arch.in_chans, model.arch.image_size
+    expected = (in_chans, size, size)
     if images.ndim == 3 and tuple(images.shape) == expected:
         raise ValueError(f"images has no batch dimension: got shape {tuple(images.shape)}; "
                          "use images.unsqueeze(0) for a single image")
     if images.ndim != 4:
         raise ValueError(f"images must have shape (B, C, H, W) = (B, {', '.join(map(str, expected))}), "
                          f"got {images.ndim} dimensions {tuple(images.shape)}")
-    if images.shape[1] != model.in_chans:
-        raise ValueError(f"this model takes {model.in_chans}-channel images, got {images.shape[1]} channels "
+    if images.shape[1] != in_chans:
+        raise ValueError(f"this model takes {in_chans}-channel images, got {images.shape[1]} channels "
                          f"(shape {tuple(images.shape)})")
-    if images.shape[-2:] != (model.image_size, model.image_size):
+    if images.shape[-2:] != (size, size):
         raise ValueError(
-            f"this model takes {model.image_size}x{model.image_size} images, got "
+            f"this model takes {size}x{size} images, got "
             f"{images.shape[-2]}x{images.shape[-1]}; resize them first, e.g. "
-            f"F.interpolate(images, size={model.image_size}, mode='bicubic')"
+            f"F.interpolate(images, size={size}, mode='bicubic')"
         )
     if images.shape[0] == 0:
         raise ValueError("images is an empty batch (B = 0)")

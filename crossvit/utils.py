@@ -97,6 +97,13 @@ def check_bool(name: str, value: object) -> bool:
     return value
 
 
+def first_line(err: BaseException, default: str | None = None) -> str:
+    """The first line of ``err``'s message (for a one-line error that quotes another's), else ``default``, else
+    the exception's type name."""
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__ if default is None else default
+
+
 def check_path(name: str, value: object) -> Path:
     """``value`` (a str or an ``os.PathLike``) as a Path; a TypeError naming ``name`` otherwise (an int or None
     would otherwise be taken as a file descriptor or fail deep inside ``pathlib``)."""

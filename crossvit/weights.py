@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from .convert import timm_state_dict_to_ours
 from .model import CrossViT
-from .utils import check_bool, check_path
+from .utils import check_bool, check_path, first_line
 
 HUB_TAG = "in1k"
 """timm's pretrained tag of the paper variants' ImageNet-1k weights."""
@@ -71,8 +71,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"{path}: torch.load(weights_only=True) cannot read it as a plain state dict ({first}); "
+            raise ValueError(f"{path}: torch.load(weights_only=True) cannot read it as a plain state dict "
+                             f"({first_line(err)}); "
                              "crossvit never unpickles arbitrary objects: re-save the weights with "
                              "torch.save(model.state_dict(), ...) or as .safetensors") from None
     else:

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..utils import first_line
 from .common import EXERCISES
 from .notebook import exercise_cells, solutions_path, with_solutions
 
@@ -106,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 solved_copies[target] = with_solutions(nbformat.read(notebook, as_version=4), solutions)
             except Exception as err:  # noqa: BLE001 - a file that is not a notebook, or solutions that do not fit
-                first_line = (str(err).splitlines() or [""])[0][:200]
-                problem = f"{notebook}: cannot be solved ({type(err).__name__}: {first_line})"
+                problem = f"{notebook}: cannot be solved ({type(err).__name__}: {first_line(err, '')[:200]})"
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 1

@@ -228,8 +228,6 @@ class _Explorer(anywidget.AnyWidget):
                 f"the explorer keeps every attention map of every image ({per_image / 2**20:.1f} MB per image for "
                 f"this model), so it takes at most {limit} images; got {images.shape[0]}. Pass fewer images, or "
                 f"max_images={images.shape[0]} to take them all ({images.shape[0] * per_image / 2**20:.0f} MB)")
-        if images.shape[0] == 0:
-            raise ValueError("images holds no image: an explorer needs at least one")
         if masks is not None:  # checked now, not when the first bad mask is shown
             if not isinstance(masks, torch.Tensor):
                 raise TypeError(f"masks must be a (B, H, W) torch.Tensor, got {type(masks).__name__}")
