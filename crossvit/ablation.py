@@ -22,16 +22,14 @@ from torch import nn
 
 from .config import Architecture
 from .layers import TransformerBlock
-from .model import BranchEmbedding, ClassifierHead, CrossViT, branch_image, check_images
+from .model import BranchEmbedding, ClassifierHead, CrossViT, branch_image, check_crossvit, check_images
 from .recording import leaves_recordings_alone
 from .train import evaluate  # the trainer's held-out scoring, which scores each head too
 from .utils import BRANCHES, check_choice, renamed_argument
 
 
 def _check_model(model: object) -> CrossViT:
-    if not isinstance(model, CrossViT):
-        raise TypeError(f"expected a crossvit.CrossViT, got {type(model).__name__}")
-    return model
+    return check_crossvit(model, "the ablations")
 
 
 @contextmanager

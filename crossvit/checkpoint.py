@@ -34,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import config_from_dict
-from .model import CrossViT
+from .model import CrossViT, check_crossvit
 from .preprocessing import checkpoint_data_config, stored_data_config
 from .utils import atomic_write, check_bool, check_path, first_line, resolve_device
 
@@ -169,8 +169,7 @@ def save_checkpoint(model: CrossViT, directory: str | Path, *, record: dict[str,
     """Write ``<directory>/<name>.safetensors`` and ``<name>.json`` (see the module docstring); returns the
     weights path. ``record`` must be plain JSON (dicts, lists, str, numbers, bools, None). An existing checkpoint
     of that name is a FileExistsError unless ``overwrite=True``."""
-    if not isinstance(model, CrossViT):
-        raise TypeError(f"save_checkpoint expects a crossvit.CrossViT, got {type(model).__name__}")
+    check_crossvit(model, "save_checkpoint")
     check_checkpoint_name(name)
     directory = check_path("directory", directory)
     check_not_taken(directory, name, overwrite)

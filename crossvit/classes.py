@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import torch
 
-from .model import CrossViT
+from .model import CrossViT, check_crossvit
 from .utils import check_int
 
 
@@ -31,8 +31,7 @@ def imagenet_class_names() -> tuple[str, ...]:
 
 def class_names(model: CrossViT) -> list[str]:
     """One name per output of ``model`` (rules in the module docstring)."""
-    if not isinstance(model, CrossViT):
-        raise TypeError(f"expected a crossvit.CrossViT, got {type(model).__name__}")
+    check_crossvit(model, "class_names")
     config = getattr(model, "pretrained_cfg", None) or {}
     stored = config.get("label_names")
     if stored is not None and len(stored) == model.num_classes:
@@ -53,9 +52,7 @@ class Prediction:
 
 def top_classes(model: CrossViT, logits: torch.Tensor, k: int = 5) -> list[list[Prediction]]:
     """The ``k`` most probable classes of each image (softmax over ``logits`` (B, num_classes)), best first."""
-    if not isinstance(model, CrossViT):
-        raise TypeError(f"top_classes needs a crossvit.CrossViT first (then the logits), got "
-                        f"{type(model).__name__}")
+    check_crossvit(model, "top_classes (model first, then the logits)")
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != model.num_classes:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
         raise ValueError(f"logits must be (B, {model.num_classes}), got {shape}")

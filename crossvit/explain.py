@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 
 from .lrp import READOUTS, patch_relevance, pixel_relevance
-from .model import CrossViT, check_images
+from .model import CrossViT, check_crossvit, check_images
 from .recording import attention_sites, leaves_recordings_alone, record_attention, release_attention_memory
 from .relevancy import coattention_relevancy
 from .rollout import (
@@ -222,9 +222,7 @@ def patch_map_to_pixels(model: CrossViT, branch: str, patch_map: torch.Tensor, d
     nearest-pixel spreading gives a patch a whole number of pixels a side (19 or 20 for a 5 x 5 grid over 96 px), so
     a density map's sum differs from the patch map's by up to that rounding (a few per cent), not exactly.
     """
-    if not isinstance(model, CrossViT):
-        raise TypeError(f"patch_map_to_pixels needs a crossvit.CrossViT first (then branch and patch_map), got "
-                        f"{type(model).__name__}")
+    check_crossvit(model, "patch_map_to_pixels (model first, then branch and patch_map)")
     density = check_bool("density", density)
     if not isinstance(patch_map, torch.Tensor) or not patch_map.is_floating_point():
         raise TypeError(f"patch_map must be a floating-point (B, N_patches) tensor, got "
@@ -425,6 +423,7 @@ def cross_attention(model: CrossViT, images: torch.Tensor, target: torch.Tensor,
 def occlusion_window(model: CrossViT) -> int:
     """Side of the occlusion window: the input pixels covered by one small-branch patch when that is a whole
     number (12 px for the ``*_240`` models), else by one large-branch patch, else 1/8 of the image."""
+    check_crossvit(model, "occlusion_window")
     for branch in model.branch_names:
         rows, _ = model.patch_grid(branch)
         if model.image_size % rows == 0 and model.arch.resize != "crop":
@@ -563,8 +562,7 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
     rollouts are computed in float32 whatever the model's dtype. The call leaves nothing behind on the model: the
     attention memory its recording used is released at the end.
     """
-    if not isinstance(model, CrossViT):
-        raise TypeError(f"explain needs a crossvit.CrossViT, got {type(model).__name__}")
+    check_crossvit(model, "explain")
     record = get_method(method)
     chosen = record.resolve(model, options)
     check_images(images, model)

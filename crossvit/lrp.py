@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import AttentionInputs
-from .model import CrossViT, check_images
+from .model import CrossViT, check_crossvit, check_images
 from .recording import leaves_recordings_alone
 from .utils import BRANCHES, check_choice, check_finite_images, check_number, class_indices, eval_mode
 
@@ -204,8 +204,7 @@ def lrp_rules(model: CrossViT, rule: str = "attnlrp", *, epsilon: float = 0.0, g
     a pickle of the model made inside the block holds nothing of it) and other models are untouched. It is removed
     when the block exits, also on an exception; the model's flags, parameters and their ``.grad`` are not touched.
     """
-    if not isinstance(model, CrossViT):
-        raise TypeError(f"lrp_rules needs a crossvit.CrossViT, got {type(model).__name__}")
+    check_crossvit(model, "lrp_rules")
     rules = _Rules(check_choice("rule", rule, RULES),
                    check_number("epsilon", epsilon, 0.0, float("inf"), high_open=True),  # inf: NaN relevance
                    check_number("gamma", gamma, 0.0, float("inf"), high_open=True), threading.get_ident())
@@ -301,8 +300,7 @@ def _lrp_backward(model: CrossViT, images: torch.Tensor, target: torch.Tensor | 
 
 
 def _check(model: CrossViT, images: torch.Tensor, target: object) -> torch.Tensor | None:
-    if not isinstance(model, CrossViT):
-        raise TypeError(f"expected a crossvit.CrossViT, got {type(model).__name__}")
+    check_crossvit(model, "AttnLRP")
     check_images(images, model)
     check_finite_images(images)
     return None if target is None else class_indices("relevance", target, images.shape[0], model.num_classes).to(

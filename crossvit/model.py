@@ -389,3 +389,18 @@ def count_parameters(model: nn.Module) -> int:
         raise TypeError(f"count_parameters needs a torch.nn.Module, got {type(model).__name__}")
     return sum(p.numel() for p in model.parameters())
 
+
+
+def check_crossvit(model: object, needer: str) -> CrossViT:
+    """``model`` if it is a :class:`CrossViT`, else a TypeError that says ``needer`` needs one and how to get one
+    from what was given (a torch.compile wrapper, a timm or vit-pytorch model). Every public function that reads a
+    CrossViT's structure checks its model here, so they all refuse the same things in the same words."""
+    if isinstance(model, CrossViT):
+        return model
+    if isinstance(getattr(model, "_orig_mod", None), CrossViT):  # torch.compile's OptimizedModule
+        raise TypeError(f"{needer} needs the eager crossvit.CrossViT, got a torch.compile wrapper: pass the "
+                        "original model (compiled._orig_mod); compiled code does not run the recording hooks")
+    hint = ""
+    if isinstance(model, nn.Module):
+        hint = "; convert a timm or vit-pytorch model first with crossvit.from_timm / crossvit.from_vit_pytorch"
+    raise TypeError(f"{needer} needs a crossvit.CrossViT, got {type(model).__name__}{hint}")

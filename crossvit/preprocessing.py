@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .model import CrossViT
+from .model import CrossViT, check_crossvit
 from .photos import read_image
 from .tasks import TASKS, get_task
 
@@ -73,6 +73,7 @@ def imagenet_data_config(name: str, input_size: tuple[int, int, int]) -> dict[st
 
 def default_data_config(model: CrossViT) -> dict[str, Any]:
     """For a model that says nothing: [0, 1] floats at its input size (resize the shorter side, centre crop)."""
+    check_crossvit(model, "default_data_config")
     channels = model.in_chans
     return {"input_size": _input_size(model), "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center",
             "mean": (0.0,) * channels, "std": (1.0,) * channels, "num_classes": model.num_classes}
@@ -81,6 +82,7 @@ def default_data_config(model: CrossViT) -> dict[str, Any]:
 def shapes_data_config(model: CrossViT, task: str = "shapes") -> dict[str, Any]:
     """What ``crossvit.train`` feeds a model: [0, 1] floats at its size, the class names of its synthetic ``task``
     (:data:`crossvit.tasks.TASKS`)."""
+    check_crossvit(model, "shapes_data_config")
     config = {**default_data_config(model), "dataset": task}
     names = get_task(task).class_names
     if model.num_classes == len(names):
@@ -90,6 +92,7 @@ def shapes_data_config(model: CrossViT, task: str = "shapes") -> dict[str, Any]:
 
 def stored_data_config(model: CrossViT) -> dict[str, Any] | None:
     """The JSON-able part of ``model.pretrained_cfg`` a checkpoint keeps (None if the model has none)."""
+    check_crossvit(model, "stored_data_config")
     config = getattr(model, "pretrained_cfg", None)
     if not config:
         return None
@@ -125,8 +128,7 @@ def checkpoint_data_config(meta: Mapping[str, Any], model: CrossViT) -> dict[str
 def data_config(model: CrossViT) -> dict[str, Any]:
     """The six keys of :data:`DATA_KEYS` that :func:`preprocess` follows for ``model`` (see the module docstring),
     checked: a config whose input size is not the model's raises ValueError."""
-    if not isinstance(model, CrossViT):
-        raise TypeError(f"expected a crossvit.CrossViT, got {type(model).__name__}")
+    check_crossvit(model, "the model's data config")
     given = getattr(model, "pretrained_cfg", None) or {}
     config = {**default_data_config(model), **{k: v for k, v in given.items() if v is not None}}
     resolved = {key: config[key] for key in DATA_KEYS}

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from .layers import AttentionMap
-from .model import CrossViT, in_forward
+from .model import CrossViT, check_crossvit, in_forward
 from .utils import check_bool
 
 Kind = Literal["self", "cross"]
@@ -61,17 +61,7 @@ class Site:
 
 def attention_sites(model: CrossViT) -> list[Site]:
     """Every attention site of ``model``, in forward order."""
-    if not isinstance(model, CrossViT):
-        if isinstance(getattr(model, "_orig_mod", None), CrossViT):  # torch.compile's OptimizedModule
-            raise TypeError(
-                "attention recording needs the eager crossvit.CrossViT, got a torch.compile wrapper: record the "
-                "original model (compiled._orig_mod) and call that one inside the recording; compiled code does "
-                "not run the recording hooks"
-            )
-        raise TypeError(
-            f"attention recording needs a crossvit.CrossViT, got {type(model).__name__}; convert a timm or "
-            "vit-pytorch model first with crossvit.from_timm / crossvit.from_vit_pytorch"
-        )
+    check_crossvit(model, "attention recording")
     sites = []
     for k, block in enumerate(model.blocks):
         for branch in model.branch_names:

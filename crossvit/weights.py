@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .convert import timm_state_dict_to_ours
-from .model import CrossViT
+from .model import CrossViT, check_crossvit
 from .utils import check_bool, check_path, first_line
 
 HUB_TAG = "in1k"
@@ -130,8 +130,9 @@ def load_timm_weights(model: CrossViT, path: str | os.PathLike, *, reset_classif
     classifier layers loads and those keep their initial values. Any other mismatch (another variant's weights, a
     file that is not a timm CrossViT) raises a ValueError naming the file.
     """
-    if not isinstance(model, CrossViT) or model.flavour != "paper":
-        raise TypeError("timm weights load into a paper-flavour crossvit.CrossViT (create_model(<paper name>))")
+    if check_crossvit(model, "load_timm_weights").flavour != "paper":
+        raise TypeError("timm weights load into a paper-flavour crossvit.CrossViT (create_model(<paper name>)), "
+                        f"got a {model.flavour}-flavour one")
     path = check_path("path", path)
     check_bool("reset_classifier", reset_classifier)
     state = _timm_key_fixes(read_state_dict(path))

@@ -14,7 +14,7 @@ from matplotlib.colorbar import Colorbar
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ..model import CrossViT
+from ..model import CrossViT, check_crossvit
 from ..utils import renamed_argument
 from .base import (
     MAX_COLUMNS,
@@ -44,6 +44,7 @@ def _other(model: CrossViT, branch: str) -> str:
 def attention_direction(model: CrossViT, query: str, keys: str) -> str:
     """The unambiguous name of an attention direction, e.g. ``"large CLS -> small patches (8x8 grid)"``: the CLS
     token of branch ``query`` attends to the patch tokens of branch ``keys``."""
+    check_crossvit(model, "attention_direction")
     rows, cols = model.patch_grid(keys)
     return f"{query} CLS -> {keys} patches ({rows}x{cols} grid)"
 
@@ -140,6 +141,7 @@ def plot_cls_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike, 
     ``"panel"`` min-max scales each. Each title gives the CLS's weight on itself, which the grid cannot show;
     the figure title names the direction (``"small CLS -> small patches (8x8 grid)"``) under ``title``.
     """
+    check_crossvit(model, "plot_cls_attention")
     rows = cls_row(attention, index)  # (heads, 1 + N)
     if rows.shape[1] != 1 + model.num_patches(branch):
         raise ValueError(f"the {branch} branch has {model.num_patches(branch)} patches, but this map has "
@@ -160,6 +162,7 @@ def plot_cross_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike
     The figure title names the direction, e.g. ``"large CLS -> small patches (8x8 grid)"``, under ``title``.
     (``query_branch=`` is the deprecated name of ``query``.)
     """
+    check_crossvit(model, "plot_cross_attention")
     query = renamed_argument("plot_cross_attention", deprecated, "query_branch", "query", query, None)
     if query is None:
         raise TypeError("plot_cross_attention needs query: the branch whose CLS reads ('small' or 'large')")
@@ -187,6 +190,7 @@ def plot_attention_by_block(model: CrossViT, image: ArrayLike, maps: Mapping[str
     than ``max_columns`` columns the columns wrap: a second band of rows holds the rest. One colour bar
     (``scale`` as in :func:`plot_cls_attention`).
     """
+    check_crossvit(model, "plot_attention_by_block")
     head = renamed_argument("plot_attention_by_block", deprecated, "head", "head_fusion", head_fusion, "mean")
     if kind not in ("self", "cross"):
         raise ValueError(f"kind must be 'self' or 'cross', got {kind!r}")

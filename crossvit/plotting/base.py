@@ -19,7 +19,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from ..explain import REGISTRY
-from ..model import CrossViT
+from ..model import CrossViT, check_crossvit
 from ..rollout import HEAD_FUSIONS, fuse_heads
 from ..utils import check_int
 
@@ -198,6 +198,7 @@ def patch_pixels(model: CrossViT, branch: str, values: ArrayLike) -> np.ndarray:
 
     Same rule as :func:`crossvit.patch_map_to_pixels` (it is used), so the per-branch resize or crop is honoured.
     """
+    check_crossvit(model, "patch_pixels")
     from ..explain import patch_map_to_pixels  # local import: explain pulls in captum lazily, keep this light
 
     tensor = torch.as_tensor(to_numpy(values)).reshape(1, -1)
@@ -291,6 +292,7 @@ def grid_edges(model: CrossViT, branch: str) -> np.ndarray:
     ``i * image_size / g`` (the 5 x 5 grid of 16 px patches on an 80 px resize of a 96 px input: every 19.2
     input pixels). With a centre crop (``crop_scale``) they lie at ``offset + i * patch_size``.
     """
+    check_crossvit(model, "grid_edges")
     rows, cols = model.patch_grid(branch)
     if rows != cols:
         raise ValueError(f"only square patch grids are supported, got {rows}x{cols}")

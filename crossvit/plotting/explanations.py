@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from ..metrics import maximal_pixels
-from ..model import CrossViT
+from ..model import CrossViT, check_crossvit
 from .attention import _attention_panel, _grid_colorbars, _grid_scales
 from .base import (
     HEAT_CMAP,
@@ -42,6 +42,7 @@ def plot_joint_rollout(model: CrossViT, image: ArrayLike, joint: Mapping[str, Ma
     """The joint rollout ``out[query][patch_branch]`` (from :func:`crossvit.joint_rollout`) as a grid of panels:
     rows = the query CLS, columns = the branch whose patches it ends up on. Titles give the share of the CLS's
     total patch mass that lands on that branch; one colour bar (``scale`` as in :func:`plot_cls_attention`)."""
+    check_crossvit(model, "plot_joint_rollout")
     branches = list(model.branch_names)
     fig, axes = plt.subplots(len(branches), len(branches), figsize=(size * len(branches), size * len(branches)),
                              squeeze=False, layout="constrained")

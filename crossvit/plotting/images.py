@@ -13,7 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
-from ..model import CrossViT, count_parameters
+from ..model import CrossViT, check_crossvit, count_parameters
 from .base import (
     GRID_COLORS,
     MAX_COLUMNS,
@@ -48,6 +48,7 @@ def plot_images(images: ArrayLike, titles: Sequence[str] | None = None, masks: A
 def plot_branch_views(model: CrossViT, image: ArrayLike, size: float = 3.2) -> Figure:
     """How each branch sees one image: each branch's own (resized) image with its patch grid in that image's
     pixels, then both grids mapped back onto the input image."""
+    check_crossvit(model, "plot_branch_views")
     x = torch.as_tensor(to_numpy(image))[None]  # (1, 3, H, W) on the CPU
     views = model.branch_images(x.to(next(model.parameters()).device))
     panels = len(model.branch_names) + 1
@@ -72,6 +73,7 @@ def plot_branch_views(model: CrossViT, image: ArrayLike, size: float = 3.2) -> F
 def plot_patch_filters(model: CrossViT, branch: str, count: int = 32, ncols: int = 8) -> Figure:
     """The first ``count`` filters of a branch's convolutional patch embedding (paper flavour, single-conv stem),
     each min-max scaled to [0, 1] as an RGB patch: what each embedding dimension responds to."""
+    check_crossvit(model, "plot_patch_filters")
     proj = getattr(model.embed[branch].patch_embed, "proj", None)
     if not isinstance(proj, torch.nn.Conv2d):
         raise ValueError("plot_patch_filters needs the paper flavour's single convolution patch embedding")
@@ -99,6 +101,7 @@ def position_similarity(pos_embed: ArrayLike, grid: tuple[int, int]) -> np.ndarr
 def plot_position_similarity(model: CrossViT, branch: str, size: float = 4.0) -> Figure:
     """ViT-paper-style picture of learned positions: for every patch (i, j), a small map of the cosine similarity
     of its position embedding with every other patch's, laid out on the grid."""
+    check_crossvit(model, "plot_position_similarity")
     rows, cols = model.patch_grid(branch)
     sim = position_similarity(model.embed[branch].pos_embed, (rows, cols))
     fig, axes = plt.subplots(rows, cols, figsize=(size + 0.9, size + 0.3), squeeze=False)
@@ -169,8 +172,7 @@ def plot_architecture(model: CrossViT, size: tuple[float, float] | None = None) 
     (sum in the seed flavour, mean in the paper flavour). Every number is read from the model, so the diagram
     of a timm preset, the seed flavour or the bundled model each shows that model.
     """
-    if not isinstance(model, CrossViT):
-        raise TypeError(f"plot_architecture needs a crossvit.CrossViT, got {type(model).__name__}")
+    check_crossvit(model, "plot_architecture")
     arch = model.arch
     specs = {spec.name: spec for spec in arch.branches}
     box_h, gap = 0.95, 0.5

@@ -27,7 +27,7 @@ import traitlets
 
 from ..classes import class_names as model_class_names
 from ..explain import patch_map_to_pixels
-from ..model import CrossViT, check_images
+from ..model import CrossViT, check_crossvit, check_images
 from ..plotting import GRID_COLORS, HEAT_CMAP, MASK_COLOR, SIGNED_CMAP, grid_edges
 from ..preprocessing import display_images
 from ..recording import (
@@ -214,8 +214,7 @@ class _Explorer(anywidget.AnyWidget):
                      class_names: Sequence[str] | None, max_images: int | None = None,
                      image_names: Sequence[str] | None = None) -> AttentionRecorder:
         """Check and store the inputs and the predicted classes; return the recorder of the forward."""
-        if not isinstance(model, CrossViT):
-            raise TypeError(f"an explorer needs a crossvit.CrossViT, got {type(model).__name__}")
+        check_crossvit(model, "an explorer")
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             raise TypeError(f"images must be a (B, 3, H, W) torch.Tensor, got "
                             f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
