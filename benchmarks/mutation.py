@@ -9,7 +9,7 @@ argument dropped) the tests that exercise those modules catch.
 The score is killed / (killed + survived): a mutant is *killed* when a test fails (or times out) with it, and
 *survives* when every test that runs the mutated function still passes. Mutants no test reaches ("no tests") are
 counted apart: they say which functions the module's fast tests never call. Surviving mutants are listed by name;
-``--show NAME`` prints one's diff (run inside the kept work folder, see ``--keep``).
+mutmut's own ``mutmut show NAME`` prints one's diff (run it inside the work folder that ``--keep`` keeps).
 
 How: the script copies ``crossvit/``, ``tests/`` and ``pyproject.toml`` into a temporary folder, appends a
 ``[tool.mutmut]`` section naming the modules to mutate and their test files (``CORE_MODULES``), and runs

@@ -12,7 +12,8 @@ its own (so that both heads carry the decision, not just their combination), opt
 (:func:`cls_attention_entropy`; see ``TrainConfig``), random flips/transposes of the images (all 8 symmetries of
 the square keep the class of every shapes image). Training images are generated once from data seeds in ``[0, 2**32)``; the
 held-out images come from ``HELD_OUT_SEED_BASE + seed``, a seed range training never draws from. Runs are
-deterministic for a given config and device: the model, the data and the batches all come from ``seed``.
+deterministic for a given config, device and number of torch threads (a CPU sums in another order with another number
+of threads, and a few hundred steps make that visible): the model, the data and the batches all come from ``seed``.
 """
 
 from __future__ import annotations

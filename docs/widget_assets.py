@@ -19,7 +19,6 @@ MANAGER_SCRIPTS = ("widgets/require.js", "widgets/front-ends.js", "widgets/offli
 
 PACKAGED_FRONT_ENDS = {
     "anywidget": ("anywidget", "nbextension/index.js"),
-    "ipyevents": ("ipyevents", "nbextension/static/index.js"),
 }
 """Widget front ends that ship inside Python packages, as the AMD module each package gives the classic notebook:
 widget module name (a widget's ``_model_module``) -> (package, file inside it). The widget manager has ipywidgets'

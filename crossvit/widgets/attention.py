@@ -253,8 +253,8 @@ def attention_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Te
     runs once, here; the recorded maps go to the browser once, and every control is answered there (no kernel
     needed: the widget works in a saved notebook page and in ``explorer.save_html(path)``).
 
-    Memory: the explorer keeps every attention map of every image (:func:`attention_bytes_per_image`: 0.4 MB per
-    image for the bundled model, about 11 MB for crossvit_15_240), so it takes at most ``max_images`` images
+    Memory: the explorer keeps every attention map of every image (:func:`attention_bytes_per_image`: about 0.5 MB
+    per image for the bundled model, about 26 MB for crossvit_15_240), so it takes at most ``max_images`` images
     (default :data:`AttentionExplorer.MAX_IMAGES`); ``explorer.memory_bytes`` says what it holds.
     """
     return AttentionExplorer(model, images, masks=masks, class_names=class_names, index=index, max_images=max_images,

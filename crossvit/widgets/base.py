@@ -204,7 +204,7 @@ class _Explorer(anywidget.AnyWidget):
 
     MAX_IMAGES = 32
     """The most images an explorer takes (``max_images=`` raises it): it keeps every attention map of every image,
-    :func:`attention_bytes_per_image` bytes each (0.4 MB for the bundled model, about 11 MB for crossvit_15_240),
+    :func:`attention_bytes_per_image` bytes each (about 0.5 MB for the bundled model, 26 MB for crossvit_15_240),
     and sends them to the front end as float16 (about 0.14 MB per image for the bundled model once compressed)."""
     CONTROLS: tuple[str, ...] = ()
     KIND = ""  # "attention" or "rollout": which front end the packet asks for
