@@ -140,6 +140,22 @@ def check_state_file(state_file: str | Path) -> Path:
     return path
 
 
+def global_rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    """The global generators' states a resumed run needs (dropout and drop-path draw from them)."""
+    state = {"rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_global_rng(saved: dict[str, Any], device: torch.device) -> None:
+    """Give torch's global generators the states :func:`global_rng_state` saved in ``saved``."""
+    if "rng" in saved:  # a state file written before the trainer kept them has none
+        torch.set_rng_state(saved["rng"])
+    if "cuda_rng" in saved and device.type == "cuda":
+        torch.cuda.set_rng_state(saved["cuda_rng"], device)
+
+
 def save_training_state(path: Path, state: dict[str, Any]) -> None:
     """Write a resumable training state (:func:`crossvit.train.train`'s ``state_file``) atomically."""
     atomic_write(path, lambda tmp: torch.save(state, tmp))

@@ -436,10 +436,14 @@ def write_explorers_page(model: CrossViT, paths: Sequence[Path], target: int | N
     classes = None if target is None or model.num_classes <= RolloutExplorer.ALL_CLASSES_UP_TO else [target]
     files = [path.name for path in paths]  # what the captions call each image; paths where two names collide
     files = files if len(set(files)) == len(files) else [str(path) for path in paths]
-    explorers = [attention_explorer(model, images, class_names=names, image_names=files),
-                 rollout_explorer(model, images, class_names=names, classes=classes, progress=progress,
-                                  image_names=files)]
-    write_html(page, explorers, title=f"{len(paths)} image(s): {title}")
+    explorers = [attention_explorer(model, images, class_names=names, image_names=files)]
+    try:
+        explorers.append(rollout_explorer(model, images, class_names=names, classes=classes, progress=progress,
+                                          image_names=files))
+        write_html(page, explorers, title=f"{len(paths)} image(s): {title}")
+    finally:  # a widget lives in ipywidgets' registry until it is closed; the page has all it needs
+        for explorer in explorers:
+            explorer.close()
 
 
 # ----------------------------------------------------------------------------------------------------------------

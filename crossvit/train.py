@@ -41,7 +41,9 @@ from .checkpoint import (
     check_output,
     check_state_file,
     checkpoint_paths,
+    global_rng_state,
     load_training_state,
+    restore_global_rng,
     save_checkpoint,
     save_training_state,
 )
@@ -58,6 +60,7 @@ from .utils import (
     check_int,
     class_indices,
     eval_mode,
+    leaves_global_rng_alone,
     progress_bar,
 )
 from .utils import resolve_device as _resolve_device
@@ -337,6 +340,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
     return scores
 
 
+@leaves_global_rng_alone  # the run seeds torch's global generator (initialisation, dropout); the caller's comes back
 def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool = True, *,
           name: str | None = None, command: str | None = None, model: nn.Module | None = None,
           overwrite: bool = False, state_file: str | Path | None = None, state_every: int = 100
@@ -400,6 +404,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         batches.set_state(saved["generator"])
+        restore_global_rng(saved, device)
         order, cursor, first_step, earlier_s = saved["order"], saved["cursor"], saved["step"], saved["elapsed"]
         losses, entropies, eval_history = saved["losses"], saved["entropies"], saved["eval_history"]
         recent_correct.extend(saved["recent"])
@@ -452,7 +457,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
             save_training_state(state_path, {
                 "config": config.to_dict(), "step": step + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "generator": batches.get_state(), "order": order, "cursor": cursor, "losses": losses,
+                "generator": batches.get_state(), **global_rng_state(device), "order": order, "cursor": cursor,
+                "losses": losses,
                 "entropies": entropies, "recent": list(recent_correct), "eval_history": eval_history,
                 "elapsed": earlier_s + time.perf_counter() - started})
     bar.close()

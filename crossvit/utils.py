@@ -6,6 +6,7 @@ This module imports nothing from the package, so every other module may import i
 
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 import threading
@@ -121,6 +122,19 @@ def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
 
 SEED_RANGE: tuple[int, int] = (0, 2**64 - 1)
 """Every seed the package takes (data generators, the random baseline) is an int in this closed range."""
+
+def leaves_global_rng_alone(function: Callable) -> Callable:
+    """Decorator: ``function`` may seed and draw from torch's global random generators (``torch.manual_seed``,
+    dropout), and the caller's generators come back as they were, the CPU's and every initialised CUDA device's."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            return function(*args, **kwargs)
+
+    return wrapper
+
 
 _MT_WORDS = 624  # words of the Mersenne Twister state behind torch's CPU generator
 _MT_OFFSET = 24  # byte offset of those words (one uint64 each) in the generator's state tensor

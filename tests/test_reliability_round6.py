@@ -77,3 +77,130 @@ def test_a_model_that_is_not_a_crossvit_is_told_how_to_get_one(name, model, tmp_
                                         r"the original model \(compiled\._orig_mod\)"):
         call(compiled)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- training and the global random generators ---------------------------------------------------------------------
+
+def _dropout_config():
+    from crossvit.train import TrainConfig
+    preset = crossvit.PaperConfig(img_size=48, img_scale=(1.0, 32 / 48), embed_dim=(16, 32), depth=((1, 1, 0),),
+                                  num_heads=(2, 2), num_classes=4, drop_rate=0.3, drop_path_rate=0.3)
+    return TrainConfig(preset=preset, image_size=48, steps=4, batch_size=4, train_images=8, eval_images=4,
+                       warmup_steps=0, eval_every=0)
+
+
+def test_a_resumed_run_with_dropout_ends_as_the_uninterrupted_one(tmp_path, monkeypatch):
+    """Dropout and drop-path draw from torch's global generator: the state file keeps it (it used to be seeded
+    afresh on resuming, so the resumed run drew other dropout masks from step 3 on)."""
+    import io
+
+    from crossvit import train as trainer
+
+    states = []
+    save = trainer.save_training_state
+
+    def keep_a_copy(path, state):
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        states.append(buffer.getvalue())
+        save(path, state)
+
+    monkeypatch.setattr(trainer, "save_training_state", keep_a_copy)
+    config = _dropout_config()
+    whole, whole_record = trainer.train(config, progress=False, state_file=tmp_path / "whole.state", state_every=2)
+    assert len(states) == 2  # after steps 2 and 4
+    (tmp_path / "half.state").write_bytes(states[0])  # as a run stopped after step 2 left it
+    resumed, resumed_record = trainer.train(config, progress=False, state_file=tmp_path / "half.state",
+                                            state_every=2)
+    assert resumed_record["loss_history"] == whole_record["loss_history"]
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_training_gives_the_callers_random_generator_back(tmp_path):
+    from crossvit.train import train
+
+    torch.manual_seed(1234)
+    torch.rand(5)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    torch.rand(5)
+    train(_dropout_config(), progress=False)  # seeds the global generator with config.seed, draws dropout masks
+    assert torch.equal(torch.rand(3), expected)
+
+
+# -- widgets that outlive their use ----------------------------------------------------------------------------------
+
+def _alive(kind: type) -> int:
+    import gc
+
+    gc.collect()
+    return sum(kind in type(o).__mro__ for o in gc.get_objects())  # type(): isinstance would wake lazy modules
+
+
+def test_a_closed_widget_is_freed(micro):
+    """anywidget keeps a listener per widget on a class-level file watcher when ``_esm`` is a path, and so kept every
+    explorer and question (about 2.5 MB each for the bundled model) until the process ended, closed or not."""
+    import gc
+    import weakref
+
+    from crossvit.exercises import ask
+    from crossvit.exercises.questions import QUESTIONS
+
+    net, images = micro
+    made = [widgets.attention_explorer(net, images), widgets.rollout_explorer(net, images),
+            ask(next(q.id for q in QUESTIONS if q.kind == "choice"))]
+    refs = [weakref.ref(w) for w in made]
+    for widget in made:
+        widget.close()  # a widget lives in ipywidgets' registry (Widget.widgets) until closed, as every ipywidget
+    del made, widget
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+
+
+def test_explain_html_leaves_no_explorer_behind(tmp_path, capsys):
+    from PIL import Image
+
+    from crossvit import cli, data
+    from crossvit.widgets.base import _Explorer
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k, image in enumerate(data.make_shapes(2, seed=data.UNUSED_SEED_BASE + 7)[0]):
+        Image.fromarray((image.permute(1, 2, 0) * 255).round().byte().numpy()).save(folder / f"s{k}.png")
+    before = _alive(_Explorer)
+    for run in range(2):
+        assert cli.main(["explain", str(folder), "--checkpoint", str(crossvit.checkpoint.BUNDLED_CHECKPOINT),
+                         "--method", "random", "--out", str(tmp_path / f"out{run}"), "--html", "--quiet"]) == 0
+    capsys.readouterr()
+    assert _alive(_Explorer) == before  # each run built two explorers for its page; the page is all that stays
+
+
+# -- plotting functions that fail after making their figure ----------------------------------------------------------
+
+def test_a_plot_that_fails_leaves_no_figure_open(model):
+    """pyplot keeps every figure until it is closed: these found their bad argument after ``plt.subplots`` and left
+    one figure behind per failed call (and two, given a short ``masks`` or an empty ``hits``, raised an IndexError
+    or a KeyError instead of naming them)."""
+    import matplotlib.pyplot as plt
+
+    with crossvit.record_attention(model) as rec, torch.no_grad():
+        logits = model(IMAGES)
+    joint = crossvit.joint_rollout(rec)
+    maps = rec.sites
+    image = IMAGES[0]
+    calls = [
+        (lambda: plotting.plot_joint_rollout(model, image, joint, index=5), "index"),
+        (lambda: plotting.plot_attention_by_block(model, image, maps, index=5), "index"),
+        (lambda: plotting.plot_branch_logits({"model": logits}, ["a", "b", "c", "d"], index=5), "index"),
+        (lambda: plotting.plot_method_grid(torch.rand(2, 3, 96, 96), {"random": torch.rand(2, 96, 96)},
+                                           masks=torch.ones(1, 96, 96, dtype=torch.bool)), "masks must be"),
+        (lambda: plotting.plot_class_maps(image, {"random": torch.rand(2, 96, 96)},
+                                          torch.ones(2, 96, 96, dtype=torch.bool), ["a", "b"], hits={}),
+         "hits must map every method"),
+    ]
+    for call, message in calls:
+        before = plt.get_fignums()
+        with pytest.raises((ValueError, IndexError), match=message):
+            call()
+        assert plt.get_fignums() == before

@@ -28,6 +28,7 @@ from .base import (
     cross_row,
     draw_patch_grid,
     fuse,
+    leaves_no_figure_on_error,
     overlay_heatmap,
     patch_pixels,
     to_numpy,
@@ -129,6 +130,7 @@ def _head_panels(model: CrossViT, image: ArrayLike, grid_branch: str, rows: np.n
     return fig
 
 
+@leaves_no_figure_on_error
 def plot_cls_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike, branch: str, *, index: int = 0,
                        heads: Sequence[int | str] | None = None, alpha: float = 0.6, grid: bool = True,
                        title: str | None = None, size: float = 2.3, scale: str = "shared",
@@ -151,6 +153,7 @@ def plot_cls_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike, 
                         _with_direction(title, direction), scale, max_columns)
 
 
+@leaves_no_figure_on_error
 def plot_cross_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike, query: str | None = None, *,
                          index: int = 0, heads: Sequence[int | str] | None = None, alpha: float = 0.6,
                          grid: bool = True, title: str | None = None, size: float = 2.3, scale: str = "shared",
@@ -177,6 +180,7 @@ def plot_cross_attention(model: CrossViT, image: ArrayLike, attention: ArrayLike
                         _with_direction(title, direction), scale, max_columns)
 
 
+@leaves_no_figure_on_error
 def plot_attention_by_block(model: CrossViT, image: ArrayLike, maps: Mapping[str, ArrayLike], *, index: int = 0,
                             kind: str = "self", head_fusion: int | str = "mean", alpha: float = 0.6,
                             size: float = 2.3, scale: str = "shared", max_columns: int = MAX_COLUMNS,
@@ -237,6 +241,7 @@ def plot_attention_by_block(model: CrossViT, image: ArrayLike, maps: Mapping[str
     return fig
 
 
+@leaves_no_figure_on_error
 def plot_branch_logits(logits: Mapping[str, ArrayLike], class_names: Sequence[str], *, index: int = 0,
                        label: int | None = None, size: tuple[float, float] = (7.5, 3.0)) -> Figure:
     """Grouped bars of each head's logits for image ``index``: e.g. ``{"small": ..., "large": ..., "model": ...}``,

@@ -3,9 +3,10 @@ patch grids)."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -277,6 +278,23 @@ def add_colorbar(fig: Figure, axes: Sequence[Axes] | Axes, label: str, *, vmin: 
     if ticks is not None:
         bar.set_ticks(list(ticks), labels=None if ticklabels is None else list(ticklabels))
     return bar
+
+
+def leaves_no_figure_on_error(function: Callable) -> Callable:
+    """Decorator for the plotting functions: pyplot keeps every figure it makes until it is closed, so a call that
+    fails after making its figure (a bad argument found while drawing) closes what it made before it raises."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        before = set(plt.get_fignums())
+        try:
+            return function(*args, **kwargs)
+        except BaseException:
+            for number in set(plt.get_fignums()) - before:
+                plt.close(number)
+            raise
+
+    return wrapper
 
 
 def draw_mask_contour(ax: Axes, mask: ArrayLike, color: str = MASK_COLOR, linewidth: float = 1.2) -> Any:

@@ -28,6 +28,7 @@ from .base import (
     check_image_index,
     draw_mask_contour,
     is_signed,
+    leaves_no_figure_on_error,
     overlay_heatmap,
     show_image,
     to_numpy,
@@ -37,6 +38,7 @@ from .base import (
 # Rollout and attributions (notebooks 04 and 05)
 
 
+@leaves_no_figure_on_error
 def plot_joint_rollout(model: CrossViT, image: ArrayLike, joint: Mapping[str, Mapping[str, ArrayLike]], *,
                        index: int = 0, alpha: float = 0.6, size: float = 2.6, scale: str = "shared") -> Figure:
     """The joint rollout ``out[query][patch_branch]`` (from :func:`crossvit.joint_rollout`) as a grid of panels:
@@ -62,6 +64,7 @@ def plot_joint_rollout(model: CrossViT, image: ArrayLike, joint: Mapping[str, Ma
     return fig
 
 
+@leaves_no_figure_on_error
 def plot_method_grid(images: ArrayLike, maps_by_method: Mapping[str, ArrayLike], masks: ArrayLike | None = None,
                      *, titles: Sequence[str] | None = None, alpha: float = 0.55, cmap: str | None = None,
                      size: float = 1.9, show_input: bool = True, signed: bool | Sequence[str] | None = None,
@@ -88,6 +91,9 @@ def plot_method_grid(images: ArrayLike, maps_by_method: Mapping[str, ArrayLike],
     for m, array in arrays.items():
         if array.ndim != 3 or array.shape[0] != n:
             raise ValueError(f"maps of {m!r} must be (B, H, W) with B = {n} images, got {array.shape}")
+    if masks is not None and (to_numpy(masks).ndim != 3 or len(masks) != n):
+        raise ValueError(f"masks must be (B, H, W) with B = {n} images, one per image, got "
+                         f"{tuple(to_numpy(masks).shape)}")
     if signed is None:
         signed_methods = {m for m in methods if is_signed(m, arrays[m])}
     elif isinstance(signed, bool):
@@ -154,6 +160,7 @@ def mark_maximal_pixels(ax: Axes, heat: ArrayLike) -> None:
     ax.plot(cols.mean(), rows.mean(), marker="+", color=MAXIMAL_COLOUR, markersize=9, markeredgewidth=2)
 
 
+@leaves_no_figure_on_error
 def plot_class_maps(image: ArrayLike, maps_by_method: Mapping[str, ArrayLike], masks: ArrayLike,
                     class_names: Sequence[str], *, hits: Mapping[str, Sequence[bool]] | None = None,
                     alpha: float = 0.6, size: float = 1.9, mark_maximal: bool = True) -> Figure:
@@ -178,6 +185,10 @@ def plot_class_maps(image: ArrayLike, maps_by_method: Mapping[str, ArrayLike], m
         if array.shape != masks.shape:
             raise ValueError(f"maps of {m!r} must be (K, H, W) = {masks.shape}, one per object's class, "
                              f"got {array.shape}")
+    if hits is not None and (not isinstance(hits, Mapping) or any(
+            m not in hits or len(hits[m]) != k_count for m in methods)):
+        raise ValueError(f"hits must map every method ({methods}) to {k_count} bools, one per object, got "
+                         f"{hits!r:.80}")
     fig, axes = plt.subplots(k_count, len(methods) + 1, figsize=(size * (len(methods) + 1) + 1.0,
                                                                 size * k_count + 0.5),
                              squeeze=False, layout="constrained")
@@ -204,6 +215,7 @@ def plot_class_maps(image: ArrayLike, maps_by_method: Mapping[str, ArrayLike], m
     return fig
 
 
+@leaves_no_figure_on_error
 def plot_deletion_insertion(result_by_method: Mapping[str, Any], size: tuple[float, float] = (10.0, 3.8),
                             log_x: bool = False) -> Figure:
     """Mean deletion and insertion curves (Petsiuk et al. 2018) per method, AUC in the legend.
@@ -259,6 +271,7 @@ def plot_deletion_insertion(result_by_method: Mapping[str, Any], size: tuple[flo
 # Training (notebook 06) and tables
 
 
+@leaves_no_figure_on_error
 def plot_training_curve(record: Mapping[str, Any], window: int = 10, size: tuple[float, float] = (7.0, 3.2)
                         ) -> Figure:
     """Training loss per step (and its running mean over ``window`` steps) from a :func:`crossvit.train.train`

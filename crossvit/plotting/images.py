@@ -21,6 +21,7 @@ from .base import (
     _grid_of_axes,
     draw_mask_contour,
     draw_patch_grid,
+    leaves_no_figure_on_error,
     normalize_map,
     show_image,
     to_numpy,
@@ -30,6 +31,7 @@ from .base import (
 # Images and patches (notebook 01)
 
 
+@leaves_no_figure_on_error
 def plot_images(images: ArrayLike, titles: Sequence[str] | None = None, masks: ArrayLike | None = None,
                 ncols: int = MAX_COLUMNS, size: float = 1.8) -> Figure:
     """A row (or rows, at most ``ncols`` columns) of images (B, 3, H, W) with optional titles and mask outlines."""
@@ -45,6 +47,7 @@ def plot_images(images: ArrayLike, titles: Sequence[str] | None = None, masks: A
     return fig
 
 
+@leaves_no_figure_on_error
 def plot_branch_views(model: CrossViT, image: ArrayLike, size: float = 3.2) -> Figure:
     """How each branch sees one image: each branch's own (resized) image with its patch grid in that image's
     pixels, then both grids mapped back onto the input image."""
@@ -70,6 +73,7 @@ def plot_branch_views(model: CrossViT, image: ArrayLike, size: float = 3.2) -> F
     return fig
 
 
+@leaves_no_figure_on_error
 def plot_patch_filters(model: CrossViT, branch: str, count: int = 32, ncols: int = 8) -> Figure:
     """The first ``count`` filters of a branch's convolutional patch embedding (paper flavour, single-conv stem),
     each min-max scaled to [0, 1] as an RGB patch: what each embedding dimension responds to."""
@@ -98,6 +102,7 @@ def position_similarity(pos_embed: ArrayLike, grid: tuple[int, int]) -> np.ndarr
     return (pos @ pos.T).reshape(rows, cols, rows, cols).numpy()
 
 
+@leaves_no_figure_on_error
 def plot_position_similarity(model: CrossViT, branch: str, size: float = 4.0) -> Figure:
     """ViT-paper-style picture of learned positions: for every patch (i, j), a small map of the cosine similarity
     of its position embedding with every other patch's, laid out on the grid."""
@@ -162,6 +167,7 @@ def _stem_text(spec: Any) -> str:
     return f"{spec.patch_size}x{spec.patch_size} convolution, stride {spec.patch_size}"
 
 
+@leaves_no_figure_on_error
 def plot_architecture(model: CrossViT, size: tuple[float, float] | None = None) -> Figure:
     """A diagram of ``model`` drawn from its own configuration (``model.arch``), top to bottom.
 

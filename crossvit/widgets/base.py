@@ -197,8 +197,10 @@ class _Explorer(anywidget.AnyWidget):
     """What both explorers share: the front end, the packet trait, the inputs kept on the CPU, one recorded
     forward, the controls seen from Python, and :meth:`save_html`."""
 
-    _esm = ESM
-    _css = CSS
+    # The front end's text, not its path: anywidget watches a path for hot reloading, and each widget's listener on
+    # the class-level watcher would keep every explorer alive for as long as the process runs, closed or not.
+    _esm = ESM.read_text(encoding="utf-8")
+    _css = CSS.read_text(encoding="utf-8")
     _data = traitlets.Dict().tag(sync=True)  # the packet, sent once (binary values travel as buffers)
     image = traitlets.Int(0).tag(sync=True)
 

@@ -17,8 +17,8 @@ class QuestionWidget(anywidget.AnyWidget):
     or not, and why), ``choice`` (the option picked, None before any) and ``answer`` (the line shown after the
     last Check). :meth:`check` presses Check from Python; the front end does the same in the browser."""
 
-    _esm = HERE / "question.js"
-    _css = HERE / "question.css"
+    _esm = (HERE / "question.js").read_text(encoding="utf-8")  # text, not a path: see crossvit.widgets.base._Explorer
+    _css = (HERE / "question.css").read_text(encoding="utf-8")
     question_id = traitlets.Unicode().tag(sync=True)
     options = traitlets.List(traitlets.Unicode()).tag(sync=True)
     messages = traitlets.List(traitlets.Unicode()).tag(sync=True)
