@@ -25,7 +25,7 @@ from .layers import TransformerBlock
 from .model import BranchEmbedding, ClassifierHead, CrossViT, branch_image, check_crossvit, check_images
 from .recording import leaves_recordings_alone
 from .train import evaluate  # the trainer's held-out scoring, which scores each head too
-from .utils import BRANCHES, check_choice, renamed_argument
+from .utils import BRANCHES, check_choice, progress_bar, renamed_argument
 
 
 def _check_model(model: object) -> CrossViT:
@@ -65,13 +65,13 @@ def zero_cross_attention(model: CrossViT, query: str | Sequence[str] = "both", *
 
 @leaves_recordings_alone
 @torch.no_grad()
-def head_accuracies(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250
-                    ) -> dict[str, float]:
+def head_accuracies(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250, *,
+                    progress: bool = False) -> dict[str, float]:
     """Held-out accuracy of the model's logits (``"model"``) and of each head alone (``"small head"``,
-    ``"large head"``), in eval mode (restored afterwards)."""
+    ``"large head"``), in eval mode (restored afterwards); ``progress`` shows a bar over the batches."""
     _check_model(model)
     check_images(images, model)  # before images.device below; evaluate checks the rest
-    scores = evaluate(model, images, labels, batch_size=batch_size, device=images.device)
+    scores = evaluate(model, images, labels, batch_size=batch_size, device=images.device, progress=progress)
     return {"model": scores["accuracy"], "small head": scores["small_head_accuracy"],
             "large head": scores["large_head_accuracy"]}
 
@@ -82,12 +82,13 @@ the small one, the large one, both."""
 
 
 @leaves_recordings_alone
-def cross_attention_ablations(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250
-                              ) -> dict[tuple[str, ...], dict[str, float]]:
+def cross_attention_ablations(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250,
+                              *, progress: bool = False) -> dict[tuple[str, ...], dict[str, float]]:
     """For each entry of :data:`CROSS_ATTENTION_ABLATIONS`, :func:`head_accuracies` with those directions of every
-    fusion layer zeroed by :func:`zero_cross_attention` (nothing is retrained)."""
+    fusion layer zeroed by :func:`zero_cross_attention` (nothing is retrained); ``progress`` shows a bar over the
+    four."""
     out = {}
-    for queries in CROSS_ATTENTION_ABLATIONS:
+    for queries in progress_bar(CROSS_ATTENTION_ABLATIONS, desc="ablations", unit="setting", progress=progress):
         with zero_cross_attention(model, queries):
             out[queries] = head_accuracies(model, images, labels, batch_size)
     return out

@@ -86,6 +86,7 @@ from .utils import (
     class_indices,
     eval_mode,
     other_branch,
+    progress_bar,
     renamed_keywords,
     seeded_generator,
 )
@@ -147,6 +148,7 @@ class Method:
     branch: str | None = None  # the map lies on this branch's patch grid only (per-branch rollouts)
     aliases: tuple[str, ...] = field(default=())  # deprecated names
     own_prediction: bool = False  # with target None, the function explains the prediction of its own forward
+    per_image: bool = True  # an image's map does not depend on the rest of the batch (explain(progress=True) splits)
 
     def resolve(self, model: CrossViT, given: Mapping[str, object]) -> dict[str, object]:
         """The options the function gets: defaults overridden by ``given`` (own or shared options), each checked;
@@ -171,7 +173,8 @@ _ALIASES: dict[str, str] = {}
 
 def register_method(name: str, *, summary: str, signed: bool = False, class_specific: bool = False,
                     needs_gradients: bool = False, needs_captum: bool = False, branch: str | None = None,
-                    aliases: tuple[str, ...] = (), own_prediction: bool = False) -> Callable[[Callable], Callable]:
+                    aliases: tuple[str, ...] = (), own_prediction: bool = False, per_image: bool = True
+                    ) -> Callable[[Callable], Callable]:
     """Decorator: register ``function`` as explanation method ``name`` (see :class:`Method`). Its keyword-only
     parameters, all with defaults, are the method's options; each needs an entry in :data:`OPTION_CHECKS`."""
     def decorate(function: Callable) -> Callable:
@@ -185,7 +188,7 @@ def register_method(name: str, *, summary: str, signed: bool = False, class_spec
         if unchecked:
             raise TypeError(f"method {name!r}: add a check for option(s) {unchecked} to OPTION_CHECKS")
         REGISTRY[name] = Method(name, function, summary, MappingProxyType(options), signed, class_specific,
-                                needs_gradients, needs_captum, branch, aliases, own_prediction)
+                                needs_gradients, needs_captum, branch, aliases, own_prediction, per_image)
         for alias in aliases:
             _ALIASES[alias] = name
         return function
@@ -278,7 +281,7 @@ def joint_rollout_pixels(model: CrossViT, rollout: dict[str, dict[str, torch.Ten
 # the methods, each a function and its record
 
 
-@register_method("random", summary="a seeded uniform-noise baseline")
+@register_method("random", summary="a seeded uniform-noise baseline", per_image=False)  # one draw for the batch
 def random_map(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
     generator = seeded_generator(seed)
     b, _, h, w = images.shape
@@ -539,8 +542,8 @@ for that method, besides the :data:`SHARED_OPTIONS` every method accepts."""
 
 
 @leaves_recordings_alone
-def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | torch.Tensor | None = None,
-            **options: object) -> torch.Tensor:
+def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | torch.Tensor | None = None, *,
+            progress: bool = False, **options: object) -> torch.Tensor:
     """Explain ``model``'s score for ``target`` on ``images`` (B, C, H, W): returns (B, H, W), higher = more
     relevant.
 
@@ -553,6 +556,9 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
             accepts and uses where they apply: ``seed`` (of ``random``, in [0, 2**64)), ``n_steps`` (integration
             steps of ``integrated_gradients``), ``internal_batch_size`` (images per model call inside the captum
             methods; bounds memory). Every value is checked before the model runs.
+        progress: show a tqdm bar. The batch is then explained a few images at a time (at most 50 steps), which
+            gives the same maps up to floating-point rounding (a method registered with ``per_image=False``, such
+            as ``random``, runs on the whole batch at once).
 
     The model runs in eval mode (every submodule's train/eval flag is restored afterwards, also when several
     threads explain one model: :func:`crossvit.utils.eval_mode`); its parameters' ``.grad`` and ``requires_grad`` flags are
@@ -567,6 +573,7 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
     chosen = record.resolve(model, options)
     check_images(images, model)
     check_finite_images(images)
+    step = -(-len(images) // 50) if check_bool("progress", progress) and record.per_image else len(images)
     # inference_mode(False): gradient methods must work inside a caller's torch.inference_mode() too
     with eval_mode(model), torch.inference_mode(False):
         if target is not None or (record.class_specific and not record.own_prediction):
@@ -574,7 +581,10 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
         params = [p for p in model.parameters() if p.requires_grad]
         saved = [p.grad for p in params]
         try:
-            maps = record.function(model, images, target, **chosen)
+            maps = torch.cat([
+                record.function(model, images[i:i + step], None if target is None else target[i:i + step], **chosen)
+                for i in progress_bar(range(0, len(images), step), desc=f"explain ({record.name})", unit="chunk",
+                                      progress=progress)])
         finally:
             for p, g in zip(params, saved):
                 p.grad = g

@@ -83,7 +83,7 @@ class TrainConfig:
     lr: float = 1e-3  # peak learning rate (after warm-up)
     weight_decay: float = 0.05  # AdamW decay on weight matrices only
     warmup_steps: int = 200  # linear warm-up from 0 to lr; cosine decay to 0 afterwards
-    seed: int = 0  # seeds the model init, the training data and the batch order
+    seed: int = 0  # in [0, 2**32): seeds the model init, the training data and the batch order
     train_images: int = 20000  # size of the fixed training set, generated once before training
     eval_images: int = 2000  # held-out images (seed HELD_OUT_SEED_BASE + seed), scored every eval_every steps
     eval_every: int = 500  # steps between held-out evaluations (also one at the end); 0: only at the end
@@ -292,11 +292,11 @@ def cls_attention_entropy(rec: AttentionRecorder) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 250,
-             device: torch.device | str = "cpu", amp: bool = False) -> dict[str, float]:
+             device: torch.device | str = "cpu", amp: bool = False, progress: bool = False) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``model`` on float images (n, 3, H, W) with labels (n,); for a CrossViT
     also the accuracy of each branch head alone (``small_head_accuracy``, ``large_head_accuracy``). The model runs
-    in eval mode; every submodule's train/eval flag is restored afterwards. A ValueError / TypeError names a bad
-    argument (an empty batch, images holding NaN, labels that are not class indices)."""
+    in eval mode; every submodule's train/eval flag is restored afterwards; ``progress`` shows a bar over the
+    batches. A ValueError / TypeError names a bad argument (an empty batch, NaN images, labels not class indices)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(model, CrossViT):
@@ -317,7 +317,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
     correct, loss_sum = 0, 0.0
     head_correct = {"small": 0, "large": 0}
     with eval_mode(model):  # every submodule's flag comes back as it was
-        for i in range(0, len(labels), batch_size):
+        for i in progress_bar(range(0, len(labels), batch_size), desc="evaluate", unit="batch", progress=progress):
             x = images[i:i + batch_size].to(device)
             y = labels[i:i + batch_size].to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -527,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="AdamW weight decay (weight matrices only)")
     p.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps,
                    help="linear warm-up steps before the cosine decay")
-    p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the model init, data and batch order")
+    p.add_argument("--seed", type=int, default=defaults.seed,
+                   help="seed of the model init, data and batch order, in [0, 2**32)")
     p.add_argument("--train-images", type=int, default=defaults.train_images, help="size of the training set")
     p.add_argument("--eval-images", type=int, default=defaults.eval_images,
                    help="held-out images (from a seed range training never uses)")

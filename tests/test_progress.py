@@ -72,3 +72,22 @@ def test_tqdm_disable_in_the_environment_silences_the_bars(disabled):
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert ("training data" in run.stderr) != disabled, run.stderr
+
+
+def test_the_analysis_bars_end_at_their_totals(bars, micro):
+    """explain, evaluate and the ablations ran silent for minutes on large models (occlusion of a 240 px image by
+    crossvit_9_240: about 19 s an image); ``progress=True`` now shows a bar over the work."""
+    import torch
+
+    from crossvit import ablation, explain
+    from crossvit.train import evaluate
+
+    model, images = micro
+    images = torch.cat([images] * 3)  # 6 images
+    labels = torch.zeros(6, dtype=torch.long)
+    explain(model, images, "saliency", progress=True)
+    explain(model, images, "random", progress=True)  # one draw for the whole batch: one step
+    evaluate(model, images, labels, batch_size=4, progress=True)
+    ablation.cross_attention_ablations(model, images, labels, progress=True)
+    assert bars == [("explain (saliency)", 6, 6), ("explain (random)", 1, 1), ("evaluate", 2, 2),
+                    ("ablations", 4, 4)]

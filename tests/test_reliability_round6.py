@@ -204,3 +204,16 @@ def test_a_plot_that_fails_leaves_no_figure_open(model):
         with pytest.raises((ValueError, IndexError), match=message):
             call()
         assert plt.get_fignums() == before
+
+
+@pytest.mark.parametrize("method", ["saliency", "gradient_rollout", "joint_rollout", "attnlrp", "occlusion",
+                                    "random"])
+def test_explain_with_a_bar_gives_the_same_maps(micro, method):
+    """``progress=True`` explains a few images at a time; every built-in method but ``random`` (one draw for the
+    batch, so it runs whole) maps an image the same whatever else is in the batch."""
+    model, images = micro
+    images = torch.cat([images, images.flip(-1), images.flip(-2)])
+    target = torch.tensor([0, 1, 2, 3, 0, 1])
+    whole = crossvit.explain(model, images, method, target)
+    assert torch.allclose(crossvit.explain(model, images, method, target, progress=True), whole, atol=1e-6,
+                          rtol=1e-4)

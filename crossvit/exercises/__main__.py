@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             budget = {} if args.budget is None else {"budget_s": args.budget}
             rows = grade_submissions(args.course, args.submissions, args.csv, overwrite=args.overwrite,
-                                     students=roster, notebooks=args.notebooks, **budget)
+                                     students=roster, notebooks=args.notebooks, progress=True, **budget)
         except (OSError, ValueError, ImportError) as err:  # FileExistsError, FileNotFoundError are OSErrors
             print(f"error: {err}", file=sys.stderr)
             return 1

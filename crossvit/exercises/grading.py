@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..utils import check_number
+from ..utils import check_number, progress_bar
 from .common import EXERCISES, GRADING_ENV
 from .notebook import exercise_cells, is_exercise_cell, solution_functions, solutions_path
 from .questions import QUESTION_TAG, QUESTIONS
@@ -340,14 +340,15 @@ def _row(student: str, stem: str, item: Item, score: Any, status: str, reason: s
 def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
                       csv_path: str | os.PathLike | None = None, *, overwrite: bool = False,
                       students: Iterable[str] = (), notebooks: Sequence[str] | None = None,
-                      budget_s: float = GRADING_BUDGET_S) -> list[dict[str, Any]]:
+                      budget_s: float = GRADING_BUDGET_S, progress: bool = False) -> list[dict[str, Any]]:
     """Autograde ``submissions/<student>/<stem>.ipynb`` against the course built by :func:`build_assignments`,
     write each student's feedback, and return (and write to ``csv_path``) one row per student and item of every
     notebook graded (columns :data:`CSV_COLUMNS`; see the module docstring for the statuses).
 
     ``students``: ids expected besides the folders found (a class list), so that a student who handed in nothing
     gets *missing* rows; ``notebooks``: the assignments to grade (default: every one that someone handed in);
-    ``budget_s``: the time one student's notebook may execute (:data:`GRADING_BUDGET_S`).
+    ``budget_s``: the time one student's notebook may execute (:data:`GRADING_BUDGET_S`); ``progress``: a bar over
+    the (student, notebook) pairs, naming the one being graded.
     An existing ``csv_path`` is refused (FileExistsError, before any grading) unless ``overwrite=True``; it is
     then renamed ``<name>.previous`` first, so that a run that fails half-way leaves no file that looks current,
     and the new CSV appears only when the run succeeds."""
@@ -388,47 +389,49 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
     config = _config(course)
     api = api_class(config=config)
     rows: list[dict[str, Any]] = []
-    for student in sorted(set(folders) | set(students)):
+    everyone = sorted(set(folders) | set(students))
+    bar = progress_bar([(s, n) for s in everyone for n in wanted], desc="grading", unit="notebook", progress=progress)
+    for student, stem in bar:
+        bar.set_postfix_str(f"{student}/{stem}")
         folder = folders.get(student)
-        for stray in sorted(folder.glob("*.ipynb")) if folder is not None else ():
+        for stray in sorted(folder.glob("*.ipynb")) if folder is not None and stem == wanted[0] else ():
             if submitted_stem(stray) not in assignments:
                 rows.append({"student": student, "notebook": stray.stem, "item": "", "kind": "file", "score": "",
                              "max_score": "", "status": "not graded", "feedback": "",
                              "reason": f"{stray.name} is not a notebook of this course ({', '.join(assignments)})"})
-        for stem in wanted:
-            items = notebook_items(course / "source" / stem / f"{stem}.ipynb")
-            found, note = _find_submission(folder, stem) if folder is not None else (None, "")
-            if found is None:
-                reason = (f"no {stem}.ipynb in {submissions.name}/{student}/" if folder is not None
-                          else f"no folder {student}/ in {submissions.name}/")
-                rows += [_row(student, stem, item, 0, "missing", reason) for item in items]
-                continue
-            try:
-                nbformat.read(found, as_version=4)
-            except Exception as err:  # noqa: BLE001 - any reason a file is not a notebook goes into the CSV
-                rows += [_row(student, stem, item, 0, "unreadable",
-                              f"{found.name} is not a readable notebook ({type(err).__name__}: {err})"[:300])
-                         for item in items]
-                continue
-            target = course / "submitted" / student / stem / f"{stem}.ipynb"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(found, target)
-            (target.parent / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC\n", encoding="utf-8")
-            # GRADING_ENV: a stub scores 0 instead of printing "not attempted yet"
-            config.Execute.timeout_func = notebook_budget(budget_s)  # the api's config, read as autograde starts
-            with _environment(PATH=_tools_path(), **{GRADING_ENV: "1"}):
-                result = api.autograde(stem, student, force=True, create=True)
-                feedback_result = api.generate_feedback(stem, student, force=True) if result["success"] else None
-            if not result["success"]:
-                log = (str(result.get("error") or "") + " " + str(result.get("log") or "")).strip()
-                rows += [_row(student, stem, item, 0, "not graded", f"nbgrader could not grade {found.name}: "
-                              f"{log[-300:]}") for item in items]
-                continue
-            feedback = course / "feedback" / student / stem / f"{stem}.html"
-            feedback_text = str(feedback.relative_to(course)) if feedback_result and feedback_result["success"] \
-                and feedback.is_file() else ""
-            reasons, setup_error = _reasons(course / "autograded" / student / stem / f"{stem}.ipynb")
-            rows += _graded_rows(course, student, stem, items, reasons, setup_error, note, feedback_text)
+        items = notebook_items(course / "source" / stem / f"{stem}.ipynb")
+        found, note = _find_submission(folder, stem) if folder is not None else (None, "")
+        if found is None:
+            reason = (f"no {stem}.ipynb in {submissions.name}/{student}/" if folder is not None
+                      else f"no folder {student}/ in {submissions.name}/")
+            rows += [_row(student, stem, item, 0, "missing", reason) for item in items]
+            continue
+        try:
+            nbformat.read(found, as_version=4)
+        except Exception as err:  # noqa: BLE001 - any reason a file is not a notebook goes into the CSV
+            rows += [_row(student, stem, item, 0, "unreadable",
+                          f"{found.name} is not a readable notebook ({type(err).__name__}: {err})"[:300])
+                     for item in items]
+            continue
+        target = course / "submitted" / student / stem / f"{stem}.ipynb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(found, target)
+        (target.parent / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC\n", encoding="utf-8")
+        # GRADING_ENV: a stub scores 0 instead of printing "not attempted yet"
+        config.Execute.timeout_func = notebook_budget(budget_s)  # the api's config, read as autograde starts
+        with _environment(PATH=_tools_path(), **{GRADING_ENV: "1"}):
+            result = api.autograde(stem, student, force=True, create=True)
+            feedback_result = api.generate_feedback(stem, student, force=True) if result["success"] else None
+        if not result["success"]:
+            log = (str(result.get("error") or "") + " " + str(result.get("log") or "")).strip()
+            rows += [_row(student, stem, item, 0, "not graded", f"nbgrader could not grade {found.name}: "
+                          f"{log[-300:]}") for item in items]
+            continue
+        feedback = course / "feedback" / student / stem / f"{stem}.html"
+        feedback_text = str(feedback.relative_to(course)) if feedback_result and feedback_result["success"] \
+            and feedback.is_file() else ""
+        reasons, setup_error = _reasons(course / "autograded" / student / stem / f"{stem}.ipynb")
+        rows += _graded_rows(course, student, stem, items, reasons, setup_error, note, feedback_text)
     if csv_path is not None:
         partial = csv_path.with_name(csv_path.name + ".partial")
         with open(partial, "w", newline="", encoding="utf-8") as f:
