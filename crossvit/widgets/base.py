@@ -346,7 +346,10 @@ class _Explorer(anywidget.AnyWidget):
 
     def save_html(self, path: str | Path, *, overwrite: bool = False, title: str | None = None) -> Path:
         """Write this explorer as one self-contained HTML file (its data and code inline; it needs no network and
-        no kernel). An existing file is refused unless ``overwrite=True``. Returns the path written."""
+        no kernel). An existing file is refused unless ``overwrite=True``. Returns the path written.
+
+        Like every ipywidget, an explorer stays in memory until it is closed: a script that writes many pages calls
+        ``explorer.close()`` after each (``crossvit explain --html`` does)."""
         from .html import write_html
 
         return write_html(path, [self], overwrite=overwrite, title=title)
