@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from .config import config_from_dict
 from .model import CrossViT, check_crossvit
 from .preprocessing import checkpoint_data_config, stored_data_config
-from .utils import atomic_write, check_bool, check_path, first_line, resolve_device
+from .utils import atomic_write, check_bool, check_path, first_line, leaves_global_rng_alone, resolve_device
 
 FORMAT = 2
 """Version of the JSON sidecar layout written by :func:`save_checkpoint` (2 added ``config_sha256``). ``"format"``
@@ -245,6 +245,7 @@ def load_checkpoint(path: str | Path, *, name: str = ..., map_location: str | to
                     with_record: Literal[True]) -> tuple[CrossViT, dict | None]: ...
 
 
+@leaves_global_rng_alone  # the model it builds is initialised, then overwritten: no draw of the caller's is used up
 def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str | torch.device = "cpu",
                     verify: bool = True, allow_unverified_config: bool = False, with_record: bool = False):
     """Rebuild a model written by :func:`save_checkpoint`, in eval mode, on ``map_location``.

@@ -17,6 +17,7 @@ from torch import nn
 
 from .config import BRANCHES, PaperConfig, SeedConfig
 from .model import CrossViT
+from .utils import leaves_global_rng_alone
 
 
 def _class_names(obj: object) -> set[str]:
@@ -121,6 +122,7 @@ def timm_state_dict_to_ours(state: dict[str, torch.Tensor], depth: tuple[tuple[i
     return out
 
 
+@leaves_global_rng_alone  # the model it builds is initialised, then overwritten
 def from_timm(timm_model: nn.Module) -> CrossViT:
     """A :class:`CrossViT` computing the same function as a timm ``CrossVit`` (weights copied, same mode).
 
@@ -240,6 +242,7 @@ def vit_pytorch_state_dict_to_ours(state: dict[str, torch.Tensor], config: SeedC
     return out
 
 
+@leaves_global_rng_alone
 def from_vit_pytorch(model: nn.Module) -> CrossViT:
     """A :class:`CrossViT` computing the same function as a ``vit_pytorch.cross_vit.CrossViT`` (weights copied)."""
     config = vit_pytorch_config(model)

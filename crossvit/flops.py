@@ -15,9 +15,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .layers import AttentionMap
+from .recording import leaves_recordings_alone
 from .utils import check_int, eval_mode
 
 
+@leaves_recordings_alone  # its forward never replaces the maps of a recording the caller has open
 def count_flops(model: nn.Module, image_size: int | None = None, in_chans: int = 3) -> int:
     """FLOPs of ``model``'s forward pass on one ``in_chans`` x ``image_size`` x ``image_size`` image (default: the
     model's ``image_size`` attribute, or its ``arch.image_size``), in eval mode (restored afterwards)."""

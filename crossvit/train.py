@@ -51,7 +51,7 @@ from .config import CrossViTConfig, PaperConfig, SeedConfig
 from .data import HELD_OUT_SEED_BASE
 from .model import CrossViT, check_images, count_parameters
 from .presets import SHAPES_PRESETS
-from .recording import AttentionRecorder, record_attention
+from .recording import AttentionRecorder, leaves_recordings_alone, record_attention
 from .scenes import make_two_object_shapes
 from .tasks import TASKS, get_task
 from .utils import (
@@ -291,6 +291,7 @@ def cls_attention_entropy(rec: AttentionRecorder) -> torch.Tensor:
 
 
 @torch.no_grad()
+@leaves_recordings_alone  # its forwards never replace the maps of a recording the caller has open
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int = 250,
              device: torch.device | str = "cpu", amp: bool = False, progress: bool = False) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``model`` on float images (n, 3, H, W) with labels (n,); for a CrossViT
@@ -375,7 +376,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     amp = config.amp and device.type == "cuda"
     started = time.perf_counter()
 
-    torch.manual_seed(config.seed)
+    (torch.manual_seed if device.type == "cuda" else torch.default_generator.manual_seed)(config.seed)  # CPU: not CUDA's
     if model is None:
         model = CrossViT(model_config)
     elif not isinstance(model, nn.Module):
@@ -458,8 +459,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
                 "config": config.to_dict(), "step": step + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "generator": batches.get_state(), **global_rng_state(device), "order": order, "cursor": cursor,
-                "losses": losses,
-                "entropies": entropies, "recent": list(recent_correct), "eval_history": eval_history,
+                "losses": losses, "entropies": entropies, "recent": list(recent_correct), "eval_history": eval_history,
                 "elapsed": earlier_s + time.perf_counter() - started})
     bar.close()
     model.eval()

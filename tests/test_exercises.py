@@ -692,6 +692,17 @@ def test_train_with_one_change(capsys, tiny_runs):
     rejected(check, two, base, base_record, match="2 settings changed")
     measured = train(dataclasses.replace(base, eval_images=16), progress=False)
     rejected(check, measured, base, base_record, match="how the run is measured")
+    # forgeries that passed before (an audit): a setting TrainConfig does not have, a record written by hand, an
+    # untrained model with a record that matches its accuracy
+    unknown = {**base_record, "train_config": {**base_record["train_config"], "colour": "red"}}
+    rejected(check, (base_model, unknown), base, base_record, match="`colour` is not a setting of TrainConfig")
+    by_hand = {"train_config": answer[1]["train_config"], "held_out_accuracy": answer[1]["held_out_accuracy"],
+               "final_train_loss": 0.001}
+    rejected(check, (answer[0], by_hand), base, base_record, match="not a training record", error=ExerciseTypeError)
+    untrained_config = dataclasses.replace(base, lr=10 * base.lr)
+    torch.manual_seed(untrained_config.seed)  # the weights train() starts from
+    fake = {**base_record, "train_config": untrained_config.to_dict()}
+    rejected(check, (crossvit.CrossViT(base_model.config).eval(), fake), base, base_record, match="never trained")
 
 
 # -- 07 --------------------------------------------------------------------------------------------------------
@@ -1226,7 +1237,7 @@ HOOKS = {
 
 @pytest.mark.parametrize("kind", list(HOOKS))
 def test_every_kind_of_hook_a_function_leaves_is_named_and_removed(model, images, kind):
-    from crossvit.exercises.common import _hook_owners, _hooks
+    from crossvit.exercises.guard import _hook_owners, _hooks
 
     sol = load_solutions("02_dual_branch_encoding")
 

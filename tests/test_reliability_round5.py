@@ -292,7 +292,7 @@ def test_solve_never_replaces_a_file_unless_asked(tmp_path, capsys):
 def test_a_shortcut_on_a_decorated_function_watches_that_function_only(model, batch):
     # explain and relevance_by_branch share the decorator that leaves an open recording alone: a checker that
     # refuses explain must not refuse relevance_by_branch for sharing the decorator's wrapper code
-    from crossvit.exercises.common import Shortcut, _ShortcutWatch
+    from crossvit.exercises.guard import Shortcut, _ShortcutWatch
 
     shortcut = Shortcut(crossvit.explain, "crossvit.explain")
     with _ShortcutWatch([shortcut]) as watch:

@@ -217,3 +217,14 @@ def test_explain_with_a_bar_gives_the_same_maps(micro, method):
     whole = crossvit.explain(model, images, method, target)
     assert torch.allclose(crossvit.explain(model, images, method, target, progress=True), whole, atol=1e-6,
                           rtol=1e-4)
+
+
+def test_loading_a_model_leaves_the_global_generator_alone(tmp_path):
+    """A loader builds an initialised model and overwrites its weights: it used to use up draws of the caller's
+    global generator (so a seeded script drew other numbers after loading a model)."""
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    for load in (crossvit.load_pretrained, lambda: crossvit.load_pretrained(task="two_scale")):
+        torch.manual_seed(7)
+        load()
+        assert torch.equal(torch.rand(3), expected)

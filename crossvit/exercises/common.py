@@ -6,8 +6,6 @@ from __future__ import annotations
 import functools
 import numbers
 import os
-import sys
-import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -16,8 +14,27 @@ import torch
 from torch import nn
 
 from ..model import CrossViT
-from ..recording import attention_sites
+from ..recording import attention_sites, outer_recordings_paused, release_attention_memory
 from ..utils import class_indices
+from .guard import (
+    Shortcut,
+    _argument_names,
+    _describe_hook,
+    _hook_flags,
+    _hook_owners,
+    _hooks,
+    _restore_weights,
+    _same,
+    _ShortcutWatch,
+    _weights,
+    checker_internals,
+    global_state,
+    learner_copy,
+    model_state,
+    remove_hooks,
+    restore_global_state,
+    restore_model_state,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # The exercises
@@ -123,6 +140,7 @@ def tensor_answer(name: str, answer: object, what: str, expected: Sequence[int],
         raise ExerciseTypeError(
             f"{name}: the answer is a {type(answer).__name__}, but it should be {what}, a torch.Tensor of shape "
             f"{layout} = {shape_text(expected)}.")
+    plain(name, answer)
     got = tuple(answer.shape)
     if got != tuple(expected):
         hint = (shape_hints or {}).get(got, "")
@@ -138,7 +156,21 @@ def tensor_answer(name: str, answer: object, what: str, expected: Sequence[int],
     return out
 
 
+_PLAIN = (torch.Tensor, nn.Parameter, getattr(nn, "Buffer", torch.Tensor))
+
+
+def plain(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` if it is a plain tensor; a subclass of torch.Tensor (which may redefine what comparing it
+    means, through ``__torch_function__``) is refused."""
+    if type(tensor) not in _PLAIN:
+        raise ExerciseTypeError(f"{name}: the answer is a {type(tensor).__name__}, a subclass of torch.Tensor; "
+                                "return a plain torch.Tensor.")
+    return tensor
+
+
 def close(a: torch.Tensor, b: torch.Tensor, atol: float, rtol: float) -> bool:
+    plain("the comparison", a)
+    plain("the comparison", b)
     return a.shape == b.shape and torch.allclose(a, b, atol=atol, rtol=rtol)
 
 
@@ -147,6 +179,7 @@ def compare(name: str, answer: torch.Tensor, reference: torch.Tensor, *, what: s
     """Return the largest difference if ``answer`` equals ``reference`` (both CPU float32); otherwise raise an
     ExerciseError naming the first recognised mistake, or else where the values differ (what is wrong, never how
     to write it: :func:`crossvit.exercises.hint` gives hints one at a time)."""
+    plain(name, answer)
     reference = reference.detach().to("cpu", torch.float32)
     error = (answer - reference).abs()
     if close(answer, reference, atol, rtol):
@@ -233,247 +266,6 @@ def exercise(name: str) -> Exercise:
     raise ValueError(f"no exercise {name!r}; the exercises are {', '.join(e.number for e in EXERCISES)}")
 
 
-@dataclass(frozen=True)
-class Shortcut:
-    """A library function an exercise asks the learner to rebuild: calling it inside the learner's function is
-    refused. ``target`` is a Python function or method (matched by its code), a code object (see
-    :func:`module_shortcuts`), a builtin (matched by identity), or a ``(type, method name)`` pair for a builtin
-    method such as ``(torch.Tensor, "unfold")``."""
-
-    target: Any
-    label: str  # how the message names it, e.g. "F.unfold"
-
-
-def _code_of(target: Any) -> Any:
-    if isinstance(target, types.CodeType):
-        return target
-    function = getattr(target, "__func__", target)
-    while hasattr(function, "__wrapped__"):  # a decorated function: its own code, not the decorator's wrapper,
-        function = function.__wrapped__  # which other decorated functions share
-    return getattr(function, "__code__", None)
-
-
-def module_shortcuts(module: types.ModuleType) -> list[Shortcut]:
-    """Every function of ``module`` as a :class:`Shortcut`: its functions, the methods of its classes (autograd
-    Functions' forward and backward included), the functions behind its decorators (``__wrapped__``), and the
-    functions nested in any of these; each named ``module.qualname``."""
-    codes: dict[types.CodeType, None] = {}
-
-    def add(value: Any) -> None:
-        value = getattr(value, "__func__", value)  # staticmethod, classmethod
-        while hasattr(value, "__wrapped__"):
-            value = value.__wrapped__
-        code = getattr(value, "__code__", None)
-        if isinstance(code, types.CodeType) and code.co_filename == module.__file__:  # not dataclasses' own
-            stack = [code]
-            while stack:
-                c = stack.pop()
-                if c not in codes:
-                    codes[c] = None
-                    stack += [k for k in c.co_consts if isinstance(k, types.CodeType)]
-
-    for value in vars(module).values():
-        if isinstance(value, type) and value.__module__ == module.__name__:
-            for member in vars(value).values():
-                add(member.fget if isinstance(member, property) else member)
-        else:
-            add(value)
-    return [Shortcut(code, f"{module.__name__}.{code.co_qualname}") for code in codes]
-
-
-class _ShortcutWatch:
-    """While active (``with``), notes every call of a :class:`Shortcut` in this thread (``sys.setprofile``)."""
-
-    def __init__(self, shortcuts: Sequence[Shortcut]) -> None:
-        self.by_code = {_code_of(s.target): s for s in shortcuts if _code_of(s.target) is not None}
-        self.builtins = {id(s.target): s for s in shortcuts
-                         if _code_of(s.target) is None and not isinstance(s.target, tuple)}
-        self.methods = {(s.target[1], s.target[0]): s for s in shortcuts if isinstance(s.target, tuple)}
-        self.seen: list[Shortcut] = []
-        self._previous = None
-
-    def _profile(self, frame: Any, event: str, arg: Any) -> None:
-        if event == "call":
-            hit = self.by_code.get(frame.f_code)
-        elif event == "c_call":
-            hit = self.builtins.get(id(arg))
-            if hit is None and self.methods:
-                owner = getattr(arg, "__self__", None)
-                for (method, cls), shortcut in self.methods.items():
-                    if getattr(arg, "__name__", None) == method and isinstance(owner, cls):
-                        hit = shortcut
-                        break
-        else:
-            return
-        if hit is not None and hit not in self.seen:
-            self.seen.append(hit)
-
-    def __enter__(self) -> _ShortcutWatch:
-        if self.by_code or self.builtins or self.methods:
-            self._previous = sys.getprofile()
-            sys.setprofile(self._profile)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.by_code or self.builtins or self.methods:
-            sys.setprofile(self._previous)
-
-
-# Hooks of every kind a learner's function may leave: on the model's modules (forward, forward pre-, backward,
-# backward pre-, state-dict and load-state-dict hooks), on its parameters and buffers (tensor hooks, post-accumulate
-# hooks) and torch's global module hooks. Found by name, so a kind a later torch adds is covered as well.
-HookKey = tuple[int, str, int]  # (id of the owner: a module, a tensor or torch's module namespace; its dict; key)
-
-_KIND_NAMES = {"_forward_hooks": "forward hook", "_forward_pre_hooks": "forward pre-hook",
-               "_backward_hooks": "backward hook", "_backward_pre_hooks": "backward pre-hook",
-               "_post_accumulate_grad_hooks": "post-accumulate-grad hook"}
-
-
-def _hook_dicts(owner: object, prefix: str = "") -> list[tuple[str, dict]]:
-    """The hook dictionaries of a module, a tensor or torch's module namespace: attributes named ``*_hooks``."""
-    names = vars(owner) if not isinstance(owner, torch.Tensor) else ("_backward_hooks",
-                                                                     "_post_accumulate_grad_hooks")
-    out = []
-    for attribute in names:
-        value = getattr(owner, attribute, None)
-        if attribute.startswith(prefix) and attribute.endswith("_hooks") and isinstance(value, dict):
-            out.append((attribute, value))
-    return out
-
-
-def _hook_owners(modules: Sequence[nn.Module]) -> dict[int, object]:
-    """Every object that can hold a hook of these modules, by id: their submodules, parameters and buffers, and
-    torch's global module hooks."""
-    from torch.nn.modules import module as module_namespace
-
-    owners: dict[int, object] = {id(module_namespace): module_namespace}
-    for module in modules:
-        for m in module.modules():
-            owners[id(m)] = m
-            for tensor in [*m.parameters(recurse=False), *m.buffers(recurse=False)]:
-                owners[id(tensor)] = tensor
-    return owners
-
-
-def _hooks(owners: Mapping[int, object]) -> set[HookKey]:
-    out = set()
-    for ident, owner in owners.items():
-        prefix = "_global_" if not isinstance(owner, nn.Module | torch.Tensor) else ""
-        for kind, hooks in _hook_dicts(owner, prefix):
-            out |= {(ident, kind, key) for key in hooks}
-    return out
-
-
-def _hook_flags(owners: Mapping[int, object]) -> dict[tuple[int, str], Any]:
-    """The flags torch keeps beside the hooks (whether the backward hooks are "full" ones): a flag a learner's hook
-    set stays set after its hook is gone, and would refuse the other kind of backward hook later."""
-    return {(ident, flag): getattr(owner, flag) for ident, owner in owners.items()
-            for flag in ("_is_full_backward_hook", "_global_is_full_backward_hook") if hasattr(owner, flag)}
-
-
-def _describe_hook(owners: Mapping[int, object], names: Mapping[int, str], key: HookKey) -> str:
-    ident, kind, _ = key
-    what = _KIND_NAMES.get(kind.removeprefix("_global"), kind.strip("_").replace("_", " ")[:-1])
-    if isinstance(owners[ident], nn.Module | torch.Tensor):
-        return f"a {what} on {names.get(ident, type(owners[ident]).__name__)}"
-    return f"a global module {what}"
-
-
-def remove_hooks(owners: Mapping[int, object], keys: set[HookKey]) -> None:
-    """Remove the hooks ``keys`` (found by :func:`_hooks`), with the entries torch keeps beside each one
-    (``_forward_hooks_with_kwargs``, ``_forward_hooks_always_called``, ...)."""
-    for ident, kind, key in keys:
-        owner = owners[ident]
-        getattr(owner, kind).pop(key, None)
-        for attribute in () if isinstance(owner, torch.Tensor) else list(vars(owner)):
-            side = getattr(owner, attribute, None)
-            if attribute.startswith(kind) and attribute != kind and isinstance(side, dict):
-                side.pop(key, None)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The learner's inputs: copies in, changes noticed
-
-
-def learner_copy(value: Any) -> Any:
-    """A copy of one input for the learner's function: tensors, arrays and images copied, lists, tuples and dicts
-    copied item by item; modules (and strings, numbers, paths) are passed as they are (their weights are checked
-    afterwards instead)."""
-    if isinstance(value, torch.Tensor):
-        copy = value.detach().clone()
-        return copy.requires_grad_(True) if value.requires_grad and copy.is_floating_point() else copy
-    if isinstance(value, nn.Module) or value is None or isinstance(value, str | bytes | numbers.Number | os.PathLike):
-        return value
-    if isinstance(value, list | tuple):
-        items = [learner_copy(v) for v in value]
-        return type(value)(items) if not hasattr(value, "_fields") else type(value)(*items)
-    if isinstance(value, dict):
-        return type(value)((k, learner_copy(v)) for k, v in value.items())
-    if hasattr(value, "copy") and callable(value.copy):  # numpy arrays, PIL images, sets
-        return value.copy()
-    import copy as copying
-
-    return copying.deepcopy(value)  # a config dataclass, ...
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Whether input ``b`` (as the learner's function left it) still equals its original ``a``."""
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and bool(
-            ((a == b) | (a.isnan() & b.isnan()) if a.is_floating_point() else (a == b)).all())
-    if isinstance(a, list | tuple):
-        return isinstance(b, list | tuple) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if type(a).__module__ == "numpy":
-        import numpy as np
-
-        return isinstance(b, np.ndarray) and a.shape == b.shape and bool(np.array_equal(a, b))
-    if type(a).__module__.startswith("PIL"):
-        return a.mode == b.mode and a.size == b.size and a.tobytes() == b.tobytes()
-    try:
-        return bool(a == b) or a is b
-    except Exception:  # noqa: BLE001 - a value that cannot be compared is taken as unchanged
-        return True
-
-
-def _argument_names(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[str]:
-    """The learner's names for the positional arguments (``images``, ``grad``, ...), as its signature says."""
-    import inspect
-
-    try:
-        bound = inspect.signature(function).bind_partial(*args, **kwargs).arguments
-        names = list(bound)[:len(args)]
-    except (TypeError, ValueError):
-        names = []
-    return names + [f"argument {i + 1}" for i in range(len(names), len(args))]
-
-
-def _weights(modules: Sequence[nn.Module]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """name -> (the parameter or buffer, a copy of its value) of every module given, each tensor once."""
-    out, seen = {}, set()
-    for module in modules:
-        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
-            if id(tensor) not in seen:
-                seen.add(id(tensor))
-                out[name] = (tensor, tensor.detach().clone())
-    return out
-
-
-def _restore_weights(saved: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> list[str]:
-    """Put back every parameter or buffer whose value changed; returns their names."""
-    changed = []
-    with torch.no_grad():
-        for name, (tensor, value) in saved.items():
-            if tensor.shape != value.shape or tensor.dtype != value.dtype:
-                tensor.data = value
-                changed.append(name)
-            elif not torch.equal(tensor, value):
-                tensor.copy_(value)
-                changed.append(name)
-    return changed
-
-
 def run_learner(name: str, function: object, *args: Any, shortcuts: Sequence[Shortcut] = (),
                 model: nn.Module | None = None, **kwargs: Any) -> Any:
     """Call the learner's ``function(*args, **kwargs)`` for exercise ``name`` and return what it returns.
@@ -489,7 +281,13 @@ def run_learner(name: str, function: object, *args: Any, shortcuts: Sequence[Sho
     * a call of one of ``shortcuts`` (the library functions the exercise rebuilds) is refused;
     * nothing is left behind: torch's grad mode, the train/eval mode of every submodule of ``model`` and the
       weights are restored, and hooks of every kind the function registered on the modules (or torch's global
-      module hooks) and did not remove are removed (and reported).
+      module hooks) and did not remove are removed (and reported);
+    * so are changes to the modules' structure (a parameter or submodule replaced, a method set on an instance,
+      an attribute changed, ``requires_grad``), and to torch's or the library's global state (a function of torch,
+      builtins or crossvit replaced, the default dtype): put back, then refused, since a checker cannot check an
+      answer that changed what it is compared with;
+    * the checkers' own functions are shortcuts too, and so is running work where the watch cannot see it (a new
+      thread or process, the profiler the watch uses switched off).
     """
     if not callable(function):
         raise ExerciseTypeError(
@@ -501,9 +299,11 @@ def run_learner(name: str, function: object, *args: Any, shortcuts: Sequence[Sho
     owners = _hook_owners(modules)
     hooks_before, flags_before = _hooks(owners), _hook_flags(owners)
     weights = _weights(modules)
+    structure, world = model_state(modules), global_state()
     copies = [learner_copy(a) for a in args]
     kw_copies = {k: learner_copy(v) for k, v in kwargs.items()}
-    watch = _ShortcutWatch(shortcuts)
+    own = getattr(function, "__code__", None)  # a checker's wrapper around the learner's function is no shortcut
+    watch = _ShortcutWatch([*shortcuts, *(s for s in checker_internals() if s.target is not own)], escapes=True)
     try:
         with watch:
             result = function(*copies, **kw_copies)
@@ -522,6 +322,14 @@ def run_learner(name: str, function: object, *args: Any, shortcuts: Sequence[Sho
         for (ident, flag), value in flags_before.items():
             setattr(owners[ident], flag, value)
         changed_weights = _restore_weights(weights)
+        changed_structure, changed_world = restore_model_state(structure), restore_global_state(world)
+    if watch.escaped:
+        fail(name, f"your function runs work where the checker cannot follow it ({watch.escaped[0]}); compute the "
+                   "answer in the function itself.")
+    if changed_world:
+        fail(name, f"your function replaced or changed {', '.join(changed_world[:3])}"
+                   + (" and more" if len(changed_world) > 3 else "") + "; the checker put it back. A function must "
+                   "compute its answer, not change the tools it is checked with.")
     if watch.seen:
         used = ", ".join(s.label for s in watch.seen)
         fail(name, f"your function calls {used}, which this exercise asks you to rebuild yourself; it must compute "
@@ -538,6 +346,10 @@ def run_learner(name: str, function: object, *args: Any, shortcuts: Sequence[Sho
         fail(name, f"your function changed the weights of the module it was given (`{changed_weights[0]}`"
                    + (f" and {len(changed_weights) - 1} more" if len(changed_weights) > 1 else "")
                    + ") in place; the checker put them back. Read weights, never write them.")
+    if changed_structure:
+        fail(name, f"your function changed the model it was given ({', '.join(changed_structure[:3])}"
+                   + (" and more" if len(changed_structure) > 3 else "") + "); the checker put it back. Read the "
+                   "model's modules and weights, never replace or change them.")
     if left:
         module_names = {id(m): n or "the model" for module in modules for n, m in module.named_modules()}
         module_names |= {id(t): n for module in modules for n, t in
@@ -558,7 +370,8 @@ def checker_for(name: str) -> Callable[[Callable[..., None]], Callable[..., None
         @functools.wraps(check)
         def wrapped(*args: Any, **kwargs: Any) -> None:
             try:
-                check(*args, **kwargs)
+                with outer_recordings_paused():  # the checker's forwards never replace a caller's recorded maps
+                    check(*args, **kwargs)
             except NotAttempted:
                 if os.environ.get(GRADING_ENV, "") not in ("", "0"):
                     raise ExerciseError(f"{name}: not attempted (the function still raises "
@@ -569,6 +382,11 @@ def checker_for(name: str) -> Callable[[Callable[..., None]], Callable[..., None
                 if "exercises.hint(" not in str(err):
                     err.args = (f"{err} (exercises.hint({ex.number!r}) gives a hint.)",)
                 raise
+            finally:  # the map memory the checker's recordings kept on the model goes, as after explain()
+                for value in (*args, *kwargs.values()):
+                    model = getattr(value, "model", value)  # a recorder's model, or the model itself
+                    if isinstance(model, CrossViT):
+                        release_attention_memory(model)
         return wrapped
 
     return decorate

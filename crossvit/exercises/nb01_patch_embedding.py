@@ -9,7 +9,6 @@ from torch import nn
 from ..model import CrossViT
 from ..utils import eval_mode
 from .common import (
-    Shortcut,
     check_branch,
     check_image_batch,
     check_model,
@@ -20,6 +19,7 @@ from .common import (
     run_learner,
     tensor_answer,
 )
+from .guard import Shortcut
 
 # ----------------------------------------------------------------------------------------------------------------
 # 01 · patch embedding

@@ -10,7 +10,6 @@ from ..model import CrossViT, check_images
 from ..recording import record_attention
 from ..utils import eval_mode
 from .common import (
-    Shortcut,
     capture_inputs,
     check_model,
     checker_for,
@@ -20,6 +19,7 @@ from .common import (
     run_learner,
     tensor_answer,
 )
+from .guard import Shortcut
 
 # ----------------------------------------------------------------------------------------------------------------
 # 02 · dual-branch encoding

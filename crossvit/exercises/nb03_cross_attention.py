@@ -13,7 +13,6 @@ from ..recording import AttentionRecorder, attention_sites, record_attention
 from ..utils import eval_mode
 from .common import (
     ExerciseTypeError,
-    Shortcut,
     capture_inputs,
     check_branch,
     check_model,
@@ -22,11 +21,11 @@ from .common import (
     compare,
     fail,
     ok,
-    remove_hooks,
     run_learner,
     shape_text,
     tensor_answer,
 )
+from .guard import Shortcut, remove_hooks
 
 # ----------------------------------------------------------------------------------------------------------------
 # 03 · cross-attention and hooks
@@ -40,15 +39,13 @@ def check_record_with_hooks(function: object, model: CrossViT, images: torch.Ten
     name, checker = "record_with_hooks", "check_record_with_hooks"
     model = check_model(checker, model)
     check_images(images, model)
-    left = [s for s in attention_sites(model) if s.module.observed]
+    left = {site.name: keys for site in attention_sites(model) if (keys := _forward_hook_keys(site.module))}
     if left:  # hooks of an attempt run outside the checker: remove them, so this attempt starts clean
-        removed = 0
-        for site in left:
-            keys = _forward_hook_keys(site.module)
-            remove_hooks({id(site.module): site.module}, keys)
-            removed += len(keys)
-        print(f"(removed {removed} hook(s) left on the attention sites by an earlier run of your function, "
-              f"e.g. on {left[0].name}; each hook must be removed before the function returns)")
+        for site in attention_sites(model):
+            remove_hooks({id(site.module): site.module}, left.get(site.name, set()))
+        print(f"(removed {sum(map(len, left.values()))} hook(s) left on the attention sites, e.g. on "
+              f"{next(iter(left))}, probably by an earlier run of your function outside this checker; each hook "
+              "must be removed before the function returns. Hooks of an open record_attention stay.)")
     with torch.no_grad(), eval_mode(model), record_attention(model, sites=sites) as rec:
         model(images)
     reference = rec.sites
@@ -105,9 +102,14 @@ def check_record_with_hooks(function: object, model: CrossViT, images: torch.Ten
 
 
 def _forward_hook_keys(module: torch.nn.Module) -> set:
-    """The keys of ``module``'s forward hooks and forward pre-hooks, as :func:`remove_hooks` takes them."""
+    """The keys of ``module``'s forward hooks and forward pre-hooks, as :func:`remove_hooks` takes them, but for
+    those of the library's own recordings (a caller's open ``record_attention`` keeps recording)."""
     return {(id(module), kind, key) for kind in ("_forward_hooks", "_forward_pre_hooks")
-            for key in getattr(module, kind)}
+            for key, hook in getattr(module, kind).items()
+            if getattr(getattr(hook, "__code__", None), "co_filename", "") != _RECORDING_FILE}
+
+
+_RECORDING_FILE = AttentionRecorder._hook_for.__code__.co_filename  # crossvit/recording.py
 
 
 def _site_inputs(model: CrossViT, images: torch.Tensor, names: list[str]) -> dict[str, tuple[torch.Tensor, ...]]:

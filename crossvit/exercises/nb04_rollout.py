@@ -12,7 +12,6 @@ from ..model import CrossViT
 from ..recording import AttentionRecorder
 from ..rollout import attention_rollout, gradient_rollout, gradient_weighted, joint_rollout, rollout_from_maps
 from .common import (
-    Shortcut,
     check_branch,
     check_model,
     checker_for,
@@ -21,6 +20,7 @@ from .common import (
     run_learner,
     tensor_answer,
 )
+from .guard import Shortcut
 
 # ----------------------------------------------------------------------------------------------------------------
 # 04 · rollout
@@ -96,13 +96,14 @@ def check_rollout(function: object, rec: AttentionRecorder, branch: str) -> None
     b, n = reference.shape[0], reference.shape[1] + 1
     answer = run_learner(name, function, list(maps), shortcuts=ROLLOUTS)
     atol, rtol, precision = 1e-5, 1e-4, ""
-    if isinstance(answer, torch.Tensor) and answer.dtype in (torch.float16, torch.bfloat16):
-        # computed in half precision (e.g. from a bfloat16 model's maps): each of the L factors rounds to the
-        # dtype's precision, so compare at that precision instead of float32's
-        eps = torch.finfo(answer.dtype).eps
+    if maps[0].dtype in (torch.float16, torch.bfloat16):
+        # the maps are in half precision (a bfloat16 model's): each of the L factors rounds to the dtype's
+        # precision, so compare at that precision instead of float32's (never because the answer is: a rollout of
+        # float32 maps returned in bfloat16 is compared at float32's precision)
+        eps = torch.finfo(maps[0].dtype).eps
         rtol = 4 * len(maps) * eps
         atol = rtol * float(reference.abs().max())
-        precision = f" (compared at {answer.dtype}'s precision, {rtol:.2g}; compute in float32 for an exact match)"
+        precision = f" (compared at {maps[0].dtype}'s precision, {rtol:.2g}, the precision of the maps)"
     hints = {(b, n): "drop the CLS column: the map is R[CLS, patches], R[:, 0, 1:].",
              (b, n, n): "keep only the CLS token's row over the patches: R[:, 0, 1:].",
              (b, n - 1, n - 1): "the map is the CLS row of R over the patches, R[:, 0, 1:]."}

@@ -13,8 +13,6 @@ from ..utils import eval_mode
 from .common import (
     ExerciseError,
     ExerciseTypeError,
-    Shortcut,
-    _ShortcutWatch,
     capture_inputs,
     check_model,
     checker_for,
@@ -23,12 +21,12 @@ from .common import (
     fail,
     find_site,
     int_option,
-    module_shortcuts,
     ok,
     run_learner,
     target_classes,
     tensor_answer,
 )
+from .guard import Shortcut, _ShortcutWatch, module_shortcuts
 
 # ----------------------------------------------------------------------------------------------------------------
 # 05 · attributions

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -12,7 +13,6 @@ import torch
 from ..model import CrossViT
 from .common import (
     ExerciseTypeError,
-    Shortcut,
     checker_for,
     compare,
     fail,
@@ -21,6 +21,7 @@ from .common import (
     run_learner,
     tensor_answer,
 )
+from .guard import Shortcut
 
 # ----------------------------------------------------------------------------------------------------------------
 # 06 · training
@@ -98,9 +99,10 @@ def check_train_with_one_change(function: object, baseline_config: Any, baseline
     if not isinstance(model, CrossViT):
         raise ExerciseTypeError(f"{name}: the first item is a {type(model).__name__}, not the trained "
                                 "crossvit.CrossViT; return train(config) unchanged.")
-    if not isinstance(record, Mapping) or not {"train_config", "held_out_accuracy"} <= set(record):
-        raise ExerciseTypeError(f"{name}: the second item is not a training record (a dict with 'train_config' "
-                                "and 'held_out_accuracy'); return train(config) unchanged.")
+    needed = {"train_config", "held_out_accuracy", "final_train_loss", "loss_history"}
+    if not isinstance(record, Mapping) or not needed <= set(record) or not isinstance(record["train_config"], Mapping):
+        raise ExerciseTypeError(f"{name}: the second item is not a training record (a dict with {sorted(needed)}); "
+                                "return train(config) unchanged.")
     base, new = baseline_record["train_config"], record["train_config"]
     changed = sorted(k for k in set(base) | set(new) if base.get(k) != new.get(k))
     if not changed:
@@ -110,10 +112,24 @@ def check_train_with_one_change(function: object, baseline_config: Any, baseline
         fail(name, f"{len(changed)} settings changed ({', '.join(changed)}); change exactly one, so that the "
                     "difference in the results can be put down to it.")
     (field,) = changed
+    if field not in {f.name for f in dataclasses.fields(TrainConfig)}:
+        fail(name, f"`{field}` is not a setting of TrainConfig; train with dataclasses.replace(config, <setting>=...) "
+                   "and return what train() returns.")
     if field in _MEASUREMENT_ONLY:
         fail(name, f"`{field}` changes how the run is measured, not how it trains; change a training setting "
                     "(lr, warmup_steps, batch_size, steps, augment, label_smoothing, weight_decay, train_images, "
                     "head_loss_weight, attention_entropy_weight, preset, seed).")
+    losses = record["loss_history"]
+    if not isinstance(losses, Sequence) or len(losses) != new.get("steps") or not math.isclose(
+            sum(losses[-50:]) / max(1, len(losses[-50:])), record["final_train_loss"], rel_tol=1e-6, abs_tol=1e-9):
+        fail(name, "the record's loss history does not match its number of steps and final training loss: it was "
+                   "not written by train(). Return train(config) unchanged.")
+    with torch.random.fork_rng(devices=[]):  # the weights train() starts from (it seeds the init with the seed)
+        torch.default_generator.manual_seed(int(new.get("seed", 0)))
+        start = CrossViT(model.config)
+    if all(torch.equal(a.cpu(), b) for a, b in zip(model.state_dict().values(), start.state_dict().values())):
+        fail(name, "the model still has the weights it was initialised with: it was never trained. Return what "
+                   "train(config) returns.")
     held_x, held_y, _ = _held_out(new, HELD_OUT_SEED_BASE)
     device = next(model.parameters()).device
     scores = evaluate(model, held_x, held_y, device=device, amp=record.get("amp") == "bfloat16")

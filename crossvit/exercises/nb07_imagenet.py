@@ -17,7 +17,6 @@ from .common import (
     Diagnosis,
     ExerciseError,
     ExerciseTypeError,
-    Shortcut,
     check_model,
     checker_for,
     compare,
@@ -27,6 +26,7 @@ from .common import (
     run_learner,
     tensor_answer,
 )
+from .guard import Shortcut
 
 # ----------------------------------------------------------------------------------------------------------------
 # 07 · an ImageNet CrossViT
@@ -187,7 +187,7 @@ def _prediction_lists(name: str, answer: object, b: int, k: int) -> Predictions:
             if isinstance(probability, bool) or not isinstance(probability, numbers.Real):
                 raise ExerciseTypeError(f"{name}: the probability paired with {label!r} is a "
                                         f"{type(probability).__name__}; it should be a number (float(p)).")
-            pairs.append((label, float(probability)))
+            pairs.append((str.__str__(label), float(probability)))  # a plain str: a subclass may redefine ==
         out.append(pairs)
     return out
 
