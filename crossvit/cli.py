@@ -21,12 +21,13 @@ Nothing the command did not write is ever replaced. Before any work (before the 
 would be read back as photos next time, and a figure's name could be an input's); a ``DIR`` that holds an earlier
 run (a ``predictions.json``) unless ``--overwrite`` is given; and any file (or symlink) already in ``DIR`` under a
 name the run would write that the earlier run's ``predictions.json`` does not list. With ``--overwrite`` the
-figures the earlier ``predictions.json`` lists (plain ``<stem>.<method>.png`` names in ``DIR``, regular files) and
-that file itself are deleted just before the first new figure is written; nothing else in ``DIR`` is touched. An
+figures and the page the earlier ``predictions.json`` lists (plain ``<stem>.<method>.png`` names and
+``explorers.html`` in ``DIR``, regular files) and that file itself are deleted just before the first new file is
+written, so a run that fails before it has a result leaves them in place; nothing else in ``DIR`` is touched. An
 image named twice (also through a folder or a symlink) is explained once. Deprecated method names
 (``grad_rollout``) work with a warning line, as ``crossvit.explain`` takes them.
 
-Signed methods (integrated gradients, occlusion) are drawn on a diverging scale centred at 0, as in the notebooks;
+Signed methods (integrated gradients, occlusion, AttnLRP, CP-LRP) are drawn on a diverging scale centred at 0, as in the notebooks;
 the others min-max scaled.
 
 Weights: ``--pretrained`` (timm's ImageNet weights, cached after one download; for ``shapes_tiny`` the bundled
@@ -374,7 +375,6 @@ def _explain_command(args: argparse.Namespace) -> int:
     model = model.to(device).eval()
     names = class_names(model)
     target = resolve_target(args.target, names)
-    clear_earlier_run(earlier_run)
     args.out.mkdir(parents=True, exist_ok=True)
 
     results: list[dict[str, Any]] = []
@@ -384,6 +384,9 @@ def _explain_command(args: argparse.Namespace) -> int:
         summary["html"] = EXPLORERS_PAGE
 
     def write_predictions() -> None:  # after every batch: the figures on disk are always the ones it lists
+        if earlier_run:  # the earlier run's files go only now, just before the first new file: a run that fails
+            clear_earlier_run(earlier_run)  # before it has a result leaves them in place
+            earlier_run.clear()
         text = json.dumps(summary, indent=1) + "\n"
         atomic_write(args.out / PREDICTIONS, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

@@ -301,7 +301,7 @@ def gaussian_blur(images: torch.Tensor, sigma: float = DEFAULT_BLUR_SIGMA) -> to
     k_h, r_h = kernel(H)
     if r_h > 0:
         x = F.conv2d(F.pad(x, (0, 0, r_h, r_h), mode="reflect"), k_h.view(1, 1, -1, 1))
-    return x.reshape(B, C, H, W)
+    return x.reshape(B, C, H, W) if r_w or r_h else images.clone()  # 1 x 1 images: a copy, as sigma = 0
 
 
 def pixel_counts(num_pixels: int, steps: int) -> torch.Tensor:

@@ -78,7 +78,8 @@ def discard_lowest(attention: torch.Tensor, ratio: float) -> torch.Tensor:
     """Zero the lowest ``ratio`` of the entries of each image's (N, N) map, leaving the CLS row (row 0) intact.
 
     ``k = int(ratio * (N - 1) * N)`` entries are zeroed per image (vit-explain discards per batch element 0 only;
-    here every image gets its own threshold).
+    here every image gets its own threshold). When nothing is discarded (``ratio = 0``, or ``k = 0``) the map
+    itself comes back, not a copy.
     """
     _check_map("attention", attention, 3, "(B, N, N)")
     ratio = check_number("discard_ratio", ratio, 0.0, 1.0, high_open=True)

@@ -108,6 +108,11 @@ def test_a_failed_run_leaves_no_csv_that_looks_current(tmp_path, monkeypatch):
         grading.grade_submissions(course, submissions, grades, overwrite=True)
     assert not grades.exists(), "a failed run must not leave the old CSV looking current"
     assert (tmp_path / "grades.csv.previous").read_text() == "student,score\nada,17\n"  # kept, under its new name
+    grades.write_text("student,score\nada,18\n")  # a second replaced CSV: the first backup stays as it is
+    with pytest.raises(RuntimeError, match="crashed"):
+        grading.grade_submissions(course, submissions, grades, overwrite=True)
+    assert (tmp_path / "grades.csv.previous").read_text() == "student,score\nada,17\n"
+    assert (tmp_path / "grades.csv.previous.2").read_text() == "student,score\nada,18\n"
 
 
 @pytest.mark.slow  # a grading subprocess: seconds on 2 cores, so `make test` runs it, not test-fast

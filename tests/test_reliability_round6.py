@@ -228,3 +228,29 @@ def test_loading_a_model_leaves_the_global_generator_alone(tmp_path):
         torch.manual_seed(7)
         load()
         assert torch.equal(torch.rand(3), expected)
+
+
+def test_explain_overwrite_keeps_the_earlier_run_until_it_has_a_result(tmp_path, capsys, monkeypatch):
+    """--overwrite deleted the earlier run's figures as soon as the model had loaded: a run that then failed (out of
+    memory, a bad method option) left an empty folder."""
+    from PIL import Image
+
+    from crossvit import cli, data
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.fromarray((data.make_shapes(1, seed=data.UNUSED_SEED_BASE + 8)[0][0].permute(1, 2, 0) * 255)
+                    .round().byte().numpy()).save(folder / "s.png")
+    out = tmp_path / "out"
+    argv = ["explain", str(folder), "--checkpoint", str(crossvit.checkpoint.BUNDLED_CHECKPOINT), "--method",
+            "random", "--out", str(out), "--quiet"]
+    assert cli.main(argv) == 0
+    before = sorted(p.name for p in out.iterdir())
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(cli, "explain", out_of_memory)
+    assert cli.main([*argv, "--overwrite"]) == 1  # one error: line
+    assert "out of memory" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before == ["predictions.json", "s.random.png"]

@@ -350,8 +350,9 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
     ``budget_s``: the time one student's notebook may execute (:data:`GRADING_BUDGET_S`); ``progress``: a bar over
     the (student, notebook) pairs, naming the one being graded.
     An existing ``csv_path`` is refused (FileExistsError, before any grading) unless ``overwrite=True``; it is
-    then renamed ``<name>.previous`` first, so that a run that fails half-way leaves no file that looks current,
-    and the new CSV appears only when the run succeeds."""
+    then renamed ``<name>.previous`` first (``<name>.previous.2``, ... when that exists: no backup is replaced), so
+    that a run that fails half-way leaves no file that looks current, and the new CSV appears only when the run
+    succeeds."""
     import nbformat
 
     budget_s = check_number("budget_s", budget_s, 0.0, math.inf)  # math.inf: no limit
@@ -385,7 +386,8 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
         raise ValueError(f"no notebook of this course under {submissions} ({', '.join(assignments)} expected in "
                          "SUBMISSIONS/<student>/)")
     if csv_path is not None and csv_path.exists():  # asked to replace it: never leave it looking current
-        csv_path.replace(csv_path.with_name(csv_path.name + ".previous"))
+        backups = (csv_path.with_name(csv_path.name + ".previous" + (f".{n}" if n > 1 else "")) for n in range(1, 10**6))
+        csv_path.rename(next(b for b in backups if not os.path.lexists(b)))  # an earlier backup is never replaced
     config = _config(course)
     api = api_class(config=config)
     rows: list[dict[str, Any]] = []

@@ -96,7 +96,8 @@ def save_figure(fig: Figure, name: str, dpi: int = DPI) -> Path:
 
 
 def to_numpy(x: ArrayLike) -> np.ndarray:
-    """A detached CPU float numpy copy of a tensor (any device), or the array itself as float."""
+    """A CPU float32 numpy array of a tensor (any device) or array-like: a view where no conversion is needed (a
+    CPU float32 tensor shares its memory, a float32 array comes back itself), so read it, never write into it."""
     if isinstance(x, torch.Tensor):
         return x.detach().to("cpu", torch.float32).numpy()
     return np.asarray(x, dtype=np.float32)
