@@ -206,3 +206,24 @@ def test_class_names_that_redefine_comparing_are_read_as_plain_strings():
 
     with pytest.raises(ExerciseError):
         exercises.check_top_predictions(wrong_names, model, logits, 5)
+
+
+def test_reasonable_answers_written_differently_are_accepted(capsys):
+    """A schedule of 0-d tensors (torch.cos gives them) was refused ("found Tensor"), and pointing hits as a numpy
+    bool array, where a list of bools passed."""
+    import math
+
+    import numpy as np
+
+    def tensor_schedule(step, steps, warmup_steps):
+        if step < warmup_steps:
+            return torch.tensor((step + 1) / warmup_steps)
+        return 0.5 * (1 + torch.cos(torch.tensor(math.pi * (step - warmup_steps) / max(1, steps - warmup_steps))))
+
+    exercises.check_lr_schedule(tensor_schedule, 40, 5)
+    hits = solution("05_attributions_compared", "pointing_hits")
+    maps = torch.rand(3, 96, 96, generator=torch.Generator().manual_seed(9))
+    masks = torch.zeros(3, 96, 96, dtype=torch.bool)
+    masks[:, 30:60, 30:60] = True
+    exercises.check_pointing_hits(lambda m, k: np.asarray(hits(m, k)), maps, masks)
+    assert capsys.readouterr().out.count("\u2713") == 2

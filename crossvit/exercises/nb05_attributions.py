@@ -70,6 +70,8 @@ def check_pointing_hits(function: object, maps: torch.Tensor, masks: torch.Tenso
     if isinstance(answer, numbers.Real) and not isinstance(answer, bool):
         raise ExerciseTypeError(f"{name}: the answer is one number ({answer}), probably the score; return one hit "
                                 f"per image, a (B,) = ({b},) bool tensor (its mean is the score).")
+    if type(answer).__module__ == "numpy":  # a numpy bool array, as a list of bools is taken
+        answer = torch.from_numpy(answer.copy()) if getattr(answer, "ndim", 0) else answer
     if isinstance(answer, list | tuple):
         answer = torch.tensor(answer) if answer else None
     if isinstance(answer, torch.Tensor) and answer.shape == (b,) and answer.dtype != torch.bool:

@@ -18,6 +18,7 @@ from .common import (
     fail,
     int_option,
     ok,
+    plain,
     run_learner,
     tensor_answer,
 )
@@ -41,7 +42,8 @@ def check_lr_schedule(function: object, steps: int, warmup_steps: int) -> None:
     run_learner(name, function, 0, steps, warmup, shortcuts=[Shortcut(lr_factor, "crossvit.train.lr_factor")])
     answer = run_learner(name, lambda: [function(s, steps, warmup) for s in range(steps)],
                          shortcuts=[Shortcut(lr_factor, "crossvit.train.lr_factor")])
-    if isinstance(answer, list | tuple):
+    if isinstance(answer, list | tuple):  # one number per step; a 0-d tensor (from torch.cos, say) is a number too
+        answer = [plain(name, v).item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v for v in answer]
         if not all(isinstance(v, numbers.Real) for v in answer):
             raise ExerciseTypeError(f"{name}: the answer must hold one number per step; found "
                                     f"{next(type(v).__name__ for v in answer if not isinstance(v, numbers.Real))}.")
