@@ -227,3 +227,20 @@ def test_reasonable_answers_written_differently_are_accepted(capsys):
     masks[:, 30:60, 30:60] = True
     exercises.check_pointing_hits(lambda m, k: np.asarray(hits(m, k)), maps, masks)
     assert capsys.readouterr().out.count("\u2713") == 2
+
+
+def test_answers_that_hold_only_for_the_checkers_first_input_are_refused(small_view):
+    """A table of the right values, or shapes written in as numbers, passed: each checker saw one input."""
+    _, view = small_view
+    table = [lr_factor(s, 40, 5) for s in range(40)]
+    with pytest.raises(ExerciseError, match="not from a table"):
+        exercises.check_lr_schedule(lambda step, steps, warmup_steps: table[step % 40], 40, 5)
+    with pytest.raises(ExerciseError, match="IndexError.*not from a table"):  # a plain table runs out
+        exercises.check_lr_schedule(lambda step, steps, warmup_steps: table[step], 40, 5)
+    b, c = view.shape[:2]
+
+    def fixed(x, p):
+        return x.reshape(b, c, 8, p, 8, p).permute(0, 2, 4, 1, 3, 5).reshape(b, 64, c * p * p)
+
+    with pytest.raises(ExerciseError, match="on a second, 84x96 px input"):
+        exercises.check_patchify(fixed, view, 12)

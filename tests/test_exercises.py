@@ -94,7 +94,7 @@ def test_every_exercise_has_a_checker_and_a_solution():
 def test_patchify(capsys, images):
     sol = load_solutions("01_patch_embedding")
     patches = sol.patchify(images, 12)
-    accepted(capsys, exercises.check_patchify, patches, images, 12)
+    accepted(capsys, exercises.check_patchify, sol.patchify, images, 12)  # a function: the checker tries 2 inputs
     check = exercises.check_patchify
     rejected(check, None, images, 12, match="None", error=ExerciseTypeError)
     rejected(check, patches.numpy(), images, 12, match="ndarray", error=ExerciseTypeError)
@@ -647,9 +647,8 @@ def test_lrp_attention_near_misses(capsys, model, images):
 
 def test_lr_schedule(capsys):
     sol = load_solutions("06_training_your_own")
-    for steps, warmup in ((150, 15), (40, 0), (10, 10)):
-        answer = [sol.lr_schedule(s, steps, warmup) for s in range(steps)]
-        accepted(capsys, exercises.check_lr_schedule, answer, steps, warmup)
+    for steps, warmup in ((150, 15), (40, 0), (10, 10)):  # (the checker also asks for a second schedule)
+        accepted(capsys, exercises.check_lr_schedule, sol.lr_schedule, steps, warmup)
     check = exercises.check_lr_schedule
     rejected(check, None, 150, 15, match="None", error=ExerciseTypeError)
     rejected(check, ["x"] * 150, 150, 15, match="one number per step", error=ExerciseTypeError)
@@ -1284,11 +1283,15 @@ def test_a_near_miss_is_refused_and_an_answer_within_the_tolerance_accepted(caps
     if name == "lr_schedule":
         steps = args[0]
         answer = torch.tensor([solution(s, *args) for s in range(steps)], dtype=torch.float64)
-        as_answer = lambda t: (lambda step, steps, warmup: float(t[step]))  # noqa: E731
+        as_answer = lambda t: (lambda step, steps, warmup: float(t[step]) if (steps, warmup) == args  # noqa: E731
+                               else solution(step, steps, warmup))  # the checker's second schedule: right
     elif name == "rollout":
         answer = solution(args[0].self_attention(args[1]))
         peaked = solution([a.amax(1, keepdim=True) for a in args[0].self_attention(args[1])])
         as_answer = lambda t: (lambda maps: t if maps[0].shape[1] > 1 else peaked)  # noqa: E731
+    elif name == "patchify":
+        answer = solution(*args)
+        as_answer = lambda t: (lambda x, p: t if x.shape == args[0].shape else solution(x, p))  # noqa: E731
     else:
         answer = _solution_answer(name, args, solution)
         as_answer = returning

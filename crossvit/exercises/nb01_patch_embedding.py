@@ -9,6 +9,7 @@ from torch import nn
 from ..model import CrossViT
 from ..utils import eval_mode
 from .common import (
+    ExerciseError,
     check_branch,
     check_image_batch,
     check_model,
@@ -68,6 +69,19 @@ def check_patchify(function: object, images: torch.Tensor, patch_size: int) -> N
          "inside each patch, rows and columns are swapped: flatten (C, row, column), in that order."),
     ]
     compare(name, answer, reference, what="F.unfold's patches", diagnoses=diagnoses, atol=1e-6, rtol=0)
+    if rows > 1:  # a second input the learner has not been shown: flipped, one row of patches shorter
+        other = images.flip(-1)[:, :, :(rows - 1) * p]
+        try:
+            second = run_learner(name, function, other, p, shortcuts=UNFOLD)
+        except ExerciseError as err:
+            raise type(err)(f"{err} (on a second, {(rows - 1) * p}x{w} px input; the first was right: compute from "
+                            "the input's own shape, not from fixed sizes)") from err
+        expected = F.unfold(other.detach().to("cpu", torch.float32), kernel_size=p, stride=p).transpose(1, 2)
+        second = tensor_answer(name, second, f"the flattened patches of a second, {(rows - 1) * p}x{w} px input (the "
+                               "first was right: compute from the input's own shape, not from fixed sizes)",
+                               tuple(expected.shape), "(B, N, C·p·p)")
+        compare(name, second, expected, what=f"F.unfold's patches of a second, {(rows - 1) * p}x{w} px input (the "
+                "first was right: compute from the input's own shape, not from fixed sizes)", atol=1e-6, rtol=0)
     ok(name, f"your {b}x{n} patches of {d} numbers equal F.unfold's ({rows}x{cols} grid of {p} px patches).")
 
 

@@ -12,6 +12,7 @@ import torch
 
 from ..model import CrossViT
 from .common import (
+    ExerciseError,
     ExerciseTypeError,
     checker_for,
     compare,
@@ -66,6 +67,20 @@ def check_lr_schedule(function: object, steps: int, warmup_steps: int) -> None:
         (lambda: torch.tensor([cosine(s / max(1, steps)) for s in range(steps)]),
          "the warm-up is missing: rise linearly over the first warmup_steps steps."),
     ])
+    # a second schedule the learner has not been shown (a table of the first one's values passes only the first)
+    other = (steps + 7, warmup + 3)
+    try:
+        second = run_learner(name, lambda: [float(plain(name, v)) if isinstance(v, torch.Tensor) else v
+                                            for v in (function(s, *other) for s in range(other[0]))],
+                             shortcuts=[Shortcut(lr_factor, "crossvit.train.lr_factor")])
+    except ExerciseError as err:
+        raise type(err)(f"{err} (for steps={other[0]}, warmup_steps={other[1]}; the schedule was right for "
+                        f"steps={steps}, warmup_steps={warmup}: compute it from the arguments, not from a table)") from err
+    expected = torch.tensor([lr_factor(s, *other) for s in range(other[0])])
+    if not isinstance(second, list) or not all(isinstance(v, numbers.Real) for v in second) or not torch.allclose(
+            torch.tensor([float(v) for v in second]), expected, atol=1e-6, rtol=1e-5):
+        fail(name, f"your schedule is right for steps={steps}, warmup_steps={warmup} but not for steps={other[0]}, "
+                   f"warmup_steps={other[1]}: compute it from the arguments, not from a table.")
     peak = int(reference.argmax())
     ok(name, f"your schedule equals the trainer's: it peaks at step {peak} and ends at "
               f"{reference[-1].item():.3g}.")
