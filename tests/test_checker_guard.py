@@ -244,3 +244,19 @@ def test_answers_that_hold_only_for_the_checkers_first_input_are_refused(small_v
 
     with pytest.raises(ExerciseError, match="on a second, 84x96 px input"):
         exercises.check_patchify(fixed, view, 12)
+
+
+def test_a_progress_bar_in_the_learners_function_is_no_escape(capsys):
+    """tqdm starts a monitor thread for its bars (exercise 6.2 trains with one): a thread that an installed
+    package starts is not the learner's escape."""
+    from tqdm.std import tqdm
+
+    schedule = solution("06_training_your_own", "lr_schedule")
+
+    def with_a_bar(step, steps, warmup_steps):
+        with tqdm(total=1, disable=False, file=sys.stderr) as bar:  # a text bar; its monitor thread starts now
+            bar.update()
+        return schedule(step, steps, warmup_steps)
+
+    exercises.check_lr_schedule(with_a_bar, 40, 5)
+    assert "\u2713" in capsys.readouterr().out

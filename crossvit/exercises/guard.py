@@ -93,8 +93,7 @@ def _escapes() -> tuple[dict[types.CodeType, str], dict[int, str]]:
     codes = {threading.Thread.start.__code__: "a new thread (threading.Thread.start)",
              subprocess.Popen.__init__.__code__: "a new process (subprocess)",
              multiprocessing.process.BaseProcess.start.__code__: "a new process (multiprocessing)"}
-    builtins = {id(sys.setprofile): "sys.setprofile", id(sys.settrace): "sys.settrace",
-                id(threading.setprofile): "threading.setprofile"}
+    builtins = {id(sys.setprofile): "sys.setprofile", id(sys.settrace): "sys.settrace"}
     for name in ("system", "fork", "posix_spawn", "posix_spawnp", "execv", "execve", "popen"):
         if hasattr(os, name):
             builtins[id(getattr(os, name))] = f"a new process (os.{name})"
@@ -104,6 +103,15 @@ def _escapes() -> tuple[dict[types.CodeType, str], dict[int, str]]:
 _SMALLEST_COPY = 24  # bytes of bytecode: a one-line getter copied is no shortcut, and may be torch's own twin
 _INSTALLED = tuple({*(p for p in sys.path if p.endswith(("site-packages", "dist-packages"))),
                     os.path.dirname(os.__file__)})  # torch's, numpy's, the standard library's (not this package's)
+
+
+_PROFILERS = (sys.setprofile, sys.settrace)
+
+
+def _installed(frame: Any) -> bool:
+    """Whether ``frame`` runs code of an installed package or the standard library (a thread or process that such
+    code starts, such as tqdm's monitor thread, is its own business, not the learner's)."""
+    return frame is not None and frame.f_code.co_filename.startswith(_INSTALLED)
 
 
 class _ShortcutWatch:
@@ -140,11 +148,11 @@ class _ShortcutWatch:
             return
         if event == "call":
             code = frame.f_code
-            if code in self.escape_codes:
+            if code in self.escape_codes and not _installed(frame.f_back):  # tqdm's monitor thread is no escape
                 self.escaped.append(self.escape_codes[code])
             hit = self._lookup(code)
         elif event == "c_call":
-            if id(arg) in self.escape_builtins:
+            if id(arg) in self.escape_builtins and (arg in _PROFILERS or not _installed(frame)):
                 self.escaped.append(self.escape_builtins[id(arg)])
             hit = self.builtins.get(id(arg))
             if hit is None and self.methods:
