@@ -260,3 +260,32 @@ def test_a_progress_bar_in_the_learners_function_is_no_escape(capsys):
 
     exercises.check_lr_schedule(with_a_bar, 40, 5)
     assert "\u2713" in capsys.readouterr().out
+
+
+def test_torch_wrapping_its_own_functions_on_first_import_is_no_change(capsys, monkeypatch):
+    """Importing torch._dynamo the first time wraps torch.manual_seed (functools.wraps, in torch's own code): a
+    learner's function that happens to trigger that import is not refused. A wrapper of the learner's own is."""
+    import functools
+
+    import torch._compile
+
+    original = torch.manual_seed
+    schedule = solution("06_training_your_own", "lr_schedule")
+    wrapped_by_torch = torch._compile._disable_dynamo(original)  # what the import does
+
+    def first_import(step, steps, warmup_steps):
+        torch.manual_seed = wrapped_by_torch
+        return schedule(step, steps, warmup_steps)
+
+    monkeypatch.setattr(torch, "manual_seed", original)
+    exercises.check_lr_schedule(first_import, 40, 5)
+    assert "\u2713" in capsys.readouterr().out
+
+    def own_wrapper(step, steps, warmup_steps):
+        torch.allclose = functools.wraps(torch.allclose)(lambda *a, **k: True)
+        return schedule(step, steps, warmup_steps)
+
+    allclose = torch.allclose
+    with pytest.raises(ExerciseError, match="replaced or changed torch.allclose"):
+        exercises.check_lr_schedule(own_wrapper, 40, 5)
+    assert torch.allclose is allclose

@@ -415,6 +415,14 @@ def _namespaces() -> list[tuple[str, object]]:
     return spaces + [(n, m) for n, m in list(sys.modules.items()) if n.split(".")[0] == "crossvit" and m is not None]
 
 
+def _wrapped_by_a_package(current: Any, before: Any) -> bool:
+    """Whether ``current`` is ``before`` wrapped by an installed package's code: importing ``torch._dynamo`` the
+    first time (which the learner's function may do without knowing) wraps ``torch.manual_seed``, for one."""
+    code = getattr(current, "__code__", None)
+    return getattr(current, "__wrapped__", None) is before and code is not None and \
+        code.co_filename.startswith(_INSTALLED)
+
+
 def global_state() -> dict[str, Any]:
     """torch's global settings and the attributes of :func:`_namespaces` (by identity)."""
     return {"spaces": [(label, space, dict(vars(space))) for label, space in _namespaces()],
@@ -433,7 +441,8 @@ def restore_global_state(saved: Mapping[str, Any]) -> list[str]:
         for key, value in before.items():
             if key.startswith("__") or key == "_" or isinstance(value, types.ModuleType):
                 continue  # module metadata, the REPL's last result, submodules
-            if now.get(key, _MISSING) is not value:
+            current = now.get(key, _MISSING)
+            if current is not value and not _wrapped_by_a_package(current, value):
                 changed.append(f"{label}.{key}")
                 setattr(space, key, value)
     if torch.get_default_dtype() != saved["default_dtype"]:
