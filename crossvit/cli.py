@@ -27,8 +27,8 @@ written, so a run that fails before it has a result leaves them in place; nothin
 image named twice (also through a folder or a symlink) is explained once. Deprecated method names
 (``grad_rollout``) work with a warning line, as ``crossvit.explain`` takes them.
 
-Signed methods (integrated gradients, occlusion, AttnLRP, CP-LRP) are drawn on a diverging scale centred at 0, as in the notebooks;
-the others min-max scaled.
+Signed methods (integrated gradients, occlusion, AttnLRP, CP-LRP) are drawn on a diverging scale centred at 0, as
+in the notebooks; the others min-max scaled.
 
 Weights: ``--pretrained`` (timm's ImageNet weights, cached after one download; for ``shapes_tiny`` the bundled
 checkpoint), ``--checkpoint FILE`` with a timm state dict (``.safetensors``, ``.pth``, ``.bin``; needs ``--model``;

@@ -192,7 +192,8 @@ def test_weights_and_model_arguments_are_named(model, tmp_path):
         model.forward_head(torch.zeros(2, 64))  # timm's forward_head takes a tensor; was AttributeError
     with pytest.raises(TypeError, match="branch_logits must be a dict"):
         model.combine_heads({})  # was KeyError: 'small'
-    with pytest.raises(TypeError, match=r"patch_map_to_pixels \(model first, then branch and patch_map\) needs a crossvit\.CrossViT"):
+    with pytest.raises(TypeError, match=r"patch_map_to_pixels \(model first, then branch and patch_map\) needs a "
+                                        r"crossvit\.CrossViT"):
         crossvit.patch_map_to_pixels("small", model, torch.zeros(2, 64))  # was AttributeError: 'patch_grid'
     logits = torch.zeros(2, 4)
     with pytest.raises(TypeError, match=r"top_classes \(model first, then the logits\) needs a crossvit\.CrossViT"):

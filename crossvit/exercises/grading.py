@@ -386,7 +386,8 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
         raise ValueError(f"no notebook of this course under {submissions} ({', '.join(assignments)} expected in "
                          "SUBMISSIONS/<student>/)")
     if csv_path is not None and csv_path.exists():  # asked to replace it: never leave it looking current
-        backups = (csv_path.with_name(csv_path.name + ".previous" + (f".{n}" if n > 1 else "")) for n in range(1, 10**6))
+        backups = (csv_path.with_name(csv_path.name + ".previous" + (f".{n}" if n > 1 else ""))
+                   for n in range(1, 10**6))
         csv_path.rename(next(b for b in backups if not os.path.lexists(b)))  # an earlier backup is never replaced
     config = _config(course)
     api = api_class(config=config)

@@ -451,7 +451,8 @@ def restore_global_state(saved: Mapping[str, Any]) -> list[str]:
     if torch.get_float32_matmul_precision() != saved["matmul"]:
         changed.append("torch.set_float32_matmul_precision")
         torch.set_float32_matmul_precision(saved["matmul"])
-    deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    deterministic = (torch.are_deterministic_algorithms_enabled(),
+                     torch.is_deterministic_algorithms_warn_only_enabled())
     if deterministic != saved["deterministic"]:
         changed.append("torch.use_deterministic_algorithms")
         torch.use_deterministic_algorithms(saved["deterministic"][0], warn_only=saved["deterministic"][1])
@@ -471,7 +472,8 @@ def checker_internals() -> list[Shortcut]:
     for name, module in list(sys.modules.items()):
         if name.startswith("crossvit.exercises.nb") and module is not None:
             if name not in _INTERNALS:
-                _INTERNALS[name] = [Shortcut(s.target, f"the checker's own {s.label}") for s in module_shortcuts(module)
+                _INTERNALS[name] = [Shortcut(s.target, f"the checker's own {s.label}")
+                                    for s in module_shortcuts(module)
                                     if not s.target.co_qualname.startswith("check_")]  # (wrappers and inputs)
             out += _INTERNALS[name]
     return out

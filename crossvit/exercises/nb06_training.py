@@ -75,7 +75,8 @@ def check_lr_schedule(function: object, steps: int, warmup_steps: int) -> None:
                              shortcuts=[Shortcut(lr_factor, "crossvit.train.lr_factor")])
     except ExerciseError as err:
         raise type(err)(f"{err} (for steps={other[0]}, warmup_steps={other[1]}; the schedule was right for "
-                        f"steps={steps}, warmup_steps={warmup}: compute it from the arguments, not from a table)") from err
+                        f"steps={steps}, warmup_steps={warmup}: compute it from the arguments, not from a "
+                        "table)") from err
     expected = torch.tensor([lr_factor(s, *other) for s in range(other[0])])
     if not isinstance(second, list) or not all(isinstance(v, numbers.Real) for v in second) or not torch.allclose(
             torch.tensor([float(v) for v in second]), expected, atol=1e-6, rtol=1e-5):
