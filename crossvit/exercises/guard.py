@@ -5,6 +5,7 @@ that :func:`crossvit.exercises.common.run_learner` can put it back and say so.""
 
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 import sys
@@ -65,6 +66,7 @@ def module_shortcuts(module: types.ModuleType) -> list[Shortcut]:
     return [Shortcut(code, f"{module.__name__}.{code.co_qualname}") for code in codes]
 
 
+@functools.lru_cache(maxsize=4096)  # each check fingerprints the same shortcuts again: dis once per code object
 def _fingerprint(code: types.CodeType) -> tuple:
     """What a copy of a function keeps whatever its name, file or line numbers: its instructions with their
     names and constants (jumps by kind only; the compiler's choice between LOAD_METHOD and LOAD_ATTR and its
@@ -83,6 +85,7 @@ def _fingerprint(code: types.CodeType) -> tuple:
 _BOOKKEEPING = {"CACHE", "PRECALL", "NOP", "RESUME", "EXTENDED_ARG", "COPY_FREE_VARS", "MAKE_CELL"}
 
 
+@functools.cache
 def _escapes() -> tuple[dict[types.CodeType, str], dict[int, str]]:
     """Ways for a learner's function to run code the watch cannot see: another thread, another process, or the
     watch switched off. Python functions by code, builtins by identity."""
@@ -108,10 +111,10 @@ _INSTALLED = tuple({*(p for p in sys.path if p.endswith(("site-packages", "dist-
 _PROFILERS = (sys.setprofile, sys.settrace)
 
 
-def _installed(frame: Any) -> bool:
-    """Whether ``frame`` runs code of an installed package or the standard library (a thread or process that such
-    code starts, such as tqdm's monitor thread, is its own business, not the learner's)."""
-    return frame is not None and frame.f_code.co_filename.startswith(_INSTALLED)
+def _installed(code: types.CodeType) -> bool:
+    """Whether ``code`` belongs to an installed package or the standard library: never a learner's copy of a
+    shortcut, and a thread or process it starts (such as tqdm's monitor thread) is its own business."""
+    return code.co_filename.startswith(_INSTALLED)
 
 
 class _ShortcutWatch:
@@ -139,8 +142,7 @@ class _ShortcutWatch:
         try:
             return self.by_code[code]
         except KeyError:  # first sight of this code: a copy of a shortcut's? (cached either way)
-            installed = code.co_filename.startswith(_INSTALLED)  # their code is never a learner's copy
-            hit = self.by_code[code] = None if installed else self.by_fingerprint.get(_fingerprint(code))
+            hit = self.by_code[code] = None if _installed(code) else self.by_fingerprint.get(_fingerprint(code))
             return hit
 
     def _profile(self, frame: Any, event: str, arg: Any) -> None:
@@ -148,11 +150,12 @@ class _ShortcutWatch:
             return
         if event == "call":
             code = frame.f_code
-            if code in self.escape_codes and not _installed(frame.f_back):  # tqdm's monitor thread is no escape
+            caller = frame.f_back
+            if code in self.escape_codes and not (caller and _installed(caller.f_code)):  # tqdm's monitor: no escape
                 self.escaped.append(self.escape_codes[code])
             hit = self._lookup(code)
         elif event == "c_call":
-            if id(arg) in self.escape_builtins and (arg in _PROFILERS or not _installed(frame)):
+            if id(arg) in self.escape_builtins and (arg in _PROFILERS or not _installed(frame.f_code)):
                 self.escaped.append(self.escape_builtins[id(arg)])
             hit = self.builtins.get(id(arg))
             if hit is None and self.methods:
