@@ -71,17 +71,16 @@ def check_patchify(function: object, images: torch.Tensor, patch_size: int) -> N
     compare(name, answer, reference, what="F.unfold's patches", diagnoses=diagnoses, atol=1e-6, rtol=0)
     if rows > 1:  # a second input the learner has not been shown: flipped, one row of patches shorter
         other = images.flip(-1)[:, :, :(rows - 1) * p]
+        where = (f"a second, {(rows - 1) * p}x{w} px input (the first was right: compute from the input's own "
+                 "shape, not from fixed sizes)")
         try:
             second = run_learner(name, function, other, p, shortcuts=UNFOLD)
         except ExerciseError as err:
-            raise type(err)(f"{err} (on a second, {(rows - 1) * p}x{w} px input; the first was right: compute from "
-                            "the input's own shape, not from fixed sizes)") from err
+            raise type(err)(f"{err} (on {where})") from err
         expected = F.unfold(other.detach().to("cpu", torch.float32), kernel_size=p, stride=p).transpose(1, 2)
-        second = tensor_answer(name, second, f"the flattened patches of a second, {(rows - 1) * p}x{w} px input (the "
-                               "first was right: compute from the input's own shape, not from fixed sizes)",
-                               tuple(expected.shape), "(B, N, C·p·p)")
-        compare(name, second, expected, what=f"F.unfold's patches of a second, {(rows - 1) * p}x{w} px input (the "
-                "first was right: compute from the input's own shape, not from fixed sizes)", atol=1e-6, rtol=0)
+        second = tensor_answer(name, second, f"the flattened patches of {where}", tuple(expected.shape),
+                               "(B, N, C·p·p)")
+        compare(name, second, expected, what=f"F.unfold's patches of {where}", atol=1e-6, rtol=0)
     ok(name, f"your {b}x{n} patches of {d} numbers equal F.unfold's ({rows}x{cols} grid of {p} px patches).")
 
 
