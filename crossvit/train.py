@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import numbers
 import platform
 import shlex
 import sys
@@ -113,11 +114,17 @@ class TrainConfig:
         return out
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"TrainConfig.{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"TrainConfig.{name} must be >= {minimum}, got {value}")
+_INT_FIELDS = {"steps": 1, "batch_size": 1, "warmup_steps": 0, "train_images": 1, "eval_images": 1, "eval_every": 0,
+               "image_size": 32, "seed": 0}  # each with its minimum; numpy integers are taken as ints
+_NUMBER_FIELDS = ("lr", "weight_decay", "label_smoothing", "head_loss_weight", "attention_entropy_weight",
+                  "two_object_fraction")
+
+
+def plain_config(config: TrainConfig) -> TrainConfig:
+    """A copy of a valid ``config`` whose numbers are Python ints and floats (numpy's would not go into JSON)."""
+    validate(config)
+    return dataclasses.replace(config, **{name: int(getattr(config, name)) for name in _INT_FIELDS},
+                               **{name: float(getattr(config, name)) for name in _NUMBER_FIELDS})
 
 
 def model_config_of(config: TrainConfig) -> CrossViTConfig:
@@ -146,21 +153,18 @@ def validate(config: TrainConfig) -> CrossViTConfig:
     """Raise a ValueError/TypeError naming the first bad field; return the model config to train."""
     if not isinstance(config, TrainConfig):
         raise TypeError(f"train() expects a TrainConfig, got {type(config).__name__}")
-    for name, minimum in (("steps", 1), ("batch_size", 1), ("warmup_steps", 0), ("train_images", 1),
-                          ("eval_images", 1), ("eval_every", 0), ("image_size", 32)):
-        _check_int(name, getattr(config, name), minimum)
+    for name, minimum in _INT_FIELDS.items():
+        check_int(f"TrainConfig.{name}", getattr(config, name), minimum, 2**32 - 1 if name == "seed" else None)
     for name in ("augment", "amp"):
         check_bool(f"TrainConfig.{name}", getattr(config, name))
-    _check_int("seed", config.seed, 0)
-    if config.seed >= 2**32:
-        raise ValueError(f"TrainConfig.seed must be < 2**32, got {config.seed}")
     if config.batch_size > config.train_images:
         raise ValueError(f"TrainConfig.batch_size ({config.batch_size}) is larger than train_images "
                          f"({config.train_images})")
-    for name in ("lr", "weight_decay", "label_smoothing", "head_loss_weight", "attention_entropy_weight",
-                 "two_object_fraction"):
+    for name in _NUMBER_FIELDS:
         value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"TrainConfig.{name} must be a number, got {type(value).__name__} {value!r:.60}")
+        if not math.isfinite(value) or value < 0:
             raise ValueError(f"TrainConfig.{name} must be a finite number >= 0, got {value!r}")
     if config.lr == 0:
         raise ValueError("TrainConfig.lr must be > 0")
@@ -240,8 +244,7 @@ def _hits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def make_held_out_set(config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """``eval_images`` float images (n, 3, H, W) and labels of the task, from the held-out seed
     ``HELD_OUT_SEED_BASE + seed``."""
-    x, y, _ = get_task(config.task).make(config.eval_images, HELD_OUT_SEED_BASE + config.seed, config.image_size)
-    return x, y
+    return get_task(config.task).make(config.eval_images, HELD_OUT_SEED_BASE + config.seed, config.image_size)[:2]
 
 
 def augment(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -260,12 +263,8 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     """AdamW groups: weight matrices decay; norms, biases, CLS tokens and position embeddings do not."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim <= 1 or name.endswith(("cls_token", "pos_embed")):
-            no_decay.append(param)
-        else:
-            decay.append(param)
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name.endswith(("cls_token", "pos_embed")) else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -362,9 +361,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     that exists continues from it (the same config, else a ValueError) and ends as the uninterrupted run would. The
     file is left in place at the end (delete it to train afresh).
     """
-    model_config = validate(config)
-    if isinstance(state_every, bool) or not isinstance(state_every, int) or state_every < 1:
-        raise ValueError(f"state_every must be an int >= 1, got {state_every!r}")
+    model_config, config = validate(config), plain_config(config)
+    state_every = check_int("state_every", state_every, 1)
     default_name = config.preset if isinstance(config.preset, str) else "model"
     if out_dir is not None:  # fail now, not after the training
         check_output(out_dir, name or default_name, overwrite)

@@ -125,6 +125,8 @@ def test_unknown_preset_lists_the_valid_ones():
         ("batch_size", 0, ValueError, "TrainConfig.batch_size must be >= 1"),
         ("eval_images", 0, ValueError, "TrainConfig.eval_images must be >= 1"),
         ("lr", -1.0, ValueError, "TrainConfig.lr must be a finite number"),
+        ("lr", "1e-3", TypeError, "TrainConfig.lr must be a number, got str"),
+        ("seed", 2**32, ValueError, "TrainConfig.seed must be <= 4294967295"),
         ("seed", -1, ValueError, "TrainConfig.seed must be >= 0"),
         ("image_size", 64, ValueError, "takes 48 px images but TrainConfig.image_size is 64"),
         ("batch_size", 1000, ValueError, "larger than train_images"),
@@ -135,6 +137,20 @@ def test_bad_settings_are_named(field, value, error, words):
     with pytest.raises(error) as info:
         train(_tiny(**{field: value}), progress=False)
     assert words in str(info.value)
+
+
+def test_numpy_numbers_train_as_python_ones():
+    # a sweep over np.arange / np.linspace hands numpy scalars; the run and its JSON record are as with Python's
+    import numpy as np
+
+    plain = _tiny(steps=3, train_images=64, eval_every=0, seed=5)
+    numpy = dataclasses.replace(plain, steps=np.int64(3), train_images=np.int32(64), eval_every=np.int64(0),
+                                seed=np.uint32(5), lr=np.float32(1.5e-3), weight_decay=np.float64(0.05))
+    record_a, record_b = train(plain, progress=False)[1], train(numpy, progress=False)[1]
+    json.dumps(record_b, allow_nan=False)
+    assert record_b["train_config"]["steps"] == 3 and type(record_b["train_config"]["seed"]) is int
+    assert record_b["loss_history"][0] == record_a["loss_history"][0]  # float32's 1.5e-3 differs in later steps
+    assert type(numpy.steps) is np.int64  # the caller's config is left as it was
 
 
 def test_wrong_number_of_classes():
@@ -265,7 +281,8 @@ def test_first_step_loss_with_soft_targets_is_the_cross_entropy_written_out():
     assert record["loss_history"][0] == pytest.approx(expected.item(), abs=2e-5)
 
 
-@pytest.mark.parametrize("fraction", [-0.1, 1.5, float("nan"), True])
-def test_a_bad_two_object_fraction_is_refused_by_name(fraction):
-    with pytest.raises(ValueError, match="two_object_fraction"):
+@pytest.mark.parametrize(("fraction", "error"), [(-0.1, ValueError), (1.5, ValueError), (float("nan"), ValueError),
+                                                 (True, TypeError)])
+def test_a_bad_two_object_fraction_is_refused_by_name(fraction, error):
+    with pytest.raises(error, match="two_object_fraction"):
         train(_tiny(two_object_fraction=fraction), progress=False)
