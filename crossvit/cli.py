@@ -234,11 +234,12 @@ def unique_stems(paths: Sequence[Path]) -> list[str]:
 def explanation_figure(image: torch.Tensor, heat: torch.Tensor, method: str, title: str) -> Figure:
     """The photo as the model sees it, and ``heat`` (H, W) over it with a colour bar; ``title`` on top. Signed
     maps (:func:`crossvit.plotting.is_signed`) are drawn on a diverging scale centred at 0, others min-max scaled."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no backend is chosen, no figure is kept by pyplot
 
     from . import plotting
 
-    fig, (ax_photo, ax_map) = plt.subplots(1, 2, figsize=(7.6, 3.9), layout="constrained")
+    fig = Figure(figsize=(7.6, 3.9), layout="constrained")
+    ax_photo, ax_map = fig.subplots(1, 2)
     plotting.show_image(ax_photo, image, "input, as the model sees it")
     signed = plotting.is_signed(method, heat)
     shown = plotting.overlay_heatmap(ax_map, image, heat, title=method, signed=signed)
@@ -366,11 +367,6 @@ def _explain_command(args: argparse.Namespace) -> int:
     planned += [EXPLORERS_PAGE] if args.html else []
     earlier_run = check_output_folder(args.out, args.paths, paths, planned, args.overwrite)
 
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; never open a window
-    import matplotlib.pyplot as plt
-
     model, weights = load_model(args.model, args.pretrained, args.checkpoint, args.num_classes)
     model = model.to(device).eval()
     names = class_names(model)
@@ -417,7 +413,6 @@ def _explain_command(args: argparse.Namespace) -> int:
                 write_predictions()  # listed before it exists: no figure on disk is ever left undescribed
                 atomic_write(args.out / figures[method],
                              lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110, facecolor="white"))
-                plt.close(fig)
         bar.update(len(chunk))
     bar.close()
     write_predictions()

@@ -566,13 +566,12 @@ def main(argv: list[str] | None = None) -> int:
         head_loss_weight=args.head_loss_weight, attention_entropy_weight=args.attention_entropy_weight,
         two_object_fraction=args.two_object_fraction, device=args.device, amp=args.amp,
     )
-    if args.threads is not None:
-        if args.threads < 1:
-            print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
-            return 2
-        torch.set_num_threads(args.threads)
-    command = shlex.join(["python", "-m", "crossvit.train", *argv])
-    try:
+    if args.threads is not None and args.threads < 1:
+        print(f"error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        return 2
+    command, threads = shlex.join(["python", "-m", "crossvit.train", *argv]), torch.get_num_threads()
+    try:  # the thread count goes back as it was when main() returns (it may be called from Python)
+        torch.set_num_threads(args.threads or threads)
         if args.name is not None:
             check_checkpoint_name(args.name)  # also without --out: a bad name is a mistake either way
         _, record = train(config, args.out, progress=not args.quiet, name=args.name, command=command,
@@ -586,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        torch.set_num_threads(threads)
     print(f"held-out accuracy: {record['held_out_accuracy']:.4f} on {record['held_out_images']} images "
           f"(seed {record['held_out_seed']}); {record['parameter_count']:,} parameters; "
           f"{record['wall_time_s']:.1f} s on {record['device']}")
