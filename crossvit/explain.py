@@ -63,7 +63,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .lrp import READOUTS, patch_relevance, pixel_relevance
+from .lrp import READOUTS, patch_relevance, pixel_relevance, rules_suspended
 from .model import CrossViT, check_crossvit, check_images
 from .recording import attention_sites, leaves_recordings_alone, record_attention, release_attention_memory
 from .relevancy import coattention_relevancy
@@ -565,8 +565,9 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
     left untouched, and the gradient methods work on a frozen model (no parameter requiring grad) too: gradients
     flow from an input that requires grad. ``target`` must hold class indices (a float or string is a
     TypeError, never cast); the images' dtype must be the model's (see :func:`crossvit.model.check_images`);
-    rollouts are computed in float32 whatever the model's dtype. The call leaves nothing behind on the model: the
-    attention memory its recording used is released at the end.
+    rollouts are computed in float32 whatever the model's dtype. Inside a caller's :func:`crossvit.lrp.lrp_rules`
+    block each method still gives its own map (:func:`crossvit.lrp.rules_suspended`). The call leaves nothing
+    behind on the model: the attention memory its recording used is released at the end.
     """
     check_crossvit(model, "explain")
     record = get_method(method)
@@ -574,8 +575,9 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
     check_images(images, model)
     check_finite_images(images)
     step = -(-len(images) // 50) if check_bool("progress", progress) and record.per_image else len(images)
-    # inference_mode(False): gradient methods must work inside a caller's torch.inference_mode() too
-    with eval_mode(model), torch.inference_mode(False):
+    # inference_mode(False): gradient methods must work inside a caller's torch.inference_mode() too; an lrp_rules
+    # block the caller has open would change every gradient method's map (rules_suspended)
+    with eval_mode(model), torch.inference_mode(False), rules_suspended(model):
         if target is not None or (record.class_specific and not record.own_prediction):
             target = _resolve_target(model, images, target)  # a class-agnostic method needs no prediction
         params = [p for p in model.parameters() if p.requires_grad]

@@ -183,6 +183,33 @@ def _hooks(rules: _Rules):
     return attention, norm, elementwise, linear
 
 
+_OPEN: dict[tuple[int, int], list[object]] = {}
+"""(id of a model, thread) -> the lrp_rules contexts and suspensions open on that model in that thread, innermost
+last: only the innermost acts, so contexts never stack their rules."""
+
+
+@contextmanager
+def _innermost(model: nn.Module) -> Iterator[object]:
+    """Open a context on ``model`` in this thread: yields its token, which is innermost until a later one opens."""
+    key, token = (id(model), threading.get_ident()), object()
+    _OPEN.setdefault(key, []).append(token)
+    try:
+        yield token
+    finally:
+        _OPEN[key].remove(token)
+        if not _OPEN[key]:
+            del _OPEN[key]
+
+
+@contextmanager
+def rules_suspended(model: CrossViT) -> Iterator[None]:
+    """Within the block, the :func:`lrp_rules` contexts already open on ``model`` in this thread do not act: its
+    backward passes are plain gradients again (a context opened inside the block acts). :func:`crossvit.explain`
+    runs in one, so that each method gives its own map inside an ``lrp_rules`` block too."""
+    with _innermost(model):
+        yield
+
+
 @contextmanager
 def lrp_rules(model: CrossViT, rule: str = "attnlrp", *, epsilon: float = 0.0, gamma: float = 0.0
               ) -> Iterator[None]:
@@ -203,6 +230,8 @@ def lrp_rules(model: CrossViT, rule: str = "attnlrp", *, epsilon: float = 0.0, g
     on this model's LayerNorm, GELU, linear and attention-input modules only, so no module carries a hook (a copy or
     a pickle of the model made inside the block holds nothing of it) and other models are untouched. It is removed
     when the block exits, also on an exception; the model's flags, parameters and their ``.grad`` are not touched.
+    Contexts nest: within an inner ``lrp_rules`` on the same model (:func:`relevance_by_branch` opens one) only the
+    inner rules act, and :func:`rules_suspended` turns the open ones off.
     """
     check_crossvit(model, "lrp_rules")
     rules = _Rules(check_choice("rule", rule, RULES),
@@ -220,15 +249,20 @@ def lrp_rules(model: CrossViT, rule: str = "attnlrp", *, epsilon: float = 0.0, g
         elif isinstance(module, (nn.Linear, nn.Conv2d)) and (rules.epsilon > 0 or rules.gamma > 0):
             served[id(module)] = linear
 
-    def dispatch(module: nn.Module, inputs: tuple, output: object) -> object:
-        hook = served.get(id(module))
-        return None if hook is None else hook(module, inputs, output)
+    with _innermost(model) as token:
+        key = (id(model), rules.thread)
 
-    handle = torch.nn.modules.module.register_module_forward_hook(dispatch)
-    try:
-        yield
-    finally:
-        handle.remove()
+        def dispatch(module: nn.Module, inputs: tuple, output: object) -> object:
+            hook = served.get(id(module))
+            if hook is None or _OPEN.get(key, [None])[-1] is not token:  # not ours, or an inner context acts
+                return None
+            return hook(module, inputs, output)
+
+        handle = torch.nn.modules.module.register_module_forward_hook(dispatch)
+        try:
+            yield
+        finally:
+            handle.remove()
 
 
 # ----------------------------------------------------------------------------------------------------------------
