@@ -62,20 +62,23 @@ def coattention_relevancy(rec: AttentionRecorder, normalize_self: bool = True, s
     """Relevancy of every patch for each CLS token: ``out[query][patch_branch]`` (B, N_patches), or with
     ``include_cls=True`` (B, 1 + N_patches) starting with the patch branch's CLS column. Needs
     ``record_attention(model, grads=True)`` and a backward pass from the class score to explain, as
-    :func:`crossvit.rollout.gradient_rollout`; only the layers of blocks ``start_block`` and later enter."""
+    :func:`crossvit.rollout.gradient_rollout`; only the layers of blocks ``start_block`` and later enter. As
+    there, a map that received no gradient while others did (after a backward from one branch head's logit) is
+    not on any path to the score: its gradient is zero. A map that was not recorded is a ValueError."""
     check_recorder(rec)
     check_bool("normalize_self", normalize_self)
     check_bool("self_in_cross", self_in_cross)
     check_bool("include_cls", include_cls)
     model = rec.model
     start = check_start_block(model, start_block)
-    maps, grads = rec.sites, rec.gradients
+    maps, recorded_grads = rec.sites, rec.gradients  # raises when no map received a gradient
     sites = [s for s in attention_sites(model) if s.block >= start]
-    missing = [s.name for s in sites if s.name not in maps or s.name not in grads]
+    missing = [s.name for s in sites if s.name not in maps]
     if missing:
-        raise RuntimeError(f"co-attention relevancy needs every attention map from block {start} on with its "
-                           f"gradient; {len(missing)} are missing (e.g. {missing[0]}): record with sites='all' and "
-                           "grads=True, and back-propagate from the model's output")
+        raise ValueError(f"co-attention relevancy needs every attention map from block {start} on with its "
+                         f"gradient; {len(missing)} are missing (e.g. {missing[0]}): record with sites='all' and "
+                         "grads=True, and back-propagate from the model's output")
+    grads = {s.name: recorded_grads.get(s.name, torch.zeros_like(maps[s.name])) for s in sites}
     first = maps[sites[0].name]
     b_size, device = first.shape[0], first.device  # batch size
     dtype = accumulation_dtype(first.dtype)

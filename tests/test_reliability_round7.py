@@ -79,3 +79,26 @@ def test_explain_inside_an_lrp_rules_block_gives_the_methods_own_map(bundled_and
     model(plain)[:, 0].sum().backward()
     assert not torch.allclose(x.grad, plain.grad, atol=1e-4)
     assert not lrp._OPEN  # nothing left open
+
+
+def test_coattention_relevancy_takes_a_backward_from_one_head_as_gradient_rollout_does(bundled_and_images):
+    """A backward from the small head's logit leaves the large CLS's last fusion without a gradient; the reference
+    runs the same backward with the large head's logit added times 0, which gives that map an explicit zero."""
+    from crossvit.relevancy import coattention_relevancy
+
+    model, images = bundled_and_images
+    results = []
+    for zero_path in (False, True):
+        with crossvit.record_attention(model, grads=True) as rec:
+            logits = model.branch_logits(model.forward_features(images))
+            score = logits["small"][:, 1].sum() + (0 * logits["large"][:, 1].sum() if zero_path else 0)
+            score.backward()
+            assert (len(rec.gradients) < len(rec.sites)) != zero_path
+            results.append(coattention_relevancy(rec))
+    for query in ("small", "large"):
+        for branch in ("small", "large"):
+            torch.testing.assert_close(results[0][query][branch], results[1][query][branch], rtol=0, atol=0)
+    with crossvit.record_attention(model, grads=True, sites="self") as rec:  # maps left out: named, ValueError
+        model(images)[:, 0].sum().backward()
+        with pytest.raises(ValueError, match="co-attention relevancy needs every attention map"):
+            coattention_relevancy(rec)
