@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,12 +40,16 @@ from PIL import Image
 from .model import CrossViT, check_crossvit
 from .photos import read_image
 from .tasks import TASKS, get_task
+from .utils import check_finite_images, check_number
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 DATA_KEYS: tuple[str, ...] = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std")
 """The keys :func:`preprocess` reads (timm's ``resolve_data_config`` keys)."""
+
+INTERPOLATIONS: tuple[str, ...] = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
+"""The interpolations a data config may name: torchvision's ``InterpolationMode`` values."""
 
 STORED_KEYS: tuple[str, ...] = (*DATA_KEYS, "num_classes", "label_names", "dataset", "architecture", "tag")
 """The keys a checkpoint's JSON keeps of ``model.pretrained_cfg`` (:func:`stored_data_config`)."""
@@ -127,7 +132,9 @@ def checkpoint_data_config(meta: Mapping[str, Any], model: CrossViT) -> dict[str
 
 def data_config(model: CrossViT) -> dict[str, Any]:
     """The six keys of :data:`DATA_KEYS` that :func:`preprocess` follows for ``model`` (see the module docstring),
-    checked: a config whose input size is not the model's raises ValueError."""
+    checked, each value named in the error: an input size that is not the model's, an unknown crop mode or
+    interpolation, a ``crop_pct`` outside (0, 1] and a mean or std that is not one finite number per channel
+    (a std above 0) raise ValueError, a value of the wrong type TypeError."""
     check_crossvit(model, "the model's data config")
     given = getattr(model, "pretrained_cfg", None) or {}
     config = {**default_data_config(model), **{k: v for k, v in given.items() if v is not None}}
@@ -138,12 +145,24 @@ def data_config(model: CrossViT) -> dict[str, Any]:
                          f"{_input_size(model)}; fix model.pretrained_cfg['input_size']")
     if resolved["crop_mode"] not in ("center", "squash"):
         raise ValueError(f"crop_mode {resolved['crop_mode']!r} is not supported (use 'center' or 'squash')")
-    if not isinstance(resolved["crop_pct"], (int, float)) or not 0 < resolved["crop_pct"] <= 1:
-        raise ValueError(f"crop_pct must be in (0, 1], got {resolved['crop_pct']!r}")
+    if resolved["interpolation"] not in INTERPOLATIONS:
+        raise ValueError(f"model.pretrained_cfg['interpolation'] {resolved['interpolation']!r} is not one of "
+                         f"{', '.join(INTERPOLATIONS)}")
+    resolved["crop_pct"] = check_number("model.pretrained_cfg['crop_pct']", resolved["crop_pct"], 0.0, 1.0)
+    if resolved["crop_pct"] == 0:
+        raise ValueError("model.pretrained_cfg['crop_pct'] must be in (0, 1], got 0")
     for key in ("mean", "std"):
-        resolved[key] = tuple(float(v) for v in resolved[key])
+        values = resolved[key]
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values):
+            raise TypeError(f"model.pretrained_cfg[{key!r}] must be a sequence of one number per channel, got "
+                            f"{type(values).__name__} {values!r:.60}")
+        resolved[key] = tuple(float(v) for v in values)
         if len(resolved[key]) != model.in_chans:
             raise ValueError(f"{key} needs one value per channel ({model.in_chans}), got {resolved[key]}")
+        if not all(math.isfinite(v) and (key == "mean" or v > 0) for v in resolved[key]):
+            raise ValueError(f"model.pretrained_cfg[{key!r}] must hold finite numbers{'' if key == 'mean' else ' > 0'}"
+                             f", got {resolved[key]}")
     return resolved
 
 
@@ -200,10 +219,13 @@ def preprocess(model: CrossViT, image: Any) -> torch.Tensor:
 
 
 def display_images(model: CrossViT, batch: torch.Tensor) -> torch.Tensor:
-    """Undo the normalisation of a preprocessed batch: (B, C, H, W) in [0, 1] on the CPU, ready to plot."""
-    if not isinstance(batch, torch.Tensor) or batch.ndim != 4:
-        raise ValueError(f"expected a preprocessed batch (B, C, H, W), got "
-                         f"{tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__}")
+    """Undo the normalisation of a preprocessed batch: (B, C, H, W) in [0, 1] on the CPU, ready to plot (a batch
+    holding NaN or an infinity is a ValueError)."""
+    if not isinstance(batch, torch.Tensor):
+        raise TypeError(f"expected a preprocessed batch, a (B, C, H, W) tensor, got {type(batch).__name__}")
+    if batch.ndim != 4:
+        raise ValueError(f"expected a preprocessed batch (B, C, H, W), got shape {tuple(batch.shape)}")
+    check_finite_images(batch)
     config = data_config(model)
     if batch.shape[1] != len(config["mean"]):
         raise ValueError(f"the batch has {batch.shape[1]} channels but the model's data config normalises "

@@ -102,3 +102,39 @@ def test_coattention_relevancy_takes_a_backward_from_one_head_as_gradient_rollou
         model(images)[:, 0].sum().backward()
         with pytest.raises(ValueError, match="co-attention relevancy needs every attention map"):
             coattention_relevancy(rec)
+
+
+@pytest.mark.parametrize(("key", "value", "error", "words"), [
+    ("crop_pct", True, TypeError, "'crop_pct'] must be a number, got bool"),
+    ("crop_pct", 0, ValueError, "must be in (0, 1]"),
+    ("interpolation", "foo", ValueError, "'interpolation'] 'foo' is not one of nearest"),
+    ("std", (0.0, 0.0, 0.0), ValueError, "'std'] must hold finite numbers > 0"),
+    ("mean", (float("nan"),) * 3, ValueError, "'mean'] must hold finite numbers"),
+    ("std", 1.0, TypeError, "'std'] must be a sequence of one number per channel, got float"),
+    ("mean", "abc", TypeError, "'mean'] must be a sequence"),
+])
+def test_a_bad_data_config_is_named_before_any_photo_is_read(key, value, error, words):
+    """Each of these passed the check before: to fail inside torchvision, to give NaN inputs silently, or (a
+    numpy float crop_pct) to be refused in words that contradict themselves."""
+    model = crossvit.load_pretrained()
+    model.pretrained_cfg = {**model.pretrained_cfg, key: value}
+    with pytest.raises(error) as info:
+        crossvit.data_config(model)
+    assert words in str(info.value)
+    model.pretrained_cfg = {**model.pretrained_cfg, key: crossvit.preprocessing.default_data_config(model)[key]}
+    model.pretrained_cfg["crop_pct"] = np.float32(0.875)  # numpy numbers are numbers
+    assert crossvit.data_config(model)["crop_pct"] == pytest.approx(0.875)
+
+
+def test_the_interpolations_are_torchvisions():
+    from torchvision.transforms import InterpolationMode
+
+    assert sorted(crossvit.preprocessing.INTERPOLATIONS) == sorted(mode.value for mode in InterpolationMode)
+
+
+def test_display_images_refuses_what_it_cannot_show():
+    model = crossvit.load_pretrained()
+    with pytest.raises(TypeError, match="expected a preprocessed batch, a"):
+        crossvit.display_images(model, [[0.0]])
+    with pytest.raises(ValueError, match="hold NaN or infinite values"):  # its output is promised in [0, 1]
+        crossvit.display_images(model, torch.full((1, 3, 96, 96), float("nan")))
