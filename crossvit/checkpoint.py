@@ -34,9 +34,17 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import config_from_dict
-from .model import CrossViT, check_crossvit
+from .model import CrossViT, check_crossvit, check_not_meta
 from .preprocessing import checkpoint_data_config, stored_data_config
-from .utils import atomic_write, check_bool, check_path, first_line, leaves_global_rng_alone, resolve_device
+from .utils import (
+    atomic_write,
+    check_bool,
+    check_path,
+    dtype_kind_mismatches,
+    first_line,
+    leaves_global_rng_alone,
+    resolve_device,
+)
 
 FORMAT = 2
 """Version of the JSON sidecar layout written by :func:`save_checkpoint` (2 added ``config_sha256``). ``"format"``
@@ -186,6 +194,7 @@ def save_checkpoint(model: CrossViT, directory: str | Path, *, record: dict[str,
     weights path. ``record`` must be plain JSON (dicts, lists, str, numbers, bools, None). An existing checkpoint
     of that name is a FileExistsError unless ``overwrite=True``."""
     check_crossvit(model, "save_checkpoint")
+    check_not_meta(model, "the model to save")
     check_checkpoint_name(name)
     directory = check_path("directory", directory)
     check_not_taken(directory, name, overwrite)
@@ -315,10 +324,8 @@ def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str 
         state = load_file(str(weights_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{weights_path}: not a readable safetensors file ({err}); the file is corrupted") from None
-    wrong_kind = [f"{k}: {v.dtype} in the file, {meta_state[k].dtype} in the model" for k, v in state.items()
-                  if v.is_floating_point() != meta_state[k].is_floating_point() or v.is_complex()
-                  or (v.dtype == torch.bool) != (meta_state[k].dtype == torch.bool)]
-    if wrong_kind:  # load_state_dict would cast them silently (a weight of 215 read as if it were trained)
+    wrong_kind = dtype_kind_mismatches(state, meta_state)
+    if wrong_kind:
         raise ValueError(f"{weights_path}: {len(wrong_kind)} tensor(s) stored with another kind of dtype than the "
                          f"model's, which loading would cast silently: {wrong_kind[:3]}; the file is not a "
                          "checkpoint of this model")

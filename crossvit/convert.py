@@ -10,13 +10,14 @@ Neither library is imported unless one of its models is passed in.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
 from torch import nn
 
 from .config import BRANCHES, PaperConfig, SeedConfig
-from .model import CrossViT
+from .model import CrossViT, check_not_meta
 from .utils import leaves_global_rng_alone
 
 
@@ -35,6 +36,34 @@ def _load_exactly(model: CrossViT, state: dict[str, torch.Tensor], source: str) 
                                f"expected {tuple(own[key].shape)}")
     model.load_state_dict(state)
     return model
+
+
+def _converted(config: PaperConfig | SeedConfig, source: nn.Module, convert: Any) -> CrossViT:
+    """A CrossViT of ``config`` holding ``source``'s weights, converted by the state-dict converter ``convert``,
+    and put where ``source`` is: its floating dtype (set before the weights are copied, so none is rounded) and
+    device, each parameter's ``requires_grad`` (a parameter made of several of the source's is trainable if any of
+    them is), and its train/eval mode. A source whose submodules are in both modes gets a warning: the converted
+    modules do not map one to one, so the model takes the source's top-level mode."""
+    check_not_meta(source, f"the {type(source).__name__}")
+    model = CrossViT(config)
+    dtypes = {t.dtype for t in source.parameters() if t.is_floating_point()}
+    if len(dtypes) == 1:
+        model = model.to(dtypes.pop())
+    state = {k: v.detach().cpu() for k, v in source.state_dict().items()}
+    _load_exactly(model, convert(state), type(source).__name__)
+    devices = {t.device for t in source.parameters()}
+    if len(devices) == 1:
+        model = model.to(devices.pop())
+    # the converter maps each parameter's flag as it maps the parameter (split, joined or reshaped)
+    flags = convert({name: torch.full(p.shape, float(p.requires_grad)) for name, p in source.named_parameters()})
+    for name, param in model.named_parameters():
+        if name in flags:
+            param.requires_grad_(bool(flags[name].any()))
+    if len({module.training for module in source.modules()}) > 1:
+        warnings.warn(f"the {type(source).__name__} has submodules in train mode and others in eval mode; the "
+                      f"converted model is in {'train' if source.training else 'eval'} mode throughout (its modules "
+                      "do not map one to one to the source's)", UserWarning, stacklevel=3)
+    return model.train(source.training)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -124,18 +153,17 @@ def timm_state_dict_to_ours(state: dict[str, torch.Tensor], depth: tuple[tuple[i
 
 @leaves_global_rng_alone  # the model it builds is initialised, then overwritten
 def from_timm(timm_model: nn.Module) -> CrossViT:
-    """A :class:`CrossViT` computing the same function as a timm ``CrossVit`` (weights copied, same mode).
+    """A :class:`CrossViT` computing the same function as a timm ``CrossVit``: weights copied, on the timm model's
+    device and in its dtype, with its mode and each parameter's ``requires_grad`` (see :func:`_converted`).
 
     timm's data config comes along as ``model.pretrained_cfg`` (input size set to the model's own), so that
     :func:`crossvit.preprocess` prepares photos exactly as timm does for this model."""
     config = timm_config(timm_model)
-    model = CrossViT(config)
-    state = timm_state_dict_to_ours(timm_model.state_dict(), config.depth)
-    _load_exactly(model, state, type(timm_model).__name__)
+    model = _converted(config, timm_model, lambda state: timm_state_dict_to_ours(state, config.depth))
     pretrained_cfg = getattr(timm_model, "pretrained_cfg", None)
     if pretrained_cfg:
         model.pretrained_cfg = {**pretrained_cfg, "input_size": (config.in_chans, config.img_size, config.img_size)}
-    return model.train(timm_model.training)
+    return model
 
 
 def load_timm_pretrained(name: str, **overrides: Any) -> CrossViT:
@@ -244,11 +272,10 @@ def vit_pytorch_state_dict_to_ours(state: dict[str, torch.Tensor], config: SeedC
 
 @leaves_global_rng_alone
 def from_vit_pytorch(model: nn.Module) -> CrossViT:
-    """A :class:`CrossViT` computing the same function as a ``vit_pytorch.cross_vit.CrossViT`` (weights copied)."""
+    """A :class:`CrossViT` computing the same function as a ``vit_pytorch.cross_vit.CrossViT``: weights copied, on
+    its device and in its dtype, with its mode and each parameter's ``requires_grad`` (see :func:`_converted`)."""
     config = vit_pytorch_config(model)
-    ours = CrossViT(config)
-    _load_exactly(ours, vit_pytorch_state_dict_to_ours(model.state_dict(), config), type(model).__name__)
-    return ours.train(model.training)
+    return _converted(config, model, lambda state: vit_pytorch_state_dict_to_ours(state, config))
 
 
 __all__ = ["from_timm", "from_vit_pytorch", "timm_config", "vit_pytorch_config", "load_timm_pretrained"]

@@ -346,7 +346,8 @@ def check_images(images: object, model: CrossViT) -> None:
     CrossViT, or any module with its ``arch``, such as :class:`crossvit.ablation.SingleBranchViT`).
 
     The images' dtype must be the model's (float16 images for a float16 model, ...) unless autocast is on: mixed
-    dtypes are refused rather than converted, so that what runs is what the caller asked for.
+    dtypes are refused rather than converted, so that what runs is what the caller asked for. So must their device
+    (a ValueError), and neither may be the 'meta' device, which holds shapes but no values.
     """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor of shape (B, C, H, W), got {type(images).__name__}")
@@ -374,6 +375,13 @@ def check_images(images: object, model: CrossViT) -> None:
         )
     if images.shape[0] == 0:
         raise ValueError("images is an empty batch (B = 0)")
+    check_not_meta(model, "the model")
+    where = next((p.device for p in model.parameters()), images.device)
+    if images.device.type == "meta":
+        raise ValueError("images are on the 'meta' device, which holds no values")
+    if images.device != where:  # a tensor's device always has its index ("cuda:0"), a parameter's too
+        raise ValueError(f"images are on {images.device} but the model's weights are on {where}: move one of "
+                         f"them, e.g. images.to({str(where)!r})")
     weights = next((p.dtype for p in model.parameters() if p.is_floating_point()), images.dtype)
     if images.dtype != weights and not _autocast_enabled(images.device.type):
         # without this check, some layers would promote and others fail deep inside torch, depending on flavour
@@ -381,6 +389,14 @@ def check_images(images: object, model: CrossViT) -> None:
             f"images are {images.dtype} but the model's weights are {weights}: convert the images "
             f"(images.to({weights})) or the model (model.to({images.dtype})), or run under torch.autocast"
         )
+
+
+def check_not_meta(model: nn.Module, what: str) -> None:
+    """A ValueError if a parameter or buffer of ``model`` (called ``what`` in the message) is on torch's 'meta'
+    device, which holds shapes but no values: nothing can be computed with, loaded into or copied out of it."""
+    if any(t.device.type == "meta" for t in (*model.parameters(), *model.buffers())):
+        raise ValueError(f"{what} is on the 'meta' device, which holds shapes but no values: build it on a real "
+                         "device, or give it storage with model.to_empty(device=...) and then load its weights")
 
 
 def count_parameters(model: nn.Module) -> int:

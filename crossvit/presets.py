@@ -15,6 +15,8 @@ import dataclasses
 import os
 from typing import Any
 
+import torch
+
 from . import data
 from .checkpoint import load_pretrained
 from .config import CrossViTConfig, PaperConfig, SeedConfig
@@ -130,7 +132,10 @@ def create_model(name: str, pretrained: bool = False, checkpoint_path: str | os.
     if name not in PAPER_PRESETS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     base = {f.name: getattr(PAPER_PRESETS[name], f.name) for f in dataclasses.fields(PaperConfig) if f.init}
-    model = CrossViT(_apply_overrides(PaperConfig, base, overrides, name))
+    # weights to load: the initialisation they replace draws from a copy of the caller's generator (a classifier
+    # that pretrained=True leaves initial gets the values it would have had), and the caller's is not advanced
+    with torch.random.fork_rng(devices=[], enabled=pretrained or checkpoint_path is not None):
+        model = CrossViT(_apply_overrides(PaperConfig, base, overrides, name))
     model.pretrained_cfg = imagenet_data_config(name, (model.in_chans, model.image_size, model.image_size))
     if checkpoint_path is not None:
         # as in timm: pretrained=True with a local file is timm's pretrained loading (a new num_classes gets a fresh

@@ -98,6 +98,17 @@ def check_bool(name: str, value: object) -> bool:
     return value
 
 
+def dtype_kind_mismatches(given: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[str]:
+    """``"name: <dtype> in the file, <dtype> in the model"`` for every tensor of ``given`` whose kind of dtype
+    (floating point, complex, bool, integer) is not that of the tensor of the same name in ``expected``:
+    ``load_state_dict`` would cast it silently (an integer 215 read as if it were a trained weight)."""
+    def kind(t: torch.Tensor) -> tuple[bool, bool, bool]:
+        return t.is_floating_point(), t.is_complex(), t.dtype == torch.bool
+
+    return [f"{k}: {v.dtype} in the file, {expected[k].dtype} in the model" for k, v in given.items()
+            if k in expected and kind(v) != kind(expected[k])]
+
+
 def first_line(err: BaseException, default: str | None = None) -> str:
     """The first line of ``err``'s message (for a one-line error that quotes another's), else ``default``, else
     the exception's type name."""

@@ -26,8 +26,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .convert import timm_state_dict_to_ours
-from .model import CrossViT, check_crossvit
-from .utils import check_bool, check_path, first_line
+from .model import CrossViT, check_crossvit, check_not_meta
+from .utils import check_bool, check_path, dtype_kind_mismatches, first_line
 
 HUB_TAG = "in1k"
 """timm's pretrained tag of the paper variants' ImageNet-1k weights."""
@@ -133,6 +133,7 @@ def load_timm_weights(model: CrossViT, path: str | os.PathLike, *, reset_classif
     if check_crossvit(model, "load_timm_weights").flavour != "paper":
         raise TypeError("timm weights load into a paper-flavour crossvit.CrossViT (create_model(<paper name>)), "
                         f"got a {model.flavour}-flavour one")
+    check_not_meta(model, "the model to load weights into")
     path = check_path("path", path)
     check_bool("reset_classifier", reset_classifier)
     state = _timm_key_fixes(read_state_dict(path))
@@ -165,6 +166,10 @@ def load_timm_weights(model: CrossViT, path: str | os.PathLike, *, reset_classif
         raise ValueError(f"{path}: the weights do not fit this model (weights of another variant?): "
                          f"{len(wrong)} with another shape {wrong[:3]}, {len(unused)} unused {unused[:3]}, "
                          f"{len(missing)} missing {missing[:3]}")
+    wrong_kind = dtype_kind_mismatches(converted, own)
+    if wrong_kind:
+        raise ValueError(f"{path}: {len(wrong_kind)} tensor(s) stored with another kind of dtype than the model's, "
+                         f"which loading would cast silently: {wrong_kind[:3]}")
     model.load_state_dict(converted)
     return model.eval()
 

@@ -138,3 +138,75 @@ def test_display_images_refuses_what_it_cannot_show():
         crossvit.display_images(model, [[0.0]])
     with pytest.raises(ValueError, match="hold NaN or infinite values"):  # its output is promised in [0, 1]
         crossvit.display_images(model, torch.full((1, 3, 96, 96), float("nan")))
+
+
+# -- a researcher's own weights (an audit as one) ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def timm_tiny():
+    timm = pytest.importorskip("timm")
+    return timm.create_model("crossvit_tiny_240", pretrained=False).eval()
+
+
+def test_a_model_or_images_without_values_are_refused_by_name(timm_tiny, tmp_path):
+    """On 'meta', explain failed deep inside torch, and weights 'loaded' into a meta model with only 292 torch
+    warnings to say that nothing was loaded."""
+    path = tmp_path / "tiny.pth"
+    torch.save(timm_tiny.state_dict(), path)
+    with torch.device("meta"):
+        empty = crossvit.create_model("crossvit_tiny_240")
+        with pytest.raises(ValueError, match="the model to load weights into is on the 'meta' device"):
+            crossvit.create_model("crossvit_tiny_240", checkpoint_path=path)
+    with pytest.raises(ValueError, match="the model is on the 'meta' device"):
+        crossvit.explain(empty, torch.zeros(1, 3, 240, 240), "joint_rollout")
+    with pytest.raises(ValueError, match="the model to save is on the 'meta' device"):
+        crossvit.save_checkpoint(empty, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="images are on the 'meta' device"):
+        crossvit.explain(crossvit.load_pretrained(), torch.zeros(1, 3, 96, 96, device="meta"), "joint_rollout")
+
+
+def test_loading_weights_by_name_leaves_the_callers_generator_alone(timm_tiny, tmp_path):
+    path = tmp_path / "tiny.pth"
+    torch.save(timm_tiny.state_dict(), path)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    crossvit.create_model("crossvit_tiny_240", checkpoint_path=path)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_an_integer_tensor_in_a_timm_state_dict_is_refused_not_cast(timm_tiny, tmp_path):
+    state = dict(timm_tiny.state_dict())
+    state["head.0.bias"] = torch.arange(1000)
+    torch.save(state, tmp_path / "int.pth")
+    with pytest.raises(ValueError, match="another kind of dtype .* torch.int64 in the file"):
+        crossvit.create_model("crossvit_tiny_240", checkpoint_path=tmp_path / "int.pth")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_from_timm_keeps_the_dtype_and_the_frozen_parameters(timm_tiny, dtype):
+    import copy
+
+    source = copy.deepcopy(timm_tiny).to(dtype)
+    for name, param in source.named_parameters():
+        param.requires_grad_(not name.startswith(("blocks.0.", "cls_token")))
+    model = crossvit.from_timm(source)
+    assert {p.dtype for p in model.parameters()} == {dtype}
+    images = torch.rand(2, 3, 240, 240, generator=torch.Generator().manual_seed(0)).to(dtype)
+    with torch.no_grad():  # float64: the weights were not rounded through float32 on the way
+        tolerance = 1e-12 if dtype == torch.float64 else 0.05
+        torch.testing.assert_close(model(images), source(images), rtol=0, atol=tolerance)
+    assert sum(p.numel() for p in model.parameters() if not p.requires_grad) == sum(
+        p.numel() for p in source.parameters() if not p.requires_grad)
+
+
+def test_from_timm_says_when_it_cannot_keep_mixed_modes(timm_tiny):
+    import copy
+
+    source = copy.deepcopy(timm_tiny).train()
+    source.blocks.eval()
+    with pytest.warns(UserWarning, match="submodules in train mode and others in eval mode"):
+        model = crossvit.from_timm(source)
+    assert model.training
