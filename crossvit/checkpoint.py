@@ -257,7 +257,8 @@ def load_checkpoint(path: str | Path, *, name: str = ..., map_location: str | to
 @leaves_global_rng_alone  # the model it builds is initialised, then overwritten: no draw of the caller's is used up
 def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str | torch.device = "cpu",
                     verify: bool = True, allow_unverified_config: bool = False, with_record: bool = False):
-    """Rebuild a model written by :func:`save_checkpoint`, in eval mode, on ``map_location``.
+    """Rebuild a model written by :func:`save_checkpoint`, in eval mode, on ``map_location``, in the dtype it was
+    saved in.
 
     ``path`` is the .safetensors file, the .json file, or the directory (then ``name`` picks the checkpoint).
     The training record is attached as ``model.training_record``; ``with_record=True`` returns
@@ -330,6 +331,9 @@ def load_checkpoint(path: str | Path, *, name: str = "model", map_location: str 
                          f"model's, which loading would cast silently: {wrong_kind[:3]}; the file is not a "
                          "checkpoint of this model")
     model = CrossViT(config)
+    dtypes = {v.dtype for v in state.values() if v.is_floating_point()}
+    if len(dtypes) == 1:  # a model saved in float16 / bfloat16 / float64 comes back so
+        model = model.to(dtypes.pop())
     model.load_state_dict(state)
     model.to(map_location).eval()
     record = meta.get("record")

@@ -210,3 +210,12 @@ def test_from_timm_says_when_it_cannot_keep_mixed_modes(timm_tiny):
     with pytest.warns(UserWarning, match="submodules in train mode and others in eval mode"):
         model = crossvit.from_timm(source)
     assert model.training
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_a_checkpoint_comes_back_in_the_dtype_it_was_saved_in(tmp_path, dtype):
+    model = crossvit.load_pretrained().to(dtype)
+    crossvit.save_checkpoint(model, tmp_path)
+    again = crossvit.load_checkpoint(tmp_path)
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
