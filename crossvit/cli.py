@@ -211,13 +211,21 @@ def resolve_target(target: str | None, names: Sequence[str]) -> int | None:
                      "index or a name")
 
 
+def output_stem(path: Path) -> str:
+    """The stem an image's figures are named by: the file's stem, with leading dots dropped (a figure of
+    ``.hidden.png`` would itself be hidden) and backslashes made ``_``, so every name the command writes is one
+    that a later ``--overwrite`` recognises as its own (``image`` if nothing is left)."""
+    return path.stem.lstrip(".").replace("\\", "_") or "image"
+
+
 def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """File stems, made unique by a numeric suffix where two images share one (``cat``, ``cat_1``, ...)."""
+    """:func:`output_stem` of each file, made unique by a numeric suffix where two images share one (``cat``,
+    ``cat_1``, ...)."""
     seen: dict[str, int] = {}
-    taken = {p.stem for p in paths}
+    taken = {output_stem(p) for p in paths}
     out = []
     for path in paths:
-        stem = path.stem
+        stem = output_stem(path)
         if stem in seen:
             k = seen[stem]
             while f"{stem}_{k}" in taken:

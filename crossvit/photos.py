@@ -235,7 +235,8 @@ def check_image_file(path: str | os.PathLike) -> None:
 
 def find_images(paths: Sequence[str | os.PathLike] | str | os.PathLike) -> list[Path]:
     """The image files named by ``paths``: files as given, folders scanned (not recursively) for files with an
-    :data:`IMAGE_SUFFIXES` suffix, in sorted order (a folder's entries that are not regular files are skipped).
+    :data:`IMAGE_SUFFIXES` suffix, in sorted order (a folder's entries that are not regular files are skipped, and
+    so are hidden ones, whose names start with a dot, such as the ``._photo.jpg`` files macOS leaves on copies).
     A missing path raises FileNotFoundError naming it; a folder without images, or a path that is not a regular
     file (a FIFO, a device), raises ValueError. The same file named twice (also through a folder or a symlink) is
     listed once, where it first appears. A single path (a str or Path) is read as a list of one."""
@@ -247,7 +248,8 @@ def find_images(paths: Sequence[str | os.PathLike] | str | os.PathLike) -> list[
     for k, item in enumerate(paths):
         path = check_path(f"paths[{k}]", item)
         if path.is_dir():
-            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            inside = sorted(p for p in path.iterdir()
+                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
             if not inside:
                 raise ValueError(f"{path}: folder has no image files ({', '.join(IMAGE_SUFFIXES)})")
             found.extend(inside)

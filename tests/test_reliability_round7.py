@@ -219,3 +219,26 @@ def test_a_checkpoint_comes_back_in_the_dtype_it_was_saved_in(tmp_path, dtype):
     again = crossvit.load_checkpoint(tmp_path)
     for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert a.dtype == b.dtype and torch.equal(a, b), name
+
+
+def _photo(path, seed=0):
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path, "PNG")
+
+
+def test_explain_command_reruns_over_odd_names_and_skips_hidden_files(tmp_path):
+    """A folder from a Mac holds ``._name.jpg`` files that are not images: the run stopped on them. An explicitly
+    named ``.hidden.png`` and a name with a backslash gave figure names that the rerun with --overwrite refused
+    as not its own."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _photo(photos / "back\\slash.png")
+    (photos / "._back.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble, not an image")
+    hidden = tmp_path / ".hidden.png"
+    _photo(hidden, 1)
+    argv = ["explain", str(photos), str(hidden), "--model", "shapes_tiny", "--pretrained", "--out",
+            str(tmp_path / "out"), "--method", "joint_rollout", "--quiet"]
+    assert cli.main(argv) == 0
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written == ["back_slash.joint_rollout.png", "hidden.joint_rollout.png", "predictions.json"]
+    assert cli.main([*argv, "--overwrite"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == written
