@@ -56,6 +56,7 @@ from .recording import AttentionRecorder, leaves_recordings_alone, record_attent
 from .scenes import make_two_object_shapes
 from .tasks import TASKS, get_task
 from .utils import (
+    DefaultsHelpFormatter,
     check_bool,
     check_finite_images,
     check_int,
@@ -507,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m crossvit.train",
         description="Train a CrossViT on a synthetic task (shapes, two_scale) and save it as <out>/<name>.safetensors plus "
                     "<name>.json (config, training record, sha256). Prints the held-out accuracy and the path.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--preset", default=defaults.preset, help=f"model preset, one of: {', '.join(TRAIN_PRESETS)}")
     p.add_argument("--task", default=defaults.task, help=f"synthetic task, one of: {', '.join(TASKS)}")

@@ -6,6 +6,7 @@ This module imports nothing from the package, so every other module may import i
 
 from __future__ import annotations
 
+import argparse
 import functools
 import numbers
 import os
@@ -107,6 +108,17 @@ def dtype_kind_mismatches(given: Mapping[str, torch.Tensor], expected: Mapping[s
 
     return [f"{k}: {v.dtype} in the file, {expected[k].dtype} in the model" for k, v in given.items()
             if k in expected and kind(v) != kind(expected[k])]
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's formatter that adds ``(default: ...)`` to each option's help, except where that would mislead:
+    an on/off flag (``--no-augment`` would read "default: True", the value it stores when absent) and an option
+    whose default is None (its help says what happens without it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def first_line(err: BaseException, default: str | None = None) -> str:

@@ -242,3 +242,11 @@ def test_explain_command_reruns_over_odd_names_and_skips_hidden_files(tmp_path):
     assert written == ["back_slash.joint_rollout.png", "hidden.joint_rollout.png", "predictions.json"]
     assert cli.main([*argv, "--overwrite"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == written
+
+
+def test_train_help_states_each_default_once_and_never_a_flags_stored_value():
+    text = " ".join(train_module.build_parser().format_help().split())
+    assert "disable random flips/transposes of the training images --label-smoothing" in text  # no "(default: True)"
+    assert "disable bfloat16 autocast on CUDA --threads" in text
+    assert "(default: the preset name) --overwrite" in text  # not followed by "(default: None)"
+    assert "optimiser steps (default: 2000)" in text
