@@ -129,6 +129,8 @@ def check_output(out_dir: str | Path, name: str, overwrite: bool = False) -> Pat
 
 def _check_writable_folder(folder: Path, what: str) -> None:
     """Create ``folder`` if missing and make sure a file can be created in it; a ValueError naming ``what``."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"cannot write {what} to {str(folder)!r}: it is a file, not a folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -206,7 +208,7 @@ def save_checkpoint(model: CrossViT, directory: str | Path, *, record: dict[str,
         raise TypeError(f"record must be plain JSON (dict/list/str/number/bool/None, finite floats): {err}") from None
 
     data_config = stored_data_config(model)
-    directory.mkdir(parents=True, exist_ok=True)
+    _check_writable_folder(directory, "the checkpoint")  # a file where the folder should be: named, a ValueError
     weights_path = directory / f"{name}{WEIGHTS_SUFFIX}"
     meta_path = directory / f"{name}{META_SUFFIX}"
     state = {key: tensor.detach().to("cpu").contiguous() for key, tensor in model.state_dict().items()}

@@ -57,7 +57,7 @@ from .explain import METHODS, explain, get_method
 from .model import CrossViT
 from .photos import check_image_file, find_images
 from .preprocessing import display_images, preprocess
-from .presets import SHAPES_PRESETS, create_model, list_models
+from .presets import PAPER_PRESETS, SHAPES_PRESETS, create_model, list_models
 from .utils import atomic_write, progress_bar
 from .utils import resolve_device as _resolve_device
 from .weights import file_num_classes
@@ -174,6 +174,10 @@ def load_model(model_name: str | None, pretrained: bool, checkpoint: Path | None
                              "plus NAME.json, as save_checkpoint writes them); put the .json back beside it")
         if model_name is None:
             raise UsageError(f"{checkpoint} is a timm state dict: say which model it belongs to with --model")
+        if model_name not in PAPER_PRESETS:
+            raise UsageError(f"--model {model_name} is not a timm CrossViT, so a timm state dict cannot be loaded into "
+                             f"it; name the timm variant the weights belong to (--model crossvit_tiny_240, ...), or "
+                             "give a crossvit checkpoint (NAME.safetensors + NAME.json) without --model")
         if num_classes is None:
             num_classes = file_num_classes(checkpoint)
         model = create_model(model_name, checkpoint_path=checkpoint, num_classes=num_classes)

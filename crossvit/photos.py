@@ -229,7 +229,10 @@ def check_image_file(path: str | os.PathLike) -> None:
     try:
         with Image.open(path):
             pass
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path}: an image too large to open safely ({err}); if you trust the file, raise "
+                         "PIL.Image.MAX_IMAGE_PIXELS, or shrink the image first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ValueError(f"{path}: not an image file that PIL can read ({type(err).__name__}: {err})") from None
 
 

@@ -10,6 +10,7 @@ import argparse
 import functools
 import numbers
 import os
+import re
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -122,9 +123,9 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def first_line(err: BaseException, default: str | None = None) -> str:
-    """The first line of ``err``'s message (for a one-line error that quotes another's), else ``default``, else
-    the exception's type name."""
-    lines = str(err).strip().splitlines()
+    """The first line of ``err``'s message (for a one-line error that quotes another's; terminal colour codes, as
+    torch puts in some, removed), else ``default``, else the exception's type name."""
+    lines = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(err)).strip().splitlines()  # no terminal colour codes
     return lines[0] if lines else type(err).__name__ if default is None else default
 
 

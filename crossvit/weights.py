@@ -116,9 +116,21 @@ class _RecordingDict(dict):
 def file_num_classes(path: str | os.PathLike) -> int:
     """The number of classes of the classifier in a timm ``CrossVit`` state dict file."""
     state = _timm_key_fixes(read_state_dict(path))
-    if "head.0.weight" not in state:
-        raise ValueError(f"{path}: not a timm CrossViT state dict (no 'head.0.weight'; first keys: {sorted(state)[:4]})")
+    _check_timm_keys(path, state)
     return int(state["head.0.weight"].shape[0])
+
+
+def _check_timm_keys(path: str | os.PathLike, state: dict[str, torch.Tensor]) -> None:
+    """A ValueError saying what ``state`` is if it is not a timm CrossViT state dict with its classifier."""
+    if "embed_small_cls_token" in state:  # embed.small.cls_token, after _timm_key_fixes
+        raise ValueError(f"{path}: a crossvit model's state dict, not a timm one: load it into the model it came "
+                         "from with model.load_state_dict(torch.load(path)), or save models with "
+                         "crossvit.save_checkpoint and read them with crossvit.load_checkpoint")
+    if "cls_token_0" not in state:
+        raise ValueError(f"{path}: not a timm CrossViT state dict (no 'cls_token_0'; first keys: {sorted(state)[:4]})")
+    if "head.0.weight" not in state:
+        raise ValueError(f"{path}: a timm CrossViT without its classifier (no 'head.0.weight': saved with "
+                         "num_classes=0, as a feature extractor); explaining a class needs the classifier's weights")
 
 
 def load_timm_weights(model: CrossViT, path: str | os.PathLike, *, reset_classifier: bool = False) -> CrossViT:
@@ -137,9 +149,7 @@ def load_timm_weights(model: CrossViT, path: str | os.PathLike, *, reset_classif
     path = check_path("path", path)
     check_bool("reset_classifier", reset_classifier)
     state = _timm_key_fixes(read_state_dict(path))
-    if "cls_token_0" not in state or "head.0.weight" not in state:
-        raise ValueError(f"{path}: not a timm CrossViT state dict (no 'cls_token_0' / 'head.0.weight'; first keys: "
-                         f"{sorted(state)[:4]})")
+    _check_timm_keys(path, state)
     keep_heads = state["head.0.weight"].shape[0] == model.num_classes
     if not keep_heads and not reset_classifier:
         n = state["head.0.weight"].shape[0]

@@ -250,3 +250,34 @@ def test_train_help_states_each_default_once_and_never_a_flags_stored_value():
     assert "disable bfloat16 autocast on CUDA --threads" in text
     assert "(default: the preset name) --overwrite" in text  # not followed by "(default: None)"
     assert "optimiser steps (default: 2000)" in text
+
+
+def test_weights_files_of_the_wrong_kind_are_named_for_what_they_are(timm_tiny, tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.save(timm.create_model("crossvit_tiny_240", num_classes=0).state_dict(), tmp_path / "headless.pth")
+    torch.save(crossvit.create_model("crossvit_tiny_240").state_dict(), tmp_path / "ours.pth")
+    torch.save(timm_tiny.state_dict(), tmp_path / "tiny.pth")
+    with pytest.raises(ValueError, match="a timm CrossViT without its classifier .* num_classes=0"):
+        crossvit.create_model("crossvit_tiny_240", checkpoint_path=tmp_path / "headless.pth")
+    with pytest.raises(ValueError, match="a crossvit model's state dict, not a timm one"):
+        crossvit.create_model("crossvit_tiny_240", checkpoint_path=tmp_path / "ours.pth")
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(ValueError, match="it is a file, not a folder"):
+        crossvit.save_checkpoint(crossvit.load_pretrained(), tmp_path / "a_file")
+    _photo(tmp_path / "a.png")
+    argv = ["explain", str(tmp_path / "a.png"), "--checkpoint", str(tmp_path / "tiny.pth"), "--out",
+            str(tmp_path / "out"), "--quiet"]
+    assert cli.main([*argv, "--model", "shapes_tiny"]) == 2  # was: "... takes no overrides (got num_classes)"
+
+
+def test_quoted_errors_carry_no_terminal_colour_codes():
+    from crossvit.utils import first_line
+
+    assert first_line(RuntimeError("\x1b[1mWeights only load failed.\x1b[0m\nmore")) == "Weights only load failed."
+
+
+def test_a_decompression_bomb_is_called_too_large_not_unreadable(tmp_path, monkeypatch):
+    _photo(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 40 x 40 = 1600 pixels: more than twice the limit
+    with pytest.raises(ValueError, match="too large to open safely"):
+        crossvit.photos.check_image_file(tmp_path / "big.png")
