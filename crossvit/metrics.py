@@ -30,6 +30,7 @@ import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,9 +51,10 @@ __all__ = [
     "pointing_game",
 ]
 
-DEFAULT_BLUR_SIGMA: float = 5.0
 SCORES: tuple[str, ...] = ("probability", "logit")
 """What :func:`deletion_insertion`'s curves can record: the class's softmax probability, or its logit."""
+
+DEFAULT_BLUR_SIGMA: float = 5.0
 """Standard deviation, in pixels, of the Gaussian blur that makes the insertion substrate.
 
 At 96 px the class texture of the synthetic data has a period of about 4-7 px; the (31-tap, truncated at
@@ -321,7 +323,7 @@ def pixel_counts(num_pixels: int, steps: int) -> torch.Tensor:
 
 def _counts_at(fractions: Sequence[float] | torch.Tensor, num_pixels: int) -> torch.Tensor:
     """Pixels changed at each of the given fractions, ``round(f * num_pixels)`` (halves up), as (points,) long."""
-    if isinstance(fractions, (str, bytes)) or (isinstance(fractions, torch.Tensor) and fractions.dtype == torch.bool):
+    if isinstance(fractions, (str, bytes)) or getattr(fractions, "dtype", None) in (torch.bool, np.bool_):
         raise TypeError(f"fractions must be a sequence of numbers, got {fractions!r:.60}")
     try:
         fractions = fractions if isinstance(fractions, torch.Tensor) else list(fractions)  # (a generator once)

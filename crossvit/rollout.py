@@ -41,8 +41,9 @@ from typing import Literal
 
 import torch
 
+from .model import check_crossvit
 from .recording import AttentionRecorder, attention_sites, check_recorder
-from .utils import check_bool, check_int, check_number, other_branch
+from .utils import check_bool, check_choice, check_int, check_number, other_branch
 
 HeadFusion = Literal["mean", "max", "min"]
 HEAD_FUSIONS: tuple[str, ...] = ("mean", "max", "min")
@@ -65,13 +66,12 @@ def fuse_heads(attention: torch.Tensor, head_fusion: HeadFusion = "mean") -> tor
     if not isinstance(attention, torch.Tensor) or attention.ndim < 2:  # dim 1 is the heads (also of one row)
         got = tuple(attention.shape) if isinstance(attention, torch.Tensor) else type(attention).__name__
         raise TypeError(f"attention must be a (B, heads, Nq, Nk) tensor, got {got}")
+    if not attention.is_floating_point():
+        raise TypeError(f"attention must hold floating-point weights, got dtype {attention.dtype}")
+    head_fusion = check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
     if head_fusion == "mean":
         return attention.mean(dim=1)
-    if head_fusion == "max":
-        return attention.amax(dim=1)
-    if head_fusion == "min":
-        return attention.amin(dim=1)
-    raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
+    return attention.amax(dim=1) if head_fusion == "max" else attention.amin(dim=1)
 
 
 def discard_lowest(attention: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -82,8 +82,10 @@ def discard_lowest(attention: torch.Tensor, ratio: float) -> torch.Tensor:
     itself comes back, not a copy.
     """
     _check_map("attention", attention, 3, "(B, N, N)")
+    if attention.shape[1] != attention.shape[2]:
+        raise ValueError(f"attention must be square maps (B, N, N), got shape {tuple(attention.shape)}")
     ratio = check_number("discard_ratio", ratio, 0.0, 1.0, high_open=True)
-    if ratio == 0.0:
+    if ratio == 0.0 or attention.shape[0] == 0:  # nothing to discard, or no image to discard it from
         return attention
     b, n, _ = attention.shape
     rest = attention[:, 1:, :].reshape(b, -1)  # (B, (N-1) * N): every row but the CLS row
@@ -134,7 +136,8 @@ def check_index(name: str, value: object, length: int, what: str) -> int:
 
 
 def check_start_block(model: torch.nn.Module, start_block: object) -> int:
-    """``start_block`` as a block index in ``[0, num_blocks)`` (see :func:`check_index`)."""
+    """``start_block`` as a block index in ``[0, num_blocks)`` of ``model`` (a CrossViT; see :func:`check_index`)."""
+    check_crossvit(model, "check_start_block")
     return check_index("start_block", start_block, model.arch.num_blocks, "blocks")
 
 
@@ -147,8 +150,7 @@ def attention_rollout(rec: AttentionRecorder, branch: str, head_fusion: HeadFusi
     (B, 1 + N_patches), and each row sums to 1.
     """
     check_recorder(rec)
-    if head_fusion not in HEAD_FUSIONS:
-        raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
+    check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
     start = check_start_block(rec.model, start_block)
     rec.self_attention(branch)  # checks the branch and that a forward was recorded
     recorded = rec.sites
@@ -265,8 +267,7 @@ def joint_rollout(rec: AttentionRecorder, head_fusion: HeadFusion = "mean", incl
     every query ``out[q]["small"].sum(-1) + out[q]["large"].sum(-1) == 1``. Only the layers of blocks
     ``start_block`` and later enter the product.
     """
-    if head_fusion not in HEAD_FUSIONS:
-        raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
+    check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
     layers = _graph_layers(rec, lambda name, attention: fuse_heads(attention, head_fusion), start_block)
     counts = _token_counts(rec)
     return _split_rows(joint_rows(layers, counts, normalise=True), counts, check_bool("include_cls", include_cls))
@@ -275,6 +276,10 @@ def joint_rollout(rec: AttentionRecorder, head_fusion: HeadFusion = "mean", incl
 def gradient_weighted(attention: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """Chefer et al.'s A_bar = mean over heads of clamp(grad * A, min=0): (B, H, Nq, Nk) -> (B, Nq, Nk), computed
     in float32 (or float64) whatever the dtype of the maps."""
+    _check_map("attention", attention, 4, "(B, heads, Nq, Nk)")
+    _check_map("grad", grad, 4, "(B, heads, Nq, Nk)")
+    if grad.shape != attention.shape:
+        raise ValueError(f"grad must have the attention's shape {tuple(attention.shape)}, got {tuple(grad.shape)}")
     dtype = accumulation_dtype(torch.promote_types(attention.dtype, grad.dtype))
     return (grad.to(dtype) * attention.to(dtype)).clamp(min=0).mean(dim=1)
 

@@ -94,10 +94,11 @@ def check_number(name: str, value: object, low: float, high: float, *, high_open
 
 
 def check_bool(name: str, value: object) -> bool:
-    """``value`` if it is True or False (not 0, 1 or another truthy object); a TypeError naming ``name`` otherwise."""
-    if not isinstance(value, bool):
+    """``value`` as a bool if it is True or False (numpy's too; not 0, 1 or another truthy object); a TypeError
+    naming ``name`` otherwise."""
+    if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
+    return bool(value)
 
 
 def dtype_kind_mismatches(given: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[str]:
@@ -138,8 +139,12 @@ def check_path(name: str, value: object) -> Path:
 
 
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    """``value`` when it is one of ``choices``; otherwise a ValueError that lists them."""
-    if not isinstance(value, str) or value not in choices:
+    """``value`` when it is one of ``choices``; otherwise an error that lists them: a TypeError for a value that
+    is not a str (a list of names, None), a ValueError for another string."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {', '.join(map(repr, choices))} (a str); got "
+                        f"{type(value).__name__} {value!r:.60}")
+    if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r:.60}")
     return value
 

@@ -369,7 +369,7 @@ def test_attention_explorer_takes_a_bounded_number_of_images(bundled):
     ("integrated_gradients", {"n_steps": 0}, ValueError, "n_steps must be >= 1"),
     ("occlusion", {"internal_batch_size": 0}, ValueError, "internal_batch_size must be >= 1"),
     ("saliency", {"internal_batch_size": 2.5}, TypeError, "internal_batch_size must be an int"),
-    ("joint_rollout", {"head_fusion": 3}, ValueError, "head_fusion must be one of"),
+    ("joint_rollout", {"head_fusion": 3}, TypeError, "head_fusion must be one of"),
     ("cls_attention", {"layer": "0"}, TypeError, "layer must be an int"),
     ("cross_attention", {"query": "cls"}, ValueError, "query must be one of"),
     ("joint_rollout", {"start_block": 1.0}, TypeError, "start_block must be an int"),

@@ -281,3 +281,57 @@ def test_a_decompression_bomb_is_called_too_large_not_unreadable(tmp_path, monke
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 40 x 40 = 1600 pixels: more than twice the limit
     with pytest.raises(ValueError, match="too large to open safely"):
         crossvit.photos.check_image_file(tmp_path / "big.png")
+
+
+# -- the rollouts' building blocks, as documented (an audit of the docstrings) ----------------------------------
+
+
+def test_rollout_building_blocks_refuse_what_their_docstrings_exclude():
+    from crossvit.rollout import check_start_block, discard_lowest, fuse_heads, gradient_weighted
+
+    with pytest.raises(ValueError, match="grad must be a"):  # was broadcast over the heads without a word
+        gradient_weighted(torch.rand(1, 2, 3, 3), torch.rand(1, 3, 3))
+    with pytest.raises(ValueError, match="grad must have the attention's shape"):
+        gradient_weighted(torch.rand(1, 2, 3, 3), torch.rand(1, 2, 3, 4))
+    with pytest.raises(TypeError, match="attention must be a"):
+        gradient_weighted([0.5], torch.rand(1, 2, 3, 3))
+    with pytest.raises(ValueError, match="square maps"):
+        discard_lowest(torch.rand(2, 1, 5), 0.5)
+    assert discard_lowest(torch.rand(0, 5, 5), 0.5).shape == (0, 5, 5)  # was a reshape error
+    with pytest.raises(TypeError, match="floating-point"):
+        fuse_heads(torch.ones(1, 2, 3, 3, dtype=torch.long))
+    with pytest.raises(TypeError, match="head_fusion must be one of .* got list"):
+        fuse_heads(torch.rand(1, 2, 3, 3), ["mean"])
+    with pytest.raises(TypeError, match="check_start_block needs a crossvit.CrossViT"):
+        check_start_block(torch.nn.Linear(2, 2), 0)
+
+
+def test_numpy_bools_are_bools():
+    from crossvit.rollout import rollout_from_maps
+
+    maps = [torch.softmax(torch.rand(1, 2, 5, 5, generator=torch.Generator().manual_seed(k)), -1) for k in range(2)]
+    torch.testing.assert_close(rollout_from_maps(maps, include_cls=np.True_), rollout_from_maps(maps, include_cls=True))
+
+
+def test_a_numpy_bool_array_is_not_fractions():
+    from crossvit.metrics import deletion_insertion
+
+    model = crossvit.load_pretrained()
+    images = crossvit.data.make_shapes(1, seed=2**40 + 2**33 + 9)[0]
+    with pytest.raises(TypeError, match="fractions must be a sequence of numbers"):  # was read as [0, 1]
+        deletion_insertion(model, images, torch.rand(1, 96, 96), 0, fractions=np.array([False, True]))
+
+
+def test_the_blur_sigma_has_its_docstring():
+    import ast
+    import inspect
+
+    source = inspect.getsource(crossvit.metrics)
+    body = ast.parse(source).body
+    for k, node in enumerate(body):  # the string literal right after the assignment is its attribute docstring
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "DEFAULT_BLUR_SIGMA":
+            follower = body[k + 1]
+            assert isinstance(follower, ast.Expr) and "Gaussian blur" in follower.value.value
+            break
+    else:
+        raise AssertionError("DEFAULT_BLUR_SIGMA not found")
