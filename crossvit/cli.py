@@ -13,8 +13,10 @@
   figures. It is rewritten (atomically) before each figure is written (atomically too), so that every figure in
   ``DIR`` is always described by it, also after a run that stopped half-way;
 * with ``--html``, ``explorers.html``: the run's images (at most 32) in the attention and rollout explorers, one
-  standalone page (data and code inline: it opens offline, with no kernel, and can be mailed). A file of that name
-  that no earlier run wrote is refused.
+  standalone page (data and code inline: it opens offline, with no kernel, and can be mailed). It holds every
+  attention map of every image: about 0.6 MB per image for the bundled shapes model, about 10 MB per image for
+  ``crossvit_tiny_240`` and more for the larger variants; the last line gives its size, and a note says when it
+  is over 20 MB, more than most mail services take. A file of that name that no earlier run wrote is refused.
 
 Nothing the command did not write is ever replaced. Before any work (before the model loads) it refuses, with one
 ``error:`` line: a ``DIR`` that is a file; a ``DIR`` that is an input folder or holds an input image (the figures
@@ -265,6 +267,7 @@ def explanation_figure(image: torch.Tensor, heat: torch.Tensor, method: str, tit
 PREDICTIONS = "predictions.json"
 EXPLORERS_PAGE = "explorers.html"
 MAX_PAGE_IMAGES = 32  # the explorers' own limit (AttentionExplorer.MAX_IMAGES)
+MAIL_LIMIT_BYTES = 20_000_000  # a page larger than this gets a note: most mail services refuse it
 
 
 def resolve_methods(names: Sequence[str]) -> list[str]:
@@ -428,10 +431,16 @@ def _explain_command(args: argparse.Namespace) -> int:
         bar.update(len(chunk))
     bar.close()
     write_predictions()
+    page = ""
     if args.html:
         write_explorers_page(model, paths, target, args.out / EXPLORERS_PAGE, title=weights, progress=not args.quiet)
-    print(f"{len(results)} image(s), {len(results) * len(methods)} figure(s)"
-          f"{f', {EXPLORERS_PAGE}' if args.html else ''} and {PREDICTIONS} in {args.out}")
+        size = (args.out / EXPLORERS_PAGE).stat().st_size
+        page = f", {EXPLORERS_PAGE} ({size / 1e6:.1f} MB)"
+        if size > MAIL_LIMIT_BYTES:
+            print(f"note: {EXPLORERS_PAGE} is {size / 1e6:.1f} MB, more than most mail services take "
+                  f"({MAIL_LIMIT_BYTES / 1e6:.0f} MB): every attention map of every image is inside it. Put fewer "
+                  "images on a page (run the command on a few at a time) to share it", file=sys.stderr)
+    print(f"{len(results)} image(s), {len(results) * len(methods)} figure(s){page} and {PREDICTIONS} in {args.out}")
     return 0
 
 

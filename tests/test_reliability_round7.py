@@ -335,3 +335,17 @@ def test_the_blur_sigma_has_its_docstring():
             break
     else:
         raise AssertionError("DEFAULT_BLUR_SIGMA not found")
+
+
+def test_the_explorers_page_says_its_size_and_when_it_is_too_big_to_mail(tmp_path, monkeypatch, capsys):
+    """A page of two crossvit_tiny_240 photos was 17 MB, and 32 photos (the limit) about 300 MB, with nothing said;
+    the README promised a page that can be mailed."""
+    _photo(tmp_path / "a.png")
+    monkeypatch.setattr(cli, "MAIL_LIMIT_BYTES", 1000)
+    argv = ["explain", str(tmp_path / "a.png"), "--model", "shapes_tiny", "--pretrained", "--out",
+            str(tmp_path / "out"), "--method", "joint_rollout", "--quiet", "--html"]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    size = (tmp_path / "out" / "explorers.html").stat().st_size
+    assert f"explorers.html ({size / 1e6:.1f} MB)" in out
+    assert "more than most mail services take" in err
