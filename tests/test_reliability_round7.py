@@ -349,3 +349,24 @@ def test_the_explorers_page_says_its_size_and_when_it_is_too_big_to_mail(tmp_pat
     size = (tmp_path / "out" / "explorers.html").stat().st_size
     assert f"explorers.html ({size / 1e6:.1f} MB)" in out
     assert "more than most mail services take" in err
+
+
+def test_plotting_refuses_an_image_normalised_for_the_model():
+    """preprocess's output (ImageNet mean and std) was drawn clipped, in wrong colours, without a word."""
+    from crossvit import plotting
+
+    model = crossvit.create_model("crossvit_tiny_240")
+    batch = crossvit.preprocess(model, crossvit.sample_photo("chelsea"))
+    maps = {"joint_rollout": crossvit.explain(model, batch, "joint_rollout")}
+    with pytest.raises(ValueError, match=r"not in \[0, 1\].*display_images"):
+        plotting.plot_method_grid(batch, maps)
+    assert not plt.get_fignums()
+    figure = plotting.plot_method_grid(crossvit.display_images(model, batch), maps)
+    plt.close(figure)
+    # a bicubic resize of a [0, 1] image overshoots a little at sharp edges: still drawn
+    shapes = crossvit.data.make_shapes(1, seed=2**40 + 2**33 + 21)[0]
+    resized = torch.nn.functional.interpolate(shapes, size=240, mode="bicubic")
+    assert resized.min() < 0 and resized.max() > 1
+    _, ax = plt.subplots()
+    plotting.show_image(ax, resized[0])
+    plt.close("all")

@@ -103,9 +103,21 @@ def to_numpy(x: ArrayLike) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
+IMAGE_RANGE_SLACK = 0.5  # how far outside [0, 1] an image to draw may go (bicubic overshoot reaches 0.28), see to_hwc
+
+
 def to_hwc(image: ArrayLike) -> np.ndarray:
-    """(3, H, W) or (H, W, 3) or (H, W) -> (H, W, C) or (H, W) float array clipped to [0, 1], ready for imshow."""
+    """(3, H, W) or (H, W, 3) or (H, W) -> (H, W, C) or (H, W) float array clipped to [0, 1], ready for imshow.
+
+    The clipping is for the small overshoot of a resize (bicubic rings a little at sharp edges); an image with
+    values far outside [0, 1] (below -0.5 or above 1.5, or NaN) is a ValueError: a batch normalised for the model
+    (``preprocess``'s output) would be drawn in wrong colours. ``crossvit.display_images`` undoes that."""
     array = to_numpy(image)
+    low, high = (float(np.min(array)), float(np.max(array))) if array.size else (0.0, 0.0)
+    if not (low >= -IMAGE_RANGE_SLACK and high <= 1 + IMAGE_RANGE_SLACK):  # also NaN
+        raise ValueError(f"the image holds values in [{low:.3g}, {high:.3g}], not in [0, 1]: a batch normalised for "
+                         "the model (crossvit.preprocess) must be undone first, with "
+                         "crossvit.display_images(model, batch)")
     if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
         array = array.transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
     if array.ndim == 3 and array.shape[-1] == 1:
