@@ -401,7 +401,10 @@ def _explain_command(args: argparse.Namespace) -> int:
         text = json.dumps(summary, indent=1) + "\n"
         atomic_write(args.out / PREDICTIONS, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
-    bar = progress_bar(total=len(paths), unit="image", desc="explain", progress=not args.quiet, file=sys.stderr)
+    # one step per map made (an image with one method): slow methods (occlusion: ~20 s an image on a 240 px model)
+    # move the bar once per method and batch, and its label says which method is running
+    bar = progress_bar(total=len(paths) * len(methods), unit="map", desc="explain", progress=not args.quiet,
+                       file=sys.stderr)
     for start in range(0, len(paths), args.batch_size):
         chunk = paths[start:start + args.batch_size]
         batch = preprocess(model, chunk)  # (B, 3, H, W) on the model's device
@@ -410,7 +413,11 @@ def _explain_command(args: argparse.Namespace) -> int:
         top = top_classes(model, logits, TOP_K)
         explained = torch.full((len(chunk),), target, device=device) if target is not None else logits.argmax(1)
         shown = display_images(model, batch)  # (B, 3, H, W) in [0, 1], CPU
-        maps = {method: explain(model, batch, method, target=explained).cpu() for method in methods}
+        maps = {}
+        for method in methods:
+            bar.set_postfix_str(method)
+            maps[method] = explain(model, batch, method, target=explained).cpu()
+            bar.update(len(chunk))
         for i, path in enumerate(chunk):
             stem, best, k = stems[start + i], top[i][0], int(explained[i])
             title = f"{path.name}: predicted {best.name} ({best.probability:.1%})"
@@ -428,7 +435,6 @@ def _explain_command(args: argparse.Namespace) -> int:
                 write_predictions()  # listed before it exists: no figure on disk is ever left undescribed
                 atomic_write(args.out / figures[method],
                              lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110, facecolor="white"))
-        bar.update(len(chunk))
     bar.close()
     write_predictions()
     page = ""

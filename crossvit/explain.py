@@ -53,7 +53,9 @@ block).
 
 from __future__ import annotations
 
+import contextvars
 import inspect
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -434,6 +436,10 @@ def occlusion_window(model: CrossViT) -> int:
     return max(1, model.image_size // 8)
 
 
+# set by explain(progress=True) while a method runs: occlusion, the slowest, then shows captum's bar over its windows
+_SHOW_PROGRESS: contextvars.ContextVar[bool] = contextvars.ContextVar("show_progress", default=False)
+
+
 def _captum_attr() -> Any:
     try:
         from captum import attr
@@ -491,7 +497,8 @@ def occlusion(model: CrossViT, images: torch.Tensor, target: torch.Tensor, *, in
         c = x.shape[1]
         out = attr.Occlusion(model).attribute(
             x, sliding_window_shapes=(c, window, window), strides=(c, window, window), baselines=0.0, target=t,
-            perturbations_per_eval=max(1, internal_batch_size // x.shape[0]))
+            perturbations_per_eval=max(1, internal_batch_size // x.shape[0]),
+            show_progress=_SHOW_PROGRESS.get())  # a bar over the windows: ~20 s an image on a 240 px model
         return out.mean(dim=1)
 
     return _in_chunks(images, target, internal_batch_size, attribute)
@@ -558,7 +565,7 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
             methods; bounds memory). Every value is checked before the model runs.
         progress: show a tqdm bar. The batch is then explained a few images at a time (at most 50 steps), which
             gives the same maps up to floating-point rounding (a method registered with ``per_image=False``, such
-            as ``random``, runs on the whole batch at once).
+            as ``random``, runs on the whole batch at once); occlusion also shows captum's bar over its windows.
 
     The model runs in eval mode (every submodule's train/eval flag is restored afterwards, also when several
     threads explain one model: :func:`crossvit.utils.eval_mode`); its parameters' ``.grad`` and ``requires_grad`` flags are
@@ -569,25 +576,24 @@ def explain(model: CrossViT, images: torch.Tensor, method: str, target: int | to
     block each method still gives its own map (:func:`crossvit.lrp.rules_suspended`). The call leaves nothing
     behind on the model: the attention memory its recording used is released at the end.
     """
-    check_crossvit(model, "explain")
     record = get_method(method)
-    chosen = record.resolve(model, options)
+    chosen = record.resolve(check_crossvit(model, "explain"), options)
     check_images(images, model)
     check_finite_images(images)
     step = -(-len(images) // 50) if check_bool("progress", progress) and record.per_image else len(images)
-    # inference_mode(False): gradient methods must work inside a caller's torch.inference_mode() too; an lrp_rules
-    # block the caller has open would change every gradient method's map (rules_suspended)
+    # gradient methods work inside a caller's torch.inference_mode() and lrp_rules block (it changes gradients) too
     with eval_mode(model), torch.inference_mode(False), rules_suspended(model):
         if target is not None or (record.class_specific and not record.own_prediction):
             target = _resolve_target(model, images, target)  # a class-agnostic method needs no prediction
         params = [p for p in model.parameters() if p.requires_grad]
-        saved = [p.grad for p in params]
+        saved, token = [p.grad for p in params], _SHOW_PROGRESS.set(progress and not os.environ.get("TQDM_DISABLE"))
         try:
             maps = torch.cat([
                 record.function(model, images[i:i + step], None if target is None else target[i:i + step], **chosen)
                 for i in progress_bar(range(0, len(images), step), desc=f"explain ({record.name})", unit="chunk",
                                       progress=progress)])
         finally:
+            _SHOW_PROGRESS.reset(token)
             for p, g in zip(params, saved):
                 p.grad = g
             release_attention_memory(model)

@@ -370,3 +370,20 @@ def test_plotting_refuses_an_image_normalised_for_the_model():
     _, ax = plt.subplots()
     plotting.show_image(ax, resized[0])
     plt.close("all")
+
+
+def test_slow_maps_show_progress(tmp_path, capsys, monkeypatch):
+    """Occlusion of one 240 px image takes ~20 s: explain(progress=True) showed a one-step bar, and the command's
+    bar moved once per batch of 8 images, after every method had run."""
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    model = crossvit.load_pretrained()
+    images = crossvit.data.make_shapes(1, seed=2**40 + 2**33 + 17)[0]
+    crossvit.explain(model, images, "occlusion", progress=True)
+    assert "Occlusion attribution" in capsys.readouterr().err  # captum's bar over the windows
+    for k in range(3):
+        _photo(tmp_path / f"p{k}.png", k)
+    argv = ["explain", *(str(tmp_path / f"p{k}.png") for k in range(3)), "--model", "shapes_tiny", "--pretrained",
+            "--out", str(tmp_path / "out"), "--method", "joint_rollout", "saliency", "--batch-size", "2"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert "6/6 [" in err and "2/6 [" in err and "joint_rollout" in err and "saliency" in err
