@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the model's published weights: timm's ImageNet weights (Hugging Face cache, or "
                               "downloaded once), the bundled checkpoint for shapes_tiny")
     weights.add_argument("--checkpoint", type=Path, default=None, metavar="FILE",
-                         help="a timm state dict (.safetensors/.pth/.bin) or a crossvit checkpoint "
-                              "(NAME.safetensors + NAME.json)")
+                         help="a timm state dict (.safetensors/.pth/.bin, or model_best.pth.tar from timm's "
+                              "training script) or a crossvit checkpoint (NAME.safetensors + NAME.json)")
     ex.add_argument("--num-classes", type=int, default=None, metavar="N",
                     help="classes of the model a timm --checkpoint belongs to (default: read from the file)")
     ex.add_argument("--method", nargs="+", default=list(DEFAULT_METHODS), metavar="M",

@@ -15,6 +15,7 @@ as ``models--timm--<name>.in1k/``. ``HF_HUB_OFFLINE=1`` forbids any network acce
 
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 import socket
@@ -35,7 +36,7 @@ HUB_TAG = "in1k"
 HUB_FILES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
 """The weight files timm looks for in a hub repository, in its order of preference."""
 
-TORCH_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".bin", ".ckpt")
+TORCH_SUFFIXES: tuple[str, ...] = (".pth", ".pt", ".bin", ".ckpt", ".tar")  # .tar: timm's train.py's model_best.pth.tar
 
 # wrappers timm's load_state_dict unwraps, in its order of preference (EMA weights first)
 _WRAPPER_KEYS: tuple[str, ...] = ("state_dict_ema", "model_ema", "state_dict", "model")
@@ -55,7 +56,8 @@ def hub_repo(name: str) -> str:
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict (name -> tensor, on the CPU) from a ``.safetensors`` file or a ``torch.save`` file read with
     ``weights_only=True``. A ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper (EMA weights first, as in timm)
-    is unwrapped and ``module.`` prefixes are stripped. Errors name the file."""
+    is unwrapped and ``module.`` prefixes are stripped, so a checkpoint of timm's training script
+    (``model_best.pth.tar``, with its settings as an ``argparse.Namespace``) loads too. Errors name the file."""
     path = check_path("checkpoint_path", path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder; give the weights file itself (.safetensors, .pth or .bin)")
@@ -69,7 +71,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
     elif suffix in TORCH_SUFFIXES:
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            # timm's training script saves its settings beside the weights as an argparse.Namespace, a plain
+            # attribute holder (whose values weights_only still restricts to plain types)
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                state = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as err:
             raise ValueError(f"{path}: torch.load(weights_only=True) cannot read it as a plain state dict "
                              f"({first_line(err)}); "

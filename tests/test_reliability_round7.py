@@ -387,3 +387,17 @@ def test_slow_maps_show_progress(tmp_path, capsys, monkeypatch):
     assert cli.main(argv) == 0
     err = capsys.readouterr().err.replace("\r", "\n")
     assert "6/6 [" in err and "2/6 [" in err and "joint_rollout" in err and "saliency" in err
+
+
+def test_a_checkpoint_of_timms_training_script_loads(timm_tiny, tmp_path):
+    """timm's train.py saves ``model_best.pth.tar``: the weights beside the optimiser and its settings as an
+    argparse.Namespace. It was refused by its suffix, and then by weights_only because of the Namespace."""
+    import argparse
+
+    torch.save({"epoch": 3, "arch": "crossvit_tiny_240", "state_dict": timm_tiny.state_dict(), "version": 2,
+                "args": argparse.Namespace(lr=0.1, model="crossvit_tiny_240", img_size=None), "metric": 0.5},
+               tmp_path / "model_best.pth.tar")
+    model = crossvit.create_model("crossvit_tiny_240", checkpoint_path=tmp_path / "model_best.pth.tar")
+    images = torch.rand(1, 3, 240, 240, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), timm_tiny(images), rtol=0, atol=1e-5)
