@@ -173,7 +173,7 @@ def attention_rollout(rec: AttentionRecorder, branch: str, head_fusion: HeadFusi
 class GraphLayer:
     """One factor M of the joint graph: a branch's self-attention (B, N_b, N_b) or a fusion step (B, 1 + N_other).
 
-    A fusion layer with both directions is two consecutive ``GraphLayer``s of kind "cross"; they touch disjoint
+    A fusion layer with both directions is two consecutive ``GraphLayer`` records of kind "cross"; they touch disjoint
     entries of the row vectors and read none of each other's, so together they apply that layer's single M.
     """
 
