@@ -235,6 +235,6 @@ def display_images(model: CrossViT, batch: torch.Tensor) -> torch.Tensor:
     return (batch.detach().float().cpu() * std + mean).clamp(0, 1)
 
 
-__all__ = ["DATA_KEYS", "IMAGENET_MEAN", "IMAGENET_STD", "checkpoint_data_config", "data_config",
+__all__ = ["DATA_KEYS", "IMAGENET_MEAN", "IMAGENET_STD", "INTERPOLATIONS", "checkpoint_data_config", "data_config",
            "default_data_config", "display_images", "imagenet_data_config", "preprocess", "shapes_data_config",
            "stored_data_config", "transform"]
