@@ -55,7 +55,9 @@ def _converted(config: PaperConfig | SeedConfig, source: nn.Module, convert: Any
     if len(devices) == 1:
         model = model.to(devices.pop())
     # the converter maps each parameter's flag as it maps the parameter (split, joined or reshaped)
-    flags = convert({name: torch.full(p.shape, float(p.requires_grad)) for name, p in source.named_parameters()})
+    trainable = {name: p.requires_grad for name, p in source.named_parameters()}
+    flags = convert({name: torch.full(t.shape, float(trainable.get(name, False)))  # buffers too, as in the state
+                     for name, t in source.state_dict().items()})
     for name, param in model.named_parameters():
         if name in flags:
             param.requires_grad_(bool(flags[name].any()))
