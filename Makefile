@@ -68,13 +68,17 @@ test-fast: $(STAMP)
 figures: $(STAMP)
 	$(VPY) figures/build.py $(FIGURES_ARGS)
 
-assignments: $(STAMP)
-	$(VPY) -m crossvit.exercises assignments --course course $(if $(OVERWRITE),--overwrite)
+# OVERWRITE=1 (or yes / true) replaces what a rerun would otherwise refuse; OVERWRITE=0, no or empty does not
+OVERWRITE_FLAG = $(if $(filter 1 yes true YES TRUE True,$(OVERWRITE)),--overwrite)
 
+assignments: $(STAMP)
+	$(VPY) -m crossvit.exercises assignments --course course $(OVERWRITE_FLAG)
+
+# quoted: a folder or class list whose name has spaces stays one argument
 SUBMISSIONS ?= submissions
 grade: $(STAMP)
-	$(VPY) -m crossvit.exercises grade $(SUBMISSIONS) --course course --csv grades.csv $(if $(OVERWRITE),--overwrite) \
-		$(if $(STUDENTS),--students $(STUDENTS))
+	$(VPY) -m crossvit.exercises grade "$(SUBMISSIONS)" --course course --csv grades.csv $(OVERWRITE_FLAG) \
+		$(if $(STUDENTS),--students "$(STUDENTS)")
 
 # Sphinx + myst-nb + furo (the `site` extra). Each notebook is executed once and cached (figures/build.py's
 # runner, shared with `make figures`, `make slides` and the notebook tests; .cache/notebooks/), so a rebuild with

@@ -265,11 +265,78 @@ def test_a_course_edited_by_hand_is_never_overwritten(tmp_path):
     source = course / "source" / NOTEBOOK.stem / NOTEBOOK.name
     edited = source.read_text(encoding="utf-8").replace("Patch embedding", "Patch embedding (our version)", 1)
     source.write_text(edited, encoding="utf-8")
-    with pytest.raises(FileExistsError, match="differs from the course notebook.*OVERWRITE=1"):
+    with pytest.raises(FileExistsError, match="differs from the file this command would write now.*OVERWRITE=1"):
         grading.build_assignments(course, [NOTEBOOK])
     assert source.read_text(encoding="utf-8") == edited  # untouched
     grading.build_assignments(course, [NOTEBOOK], overwrite=True)
     assert source.read_text(encoding="utf-8") != edited
+
+
+@pytest.mark.slow
+def test_a_rebuild_refuses_release_edits_and_knows_its_own_files_wherever_the_course_is(tmp_path):
+    """Before: an edited release notebook was replaced without a word; a data file nbgrader copied from source/
+    into release/ blocked every rebuild as "not a file this command wrote"; a course moved elsewhere was refused
+    (its config held the old gradebook path, and nbgrader's own tools used the old gradebook); and a quote in the
+    course path made nbgrader_config.py invalid Python."""
+    import shutil
+
+    from traitlets.config.loader import PyFileConfigLoader
+
+    pytest.importorskip("nbgrader")
+    course = tmp_path / "teacher's course"
+    grading.build_assignments(course, [NOTEBOOK])
+    (course / "source" / NOTEBOOK.stem / "data.txt").write_text("the teacher's data\n", encoding="utf-8")
+    grading.build_assignments(course, [NOTEBOOK])  # nbgrader copies data.txt into release/
+    grading.build_assignments(course, [NOTEBOOK])  # and the rebuild knows that copy as its own
+    assert (course / "release" / NOTEBOOK.stem / "data.txt").is_file()
+    moved = tmp_path / "moved"
+    shutil.copytree(course, moved)
+    grading.build_assignments(moved, [NOTEBOOK])
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(moved)).load_config()  # as nbgrader reads it
+    assert config.CourseDirectory.db_url == f"sqlite:///{moved / 'gradebook.db'}"
+    release = moved / "release" / NOTEBOOK.stem / NOTEBOOK.name
+    edited = release.read_text(encoding="utf-8").replace("Patch embedding", "Patch embedding (our notes)", 1)
+    release.write_text(edited, encoding="utf-8")
+    with pytest.raises(FileExistsError, match="was edited since this command wrote it"):
+        grading.build_assignments(moved, [NOTEBOOK])
+    assert release.read_text(encoding="utf-8") == edited
+
+
+@pytest.mark.slow
+def test_grading_odd_layouts_says_what_it_found_and_keeps_no_stale_feedback(course, tmp_path, capsys):
+    """Before: nbgrader's own layout <student>/<stem>/<stem>.ipynb was "missing"; a notebook beside the student
+    folders produced no row; the course notebook handed in instead of the released one read "needs manual
+    grading" on every item; a class list saved with a byte-order mark made a phantom student; every submission
+    was stamped 2026-01-01; and a regrade of a notebook that had become unreadable left its old feedback."""
+    from crossvit.exercises.__main__ import main
+
+    course_dir, release = course
+    submissions = tmp_path / "handed in"
+    (submissions / "alice" / NOTEBOOK.stem).mkdir(parents=True)
+    nested = submissions / "alice" / NOTEBOOK.stem / NOTEBOOK.name  # as nbgrader's collect gathers it
+    nbformat.write(nbformat.read(release, as_version=4), nested)
+    (submissions / "kate").mkdir()
+    nbformat.write(nbformat.read(NOTEBOOK, as_version=4), submissions / "kate" / NOTEBOOK.name)  # not released
+    nbformat.write(nbformat.read(release, as_version=4), submissions / NOTEBOOK.name)  # in no student's folder
+    roster = tmp_path / "class.txt"
+    roster.write_bytes("\ufeffalice\r\nkate\r\n".encode("utf-8"))  # as Notepad and Excel save it
+    grades = tmp_path / "grades.csv"
+    argv = ["grade", str(submissions), "--course", str(course_dir), "--csv", str(grades), "--students", str(roster)]
+    assert main(argv) == 0
+    rows = list(csv.DictReader(open(grades, newline="", encoding="utf-8")))
+    assert {r["student"] for r in rows} == {"", "alice", "kate"}
+    assert {r["status"] for r in rows if r["student"] == "alice"} == {"graded"}
+    assert {r["status"] for r in rows if r["student"] == "kate"} == {"not graded"}
+    assert all("instead of the one from release/" in r["reason"] for r in rows if r["student"] == "kate")
+    assert [r["reason"] for r in rows if r["student"] == ""][0].startswith(f"{NOTEBOOK.name} lies in handed in/")
+    stamp = (course_dir / "submitted" / "alice" / NOTEBOOK.stem / "timestamp.txt").read_text(encoding="utf-8")
+    assert stamp.startswith(time.strftime("%Y-%m-%d", time.gmtime(nested.stat().st_mtime)))
+    feedback = course_dir / "feedback" / "alice" / NOTEBOOK.stem / f"{NOTEBOOK.stem}.html"
+    assert feedback.is_file()
+    nested.write_text("{ no longer a notebook", encoding="utf-8")
+    assert main([*argv, "--overwrite"]) == 0
+    assert not feedback.exists()  # its row says unreadable: no feedback that disagrees with it is left
+    capsys.readouterr()
 
 
 @pytest.mark.slow

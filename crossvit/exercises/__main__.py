@@ -1,5 +1,5 @@
-"""``python -m crossvit.exercises list | solve NOTEBOOK... [--out DIR] [--overwrite] | assignments --course DIR |
-grade SUBMISSIONS --course DIR [--csv FILE] [--students FILE] [--notebooks STEM...] [--budget SECONDS]
+"""``python -m crossvit.exercises list | solve NOTEBOOK... [--out DIR] [--overwrite] | assignments [--course DIR] |
+grade SUBMISSIONS [--course DIR] [--csv FILE] [--students FILE] [--notebooks STEM...] [--budget SECONDS]
 [--overwrite]``."""
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     """The exercises' command line (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m crossvit.exercises",
                                      description="The course's exercises: list them, write solved copies of "
-                                                 "notebooks (stubs replaced by notebooks/solutions/<stem>.py), build "
-                                                 "graded nbgrader assignments, grade a folder of submissions.")
+                                                 "notebooks (stubs replaced by solutions/<stem>.py beside each "
+                                                 "notebook), build graded nbgrader assignments, grade a folder of "
+                                                 "submissions.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="print every exercise with its difficulty")
     solve = commands.add_parser("solve", help="write <out>/<notebook name> with the solutions filled in")
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     grade = commands.add_parser("grade", help="autograde SUBMISSIONS/<student>/<notebook>.ipynb; one CSV row per "
                                               "student and exercise or question")
     grade.add_argument("submissions", type=Path)
-    grade.add_argument("--course", type=Path, default=Path("course"), help="the course built by `assignments`")
+    grade.add_argument("--course", type=Path, default=Path("course"),
+                       help="the course built by `assignments` (default: ./course)")
     grade.add_argument("--csv", type=Path, default=Path("grades.csv"), help="output CSV (default: ./grades.csv)")
     grade.add_argument("--overwrite", action="store_true", help="replace an existing --csv file")
     grade.add_argument("--students", type=Path, default=None,
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         try:
             roster = [] if args.students is None else [
-                line.strip() for line in args.students.read_text(encoding="utf-8").splitlines() if line.strip()]
+                line.strip() for line in args.students.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
         except (OSError, UnicodeDecodeError) as err:
             print(f"error: --students {args.students}: {getattr(err, 'strerror', None) or err}", file=sys.stderr)
             return 1
@@ -88,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import nbformat
 
-    if args.out.exists() and not args.out.is_dir():
-        print(f"error: --out {args.out} is a file, not a folder", file=sys.stderr)
+    blocking = next((p for p in (args.out, *args.out.parents) if p.exists()), None)  # the nearest that exists
+    if blocking is not None and not blocking.is_dir():
+        print(f"error: --out {args.out}: {blocking} is a file, not a folder", file=sys.stderr)
         return 1
     solved_copies = {}
     for notebook in args.notebooks:  # every check before the first write: an error leaves --out as it was
@@ -99,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             problem = f"{notebook if not notebook.is_file() else solutions} not found"
         elif target.resolve() == notebook.resolve():
             problem = f"{target} would overwrite the notebook itself; choose another --out"
+        elif target.is_dir():
+            problem = f"{target} is a folder; a solved copy of {notebook.name} cannot be written there"
         elif target in solved_copies:
             problem = f"two notebooks named {notebook.name} would both be written to {target}; solve one at a time"
         elif os.path.lexists(target) and not args.overwrite:
@@ -111,10 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 1
-    args.out.mkdir(parents=True, exist_ok=True)
-    for target, solved in solved_copies.items():
-        nbformat.write(solved, target)
-        print(f"{target}: {len(exercise_cells(solved))} exercise(s) solved")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for target, solved in solved_copies.items():
+            nbformat.write(solved, target)
+            print(f"{target}: {len(exercise_cells(solved))} exercise(s) solved")
+    except OSError as err:  # a full disk, a folder without write permission
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

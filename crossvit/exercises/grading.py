@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import ast
 import csv
+import hashlib
+import json
 import math
 import os
 import re
@@ -39,10 +41,11 @@ import time
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..utils import check_number, progress_bar
+from ..utils import atomic_write, check_number, progress_bar
 from .common import EXERCISES, GRADING_ENV
 from .notebook import exercise_cells, is_exercise_cell, solution_functions, solutions_path
 from .questions import QUESTION_TAG, QUESTIONS
@@ -167,14 +170,60 @@ def notebook_budget(seconds: float) -> Any:
     return lambda cell: None if seconds == math.inf else max(CELL_TIMEOUT_S, int(deadline - time.monotonic()))
 
 
+CONFIG_TEXT = (
+    "import os\n\n"
+    "c = get_config()  # noqa: F821\n"
+    "# the gradebook beside this file, wherever the course folder is (traitlets runs this file with __file__ set)\n"
+    "c.CourseDirectory.db_url = 'sqlite:///' + os.path.join(os.path.dirname(os.path.abspath(__file__)), "
+    "'gradebook.db')\n"
+    f"c.Execute.timeout = {CELL_TIMEOUT_S}\n")
+"""The ``nbgrader_config.py`` :func:`build_assignments` writes, for nbgrader's own command line and formgrader."""
+# what earlier versions wrote: the gradebook's absolute path (so a moved course's file is still recognised as ours)
+_OLD_CONFIG = re.compile(r"c = get_config\(\)  # noqa: F821\nc\.CourseDirectory\.db_url = 'sqlite:///.*gradebook\.db'\n"
+                         r"c\.Execute\.timeout = \d+\n")
+RELEASE_MANIFEST = ".crossvit_release.json"
+"""The file (in the course folder) where :func:`build_assignments` records what it wrote to ``release/``: the
+sha256 of each file, so that a rebuild can tell its own files from a teacher's edits and additions."""
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _release_problems(course: Path, notebooks: list[Path]) -> list[str]:
+    """What a rebuild of the release folders would destroy: a file there that this command did not write as it is
+    now (edited since, or added by someone). A course without a manifest (built by an earlier version) vouches for
+    its release notebooks only."""
+    try:
+        manifest = json.loads((course / RELEASE_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = {}
+    problems = []
+    for nb in notebooks:
+        folder = course / "release" / nb.stem
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else ():
+            if path.is_dir():
+                continue
+            known = manifest.get(path.relative_to(course).as_posix())
+            if known is not None and known != _sha256(path):
+                problems.append(f"{path} was edited since this command wrote it, and rebuilding "
+                                f"release/{nb.stem}/ would replace it")
+            elif known is None and (manifest or path.name != nb.name):
+                problems.append(f"{path} is not a file this command wrote, and rebuilding release/{nb.stem}/ "
+                                "would delete it")
+    return problems
+
+
 def build_assignments(course: str | os.PathLike, notebooks: list[Path] | None = None, *,
                       overwrite: bool = False) -> list[Path]:
     """Write the nbgrader course in ``course`` (source and release versions of every course notebook, and an
     ``nbgrader_config.py``); returns the release notebooks. A file of an earlier course that differs from what
-    would be written now (a teacher's edit of a source notebook, say), or a file of someone else's in a release
-    folder (nbgrader rebuilds those folders from scratch), is refused with a FileExistsError unless
-    ``overwrite=True``; rebuilding an unchanged course is fine. ``notebooks`` defaults to ``notebooks/NN_*.ipynb``
-    under the current folder (a ValueError when there are none)."""
+    would be written now (a teacher's edit of a source or a release notebook, say), or a file of someone else's in a
+    release folder (nbgrader rebuilds those folders from scratch), is refused with a FileExistsError unless
+    ``overwrite=True``; rebuilding an unchanged course is fine, also after the course folder was moved, and files
+    nbgrader copied from ``source/<stem>/`` into ``release/<stem>/`` are its own (recorded in
+    :data:`RELEASE_MANIFEST`). ``notebooks`` defaults to ``notebooks/NN_*.ipynb`` under the current folder (a
+    ValueError when there are none)."""
     import nbformat
 
     api_class = _nbgrader()  # before anything is read or written
@@ -192,23 +241,20 @@ def build_assignments(course: str | os.PathLike, notebooks: list[Path] | None = 
             nbformat.read(nb, as_version=4)
         except Exception as err:  # noqa: BLE001 - any reason it is not a notebook
             raise ValueError(f"{nb} is not a readable notebook ({type(err).__name__})") from None
-    config_text = ("c = get_config()  # noqa: F821\n"
-                   f"c.CourseDirectory.db_url = 'sqlite:///{course / 'gradebook.db'}'\n"
-                   f"c.Execute.timeout = {CELL_TIMEOUT_S}\n")
+        if not solutions_path(nb).is_file():
+            raise FileNotFoundError(f"{nb} has no solutions file {solutions_path(nb)} (the source version of an "
+                                    "assignment holds the solutions)")
     sources = {course / "source" / nb.stem / nb.name: nbformat.writes(source_notebook(nb)) for nb in notebooks}
-    planned = {course / "nbgrader_config.py": config_text, **sources}
-    changed = [path for path, text in planned.items()
-               if path.exists() and path.read_text(encoding="utf-8") != text]
+    planned = {course / "nbgrader_config.py": CONFIG_TEXT, **sources}
+    changed = [path for path, text in planned.items() if path.exists()
+               and path.read_text(encoding="utf-8") not in (text, *_old_config(path, text))]
     if changed and not overwrite:
-        raise FileExistsError(f"{changed[0]} differs from the course notebook it would be rebuilt from (edited by "
-                              f"hand?); move it away, or rebuild with {OVERWRITE_HINT} to replace it")
+        raise FileExistsError(f"{changed[0]} differs from the file this command would write now (edited by hand?); "
+                              f"move it away, or rebuild with {OVERWRITE_HINT} to replace it")
     # nbgrader regenerates release/<stem>/ from scratch (force=True): anything else in it would be deleted
-    foreign = [path for nb in notebooks if (course / "release" / nb.stem).is_dir()
-               for path in sorted((course / "release" / nb.stem).iterdir()) if path.name != nb.name]
-    if foreign and not overwrite:
-        raise FileExistsError(f"{foreign[0]} is not a file this command wrote, and rebuilding "
-                              f"release/{foreign[0].parent.name}/ would delete it; move it away, or rebuild with "
-                              f"{OVERWRITE_HINT} to let it go")
+    problems = _release_problems(course, notebooks)
+    if problems and not overwrite:
+        raise FileExistsError(f"{problems[0]}; move it away, or rebuild with {OVERWRITE_HINT} to let it go")
     course.mkdir(parents=True, exist_ok=True)
     released = []
     for path, text in planned.items():
@@ -223,7 +269,32 @@ def build_assignments(course: str | os.PathLike, notebooks: list[Path] | None = 
             log.write_text(f"{result['log']}\n{result['error']}\n", encoding="utf-8")
             raise RuntimeError(f"nbgrader could not generate the assignment {notebook.stem}; its log is in {log}")
         released.append(course / "release" / notebook.stem / notebook.name)
+    _record_release(course, notebooks)
     return released
+
+
+def _old_config(path: Path, text: str) -> tuple[str, ...]:
+    """The config text of an earlier version, if ``path`` holds one (it is then this command's own file)."""
+    if path.name != "nbgrader_config.py" or not path.is_file():
+        return ()
+    old = path.read_text(encoding="utf-8")
+    return (old,) if _OLD_CONFIG.fullmatch(old) else ()
+
+
+def _record_release(course: Path, notebooks: list[Path]) -> None:
+    """Add the release folders just built to :data:`RELEASE_MANIFEST` (written atomically)."""
+    path = course / RELEASE_MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = {}
+    for nb in notebooks:
+        folder = course / "release" / nb.stem
+        manifest = {k: v for k, v in manifest.items() if not k.startswith(f"release/{nb.stem}/")}
+        manifest.update({f.relative_to(course).as_posix(): _sha256(f) for f in sorted(folder.rglob("*"))
+                         if f.is_file()})
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n",
+                                                  encoding="utf-8"))
 
 
 @contextmanager
@@ -283,8 +354,10 @@ def submitted_stem(path: Path) -> str:
 
 def _find_submission(student_dir: Path, stem: str) -> tuple[Path | None, str]:
     """The file of ``student_dir`` that holds assignment ``stem`` (the exact name first, else the newest renamed
-    copy), and a note on the other copies, if any."""
+    copy), and a note on the other copies, if any. nbgrader's own layout, ``<student>/<stem>/<stem>.ipynb`` (what
+    its collect command gathers), is read too."""
     found = [p for p in sorted(student_dir.glob("*.ipynb")) if submitted_stem(p) == stem]
+    found = found or [p for p in sorted((student_dir / stem).glob("*.ipynb")) if submitted_stem(p) == stem]
     if not found:
         return None, ""
     exact = [p for p in found if p.stem == stem]
@@ -309,14 +382,16 @@ def _outputs_text(cell: Any) -> tuple[str, str | None]:
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _reasons(autograded: Path) -> tuple[dict[str, str], str | None]:
+def _reasons(autograded: Path) -> tuple[dict[str, str], str | None, set[str]]:
     """Per grade id, the reason its score is what it is (the checker's message), read from the autograded
-    notebook; and the first error of a read-only (set-up) cell, if one raised."""
+    notebook; the first error of a read-only (set-up) cell, if one raised; and every grade id the notebook has."""
     import nbformat
 
     nb = nbformat.read(autograded, as_version=4)
     reasons: dict[str, str] = {}
     setup_error = None
+    present = {cell.metadata["nbgrader"]["grade_id"] for cell in nb.cells
+               if "grade_id" in cell.metadata.get("nbgrader", {})}
     for index, cell in enumerate(nb.cells):
         meta = cell.metadata.get("nbgrader", {})
         grade_id = meta.get("grade_id")
@@ -328,7 +403,7 @@ def _reasons(autograded: Path) -> tuple[dict[str, str], str | None]:
             reasons[grade_id] = _ANSI.sub("", error) if error else (lines[-1] if lines else "no output")
         elif meta.get("locked") and error and setup_error is None:
             setup_error = f"cell {index} (not an answer) raised {_ANSI.sub('', error)}"
-    return reasons, setup_error
+    return reasons, setup_error, present
 
 
 def _row(student: str, stem: str, item: Item, score: Any, status: str, reason: str, feedback: str = ""
@@ -377,7 +452,8 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
         raise FileNotFoundError(f"{submissions} is not a folder of submissions (SUBMISSIONS/<student>/<notebook>)")
     assignments = sorted(p.name for p in (course / "source").iterdir() if p.is_dir())
     folders = {p.name: p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    handed_in = {submitted_stem(nb) for folder in folders.values() for nb in folder.glob("*.ipynb")}
+    handed_in = {submitted_stem(nb) for folder in folders.values() for pattern in ("*.ipynb", "*/*.ipynb")
+                 for nb in folder.glob(pattern)}
     wanted = list(notebooks) if notebooks else [a for a in assignments if a in handed_in]
     unknown = [n for n in wanted if n not in assignments]
     if unknown:
@@ -391,12 +467,19 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
         csv_path.rename(next(b for b in backups if not os.path.lexists(b)))  # an earlier backup is never replaced
     config = _config(course)
     api = api_class(config=config)
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = [  # a notebook outside any student folder: said, not graded
+        {"student": "", "notebook": loose.stem, "item": "", "kind": "file", "score": "", "max_score": "",
+         "status": "not graded", "feedback": "", "reason": f"{loose.name} lies in {submissions.name}/ itself, not in "
+         "a student's folder (SUBMISSIONS/<student>/<notebook>)"}
+        for loose in sorted(submissions.glob("*.ipynb"))]
     everyone = sorted(set(folders) | set(students))
     bar = progress_bar([(s, n) for s in everyone for n in wanted], desc="grading", unit="notebook", progress=progress)
     for student, stem in bar:
         bar.set_postfix_str(f"{student}/{stem}")
         folder = folders.get(student)
+        # an earlier run's feedback goes: it is written again when this one grades the notebook, and a notebook
+        # now missing or unreadable must not keep feedback that disagrees with its row
+        shutil.rmtree(course / "feedback" / student / stem, ignore_errors=True)
         for stray in sorted(folder.glob("*.ipynb")) if folder is not None and stem == wanted[0] else ():
             if submitted_stem(stray) not in assignments:
                 rows.append({"student": student, "notebook": stray.stem, "item": "", "kind": "file", "score": "",
@@ -416,10 +499,13 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
                           f"{found.name} is not a readable notebook ({type(err).__name__}: {err})"[:300])
                      for item in items]
             continue
-        target = course / "submitted" / student / stem / f"{stem}.ipynb"
+        target = course / "submitted" / student / stem / f"{stem}.ipynb"  # nbgrader grades from there
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(found, target)
-        (target.parent / "timestamp.txt").write_text("2026-01-01 00:00:00.000000 UTC\n", encoding="utf-8")
+        if found.resolve() != target.resolve():  # SUBMISSIONS may be course/submitted itself
+            shutil.copyfile(found, target)
+        handed_in_at = datetime.fromtimestamp(found.stat().st_mtime, timezone.utc)  # the file's own time
+        (target.parent / "timestamp.txt").write_text(handed_in_at.strftime("%Y-%m-%d %H:%M:%S.%f UTC\n"),
+                                                     encoding="utf-8")
         # GRADING_ENV: a stub scores 0 instead of printing "not attempted yet"
         config.Execute.timeout_func = notebook_budget(budget_s)  # the api's config, read as autograde starts
         with _environment(PATH=_tools_path(), **{GRADING_ENV: "1"}):
@@ -433,8 +519,8 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
         feedback = course / "feedback" / student / stem / f"{stem}.html"
         feedback_text = str(feedback.relative_to(course)) if feedback_result and feedback_result["success"] \
             and feedback.is_file() else ""
-        reasons, setup_error = _reasons(course / "autograded" / student / stem / f"{stem}.ipynb")
-        rows += _graded_rows(course, student, stem, items, reasons, setup_error, note, feedback_text)
+        reasons, setup_error, present = _reasons(course / "autograded" / student / stem / f"{stem}.ipynb")
+        rows += _graded_rows(course, student, stem, items, reasons, setup_error, note, feedback_text, present)
     if csv_path is not None:
         partial = csv_path.with_name(csv_path.name + ".partial")
         with open(partial, "w", newline="", encoding="utf-8") as f:
@@ -446,19 +532,24 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
 
 
 def _graded_rows(course: Path, student: str, stem: str, items: list[Item], reasons: dict[str, str],
-                 setup_error: str | None, note: str, feedback: str) -> list[dict[str, Any]]:
+                 setup_error: str | None, note: str, feedback: str, present: set[str]) -> list[dict[str, Any]]:
     """The rows of one notebook nbgrader graded, from the gradebook's scores and the autograded notebook's
-    outputs."""
+    outputs (``present``: the grade ids its cells carry; nbgrader keeps a grade for a cell the student deleted)."""
     from nbgrader.api import Gradebook
 
+    released = bool(present & {item.grade_id for item in items})
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gradebook:
         grades = {g.name: g for g in gradebook.find_submission_notebook(stem, stem, student).grades}
         rows = []
         for item in items:
             grade = grades.get(item.grade_id)
             manual = grade is None or grade.auto_score is None
-            if grade is None:
-                score, status, reason = 0, "not graded", "the submitted notebook has no such cell"
+            if not released:
+                score, status = 0, "not graded"
+                reason = ("the notebook has none of the released notebook's graded cells: was the course notebook "
+                          "handed in instead of the one from release/?")
+            elif grade is None or item.grade_id not in present:
+                score, status, reason = 0, "not graded", "the submitted notebook has no such cell (deleted?)"
             elif manual and grade.manual_score is None:
                 score, status, reason = "", "needs manual grading", "a written answer: mark it with the rubric"
             elif item.kind == "written question":
