@@ -61,7 +61,9 @@ NOTEBOOK_GLOB = "[0-9][0-9]_*.ipynb"
 BUNDLE_NAME = "crossvit-lab-course"
 EDITIONS = ("student", "teacher")
 # what every edition carries besides the wheel, relative to the repository root
-BUNDLE_FILES = ("notebooks/README.md", "docs/architecture.md", "docs/rollout.md", "docs/README.md")
+# every documentation page the notebooks and these pages link to (tests/test_course_kit.py checks the links)
+BUNDLE_FILES = ("notebooks/README.md", "docs/architecture.md", "docs/rollout.md", "docs/relevance.md", "docs/api.md",
+                "docs/README.md")
 BUNDLE_GLOBS = ("notebooks/" + NOTEBOOK_GLOB,)
 TEACHER_FILES = ("docs/teacher/answer_key.md",)  # and the solutions: the teacher's edition only
 TEACHER_GLOBS = ("notebooks/solutions/*.py",)
@@ -157,9 +159,11 @@ def load_runner():
 def executed_course() -> dict[str, nbformat.NotebookNode]:
     """Every course notebook executed (from the cache that ``make site`` and ``make figures`` share, executed now
     where it is not cached), by file stem. A notebook that fails stops the slides with its reason."""
+    from tqdm.auto import tqdm
+
     runner = load_runner()
     executed = {}
-    for path in runner.find_notebooks(None):
+    for path in tqdm(runner.find_notebooks(None), desc="executing (cached ones are instant)", unit="notebook"):
         nb = nbformat.read(path, as_version=4)
         done = runner.run_notebook(nb, path.name)
         if done.failure is not None:
@@ -168,10 +172,11 @@ def executed_course() -> dict[str, nbformat.NotebookNode]:
     return executed
 
 
-def claim_outputs(out: Path, names: list[str]) -> None:
+def claim_outputs(out: Path, names: list[str], *, write: bool = True) -> None:
     """Make ``out`` ready for this script to write ``names`` (files or folders) in it: refused (FileExistsError)
     when ``out`` is not a folder, or when one of ``names`` exists there and no earlier run of this script wrote it
-    (see the module docstring); the names are then added to ``out``'s list of what this script wrote."""
+    (see the module docstring); the names are then added to ``out``'s list of what this script wrote (not with
+    ``write=False``: a check before long work, which may still fail)."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a folder")
     listed = out / WRITTEN_LIST
@@ -184,7 +189,7 @@ def claim_outputs(out: Path, names: list[str]) -> None:
         if not own_build and name not in ours and (out / name).exists():
             raise FileExistsError(f"{out / name} exists and no earlier run of this script wrote it; choose another "
                                   "--out, or move it away first")
-    if not names:  # only checking --out: nothing written yet
+    if not names or not write:  # only checking --out: nothing written yet
         return
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(sorted(ours | set(names)), indent=1) + "\n"
@@ -203,7 +208,12 @@ def build_slides(executed: Path | dict[str, nbformat.NotebookNode], out: Path) -
             what = "no executed notebooks (NN_*.ipynb) there" if executed.is_dir() else "no such folder"
             raise FileNotFoundError(f"--executed {executed}: {what}; run `make slides` without --executed to "
                                     "execute them")
-        executed = {path.stem: nbformat.read(path, as_version=4) for path in found}
+        executed = {}
+        for path in found:
+            try:
+                executed[path.stem] = nbformat.read(path, as_version=4)
+            except Exception as err:  # noqa: BLE001 - any reason a file is not a notebook
+                raise ValueError(f"--executed: {path} is not a readable notebook ({type(err).__name__})") from None
     claim_outputs(out, [ASSETS, *(f"{stem}.slides.html" for stem in executed)])
     assets = out / ASSETS
     for folder in ("reveal.js", "mathjax", "widgets"):
@@ -265,13 +275,23 @@ def build_folder(out: Path, edition: str) -> Path:
 def build_bundle(out: Path, editions: tuple[str, ...] = EDITIONS) -> list[Path]:
     """One zip per edition in ``out`` (see the module docstring): the wheel (built from this checkout) and the
     edition's course files."""
-    claim_outputs(out, [bundle_path(out, edition).name for edition in editions])
+    names = [bundle_path(out, edition).name for edition in editions]
+    claim_outputs(out, names, write=False)  # refused before the build
     written = []
     with tempfile.TemporaryDirectory() as tmp:
+        # built from a copy of the checkout's tracked files: nothing is left in the checkout (build/, *.egg-info)
+        # and nothing stale from an earlier build (a deleted module) gets into the wheel
+        source = Path(tmp) / "source"
+        _copy_tracked_files(source)
         # --no-build-isolation: setuptools comes from the environment, so the build needs no network
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp,
-                        str(ROOT)], check=True)
+        try:
+            subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            tmp, str(source)], check=True)
+        except subprocess.CalledProcessError as err:
+            raise OSError(f"building the wheel failed (pip exited with {err.returncode}; its output is above): no "
+                          "kit was written") from None
         (wheel,) = Path(tmp).glob("crossvit_lab-*.whl")
+        claim_outputs(out, names)
         for edition in editions:
             files = edition_files(edition)
             target = bundle_path(out, edition)
@@ -285,6 +305,23 @@ def build_bundle(out: Path, editions: tuple[str, ...] = EDITIONS) -> list[Path]:
             print(f"{target}: the {edition} edition ({wheel.name} and {len(files)} course files)")
             written.append(target)
     return written
+
+
+def _copy_tracked_files(target: Path) -> None:
+    """The checkout's files as git tracks them (committed or staged, with their working-tree content) copied to
+    ``target``; outside a git checkout, every file but build outputs and caches."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                                check=True, capture_output=True).stdout.decode().split("\0")
+        files = [ROOT / name for name in listed if name and (ROOT / name).is_file()]
+    except (OSError, subprocess.CalledProcessError):
+        skip = {"build", "dist", "site", ".venv", ".git", ".cache", "__pycache__"}
+        files = [p for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.relative_to(ROOT).parts)
+                 and not any(part.endswith(".egg-info") for part in p.parts)]
+    for path in files:
+        destination = target / path.relative_to(ROOT)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, destination)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,15 +344,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "slides":
-            claim_outputs(args.out, [])  # a bad --out is refused before the notebooks are executed
             if args.executed is not None and not args.executed.is_dir():
                 raise FileNotFoundError(f"--executed {args.executed}: no such folder")
+            stems = [p.stem for p in (sorted(args.executed.rglob(NOTEBOOK_GLOB)) if args.executed is not None
+                                      else load_runner().find_notebooks(None))]
+            # a bad --out, or a deck of someone else's there, is refused before the notebooks are executed
+            claim_outputs(args.out, [ASSETS, *(f"{stem}.slides.html" for stem in stems)], write=False)
             build_slides(args.executed if args.executed is not None else executed_course(), args.out)
         elif args.command == "bundle":
             build_bundle(args.out, EDITIONS if args.edition == "both" else (args.edition,))
         else:
             build_folder(args.out, args.edition)
-    except (OSError, SystemExit) as err:  # FileExistsError, FileNotFoundError; SystemExit: a notebook failed
+    except (OSError, ValueError, SystemExit) as err:  # FileExistsError, FileNotFoundError; SystemExit: a notebook
+        # failed; ValueError: a file that is not a notebook
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -191,6 +191,56 @@ def test_the_student_edition_holds_no_solution_and_no_answer_key():
         course_kit.edition_files("everyone")
 
 
+def test_every_page_the_notebooks_link_to_is_in_the_kit():
+    """Notebooks 02 and 05 and the notebooks' README link to docs/relevance.md and docs/api.md, which the kit did
+    not hold."""
+    student = {p.relative_to(ROOT).as_posix() for p in course_kit.edition_files("student")}
+    pages = [p for p in course_kit.edition_files("student") if p.suffix in (".ipynb", ".md") and
+             p.parent.name == "notebooks"]
+    broken = []
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        if page.suffix == ".ipynb":
+            text = "\n".join(cell.source for cell in nbformat.reads(text, as_version=4).cells
+                             if cell.cell_type == "markdown")
+        for link in re.findall(r"\]\(([^)#\s]+\.(?:md|ipynb))(?:#[^)]*)?\)", text):
+            if "://" not in link and (page.parent / link).resolve().relative_to(ROOT).as_posix() not in student:
+                broken.append(f"{page.name} -> {link}")
+    assert not broken, broken
+
+
+def test_slides_refuse_a_deck_of_yours_before_executing_anything(tmp_path, capsys, monkeypatch):
+    (tmp_path / "01_patch_embedding.slides.html").write_text("my own deck")
+    monkeypatch.setattr(course_kit, "executed_course", lambda: pytest.fail("executed before checking --out"))
+    assert course_kit.main(["slides", "--out", str(tmp_path)]) == 1
+    assert "exists and no earlier run of this script wrote it" in capsys.readouterr().err
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    (executed / "01_patch_embedding.ipynb").write_text("not json")
+    assert course_kit.main(["slides", "--executed", str(executed), "--out", str(tmp_path / "decks")]) == 1
+    assert "is not a readable notebook" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # builds a wheel
+def test_a_bundle_is_built_outside_the_checkout_and_a_failed_build_claims_nothing(tmp_path, capsys, monkeypatch):
+    """Before: pip built in the checkout (leaving build/ and *.egg-info, whose stale copy of a deleted module went
+    into the next wheel), and a failed build was a traceback that had already listed the zip as the script's own,
+    so that a file of the user's of that name was replaced on the next run."""
+    had = {name: (ROOT / name).exists() for name in ("build", "crossvit_lab.egg-info")}
+    (student,) = course_kit.build_bundle(tmp_path / "kit", ("student",))
+    assert {name: (ROOT / name).exists() for name in had} == had
+    with zipfile.ZipFile(student) as archive:
+        assert any(name.endswith(".whl") for name in archive.namelist())
+
+    def failing(*args, **kwargs):
+        raise subprocess.CalledProcessError(1, args[0])
+
+    monkeypatch.setattr(course_kit.subprocess, "run", failing)
+    assert course_kit.main(["bundle", "--edition", "student", "--out", str(tmp_path / "other")]) == 1
+    assert "building the wheel failed" in capsys.readouterr().err
+    assert not (tmp_path / "other" / course_kit.WRITTEN_LIST).exists()
+
+
 def test_the_student_edition_of_the_course_folder(tmp_path):
     folder = course_kit.build_folder(tmp_path, "student")
     assert (folder / "notebooks" / "01_patch_embedding.ipynb").is_file() and (folder / "figures").is_dir()
