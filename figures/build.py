@@ -590,7 +590,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{DEFAULT_BUDGET_S:.0f}); no per-cell limit",
     )
     parser.add_argument(
-        "--save-executed", action="store_true", help="write executed copies to figures/executed/"
+        "--save-executed", action="store_true",
+        help="write executed copies to figures/executed/ ($CROSSVIT_FIGURES_DIR/executed/ when that is set)"
     )
     parser.add_argument(
         "--no-cache", action="store_true", help="execute every notebook again (and replace its cached execution)"
@@ -622,13 +623,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no notebooks {NOTEBOOKS_DIR.relative_to(ROOT)}/{NOTEBOOK_GLOB}{what}", file=sys.stderr)
         return 1
 
-    FIGURES_DIR.mkdir(exist_ok=True)
+    try:  # a path that is a file, or cannot be made: one error line, before any kernel starts
+        if FIGURES_DIR.exists() and not FIGURES_DIR.is_dir():
+            raise NotADirectoryError(0, "it is a file, not a folder")
+        FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"error: cannot use {FIGURES_DIR} for the figures ($CROSSVIT_FIGURES_DIR): {err.strerror or err}",
+              file=sys.stderr)
+        return 1
+    summary, failures = [], []
+    readable = []
+    for path in notebooks:  # a file that is not a notebook fails alone, and the others still run
+        try:
+            nbformat.read(path, as_version=4)
+            readable.append(path)
+        except Exception as err:  # noqa: BLE001 - any reason a file is not a notebook
+            failures.append(f"{path.name}: not a readable notebook ({type(err).__name__})")
+            print(f"FAILED: {failures[-1]}", file=sys.stderr)
+    notebooks = readable
     print(f"kernel: {sys.executable}  cwd: {NOTEBOOKS_DIR}  figures: {FIGURES_DIR}  cache: {CACHE_DIR}")
     total_start = time.perf_counter()
     deadline = time.monotonic() + budget
-    summary, failures = [], []
     previous_pngs = {} if args.force else read_pngs()  # before any notebook writes (each writes its own files)
-    jobs = min(args.jobs, len(notebooks))
+    jobs = max(1, min(args.jobs, len(notebooks)))
     bar = tqdm(total=len(notebooks), unit="nb", file=sys.stderr, desc=f"{jobs} at a time")
 
     def run(path: Path) -> Execution:
@@ -663,6 +680,7 @@ def main(argv: list[str] | None = None) -> int:
         kept = set(keep_unchanged(previous_pngs, written))
         summary.append((path.name, done, written, kept))
 
+    shown_dir = FIGURES_DIR.relative_to(ROOT).as_posix() if FIGURES_DIR.is_relative_to(ROOT) else FIGURES_DIR
     n_files = sum(len(w) for _, _, w, _ in summary)
     n_kept = sum(len(k) for _, _, _, k in summary)
     print(
@@ -673,7 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         how = "  cached" if done.cached else f"{done.seconds:7.1f} s"
         print(f"  {how}  {name}")
         for p in written:
-            print(f"             figures/{p.as_posix()}{_note(p, kept)}")
+            print(f"             {shown_dir}/{p.as_posix()}{_note(p, kept)}")
     if failures:
         print(f"\n{len(failures)} notebook(s) FAILED (the others ran and are cached):", file=sys.stderr)
         for line in failures:

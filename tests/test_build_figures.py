@@ -329,3 +329,19 @@ def test_a_caller_waiting_for_another_execution_stops_at_its_budget(build, tmp_p
         stopped = build.run_notebook(nb, "held.ipynb", cache_dir=tmp_path, deadline=time.monotonic() + 0.5)
     assert "waiting for another process" in stopped.failure.summary and not stopped.cached
     assert build.run_notebook(nb, "held.ipynb", cache_dir=tmp_path).failure is None  # released: it runs
+
+
+def test_bad_figure_folders_and_broken_notebooks_are_error_lines(build, tmp_path, monkeypatch, capsys):
+    """Before: a figures folder that is a file was a FileExistsError traceback, and a notebook that is not JSON
+    raised out of the pool (stopping the collection of the others' figures)."""
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setattr(build, "FIGURES_DIR", tmp_path / "a_file")
+    assert build.main(["--only", "01_"]) == 1
+    assert "it is a file, not a folder" in capsys.readouterr().err
+    broken = tmp_path / "99_broken.ipynb"
+    broken.write_text("{ not json")
+    monkeypatch.setattr(build, "FIGURES_DIR", tmp_path / "figures")
+    monkeypatch.setattr(build, "find_notebooks", lambda only: [broken])
+    assert build.main([]) == 1
+    err = capsys.readouterr().err
+    assert "99_broken.ipynb: not a readable notebook" in err and "Traceback" not in err
