@@ -114,6 +114,19 @@ def test_solve_reads_every_notebook_before_writing(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_solve_names_an_out_under_a_file_and_a_target_that_is_a_folder(tmp_path, capsys):
+    """Both were tracebacks (NotADirectoryError; IsADirectoryError after writing the first notebook)."""
+    (tmp_path / "a_file").write_text("not a folder")
+    assert exercises_main(["solve", str(NOTEBOOK), "--out", str(tmp_path / "a_file" / "sub")]) == 1
+    assert "a_file is a file, not a folder" in _one_error_line(capsys)
+    out = tmp_path / "out"
+    (out / "03_cross_attention_and_hooks.ipynb").mkdir(parents=True)
+    notebooks = [str(NOTEBOOK), str(ROOT / "notebooks" / "03_cross_attention_and_hooks.ipynb")]
+    assert exercises_main(["solve", *notebooks, "--out", str(out), "--overwrite"]) == 1
+    assert "is a folder" in _one_error_line(capsys)
+    assert not (out / NOTEBOOK.name).exists()  # every check before the first write
+
+
 def test_train_refuses_a_state_file_that_is_not_one_before_training(tmp_path, capsys, monkeypatch):
     from crossvit import train as train_module
 

@@ -318,13 +318,19 @@ def test_grading_odd_layouts_says_what_it_found_and_keeps_no_stale_feedback(cour
     (submissions / "kate").mkdir()
     nbformat.write(nbformat.read(NOTEBOOK, as_version=4), submissions / "kate" / NOTEBOOK.name)  # not released
     nbformat.write(nbformat.read(release, as_version=4), submissions / NOTEBOOK.name)  # in no student's folder
+    no_check = nbformat.read(release, as_version=4)  # the read-only check of 1.1 deleted
+    no_check.cells = [c for c in no_check.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "check_patchify"]
+    (submissions / "lee").mkdir()
+    nbformat.write(no_check, submissions / "lee" / NOTEBOOK.name)
     roster = tmp_path / "class.txt"
     roster.write_bytes("\ufeffalice\r\nkate\r\n".encode("utf-8"))  # as Notepad and Excel save it
     grades = tmp_path / "grades.csv"
     argv = ["grade", str(submissions), "--course", str(course_dir), "--csv", str(grades), "--students", str(roster)]
     assert main(argv) == 0
     rows = list(csv.DictReader(open(grades, newline="", encoding="utf-8")))
-    assert {r["student"] for r in rows} == {"", "alice", "kate"}
+    assert {r["student"] for r in rows} == {"", "alice", "kate", "lee"}
+    lee = {r["item"]: r for r in rows if r["student"] == "lee"}
+    assert lee["1.1 patchify"]["status"] == "not graded" and "no such cell" in lee["1.1 patchify"]["reason"]
     assert {r["status"] for r in rows if r["student"] == "alice"} == {"graded"}
     assert {r["status"] for r in rows if r["student"] == "kate"} == {"not graded"}
     assert all("instead of the one from release/" in r["reason"] for r in rows if r["student"] == "kate")
