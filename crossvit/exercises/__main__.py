@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from ..utils import first_line
@@ -75,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         try:
             budget = {} if args.budget is None else {"budget_s": args.budget}
-            rows = grade_submissions(args.course, args.submissions, args.csv, overwrite=args.overwrite,
-                                     students=roster, notebooks=args.notebooks, progress=True, **budget)
+            with warnings.catch_warnings():  # nbgrader's database layer warns about its own sessions, by the dozen
+                warnings.filterwarnings("ignore", message=".*not in session.*")
+                rows = grade_submissions(args.course, args.submissions, args.csv, overwrite=args.overwrite,
+                                         students=roster, notebooks=args.notebooks, progress=True, **budget)
         except (OSError, ValueError, ImportError) as err:  # FileExistsError, FileNotFoundError are OSErrors
             print(f"error: {err}", file=sys.stderr)
             return 1
