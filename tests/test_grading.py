@@ -116,6 +116,21 @@ def test_a_failed_run_leaves_no_csv_that_looks_current(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # a grading subprocess: seconds on 2 cores, so `make test` runs it, not test-fast
+def test_a_student_id_that_is_a_path_is_refused_before_anything_is_touched(tmp_path):
+    """The ids of a class list name folders under the course (a regrade removes course/feedback/<id>/<notebook>/):
+    "../.." must never reach outside it."""
+    pytest.importorskip("nbgrader")
+    (tmp_path / "course" / "source" / NOTEBOOK.stem).mkdir(parents=True)
+    (tmp_path / "submissions").mkdir()
+    keep = tmp_path / NOTEBOOK.stem / "precious.txt"
+    keep.parent.mkdir()
+    keep.write_text("mine")
+    for odd in ("../..", "a/b", "", ".."):
+        with pytest.raises(ValueError, match="is not a plain name"):
+            grading.grade_submissions(tmp_path / "course", tmp_path / "submissions", students=[odd])
+    assert keep.read_text() == "mine"
+
+
 def test_the_command_line_names_the_make_variable_that_replaces_a_csv(tmp_path):
     course = _source_course(tmp_path)
     (tmp_path / "submitted" / "ada").mkdir(parents=True)

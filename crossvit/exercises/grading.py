@@ -450,6 +450,10 @@ def grade_submissions(course: str | os.PathLike, submissions: str | os.PathLike,
         raise FileNotFoundError(f"{course} has no source/ folder: build the course first (assignments --course)")
     if not submissions.is_dir():
         raise FileNotFoundError(f"{submissions} is not a folder of submissions (SUBMISSIONS/<student>/<notebook>)")
+    students = list(students)
+    odd = [s for s in students if not isinstance(s, str) or s in ("", ".", "..") or "/" in s or "\\" in s]
+    if odd:  # each id names folders under the course (submitted/, feedback/): never a path out of it
+        raise ValueError(f"student id {odd[0]!r} is not a plain name (no slashes, not . or ..)")
     assignments = sorted(p.name for p in (course / "source").iterdir() if p.is_dir())
     folders = {p.name: p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith(".")}
     handed_in = {submitted_stem(nb) for folder in folders.values() for pattern in ("*.ipynb", "*/*.ipynb")
