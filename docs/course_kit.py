@@ -279,7 +279,7 @@ def build_bundle(out: Path, editions: tuple[str, ...] = EDITIONS) -> list[Path]:
     claim_outputs(out, names, write=False)  # refused before the build
     written = []
     with tempfile.TemporaryDirectory() as tmp:
-        # built from a copy of the checkout's tracked files: nothing is left in the checkout (build/, *.egg-info)
+        # built from a copy of the checkout's files: nothing is left in the checkout (build/, *.egg-info)
         # and nothing stale from an earlier build (a deleted module) gets into the wheel
         source = Path(tmp) / "source"
         _copy_tracked_files(source)
@@ -308,8 +308,9 @@ def build_bundle(out: Path, editions: tuple[str, ...] = EDITIONS) -> list[Path]:
 
 
 def _copy_tracked_files(target: Path) -> None:
-    """The checkout's files as git tracks them (committed or staged, with their working-tree content) copied to
-    ``target``; outside a git checkout, every file but build outputs and caches."""
+    """The checkout's files as git lists them (tracked, and untracked ones it does not ignore, with their
+    working-tree content; not ignored build outputs) copied to ``target``; outside a git checkout, every file but
+    build outputs and caches."""
     try:
         listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                                 check=True, capture_output=True).stdout.decode().split("\0")
