@@ -123,10 +123,18 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+_ANSI_CODE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape codes (colours, bold), as torch and IPython put in some messages."""
+    return _ANSI_CODE.sub("", text)
+
+
 def first_line(err: BaseException, default: str | None = None) -> str:
     """The first line of ``err``'s message (for a one-line error that quotes another's; terminal colour codes, as
     torch puts in some, removed), else ``default``, else the exception's type name."""
-    lines = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(err)).strip().splitlines()  # no terminal colour codes
+    lines = strip_ansi(str(err)).strip().splitlines()
     return lines[0] if lines else type(err).__name__ if default is None else default
 
 

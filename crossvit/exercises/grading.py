@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import hashlib
 import json
 import math
 import os
@@ -45,7 +44,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..utils import atomic_write, check_number, progress_bar
+from ..checkpoint import file_sha256
+from ..utils import atomic_write, check_number, progress_bar, strip_ansi
 from .common import EXERCISES, GRADING_ENV
 from .notebook import exercise_cells, is_exercise_cell, solution_functions, solutions_path
 from .questions import QUESTION_TAG, QUESTIONS
@@ -186,18 +186,20 @@ RELEASE_MANIFEST = ".crossvit_release.json"
 sha256 of each file, so that a rebuild can tell its own files from a teacher's edits and additions."""
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _read_manifest(course: Path) -> dict[str, str]:
+    """:data:`RELEASE_MANIFEST` of ``course`` (empty when there is none, or it cannot be read: it vouches for
+    nothing then)."""
+    try:
+        return json.loads((course / RELEASE_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _release_problems(course: Path, notebooks: list[Path]) -> list[str]:
     """What a rebuild of the release folders would destroy: a file there that this command did not write as it is
     now (edited since, or added by someone). A course without a manifest (built by an earlier version) vouches for
     its release notebooks only."""
-    try:
-        manifest = json.loads((course / RELEASE_MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        manifest = {}
+    manifest = _read_manifest(course)
     problems = []
     for nb in notebooks:
         folder = course / "release" / nb.stem
@@ -205,7 +207,7 @@ def _release_problems(course: Path, notebooks: list[Path]) -> list[str]:
             if path.is_dir():
                 continue
             known = manifest.get(path.relative_to(course).as_posix())
-            if known is not None and known != _sha256(path):
+            if known is not None and known != file_sha256(path):
                 problems.append(f"{path} was edited since this command wrote it, and rebuilding "
                                 f"release/{nb.stem}/ would replace it")
             elif known is None and (manifest or path.name != nb.name):
@@ -283,18 +285,14 @@ def _old_config(path: Path, text: str) -> tuple[str, ...]:
 
 def _record_release(course: Path, notebooks: list[Path]) -> None:
     """Add the release folders just built to :data:`RELEASE_MANIFEST` (written atomically)."""
-    path = course / RELEASE_MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        manifest = {}
+    manifest = _read_manifest(course)
     for nb in notebooks:
         folder = course / "release" / nb.stem
         manifest = {k: v for k, v in manifest.items() if not k.startswith(f"release/{nb.stem}/")}
-        manifest.update({f.relative_to(course).as_posix(): _sha256(f) for f in sorted(folder.rglob("*"))
+        manifest.update({f.relative_to(course).as_posix(): file_sha256(f) for f in sorted(folder.rglob("*"))
                          if f.is_file()})
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n",
-                                                  encoding="utf-8"))
+    text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    atomic_write(course / RELEASE_MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 @contextmanager
@@ -379,9 +377,6 @@ def _outputs_text(cell: Any) -> tuple[str, str | None]:
     return "".join(printed), error
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
 def _reasons(autograded: Path) -> tuple[dict[str, str], str | None, set[str]]:
     """Per grade id, the reason its score is what it is (the checker's message), read from the autograded
     notebook; the first error of a read-only (set-up) cell, if one raised; and every grade id the notebook has."""
@@ -400,9 +395,9 @@ def _reasons(autograded: Path) -> tuple[dict[str, str], str | None, set[str]]:
         printed, error = _outputs_text(cell)
         if meta.get("grade") and not meta.get("solution"):  # a checker cell
             lines = [line for line in printed.strip().splitlines() if line.strip()]
-            reasons[grade_id] = _ANSI.sub("", error) if error else (lines[-1] if lines else "no output")
+            reasons[grade_id] = strip_ansi(error) if error else (lines[-1] if lines else "no output")
         elif meta.get("locked") and error and setup_error is None:
-            setup_error = f"cell {index} (not an answer) raised {_ANSI.sub('', error)}"
+            setup_error = f"cell {index} (not an answer) raised {strip_ansi(error)}"
     return reasons, setup_error, present
 
 
