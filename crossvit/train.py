@@ -121,9 +121,9 @@ _NUMBER_FIELDS = ("lr", "weight_decay", "label_smoothing", "head_loss_weight", "
                   "two_object_fraction")
 
 
-def plain_config(config: TrainConfig) -> TrainConfig:
-    """A copy of a valid ``config`` whose numbers are Python ints and floats (numpy's would not go into JSON)."""
-    validate(config)
+def _plain_copy(config: TrainConfig) -> TrainConfig:
+    """A copy of a valid ``config`` (see :func:`validate`) whose numbers are Python ints and floats (numpy's would
+    not go into JSON)."""
     return dataclasses.replace(config, **{name: int(getattr(config, name)) for name in _INT_FIELDS},
                                **{name: float(getattr(config, name)) for name in _NUMBER_FIELDS})
 
@@ -362,7 +362,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     that exists continues from it (the same config, else a ValueError) and ends as the uninterrupted run would. The
     file is left in place at the end (delete it to train afresh).
     """
-    model_config, config = validate(config), plain_config(config)
+    model_config, config = validate(config), _plain_copy(config)  # validated first; the caller's is left as it is
     state_every = check_int("state_every", state_every, 1)
     default_name = config.preset if isinstance(config.preset, str) else "model"
     if out_dir is not None:  # fail now, not after the training
