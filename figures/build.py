@@ -632,15 +632,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     summary, failures = [], []
-    readable = []
-    for path in notebooks:  # a file that is not a notebook fails alone, and the others still run
+    parsed = {}  # each notebook read once, here: a file that is not a notebook fails alone, and the others run
+    for path in notebooks:
         try:
-            nbformat.read(path, as_version=4)
-            readable.append(path)
+            parsed[path] = nbformat.read(path, as_version=4)
         except Exception as err:  # noqa: BLE001 - any reason a file is not a notebook
             failures.append(f"{path.name}: not a readable notebook ({type(err).__name__})")
             print(f"FAILED: {failures[-1]}", file=sys.stderr)
-    notebooks = readable
+    notebooks = list(parsed)
     print(f"kernel: {sys.executable}  cwd: {NOTEBOOKS_DIR}  figures: {FIGURES_DIR}  cache: {CACHE_DIR}")
     total_start = time.perf_counter()
     deadline = time.monotonic() + budget
@@ -649,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(notebooks), unit="nb", file=sys.stderr, desc=f"{jobs} at a time")
 
     def run(path: Path) -> Execution:
-        return run_notebook(nbformat.read(path, as_version=4), path.name, deadline=deadline, force=args.no_cache)
+        return run_notebook(parsed[path], path.name, deadline=deadline, force=args.no_cache)
 
     with _torch_threads_per_kernel(jobs), concurrent.futures.ThreadPoolExecutor(jobs) as pool:
         # longest first (the last run's time, from the cache), so that no kernel is left alone at the end
