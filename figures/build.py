@@ -250,16 +250,23 @@ def library_fingerprint() -> str:
 
 def environment_fingerprint() -> dict[str, object]:
     """What besides the code decides a notebook's outputs: the interpreter, torch, the kernel environment and
-    which ImageNet weights are already downloaded (notebook 07 runs on them only then)."""
-    import torch
+    which ImageNet weights are already downloaded (notebook 07 runs on them only then). torch's version is read
+    from its installed metadata: importing torch here would cost a second before the first kernel starts."""
+    from importlib import metadata
 
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:  # a torch that pip did not install: ask the module itself
+        import torch
+
+        torch_version = torch.__version__
     try:
         from huggingface_hub.constants import HF_HUB_CACHE
 
         weights = sorted(p.name for p in Path(HF_HUB_CACHE).glob("models--timm--crossvit_*"))
     except ImportError:
         weights = []
-    return {"python": platform.python_version(), "prefix": sys.prefix, "torch": torch.__version__,
+    return {"python": platform.python_version(), "prefix": sys.prefix, "torch": torch_version,
             "kernel_env": KERNEL_ENV, "imagenet_weights": weights}
 
 
