@@ -387,7 +387,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     entropy_weight = config.attention_entropy_weight if has_heads else 0.0
     train_x, train_y = make_training_set(config, progress)
     eval_x, eval_y = make_held_out_set(config)
-    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr)
+    fused = device.type in ("cpu", "cuda") or None  # one kernel for the whole update: ~4x faster than a loop
+    optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, config.steps, config.warmup_steps))
     batches = torch.Generator().manual_seed(config.seed + 1)  # batch order and augmentation
@@ -588,9 +589,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         torch.set_num_threads(threads)
-    print(f"held-out accuracy: {record['held_out_accuracy']:.4f} on {record['held_out_images']} images "
-          f"(seed {record['held_out_seed']}); {record['parameter_count']:,} parameters; "
-          f"{record['wall_time_s']:.1f} s on {record['device']}")
+    print(f"held-out accuracy: {record['held_out_accuracy']:.4f} on {record['held_out_images']} images (seed "
+          f"{record['held_out_seed']}); {record['parameter_count']:,} parameters; {record['wall_time_s']:.1f} s on {record['device']}")
     if "checkpoint" in record:
         print(f"checkpoint: {record['checkpoint']}")
     return 0
