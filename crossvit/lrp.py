@@ -48,7 +48,17 @@ from torch import nn
 from .layers import AttentionInputs
 from .model import CrossViT, check_crossvit, check_images
 from .recording import leaves_recordings_alone
-from .utils import BRANCHES, check_choice, check_finite_images, check_number, class_indices, eval_mode
+from .utils import (
+    BRANCHES,
+    check_bool,
+    check_choice,
+    check_finite_images,
+    check_int,
+    check_number,
+    class_indices,
+    eval_mode,
+    progress_bar,
+)
 
 RULES: tuple[str, ...] = ("attnlrp", "cp_lrp")
 """The relevance rules :func:`lrp_rules` knows (see the module docstring)."""
@@ -343,20 +353,29 @@ def _check(model: CrossViT, images: torch.Tensor, target: object) -> torch.Tenso
 
 @leaves_recordings_alone
 def relevance_by_branch(model: CrossViT, images: torch.Tensor, target: int | torch.Tensor | None = None, *,
-                        rule: str = "attnlrp", epsilon: float = 0.0, gamma: float = 0.0) -> BranchRelevance:
+                        rule: str = "attnlrp", epsilon: float = 0.0, gamma: float = 0.0, batch_size: int = 32,
+                        progress: bool = False) -> BranchRelevance:
     """Split each image's ``target`` logit (default: the predicted class) by ``rule`` (see :func:`lrp_rules`)
     over each branch's patch tokens, CLS token and positions; the rest is ``absorbed`` (see
-    :class:`BranchRelevance`). The model runs in eval mode (restored afterwards)."""
+    :class:`BranchRelevance`). The model runs in eval mode (restored afterwards), on ``batch_size`` images at a
+    time (one forward and one backward each, which bounds the memory); ``progress`` shows a bar over the batches."""
     target = _check(model, images, target)
+    batch_size = check_int("batch_size", batch_size, 1)
+    parts: list[tuple[torch.Tensor, dict, dict, dict]] = []
     with eval_mode(model), torch.inference_mode(False):
-        logit, _, seen = _lrp_backward(model, images, target, rule, epsilon, gamma, "tokens")
-    patches, cls, positions = {}, {}, {}
-    for branch in model.branch_names:
-        embed, grad = model.embed[branch], seen[branch]["grad"].detach().float()  # (B, 1 + N, D)
-        patches[branch] = (seen[branch]["patches"].detach().float() * grad[:, 1:]).sum(dim=-1)  # (B, N)
-        cls[branch] = (embed.cls_token.detach().float()[:, 0] * grad[:, 0]).sum(dim=-1)  # (B,)
-        positions[branch] = (embed.pos_embed.detach().float() * grad).sum(dim=(1, 2))  # (B,)
-    return BranchRelevance(rule, logit.float(), patches, cls, positions)
+        for i in progress_bar(range(0, images.shape[0], batch_size), desc="relevance", unit="batch",
+                              progress=check_bool("progress", progress)):
+            chunk = None if target is None else target[i:i + batch_size]
+            logit, _, seen = _lrp_backward(model, images[i:i + batch_size], chunk, rule, epsilon, gamma, "tokens")
+            patches, cls, positions = {}, {}, {}
+            for branch in model.branch_names:
+                embed, grad = model.embed[branch], seen[branch]["grad"].detach().float()  # (b, 1 + N, D)
+                patches[branch] = (seen[branch]["patches"].detach().float() * grad[:, 1:]).sum(dim=-1)  # (b, N)
+                cls[branch] = (embed.cls_token.detach().float()[:, 0] * grad[:, 0]).sum(dim=-1)  # (b,)
+                positions[branch] = (embed.pos_embed.detach().float() * grad).sum(dim=(1, 2))  # (b,)
+            parts.append((logit.detach().float(), patches, cls, positions))
+    joined = [{b: torch.cat([part[k][b] for part in parts]) for b in model.branch_names} for k in (1, 2, 3)]
+    return BranchRelevance(rule, torch.cat([part[0] for part in parts]), *joined)
 
 
 def patch_relevance(model: CrossViT, images: torch.Tensor, target: torch.Tensor | None, rule: str = "attnlrp", *,

@@ -313,6 +313,17 @@ class AttentionRecorder:
         self._require_grads()
         return self._by_kind(branch, "cross", self._grads)
 
+    def to(self, device: torch.device | str) -> AttentionRecorder:
+        """Move the recorded maps and gradients to ``device`` and return the recorder: ``rec.to("cpu")`` keeps
+        them without holding the memory of the model's GPU. Only after the ``with`` block (a RuntimeError inside
+        it: its hooks write on the model's device)."""
+        if self._handles:
+            raise RuntimeError("move a recording with .to() after its with block has ended")
+        device = torch.device(device)
+        self._maps = {name: m.to(device) for name, m in self._maps.items()}
+        self._grads = {name: g.to(device) for name, g in self._grads.items()}
+        return self
+
     def clear(self) -> None:
         """Forget the recorded maps and gradients (the hooks stay while the ``with`` block lasts)."""
         self._maps, self._grads, self.num_forwards = {}, {}, 0

@@ -147,7 +147,8 @@ def attention_rollout(rec: AttentionRecorder, branch: str, head_fusion: HeadFusi
 
     Patches are in row-major order over ``rec.model.patch_grid(branch)``. Only the layers of blocks
     ``start_block`` and later enter the product. With ``include_cls=True`` the CLS's own column comes first,
-    (B, 1 + N_patches), and each row sums to 1.
+    (B, 1 + N_patches), and each row sums to 1. The result carries no autograd graph, even from a recording made
+    with ``grads=True`` or ``detach=False`` (:func:`rollout_from_maps` keeps the graph of the maps it is given).
     """
     check_recorder(rec)
     check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
@@ -161,7 +162,7 @@ def attention_rollout(rec: AttentionRecorder, branch: str, head_fusion: HeadFusi
         raise ValueError(f"rollout of the {branch} branch from block {start} needs all its {len(needed)} "
                          f"self-attention maps, but {len(missing)} were not recorded (e.g. {missing[0]}); record "
                          "with sites='all' or 'self', and read the recorder after a forward that ran to the end")
-    return rollout_from_maps([recorded[name] for name in needed], head_fusion, discard_ratio,
+    return rollout_from_maps([recorded[name].detach() for name in needed], head_fusion, discard_ratio,
                              check_bool("include_cls", include_cls))
 
 
@@ -265,10 +266,11 @@ def joint_rollout(rec: AttentionRecorder, head_fusion: HeadFusion = "mean", incl
 
     With ``include_cls=True`` each tensor starts with the patch branch's CLS column, (B, 1 + N_patches), and for
     every query ``out[q]["small"].sum(-1) + out[q]["large"].sum(-1) == 1``. Only the layers of blocks
-    ``start_block`` and later enter the product.
+    ``start_block`` and later enter the product. As every rollout of a recording, the result carries no autograd
+    graph, whatever the recording's ``grads`` or ``detach``.
     """
     check_choice("head_fusion", head_fusion, HEAD_FUSIONS)
-    layers = _graph_layers(rec, lambda name, attention: fuse_heads(attention, head_fusion), start_block)
+    layers = _graph_layers(rec, lambda name, attention: fuse_heads(attention.detach(), head_fusion), start_block)
     counts = _token_counts(rec)
     return _split_rows(joint_rows(layers, counts, normalise=True), counts, check_bool("include_cls", include_cls))
 

@@ -43,7 +43,7 @@ from .data import (
     _place,
     _uniform,
 )
-from .utils import check_int, seeded_generator
+from .utils import check_bool, check_int, progress_bar, seeded_generator
 
 __all__ = ["OBJECTS", "PAIRS", "make_composites", "make_two_object_shapes"]
 
@@ -152,7 +152,7 @@ def make_two_object_shapes(
     return images, labels, masks
 
 
-def make_composites(n: int, seed: int, image_size: int = 96, *, gap: int = 2
+def make_composites(n: int, seed: int, image_size: int = 96, *, gap: int = 2, progress: bool = False
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n`` composites: the object of one :func:`crossvit.data.make_shapes` image pasted into another shapes image
     whose object has a different class, where it touches no object.
@@ -166,16 +166,19 @@ def make_composites(n: int, seed: int, image_size: int = 96, *, gap: int = 2
 
     Returns ``images`` (n, 3, H, W); ``labels`` (n, 2), the host object's class and the pasted object's class
     (always different); ``masks`` (n, 2, H, W), each object's pixels (they never overlap). Deterministic by
-    ``seed`` (every bit counts).
+    ``seed`` (every bit counts). ``progress`` shows tqdm bars: over the shapes drawn, then over the composites.
     """
     n, seed, image_size, _, _ = data._validate(n, seed, image_size, (0, 0), 0.0)
     gap = check_int("gap", gap, 0, image_size // 2)
+    progress = check_bool("progress", progress)
     g = seeded_generator(seed)
     pool = 2 * n + 16  # hosts and donors
-    images, labels, masks = data.make_shapes(pool, int(torch.randint(0, 2**62, (1,), generator=g)), image_size)
+    images, labels, masks = data.make_shapes(pool, int(torch.randint(0, 2**62, (1,), generator=g)), image_size,
+                                             progress=progress)
     grow = torch.nn.functional.max_pool2d(masks[:, None].float(), 2 * gap + 1, stride=1, padding=gap)[:, 0] > 0
     out_images, out_labels, out_masks = [], [], []
     donors = torch.randperm(pool, generator=g).tolist()
+    bar = progress_bar(total=n, desc="composites", unit="image", progress=progress)
     for host in range(pool):
         if len(out_images) == n:
             break
@@ -202,6 +205,8 @@ def make_composites(n: int, seed: int, image_size: int = 96, *, gap: int = 2
         out_images.append(image)
         out_labels.append(torch.stack([labels[host], labels[donor]]))
         out_masks.append(torch.stack([masks[host], pasted]))
+        bar.update()
+    bar.close()
     if len(out_images) < n:  # at the default gap a place is found for almost every host
         raise ValueError(f"only {len(out_images)} of {n} composites found room {gap} px from the host's object; "
                          "ask for a smaller gap or fewer composites")

@@ -344,8 +344,7 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
 @leaves_global_rng_alone  # the run seeds torch's global generator (initialisation, dropout); the caller's comes back
 def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool = True, *,
           name: str | None = None, command: str | None = None, model: nn.Module | None = None,
-          overwrite: bool = False, state_file: str | Path | None = None, state_every: int = 100
-          ) -> tuple[CrossViT, dict[str, Any]]:
+          overwrite: bool = False, state_file: str | Path | None = None, state_every: int = 100) -> tuple[CrossViT, dict]:
     """Train a CrossViT as ``config`` says; return it (eval mode) and a JSON-able record of the run.
 
     If ``out_dir`` is given, the model and record are saved there with :func:`crossvit.checkpoint.save_checkpoint`
@@ -356,6 +355,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     ``model`` trains a module you built instead of the preset's CrossViT, with the same data, batches and schedule
     (ablations use it for single-branch baselines); it must map (B, 3, H, W) images in [0, 1] to (B, 4) logits.
     A module that is not a CrossViT has no branch heads (no head loss) and cannot be saved with ``out_dir``.
+    ``progress``: bars over the data made and the steps, with the scores of each held-out evaluation under them.
 
     ``state_file`` makes the run resumable: every ``state_every`` steps the whole training state (weights, optimiser,
     schedule, batch order, random state, histories) is written there atomically; a run started with a state file
@@ -363,6 +363,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     file is left in place at the end (delete it to train afresh).
     """
     model_config, config = validate(config), _plain_copy(config)  # validated first; the caller's is left as it is
+    progress = check_bool("progress", progress)
     state_every = check_int("state_every", state_every, 1)
     default_name = config.preset if isinstance(config.preset, str) else "model"
     if out_dir is not None:  # fail now, not after the training
@@ -452,8 +453,9 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         if last or (config.eval_every and (step + 1) % config.eval_every == 0):
             scores = evaluate(model, eval_x, eval_y, device=device, amp=amp)
             eval_history.append({"step": step + 1, **scores})
-            heads = "".join(f", {k.split('_')[0]} head {v:.4f}" for k, v in scores.items() if k.endswith("_head_accuracy"))
-            bar.write(f"step {step + 1}: held-out accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f}{heads}")
+            if progress:  # the scores under the bar (also where TQDM_DISABLE hides the bar: a notebook shows them)
+                heads = "".join(f", {k.split('_')[0]} head {v:.4f}" for k, v in scores.items() if k.endswith("_head_accuracy"))
+                bar.write(f"step {step + 1}: held-out accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f}{heads}")
         if state_path is not None and (last or (step + 1) % state_every == 0):
             save_training_state(state_path, {
                 "config": config.to_dict(), "step": step + 1, "model": model.state_dict(),
@@ -472,8 +474,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         "model_config": model.config.to_dict() if has_heads else None,
         "model_class": type(model).__name__,
         "preset": config.preset if isinstance(config.preset, str) else None,
-        "steps": config.steps,
-        "images_seen": config.steps * config.batch_size,
+        "steps": config.steps, "images_seen": config.steps * config.batch_size,
         "wall_time_s": round(wall, 2),
         "final_train_loss": sum(tail) / len(tail),  # mean over the last (up to) 50 steps
         "final_train_accuracy": sum(recent_correct) / len(recent_correct),  # ditto, on augmented batches
@@ -481,8 +482,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
         "held_out_loss": eval_history[-1]["loss"],
         "held_out_head_accuracy": ({k: eval_history[-1][f"{k}_head_accuracy"] for k in ("small", "large")}
                                    if has_heads else None),
-        "held_out_images": config.eval_images,
-        "held_out_seed": HELD_OUT_SEED_BASE + config.seed,
+        "held_out_images": config.eval_images, "held_out_seed": HELD_OUT_SEED_BASE + config.seed,
         "training_data_seeds": training_data_seeds(config),
         "eval_history": eval_history,
         "loss_history": [round(v, 5) for v in losses],  # one entry per step

@@ -255,7 +255,9 @@ def attention_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Te
 
     Memory: the explorer keeps every attention map of every image (:func:`attention_bytes_per_image`: about 0.5 MB
     per image for the bundled model, about 26 MB for crossvit_15_240), so it takes at most ``max_images`` images
-    (default :data:`AttentionExplorer.MAX_IMAGES`); ``explorer.memory_bytes`` says what it holds.
+    (default :data:`AttentionExplorer.MAX_IMAGES`); ``explorer.memory_bytes`` says what it holds. Like every
+    ipywidget, it stays in memory until ``explorer.close()``, even when nothing refers to it any more; a script that
+    builds many explorers closes each, or uses ``with attention_explorer(...) as explorer:``, which closes it.
     """
     return AttentionExplorer(model, images, masks=masks, class_names=class_names, index=index, max_images=max_images,
                              image_names=image_names)

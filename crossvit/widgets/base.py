@@ -158,12 +158,12 @@ def menu(description: str, options: Sequence[tuple[str, Any]], *, buttons: bool 
 
 @leaves_recordings_alone  # built inside a caller's recording, an explorer leaves its maps as they were
 def _record(model: CrossViT, images: torch.Tensor) -> tuple[AttentionRecorder, torch.Tensor]:
-    """One recorded forward of ``images`` in eval mode: the recorder and the logits (on the CPU). The model keeps
-    no attention memory afterwards (the explorer holds the maps it needs)."""
+    """One recorded forward of ``images`` in eval mode: the recorder and the logits, both on the CPU (an explorer
+    holds no memory of the model's device). The model keeps no attention memory afterwards."""
     with eval_mode(model), record_attention(model) as rec, torch.no_grad():
         logits = model(images.to(model_device(model)))
     release_attention_memory(model)
-    return rec, logits.cpu()
+    return rec.to("cpu"), logits.cpu()
 
 
 def model_device(model: CrossViT) -> torch.device:
@@ -353,3 +353,16 @@ class _Explorer(anywidget.AnyWidget):
         from .html import write_html
 
         return write_html(path, [self], overwrite=overwrite, title=title)
+
+    def close(self) -> None:
+        """Close the widget and its layout (ipywidgets keeps both, and so every map the explorer holds, until
+        then)."""
+        layout = self.layout
+        super().close()
+        layout.close()
+
+    def __enter__(self) -> _Explorer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

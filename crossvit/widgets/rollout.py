@@ -427,7 +427,9 @@ def rollout_explorer(model: CrossViT, images: torch.Tensor, *, masks: torch.Tens
 
     Memory: the recorded maps of every image (as :func:`attention_explorer`, at most ``max_images`` images), the
     class-specific maps (each (B, H, W) float32) and at most one joint-rollout result per (head fusion, start
-    block); ``explorer.memory_bytes`` says what it holds.
+    block); ``explorer.memory_bytes`` says what it holds. Like every ipywidget, it stays in memory until
+    ``explorer.close()``, even when nothing refers to it any more; a script that builds many explorers closes each,
+    or uses ``with rollout_explorer(...) as explorer:``, which closes it.
     """
     return RolloutExplorer(model, images, masks=masks, class_names=class_names, index=index, max_images=max_images,
                            classes=classes, progress=progress, image_names=image_names)
