@@ -547,7 +547,7 @@ def _execute(nb, name: str, figures_dir: Path, deadline: float | None) -> None:
 DEFAULT_JOBS = 2 if (os.cpu_count() or 1) >= 2 else 1
 # What the two long notebooks took in a quiet `make figures` on 2 cores (one torch thread per kernel), used only to
 # order a cache that has timed no run yet (a fresh clone); every later run orders by its own cached times.
-TYPICAL_SECONDS = {"06_training_your_own.ipynb": 130.0, "05_attributions_compared.ipynb": 77.0}
+TYPICAL_SECONDS = {"06_training_your_own.ipynb": 118.0, "05_attributions_compared.ipynb": 72.0}
 
 
 def last_seconds(name: str, cache_dir: Path = CACHE_DIR) -> float:
