@@ -344,7 +344,8 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, ba
 @leaves_global_rng_alone  # the run seeds torch's global generator (initialisation, dropout); the caller's comes back
 def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool = True, *,
           name: str | None = None, command: str | None = None, model: nn.Module | None = None,
-          overwrite: bool = False, state_file: str | Path | None = None, state_every: int = 100) -> tuple[CrossViT, dict]:
+          overwrite: bool = False, state_file: str | Path | None = None, state_every: int = 100
+          ) -> tuple[CrossViT, dict[str, Any]]:
     """Train a CrossViT as ``config`` says; return it (eval mode) and a JSON-able record of the run.
 
     If ``out_dir`` is given, the model and record are saved there with :func:`crossvit.checkpoint.save_checkpoint`
@@ -471,12 +472,10 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, progress: bool
     record: dict[str, Any] = {
         "command": command,
         "train_config": config.to_dict(),
-        "model_config": model.config.to_dict() if has_heads else None,
-        "model_class": type(model).__name__,
+        "model_config": model.config.to_dict() if has_heads else None, "model_class": type(model).__name__,
         "preset": config.preset if isinstance(config.preset, str) else None,
         "steps": config.steps, "images_seen": config.steps * config.batch_size,
-        "wall_time_s": round(wall, 2),
-        "final_train_loss": sum(tail) / len(tail),  # mean over the last (up to) 50 steps
+        "wall_time_s": round(wall, 2), "final_train_loss": sum(tail) / len(tail),  # mean of the last (up to) 50 steps
         "final_train_accuracy": sum(recent_correct) / len(recent_correct),  # ditto, on augmented batches
         "held_out_accuracy": eval_history[-1]["accuracy"],
         "held_out_loss": eval_history[-1]["loss"],
@@ -589,8 +588,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         torch.set_num_threads(threads)
-    print(f"held-out accuracy: {record['held_out_accuracy']:.4f} on {record['held_out_images']} images (seed "
-          f"{record['held_out_seed']}); {record['parameter_count']:,} parameters; {record['wall_time_s']:.1f} s on {record['device']}")
+    print(f"held-out accuracy: {record['held_out_accuracy']:.4f} on {record['held_out_images']} images "
+          f"(seed {record['held_out_seed']}); {record['parameter_count']:,} parameters; "
+          f"{record['wall_time_s']:.1f} s on {record['device']}")
     if "checkpoint" in record:
         print(f"checkpoint: {record['checkpoint']}")
     return 0
