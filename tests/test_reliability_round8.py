@@ -6,8 +6,8 @@
   closing it left its layout widget behind; the rollout explorer also kept its recorded maps on the model's
   device beside CPU copies. Explorers are now context managers, ``close()`` takes the layout too, and the maps live
   on the CPU (``AttentionRecorder.to``).
-* ``relevance_by_branch`` ran any batch in one forward and one backward, with no bar; ``make_composites`` had no
-  bar; ``train(progress=False)`` still printed the held-out scores.
+* ``relevance_by_branch`` ran any batch in one forward and one backward, with no bar; ``make_composites`` and
+  ``preprocess`` (of a list of photos) had no bar; ``train(progress=False)`` still printed the held-out scores.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ import gc
 import weakref
 
 import ipywidgets.widgets.widget as widget_registry
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import crossvit
 from crossvit.rollout import attention_rollout, joint_rollout
@@ -133,3 +135,17 @@ def test_train_without_progress_prints_nothing(capsys):
     assert len(record["eval_history"]) == 2
     with pytest.raises(TypeError, match="progress"):
         train(config, progress="no")
+
+
+def test_preprocess_shows_a_bar_over_the_photos_and_the_same_batch(bundled, tmp_path, capsys):
+    photos = []
+    for k in range(3):
+        photos.append(tmp_path / f"photo{k}.png")
+        Image.fromarray(np.random.default_rng(k).integers(0, 256, (50 + k, 64, 3), dtype=np.uint8)).save(photos[-1])
+    quiet = crossvit.preprocess(bundled, photos)
+    assert capsys.readouterr().err == ""
+    shown = crossvit.preprocess(bundled, photos, progress=True)
+    assert "preprocess" in capsys.readouterr().err
+    assert torch.equal(quiet, shown)
+    with pytest.raises(TypeError, match="progress"):
+        crossvit.preprocess(bundled, photos, progress="yes")
