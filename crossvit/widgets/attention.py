@@ -49,7 +49,7 @@ class AttentionExplorer(_Explorer):
                  class_names: Sequence[str] | None = None, index: int = 0, max_images: int | None = None,
                  image_names: Sequence[str] | None = None) -> None:
         rec = self._take_inputs(model, images, masks, class_names, max_images, image_names)
-        self.maps: dict[str, torch.Tensor] = {name: m.cpu() for name, m in rec.sites.items()}
+        self.maps: dict[str, torch.Tensor] = rec.sites  # on the CPU already (_record)
         first = model.branch_names[0]
         rows, cols = model.patch_grid(first)
         super().__init__(image=self._check_index(index), branch=first, patch_row=rows // 2, patch_col=cols // 2,

@@ -130,7 +130,7 @@ class RolloutExplorer(_Explorer):
             raise ValueError("the method registry holds no rollout to explore")
         maps = self.recorder.sites
         # per branch, (block, map) of every self-attention layer in forward order
-        self.self_maps = {b: [(s.block, maps[s.name].cpu()) for s in self.recorder.recorded_sites
+        self.self_maps = {b: [(s.block, maps[s.name]) for s in self.recorder.recorded_sites
                               if s.branch == b and s.kind == "self"] for b in model.branch_names}
         self._joint = _LRU(len(HEAD_FUSIONS) * model.arch.num_blocks)  # (fusion, start) -> (B, H, W)
         self._extras = _LRU(self.EXTRA_CACHE)  # key -> (B, H, W) computed on demand
