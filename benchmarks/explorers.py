@@ -165,11 +165,22 @@ def measure(page, root, action: Callable[[int], None], n: int, timeout_ms: float
             ) -> tuple[list[float], int, int]:
     """Milliseconds from each of ``n`` calls of ``action(k)`` to the next frame after the explorer under ``root``
     drew its answer (see :data:`LATENCY_PROBE`); how many of them changed the picture, and how many changed the
-    picture or the caption."""
+    picture or the caption.
+
+    After each action it also waits (up to ``timeout_ms``) for that action's answer: one action can draw two frames
+    (a range input's input and change events drawn in separate tasks), and the second frame must not be taken for
+    the next action's, or the last action's answer would be read before it is drawn. An action that changes
+    nothing is let through after the wait, and the counts say so."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.evaluate(LATENCY_PROBE, [root.element_handle()])
     for k in range(n):
         action(k)
         page.wait_for_function("n => window.__latency.length > n", arg=k, timeout=timeout_ms)
+        try:
+            page.wait_for_function("n => window.__answers > n", arg=k, timeout=timeout_ms)
+        except PlaywrightTimeout:
+            pass
     return (page.evaluate("window.__latency"), page.evaluate("window.__pictures"),
             page.evaluate("window.__answers"))
 
