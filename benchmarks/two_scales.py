@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/two_scales.py train [--sizes s m l] [--lrs 0.001 0.002] [--steps 1500] [--threads 1]
                                                    # [--head-loss-weight W]: the CrossViT's heads' own losses
+                                                   # [--attention-entropy-weight W]: its attention-entropy term
+                                                   # [--seeds 0 1 2]: the seeds of the init, data and batches
     .venv/bin/python benchmarks/two_scales.py bundle [--size m] [--steps N]  # the best CrossViT of a size becomes
                                                    # crossvit.load_pretrained(task="two_scale")
     .venv/bin/python benchmarks/two_scales.py report [--steps N] [--analyse RUN ...]  # table, figure, and the
@@ -37,6 +39,7 @@ continues the unfinished one. ``report`` writes ``figures/two_scales.md`` and ``
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import os
@@ -69,6 +72,9 @@ SINGLE_DEPTH = {"fine": 6, "coarse": 9}
 CROSSVIT_SIZES = {"s": (24, 64, 2, 2, 4), "m": (32, 96, 3, 2, 4), "l": (48, 128, 3, 3, 4)}
 RECIPE = dict(task="two_scale", batch_size=64, weight_decay=0.05, train_images=20000, eval_images=2000,
               head_loss_weight=0.5, attention_entropy_weight=0.05, seed=0)
+# the CrossViT's extra loss terms a run may change, and the tag its name then carries ("-heads0", "-ent0");
+# the paper trains the averaged logits alone, i.e. both at 0
+LOSS_TERMS = {"head_loss_weight": "heads", "attention_entropy_weight": "ent"}
 
 
 def paper_config(embed_dim: tuple[int, int], depth: tuple[tuple[int, int, int], ...], heads: tuple[int, int],
@@ -99,14 +105,14 @@ def matched_width(family: str, flops: int) -> int:
     return min(range(16, 512, 4), key=lambda w: abs(count_flops(single_branch(family, w)) - flops))
 
 
-def build(family: str, size: str) -> tuple[torch.nn.Module, PaperConfig | None]:
+def build(family: str, size: str, seed: int = RECIPE["seed"]) -> tuple[torch.nn.Module, PaperConfig | None]:
     """The model of ``family`` at ``size`` (fresh weights: the trainer seeds and initialises it) and, for the
     CrossViT, its config."""
     if family == "crossvit":
         config = crossvit_config(size)
         return CrossViT(config), config
     width = matched_width(family, count_flops(CrossViT(crossvit_config(size))))
-    torch.manual_seed(RECIPE["seed"])  # as the trainer seeds the init of the CrossViT it builds
+    torch.manual_seed(seed)  # as the trainer seeds the init of the CrossViT it builds
     return single_branch(family, width), None
 
 
@@ -114,26 +120,35 @@ def load_results() -> list[dict]:
     return json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
 
 
-def run_name(family: str, size: str, lr: float, steps: int,
-             head_loss_weight: float = RECIPE["head_loss_weight"]) -> str:
-    """The run's name; a CrossViT trained with another weight on its heads' own losses than the recipe's says so."""
-    other = family == "crossvit" and head_loss_weight != RECIPE["head_loss_weight"]
-    return f"{family}-{size}-lr{lr:g}-{steps}steps" + (f"-heads{head_loss_weight:g}" if other else "")
+def recipe_losses() -> dict[str, float]:
+    """The recipe's weights of the CrossViT's extra loss terms."""
+    return {k: RECIPE[k] for k in LOSS_TERMS}
 
 
-def recipe_of(run: dict) -> float:
-    """The head-loss weight a recorded run was trained with; a single-branch run, which has no heads, counts as
-    trained with the recipe's."""
-    return run.get("head_loss_weight", RECIPE["head_loss_weight"])
+def run_name(family: str, size: str, lr: float, steps: int, losses: dict[str, float] | None = None,
+             seed: int = RECIPE["seed"]) -> str:
+    """The run's name; a CrossViT trained with another weight on an extra loss term than the recipe's says so
+    (``-heads0``, ``-ent0``), and a run with another seed than the recipe's (``-seed1``)."""
+    losses = {**recipe_losses(), **(losses or {})}
+    tags = "".join(f"-{tag}{losses[k]:g}" for k, tag in LOSS_TERMS.items()
+                   if family == "crossvit" and losses[k] != RECIPE[k])
+    return f"{family}-{size}-lr{lr:g}-{steps}steps{tags}" + (f"-seed{seed}" if seed != RECIPE["seed"] else "")
+
+
+def recipe_of(run: dict) -> dict[str, float]:
+    """The weights of the extra loss terms a recorded run was trained with (a run recorded without one used the
+    recipe's); a single-branch run, which has no heads, counts as trained with the recipe's."""
+    return {k: run.get(k, RECIPE[k]) for k in LOSS_TERMS}
 
 
 def train_one(family: str, size: str, lr: float, steps: int, test: tuple[torch.Tensor, torch.Tensor],
-              head_loss_weight: float = RECIPE["head_loss_weight"]) -> dict:
-    model, config = build(family, size)
+              losses: dict[str, float] | None = None, seed: int = RECIPE["seed"]) -> dict:
+    losses = {**recipe_losses(), **(losses or {})}
+    model, config = build(family, size, seed)
     train_config = TrainConfig(preset=config or crossvit_config(size), steps=steps, lr=lr,
                                warmup_steps=max(1, steps // 10), eval_every=max(1, steps // 4),
-                               **{**RECIPE, "head_loss_weight": head_loss_weight})
-    name = run_name(family, size, lr, steps, head_loss_weight)
+                               **{**RECIPE, **losses, "seed": seed})
+    name = run_name(family, size, lr, steps, losses, seed)
     RUNS.mkdir(parents=True, exist_ok=True)
     trained, record = train(train_config, RUNS if family == "crossvit" else None, progress=True, name=name,
                             model=None if family == "crossvit" else model, overwrite=True,
@@ -143,28 +158,31 @@ def train_one(family: str, size: str, lr: float, steps: int, test: tuple[torch.T
         predicted = torch.cat([trained(test[0][i:i + 250]).argmax(1) for i in range(0, len(test[1]), 250)])
     halves = {"texture_accuracy": (predicted % 2 == test[1] % 2).float().mean().item(),
               "arrangement_accuracy": (predicted // 2 == test[1] // 2).float().mean().item()}
-    return {"family": family, "size": size, "lr": lr, "steps": steps, "seed": RECIPE["seed"], **halves,
+    return {"family": family, "size": size, "lr": lr, "steps": steps, "seed": seed, **halves,
             "flops": count_flops(trained), "params": sum(p.numel() for p in trained.parameters()),
             "val_accuracy": record["held_out_accuracy"], "accuracy": scores["accuracy"],
             "test_seed": TEST_SEED, "test_images": TEST_IMAGES, "wall_time_s": record["wall_time_s"],
             "torch_threads": torch.get_num_threads(), "run": name,
-            **({"head_loss_weight": head_loss_weight} if family == "crossvit" else {}),
+            **(losses if family == "crossvit" else {}),
             **({"small_head_accuracy": scores["small_head_accuracy"],
                 "large_head_accuracy": scores["large_head_accuracy"]} if family == "crossvit" else {})}
 
 
 def train_all(args: argparse.Namespace) -> None:
+    losses = {k: getattr(args, k) for k in LOSS_TERMS}
     done = {r["run"] for r in load_results()}
     images, labels, _ = make_two_scale_shapes(TEST_IMAGES, TEST_SEED)
-    todo = [(f, s, lr) for s in args.sizes for f in args.families for lr in args.lrs
-            if run_name(f, s, lr, args.steps, args.head_loss_weight) not in done]
+    todo = [(f, s, lr, seed) for seed in args.seeds for s in args.sizes for f in args.families for lr in args.lrs
+            if run_name(f, s, lr, args.steps, losses, seed) not in done]
     print(f"{len(done)} runs done, {len(todo)} to go", flush=True)
-    for k, (family, size, lr) in enumerate(todo):
-        name = run_name(family, size, lr, args.steps, args.head_loss_weight)
+    for k, (family, size, lr, seed) in enumerate(todo):
+        name = run_name(family, size, lr, args.steps, losses, seed)
         print(f"[{k + 1}/{len(todo)}] {name} ({time.strftime('%H:%M')})", flush=True)
-        result = train_one(family, size, lr, args.steps, (images, labels), args.head_loss_weight)
-        results = load_results() + [result]
-        RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+        result = train_one(family, size, lr, args.steps, (images, labels), losses, seed)
+        with open(RUNS / "results.lock", "w") as lock:  # two train processes may finish together
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            results = load_results() + [result]
+            RESULTS.write_text(json.dumps(results, indent=1) + "\n")
         print(f"    test accuracy {result['accuracy']:.4f} (validation {result['val_accuracy']:.4f}), "
               f"{result['flops'] / 1e6:.1f} MFLOP, {result['wall_time_s']:.0f} s", flush=True)
 
@@ -221,10 +239,11 @@ def probe(args: argparse.Namespace) -> None:
 
 
 def best_runs(results: list[dict], steps: int) -> dict[tuple[str, str], dict]:
-    """Per (family, size), among the runs of ``steps`` steps with the recipe's head-loss weight, the one with the best
+    """Per (family, size), among the runs of ``steps`` steps with the recipe's loss and seed, the one with the best
     validation accuracy (ties: the smaller learning rate)."""
     best: dict[tuple[str, str], dict] = {}
-    for r in sorted((r for r in results if r["steps"] == steps and recipe_of(r) == RECIPE["head_loss_weight"]),
+    for r in sorted((r for r in results if r["steps"] == steps and recipe_of(r) == recipe_losses()
+                     and r["seed"] == RECIPE["seed"]),
                     key=lambda r: r["lr"]):
         key = (r["family"], r["size"])
         if key not in best or r["val_accuracy"] > best[key]["val_accuracy"]:
@@ -232,9 +251,11 @@ def best_runs(results: list[dict], steps: int) -> dict[tuple[str, str], dict]:
     return best
 
 
-def analyse(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> dict:
+def analyse(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor
+            ) -> dict[str, float | str]:
     """For one trained CrossViT: each head alone, each fusion direction zeroed, the AttnLRP share of each branch,
-    and the pointing game of the attention maps on the class evidence (the object and the tile)."""
+    the pointing game of the attention maps on the class evidence (the object and the tile), and gradient
+    rollout's four rows (each one's share of the map and where it points)."""
     import crossvit
     from crossvit.ablation import cross_attention_ablations
 
@@ -268,6 +289,24 @@ def analyse(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, masks: 
         maps = explained(method, images[:n], labels[:n])
         out[f"pointing {method}"] = pointing(maps, evidence)
         out[f"pointing {method}, object only"] = pointing(maps, masks[:n, 0])
+    # gradient rollout's map is the sum of four rows (each CLS token over each branch's patches): each row's share
+    # of the map's mass, and where each row alone points
+    rows: dict[tuple[str, str], list[torch.Tensor]] = {}
+    for i in range(0, n, 50):
+        x = images[i:i + 50].detach().clone().requires_grad_(True)
+        with crossvit.record_attention(model, grads=True) as rec, torch.enable_grad():
+            model(x).gather(1, labels[i:i + 50, None]).sum().backward(inputs=list(rec.sites.values()))
+        for query, row in crossvit.gradient_rollout(rec).items():
+            for patches, r in row.items():
+                rows.setdefault((query, patches), []).append(r)
+        rec.clear()
+    mass = sum(torch.cat(r).sum() for r in rows.values())
+    for (query, patches), r in rows.items():
+        r = torch.cat(r)
+        pixels = crossvit.patch_map_to_pixels(model, patches, r, density=True)
+        out[f"gradient_rollout row {query} CLS -> {patches} patches: share of the mass"] = (r.sum() / mass).item()
+        out[f"gradient_rollout row {query} CLS -> {patches} patches: pointing, object / tile"] = (
+            f"{pointing(pixels, masks[:n, 0]):.4f} / {pointing(pixels, masks[:n, 1]):.4f}")
     # explain's start_block defaults were chosen on the shapes model; for this model, choose each rollout's on
     # other images (CHOICE_SEED), then score the choice on the test images
     x, y, m = make_two_scale_shapes(n, CHOICE_SEED)
@@ -312,15 +351,30 @@ def report(args: argparse.Namespace) -> None:
             top = max(rivals, key=lambda r: r["accuracy"])
             lines.append(f"| {size} | {cv['accuracy']:.4f} | {top['family']} | {top['accuracy']:.4f} | "
                          f"{top['flops'] / cv['flops']:.2f} | {100 * (cv['accuracy'] - top['accuracy']):+.1f} |")
-    longer = sorted((r for r in results if r["steps"] != args.steps or recipe_of(r) != RECIPE["head_loss_weight"]),
+    longer = sorted((r for r in results if r["steps"] != args.steps or recipe_of(r) != recipe_losses()
+                     or r["seed"] != RECIPE["seed"]),
                     key=lambda r: (r["steps"], r["size"], FAMILIES.index(r["family"]), r["lr"], r["run"]))
     if longer:
-        lines += ["", "Runs with another number of steps or another head-loss weight (`-headsW` in the name; not in "
-                  "the comparison above):", "",
+        lines += ["", "Runs with another number of steps or other weights of the CrossViT's extra loss terms (its "
+                  "heads' own cross-entropy, `-headsW` in the name, recipe 0.5; the attention-entropy term, `-entW`, "
+                  "recipe 0.05; or another seed, `-seedN`, recipe 0; not in the comparison above):", "",
                   "| run | MFLOP | validation accuracy | test accuracy | texture half | tile half |",
                   "|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['run']} | {r['flops'] / 1e6:.1f} | {r['val_accuracy']:.4f} | {r['accuracy']:.4f} | "
                   f"{r['texture_accuracy']:.4f} | {r['arrangement_accuracy']:.4f} |" for r in longer]
+    settings: dict[str, list[dict]] = {}
+    for r in results:
+        settings.setdefault(run_name(r["family"], r["size"], r["lr"], r["steps"], recipe_of(r)), []).append(r)
+    repeated = {name: sorted(runs, key=lambda r: r["seed"]) for name, runs in settings.items() if len(runs) > 1}
+    if repeated:
+        lines += ["", "Settings trained with more than one seed (the seed sets the initialisation, the training images "
+                  "and the batch order; the test images stay the same):", "",
+                  "| setting | seeds | test accuracy per seed | mean | seeds that learned both halves (test accuracy "
+                  ">= 0.9) |", "|---|---|---|---:|---:|"]
+        lines += [f"| {name} | {', '.join(str(r['seed']) for r in runs)} | "
+                  f"{', '.join(format(r['accuracy'], '.4f') for r in runs)} | "
+                  f"{sum(r['accuracy'] for r in runs) / len(runs):.4f} | "
+                  f"{sum(r['accuracy'] >= 0.9 for r in runs)} of {len(runs)} |" for name, runs in repeated.items()]
     from crossvit.checkpoint import BUNDLED_CHECKPOINTS, load_checkpoint, load_pretrained
 
     if BUNDLED_CHECKPOINTS["two_scale"].is_file():
@@ -331,14 +385,15 @@ def report(args: argparse.Namespace) -> None:
                   "layers' cross-attention switched off (`crossvit.ablation`), AttnLRP's share of the true-class "
                   "logit on each branch's tokens (mean over 400 test images), and the pointing game on the class "
                   "evidence (object and tile; and on the object alone).", "", "| measure | value |", "|---|---:|"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in a.items()]
-    for name in args.analyse:  # other trained CrossViTs, e.g. one trained with another head-loss weight
+        lines += [f"| {k} | {v if isinstance(v, str) else format(v, '.4f')} |" for k, v in a.items()]
+    for name in args.analyse:  # other trained CrossViTs, e.g. one trained with other loss weights
         run = next(r for r in results if r["run"] == name)
         model = load_checkpoint(RUNS / f"{name}.safetensors")
         a = analyse(model, images, labels, masks)
-        lines += ["", f"### Run `{name}` (head-loss weight {recipe_of(run):g}), analysed as the bundled one", "",
+        weights = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in recipe_of(run).items())
+        lines += ["", f"### Run `{name}` ({weights}), analysed as the bundled one", "",
                   "| measure | value |", "|---|---:|"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in a.items()]
+        lines += [f"| {k} | {v if isinstance(v, str) else format(v, '.4f')} |" for k, v in a.items()]
     text = "\n".join(lines) + "\n"
     (ROOT / "figures" / "two_scales.md").write_text(text)
     print(text)
@@ -399,9 +454,15 @@ def main() -> None:
     tr.add_argument("--lrs", nargs="+", type=float, default=[1e-3, 2e-3])
     tr.add_argument("--steps", type=int, default=1500)
     tr.add_argument("--threads", type=int, default=None)
+    tr.add_argument("--seeds", nargs="+", type=int, default=[RECIPE["seed"]],
+                    help="seeds of the model init, the training data and the batch order, in [0, 2**32) (the "
+                    "test images stay the same)")
     tr.add_argument("--head-loss-weight", type=float, default=RECIPE["head_loss_weight"],
                     help="weight of each CrossViT head's own cross-entropy (the recipe's by default; 0 trains the "
                     "averaged logits only, so the heads are free to specialise)")
+    tr.add_argument("--attention-entropy-weight", type=float, default=RECIPE["attention_entropy_weight"],
+                    help="weight of the CrossViT's attention-entropy term (the recipe's by default; with "
+                    "--head-loss-weight 0 as well, 0 trains the paper's loss)")
     pr = commands.add_parser("probe", help="a coarse ViT on one half of the label (the texture: with and "
                              "without the anti-aliased resize)")
     pr.add_argument("--half", default="texture", choices=["texture", "arrangement"])
@@ -425,9 +486,12 @@ def main() -> None:
         parser.error(f"--train-images must be a positive multiple of 2000 and --steps at least 10, "
                      f"got {args.train_images} and {args.steps}")
     if args.command == "train" and (args.steps < 1 or not all(lr > 0 and math.isfinite(lr) for lr in args.lrs)
-                                    or not (args.head_loss_weight >= 0 and math.isfinite(args.head_loss_weight))):
-        parser.error(f"--steps must be >= 1, --lrs positive numbers and --head-loss-weight a number >= 0; got "
-                     f"{args.steps}, {args.lrs} and {args.head_loss_weight}")
+                                    or not all(getattr(args, k) >= 0 and math.isfinite(getattr(args, k))
+                                               for k in LOSS_TERMS)
+                                    or not all(0 <= seed < 2**32 for seed in args.seeds)):
+        parser.error(f"--steps must be >= 1, --lrs positive numbers, --head-loss-weight and "
+                     f"--attention-entropy-weight numbers >= 0 and --seeds in [0, 2**32); got {args.steps}, "
+                     f"{args.lrs}, {args.head_loss_weight}, {args.attention_entropy_weight} and {args.seeds}")
     if args.command == "probe" and not (args.lr > 0 and math.isfinite(args.lr)):
         parser.error(f"--lr must be a positive number, got {args.lr}")
     if getattr(args, "threads", None) is not None and args.threads < 1:
