@@ -331,7 +331,8 @@ def report(args: argparse.Namespace) -> None:
     lines = [f"Two-scale task: {TEST_IMAGES} test images (data seed {TEST_SEED}); every run {args.steps} steps of "
              f"{RECIPE['batch_size']} images; per family and size the learning rate with the best validation accuracy "
              "(the trainer's held-out images); FLOPs per image by `crossvit.flops.count_flops`. Command: "
-             "`python benchmarks/two_scales.py train` then `report`.", "",
+             "`python benchmarks/two_scales.py train` then `report"
+             + (" --analyse " + " ".join(args.analyse) if args.analyse else "") + "`.", "",
              "![test accuracy against FLOPs per image, one line per family](two_scales.png)", "",
              "| size | family | MFLOP | parameters | learning rate | validation accuracy | test accuracy | "
              "texture half | tile half |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
