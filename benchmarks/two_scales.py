@@ -172,7 +172,8 @@ def train_all(args: argparse.Namespace) -> None:
     losses = {k: getattr(args, k) for k in LOSS_TERMS}
     done = {r["run"] for r in load_results()}
     images, labels, _ = make_two_scale_shapes(TEST_IMAGES, TEST_SEED)
-    todo = [(f, s, lr, seed) for seed in args.seeds for s in args.sizes for f in args.families for lr in args.lrs
+    todo = [(f, s, lr, seed) for seed in dict.fromkeys(args.seeds) for s in dict.fromkeys(args.sizes)
+            for f in dict.fromkeys(args.families) for lr in dict.fromkeys(args.lrs)  # each run once
             if run_name(f, s, lr, args.steps, losses, seed) not in done]
     print(f"{len(done)} runs done, {len(todo)} to go", flush=True)
     for k, (family, size, lr, seed) in enumerate(todo):
@@ -437,8 +438,9 @@ def bundle(args: argparse.Namespace) -> None:
     source = RUNS / f"{run['run']}.safetensors"
     atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
     meta = json.loads(source.with_suffix(".json").read_text())
-    lrs = " ".join(f"{r['lr']:g}" for r in load_results()
-                   if (r["family"], r["size"], r["steps"]) == ("crossvit", args.size, args.steps))
+    lrs = " ".join(f"{r['lr']:g}" for r in load_results()  # the runs best_runs chose among
+                   if (r["family"], r["size"], r["steps"]) == ("crossvit", args.size, args.steps)
+                   and recipe_of(r) == recipe_losses() and r["seed"] == RECIPE["seed"])
     meta["record"]["command"] = (f"python benchmarks/two_scales.py train --families crossvit --sizes {args.size} "
                                  f"--lrs {lrs} --steps {run['steps']} (best validation accuracy: lr {run['lr']:g})")
     atomic_write(meta_target, lambda tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
