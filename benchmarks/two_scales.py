@@ -320,6 +320,12 @@ def analyse(model: CrossViT, images: torch.Tensor, labels: torch.Tensor, masks: 
     return out
 
 
+def measures_table(measures: dict[str, float | str]) -> list[str]:
+    """The markdown lines of :func:`analyse`'s measures, a blank line first."""
+    return ["", "| measure | value |", "|---|---:|",
+            *(f"| {k} | {v if isinstance(v, str) else format(v, '.4f')} |" for k, v in measures.items())]
+
+
 def report(args: argparse.Namespace) -> None:
     import matplotlib
 
@@ -386,16 +392,13 @@ def report(args: argparse.Namespace) -> None:
                   f"Trained by: `{model.training_record['command']}`. Each head alone, each direction of the fusion "
                   "layers' cross-attention switched off (`crossvit.ablation`), AttnLRP's share of the true-class "
                   "logit on each branch's tokens (mean over 400 test images), and the pointing game on the class "
-                  "evidence (object and tile; and on the object alone).", "", "| measure | value |", "|---|---:|"]
-        lines += [f"| {k} | {v if isinstance(v, str) else format(v, '.4f')} |" for k, v in a.items()]
+                  "evidence (object and tile; and on the object alone).", *measures_table(a)]
     for name in args.analyse:  # other trained CrossViTs, e.g. one trained with other loss weights
         run = next(r for r in results if r["run"] == name)
         model = load_checkpoint(RUNS / f"{name}.safetensors")
         a = analyse(model, images, labels, masks)
         weights = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in recipe_of(run).items())
-        lines += ["", f"### Run `{name}` ({weights}), analysed as the bundled one", "",
-                  "| measure | value |", "|---|---:|"]
-        lines += [f"| {k} | {v if isinstance(v, str) else format(v, '.4f')} |" for k, v in a.items()]
+        lines += ["", f"### Run `{name}` ({weights}), analysed as the bundled one", *measures_table(a)]
     text = "\n".join(lines) + "\n"
     (ROOT / "figures" / "two_scales.md").write_text(text)
     print(text)
